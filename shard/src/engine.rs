@@ -1,0 +1,4 @@
+//! engine (in progress)
+/// The engine.
+#[derive(Debug)]
+pub struct Engine;

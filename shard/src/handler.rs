@@ -1,0 +1,83 @@
+//! The boundary between the drivers (which move bytes) and the engine (which decides).
+//! Drivers are generic over [`Handler`], so tests can drive them with a simple handler and the
+//! real [`crate::Engine`] is monomorphised into the loop.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Largest DNS message (TCP framing limit). Reply buffers handed to
+/// [`Handler::handle_query`] are at least this long.
+pub const MAX_MESSAGE: usize = 65535;
+
+/// Transport of a client query or an upstream link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Udp,
+    Tcp,
+}
+
+/// Where a client query came from and where its reply goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Client {
+    /// Index into [`crate::Config::listeners`] of the socket that received the query.
+    pub listener: u16,
+    pub protocol: Protocol,
+    pub peer: SocketAddr,
+    /// The driver's token for the client's TCP connection; 0 for UDP.
+    pub conn: u32,
+}
+
+/// One way to reach an upstream. For UDP, `conn` is 0 and the driver keeps one connected
+/// socket per upstream. For TCP, each distinct `conn` is one connection, opened by the driver
+/// (non-blocking connect) the first time a [`Transmit::Query`] names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Link {
+    /// Index into [`crate::Config::upstreams`].
+    pub upstream: u16,
+    pub protocol: Protocol,
+    pub conn: u32,
+}
+
+/// What the engine did with a client query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A reply of this many bytes was written to the start of the output buffer; send it now.
+    Reply(usize),
+    /// Nothing to send (RFC-mandated silent drop, e.g. a packet with QR=1 or no header).
+    Drop,
+    /// Forwarded upstream; the reply will come out of [`Handler::poll_transmit`].
+    Pending,
+}
+
+/// Output of the engine that is not an immediate reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transmit {
+    /// A reply to a client whose query waited for an upstream (or timed out). If the client's
+    /// TCP connection is gone, the driver drops it.
+    Reply { client: Client, payload: Vec<u8> },
+    /// A query for an upstream. For TCP the driver adds the 2-byte length prefix and, if the
+    /// link has no connection yet, connects to `addr` first (queueing the bytes until then).
+    Query { link: Link, addr: SocketAddr, payload: Vec<u8> },
+    /// The engine is done with a TCP link (idle or broken); the driver closes it.
+    Close { link: Link },
+}
+
+/// The protocol logic a driver serves. Every method takes `now`; none does I/O.
+pub trait Handler {
+    /// A query arrived from `client`. A reply, if immediate, is written into `out`
+    /// (at least [`MAX_MESSAGE`] bytes).
+    fn handle_query(&mut self, now: Instant, client: Client, query: &[u8], out: &mut [u8]) -> Outcome;
+    /// A complete message arrived on an upstream link (TCP framing already removed).
+    fn handle_response(&mut self, now: Instant, link: Link, response: &[u8]);
+    /// An upstream link failed or closed (connection refused, reset, EOF, ICMP error on UDP).
+    /// Queries in flight on it are retried elsewhere or failed.
+    fn handle_link_closed(&mut self, now: Instant, link: Link);
+    /// A client TCP connection closed: replies still pending for it can be discarded.
+    fn handle_client_closed(&mut self, now: Instant, client: Client);
+    /// Time has reached (or passed) the deadline returned by [`Handler::poll_timeout`].
+    fn handle_timeout(&mut self, now: Instant);
+    /// The earliest instant at which [`Handler::handle_timeout`] must be called.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// The next output to perform. Drivers drain it after every batch of input.
+    fn poll_transmit(&mut self) -> Option<Transmit>;
+}
