@@ -16,6 +16,7 @@ pub mod config;
 pub mod driver;
 pub mod engine;
 pub mod handler;
+mod names;
 pub mod run;
 pub mod stats;
 pub mod tcp;

@@ -1,0 +1,67 @@
+//! Small helpers over uncompressed wire names.
+
+/// Whether `name` is `zone` or below it (both uncompressed wire names; ASCII case ignored).
+pub fn in_zone(name: &[u8], zone: &[u8]) -> bool {
+    let mut pos = 0;
+    while pos < name.len() {
+        if name.len() - pos == zone.len() && name[pos..].eq_ignore_ascii_case(zone) {
+            return true;
+        }
+        let len = name[pos] as usize;
+        if len == 0 {
+            return false;
+        }
+        pos += len + 1;
+    }
+    false
+}
+
+/// Presentation form of an uncompressed wire name (for logs), e.g. `www.example.`.
+pub fn to_text(name: &[u8]) -> String {
+    let mut text = String::new();
+    let mut pos = 0;
+    while let Some(&len) = name.get(pos) {
+        if len == 0 {
+            break;
+        }
+        let label = name.get(pos + 1..pos + 1 + len as usize).unwrap_or_default();
+        for &byte in label {
+            match byte {
+                b'.' | b'\\' => {
+                    text.push('\\');
+                    text.push(byte as char);
+                }
+                0x21..=0x7e => text.push(byte as char),
+                _ => text.push_str(&format!("\\{byte:03}")),
+            }
+        }
+        text.push('.');
+        pos += 1 + len as usize;
+    }
+    if text.is_empty() {
+        text.push('.');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zone_containment_is_label_aligned_and_case_insensitive() {
+        let name = b"\x03www\x07Example\x03com\x00";
+        assert!(in_zone(name, b"\x07example\x03com\x00"));
+        assert!(in_zone(name, b"\x03com\x00"));
+        assert!(in_zone(name, b"\x00"));
+        assert!(!in_zone(name, b"\x04mple\x03com\x00"));
+        assert!(!in_zone(b"\x03com\x00", b"\x07example\x03com\x00"));
+    }
+
+    #[test]
+    fn text_form() {
+        assert_eq!(to_text(b"\x03www\x07example\x00"), "www.example.");
+        assert_eq!(to_text(b"\x00"), ".");
+        assert_eq!(to_text(b"\x03a.b\x00"), "a\\.b.");
+    }
+}
