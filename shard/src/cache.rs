@@ -71,7 +71,11 @@ impl StoredResponse {
                 bytes.extend_from_slice(&raw[range.end..]);
                 let removed = range.len();
                 offsets.extend(ttl_offsets.iter().map(|&o| {
-                    if o > range.start { (o - removed) as u16 } else { o as u16 }
+                    if o > range.start {
+                        (o - removed) as u16
+                    } else {
+                        o as u16
+                    }
                 }));
                 let arcount = message.header.arcount - 1;
                 bytes[10..12].copy_from_slice(&arcount.to_be_bytes());
@@ -113,7 +117,10 @@ impl StoredResponse {
     fn question_fields(&self) -> (u16, u16) {
         let q = self.question_end as usize - 4;
         let b = &self.bytes;
-        (u16::from_be_bytes([b[q], b[q + 1]]), u16::from_be_bytes([b[q + 2], b[q + 3]]))
+        (
+            u16::from_be_bytes([b[q], b[q + 1]]),
+            u16::from_be_bytes([b[q + 2], b[q + 3]]),
+        )
     }
 
     /// The lifetime given to every TTL (0 when the response is not cached).
@@ -129,14 +136,22 @@ impl StoredResponse {
 
     /// Writes the reply for `client` into `out` (at least [`crate::MAX_MESSAGE`] bytes) and
     /// returns its length. No allocation.
-    pub fn render(&self, now: Instant, client: &ClientView<'_>, authoritative: bool, out: &mut [u8]) -> usize {
+    pub fn render(
+        &self,
+        now: Instant,
+        client: &ClientView<'_>,
+        authoritative: bool,
+        out: &mut [u8],
+    ) -> usize {
         let mut len = self.bytes.len();
         out[..len].copy_from_slice(&self.bytes);
         out[0..2].copy_from_slice(&client.id.to_be_bytes());
-        let mut flags = u16::from_be_bytes([out[2], out[3]]) & !(Header::RD | Header::CD | Header::AD | Header::TC);
+        let mut flags = u16::from_be_bytes([out[2], out[3]])
+            & !(Header::RD | Header::CD | Header::AD | Header::TC);
         flags |= client.flags & (Header::RD | Header::CD);
         let stored_ad = u16::from_be_bytes([self.bytes[2], self.bytes[3]]) & Header::AD;
-        let wants_ad = client.flags & Header::AD != 0 || client.edns.is_some_and(|(_, dnssec_ok)| dnssec_ok);
+        let wants_ad =
+            client.flags & Header::AD != 0 || client.edns.is_some_and(|(_, dnssec_ok)| dnssec_ok);
         if wants_ad {
             flags |= stored_ad;
         }
@@ -153,7 +168,11 @@ impl StoredResponse {
                 out[at..at + 4].copy_from_slice(&ttl);
             }
         }
-        let opt_len = if client.edns.is_some() { shardns_wire::build::OPT_LEN } else { 0 };
+        let opt_len = if client.edns.is_some() {
+            shardns_wire::build::OPT_LEN
+        } else {
+            0
+        };
         if client.protocol == Protocol::Udp {
             let limit = client_udp_limit(client.edns.map(|(payload, _)| payload)) - opt_len;
             len = truncate(out, len, self.question_end as usize, limit);
@@ -177,7 +196,9 @@ fn classify(message: &Message<'_>) -> Option<Kind> {
         rcode::NOERROR if header.ancount > 0 => Some(Kind::Success),
         rcode::NOERROR if message.records.soa_in_authority => Some(Kind::Denial),
         rcode::NOERROR => Some(Kind::Success),
-        rcode::NXDOMAIN if header.ancount == 0 && message.records.soa_in_authority => Some(Kind::Denial),
+        rcode::NXDOMAIN if header.ancount == 0 && message.records.soa_in_authority => {
+            Some(Kind::Denial)
+        }
         _ => None,
     }
 }
@@ -185,7 +206,10 @@ fn classify(message: &Message<'_>) -> Option<Kind> {
 /// CoreDNS's clamp: the minimum RR TTL (MINTTL when there are no RRs), raised to MINTTL, then
 /// capped at MAXTTL (the cap wins when MINTTL > MAXTTL).
 fn clamp_ttl(min_ttl: Option<u32>, section: CacheSection) -> u32 {
-    min_ttl.unwrap_or(section.min_ttl).max(section.min_ttl).min(section.max_ttl)
+    min_ttl
+        .unwrap_or(section.min_ttl)
+        .max(section.min_ttl)
+        .min(section.max_ttl)
 }
 
 impl CacheConfig {
@@ -228,7 +252,10 @@ impl PacketCache {
     /// A cache holding this shard's share (`1/shards`, at least 1) of each section's capacity.
     pub fn new(policy: CacheConfig, shards: usize) -> PacketCache {
         let share = |c: usize| c.div_ceil(shards.max(1)).max(1);
-        let capacity = [share(policy.success.capacity), share(policy.denial.capacity)];
+        let capacity = [
+            share(policy.success.capacity),
+            share(policy.denial.capacity),
+        ];
         PacketCache {
             policy,
             table: HashTable::with_capacity(capacity[0] + capacity[1]),
@@ -267,12 +294,24 @@ impl PacketCache {
 
     /// Stores `response` (classified as `kind`) under `key`, replacing any older entry and
     /// evicting the oldest entries of the same kind beyond capacity.
-    pub fn insert(&mut self, key: &Key<'_>, hash: u64, kind: Kind, response: StoredResponse) -> InsertReport {
+    pub fn insert(
+        &mut self,
+        key: &Key<'_>,
+        hash: u64,
+        kind: Kind,
+        response: StoredResponse,
+    ) -> InsertReport {
         let flag_bits = key.flag_bits();
         let slot = kind as usize;
         let serial = self.next_serial;
         self.next_serial += 1;
-        let entry = Entry { hash, flag_bits, kind, serial, response };
+        let entry = Entry {
+            hash,
+            flag_bits,
+            kind,
+            serial,
+            response,
+        };
         let eq = |e: &Entry| {
             let (qtype, qclass) = e.response.question_fields();
             e.hash == hash && key.matches(e.response.qname(), qtype, qclass, e.flag_bits)
@@ -291,8 +330,13 @@ impl PacketCache {
         self.order[slot].push_back((hash, serial));
         let mut report = InsertReport::default();
         while self.len[slot] > self.capacity[slot] {
-            let Some((victim_hash, victim_serial)) = self.order[slot].pop_front() else { break };
-            if let Ok(found) = self.table.find_entry(victim_hash, |e| e.serial == victim_serial) {
+            let Some((victim_hash, victim_serial)) = self.order[slot].pop_front() else {
+                break;
+            };
+            if let Ok(found) = self
+                .table
+                .find_entry(victim_hash, |e| e.serial == victim_serial)
+            {
                 found.remove();
                 self.len[slot] -= 1;
                 report.evicted += 1;
@@ -307,6 +351,7 @@ impl PacketCache {
     /// Drops stale (replaced or evicted) pairs from an eviction queue.
     fn compact_order(&mut self, slot: usize) {
         let table = &self.table;
-        self.order[slot].retain(|&(hash, serial)| table.find(hash, |e| e.serial == serial).is_some());
+        self.order[slot]
+            .retain(|&(hash, serial)| table.find(hash, |e| e.serial == serial).is_some());
     }
 }

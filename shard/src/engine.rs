@@ -52,7 +52,11 @@ impl Engine {
         let caches = config
             .servers
             .iter()
-            .map(|s| s.cache.clone().map(|policy| PacketCache::new(policy, shards)))
+            .map(|s| {
+                s.cache
+                    .clone()
+                    .map(|policy| PacketCache::new(policy, shards))
+            })
             .collect();
         let routes = config
             .listeners
@@ -113,12 +117,28 @@ impl Engine {
     /// The server block for `qname` on `listener`: the most specific zone containing it.
     fn route(&self, listener: u16, qname: &[u8]) -> Option<usize> {
         let servers = self.routes.get(listener as usize)?;
-        servers.iter().copied().find(|&s| in_zone(qname, &self.config.servers[s].zone))
+        servers
+            .iter()
+            .copied()
+            .find(|&s| in_zone(qname, &self.config.servers[s].zone))
     }
 
-    fn forward(&mut self, now: Instant, client: Client, server: usize, message: &Message<'_>, key: &Key<'_>, hash: u64, out: &mut [u8]) -> Outcome {
+    fn forward(
+        &mut self,
+        now: Instant,
+        client: Client,
+        server: usize,
+        message: &Message<'_>,
+        hash: u64,
+        out: &mut [u8],
+    ) -> Outcome {
+        let key = &Key::of(message);
         let config = Arc::clone(&self.config);
-        let Some(forward) = config.servers[server].forward.as_ref().filter(|f| in_zone(key.qname, &f.from)) else {
+        let Some(forward) = config.servers[server]
+            .forward
+            .as_ref()
+            .filter(|f| in_zone(key.qname, &f.from))
+        else {
             let len = error_reply(message, rcode::REFUSED as u16, out);
             return self.error(rcode::REFUSED as u16, len);
         };
@@ -132,7 +152,9 @@ impl Engine {
         };
         let flag_bits = key.flag_bits();
         let q = &message.question;
-        if let Some(id) = self.inflight.find(server, hash, q.name, q.qtype, q.qclass, flag_bits)
+        if let Some(id) = self
+            .inflight
+            .find(server, hash, q.name, q.qtype, q.qclass, flag_bits)
             && let Some(pending) = self.inflight.get_mut(id)
         {
             pending.waiters.push(waiter);
@@ -148,7 +170,11 @@ impl Engine {
         let upstreams = (0..forward.upstreams.len())
             .map(|i| forward.upstreams[(start + i) % forward.upstreams.len()] as u16)
             .collect();
-        let protocol = if forward.force_tcp { Protocol::Tcp } else { client.protocol };
+        let protocol = if forward.force_tcp {
+            Protocol::Tcp
+        } else {
+            client.protocol
+        };
         let mut qname: Box<[u8]> = q.name.into();
         qname.make_ascii_lowercase();
         let id = self.inflight.insert(
@@ -174,13 +200,19 @@ impl Engine {
     /// Sends the next attempt of `id`, or fails it with SERVFAIL when attempts are used up.
     fn send_attempt(&mut self, now: Instant, id: PendingId) {
         self.end_attempt(now, id);
-        let Some(pending) = self.inflight.get(id) else { return };
+        let Some(pending) = self.inflight.get(id) else {
+            return;
+        };
         let Some(upstream) = pending.next_upstream() else {
             self.fail(id, rcode::SERVFAIL as u16, "all upstream attempts failed");
             return;
         };
         let link = match pending.protocol {
-            Protocol::Udp => Link { upstream, protocol: Protocol::Udp, conn: 0 },
+            Protocol::Udp => Link {
+                upstream,
+                protocol: Protocol::Udp,
+                conn: 0,
+            },
             Protocol::Tcp => self.tcp.acquire(now, upstream),
         };
         let mut wire_id = self.rng.random::<u16>();
@@ -192,12 +224,18 @@ impl Engine {
         }
         let timeout = self.config.limits.attempt_timeout;
         self.inflight.start_attempt(now, timeout, id, link, wire_id);
-        let Some(pending) = self.inflight.get(id) else { return };
+        let Some(pending) = self.inflight.get(id) else {
+            return;
+        };
         let mut payload = pending.query.clone();
         payload[0..2].copy_from_slice(&wire_id.to_be_bytes());
         let addr = self.config.upstreams[upstream as usize].addr;
         self.stats.upstream_queries += 1;
-        self.outbox.push_back(Transmit::Query { link, addr, payload });
+        self.outbox.push_back(Transmit::Query {
+            link,
+            addr,
+            payload,
+        });
     }
 
     /// Forgets the current attempt of `id`, returning its TCP connection to the pool.
@@ -211,7 +249,9 @@ impl Engine {
 
     /// Answers every waiter of `id` with `rcode` (e.g. SERVFAIL after the overall deadline).
     fn fail(&mut self, id: PendingId, rcode: u16, reason: &str) {
-        let Some(pending) = self.inflight.remove(id) else { return };
+        let Some(pending) = self.inflight.remove(id) else {
+            return;
+        };
         if self.config.servers[pending.server].log_errors {
             tracing::error!(
                 shard = self.shard,
@@ -223,17 +263,37 @@ impl Engine {
             );
         }
         for waiter in &pending.waiters {
-            let question = Question { name: &waiter.qname, qtype: pending.qtype, qclass: pending.qclass };
+            let question = Question {
+                name: &waiter.qname,
+                qtype: pending.qtype,
+                qclass: pending.qclass,
+            };
             let edns = waiter.edns.map(|(_, dnssec_ok)| (dnssec_ok, rcode >> 4));
-            let len = reply_with_question(waiter.id, waiter.flags, &question, rcode, edns, &mut self.scratch);
+            let len = reply_with_question(
+                waiter.id,
+                waiter.flags,
+                &question,
+                rcode,
+                edns,
+                &mut self.scratch,
+            );
             self.stats.error_replies[rcode.min(16) as usize] += 1;
-            self.outbox.push_back(Transmit::Reply { client: waiter.client, payload: self.scratch[..len].to_vec() });
+            self.outbox.push_back(Transmit::Reply {
+                client: waiter.client,
+                payload: self.scratch[..len].to_vec(),
+            });
         }
     }
 }
 
 impl Handler for Engine {
-    fn handle_query(&mut self, now: Instant, client: Client, query: &[u8], out: &mut [u8]) -> Outcome {
+    fn handle_query(
+        &mut self,
+        now: Instant,
+        client: Client,
+        query: &[u8],
+        out: &mut [u8],
+    ) -> Outcome {
         self.stats.queries += 1;
         let Ok(header) = Header::parse(query) else {
             self.stats.dropped += 1;
@@ -291,7 +351,7 @@ impl Handler for Engine {
             self.stats.cache_hits += 1;
             return Outcome::Reply(len);
         }
-        self.forward(now, client, server, &message, &key, hash, out)
+        self.forward(now, client, server, &message, hash, out)
     }
 
     fn handle_response(&mut self, now: Instant, link: Link, response: &[u8]) {
@@ -316,7 +376,11 @@ impl Handler for Engine {
             }
             _ => false,
         };
-        let Ok(message) = parsed.as_ref().map_err(|_| ()).and_then(|m| if accepted { Ok(m) } else { Err(()) }) else {
+        let Ok(message) = parsed
+            .as_ref()
+            .map_err(|_| ())
+            .and_then(|m| if accepted { Ok(m) } else { Err(()) })
+        else {
             // Wrong question or garbage: keep waiting for the real reply until the deadline.
             self.stats.upstream_rejected += 1;
             self.ttl_offsets = offsets;
@@ -324,9 +388,16 @@ impl Handler for Engine {
         };
         self.stats.upstream_replies += 1;
         self.end_attempt(now, id);
-        let Some(pending) = self.inflight.remove(id) else { return };
+        let Some(pending) = self.inflight.remove(id) else {
+            return;
+        };
         let cache = self.caches[pending.server].as_mut();
-        let (stored, kind) = StoredResponse::from_upstream(message, &offsets, cache.as_ref().map(|c| c.policy()), now);
+        let (stored, kind) = StoredResponse::from_upstream(
+            message,
+            &offsets,
+            cache.as_ref().map(|c| c.policy()),
+            now,
+        );
         if let (Some(cache), Some(kind)) = (cache, kind) {
             let key = Key {
                 qname: &pending.qname,
@@ -348,7 +419,10 @@ impl Handler for Engine {
                 protocol: waiter.client.protocol,
             };
             let len = stored.render(now, &view, false, &mut self.scratch);
-            self.outbox.push_back(Transmit::Reply { client: waiter.client, payload: self.scratch[..len].to_vec() });
+            self.outbox.push_back(Transmit::Reply {
+                client: waiter.client,
+                payload: self.scratch[..len].to_vec(),
+            });
         }
         self.ttl_offsets = offsets;
         self.inflight.tidy();

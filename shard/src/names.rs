@@ -24,7 +24,9 @@ pub fn to_text(name: &[u8]) -> String {
         if len == 0 {
             break;
         }
-        let label = name.get(pos + 1..pos + 1 + len as usize).unwrap_or_default();
+        let label = name
+            .get(pos + 1..pos + 1 + len as usize)
+            .unwrap_or_default();
         for &byte in label {
             match byte {
                 b'.' | b'\\' => {

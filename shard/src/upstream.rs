@@ -53,7 +53,8 @@ impl Pending {
     /// The upstream for the next attempt, or `None` when attempts are used up
     /// (2 × the number of upstreams, as CoreDNS).
     pub fn next_upstream(&self) -> Option<u16> {
-        (self.attempts < 2 * self.upstreams.len()).then(|| self.upstreams[self.attempts % self.upstreams.len()])
+        (self.attempts < 2 * self.upstreams.len())
+            .then(|| self.upstreams[self.attempts % self.upstreams.len()])
     }
 }
 
@@ -121,7 +122,15 @@ impl InFlight {
     }
 
     /// The pending query for this key in this server block, if one is in flight.
-    pub fn find(&self, server: usize, hash: u64, qname: &[u8], qtype: u16, qclass: u16, flag_bits: u8) -> Option<PendingId> {
+    pub fn find(
+        &self,
+        server: usize,
+        hash: u64,
+        qname: &[u8],
+        qtype: u16,
+        qclass: u16,
+        flag_bits: u8,
+    ) -> Option<PendingId> {
         let slots = &self.slots;
         self.by_key
             .find(hash, |&id| {
@@ -170,7 +179,8 @@ impl InFlight {
         };
         let hash = new.key_hash;
         let slots = &self.slots;
-        self.by_key.insert_unique(hash, id, |&i| slots[i].as_ref().map_or(0, |p| p.key_hash));
+        self.by_key
+            .insert_unique(hash, id, |&i| slots[i].as_ref().map_or(0, |p| p.key_hash));
         self.overall_timers.push_back((now + timeout, id, serial));
         self.count += 1;
         id
@@ -193,13 +203,27 @@ impl InFlight {
 
     /// Records that attempt number `pending.attempts` went out on `link` with wire ID `id`,
     /// with a read deadline of `now + timeout`.
-    pub fn start_attempt(&mut self, now: Instant, timeout: Duration, pending_id: PendingId, link: Link, id: u16) {
+    pub fn start_attempt(
+        &mut self,
+        now: Instant,
+        timeout: Duration,
+        pending_id: PendingId,
+        link: Link,
+        id: u16,
+    ) {
         self.finish_attempt(pending_id);
-        let Some(pending) = self.slots[pending_id].as_mut() else { return };
+        let Some(pending) = self.slots[pending_id].as_mut() else {
+            return;
+        };
         pending.attempts += 1;
         pending.current = Some((link, id));
         self.by_wire.insert((link, id), pending_id);
-        self.attempt_timers.push_back((now + timeout, pending_id, pending.serial, pending.attempts));
+        self.attempt_timers.push_back((
+            now + timeout,
+            pending_id,
+            pending.serial,
+            pending.attempts,
+        ));
     }
 
     /// Forgets the current attempt of `pending_id` (its reply, if it comes, is ignored).
@@ -218,7 +242,11 @@ impl InFlight {
 
     /// Every pending query whose current attempt is on `link`.
     pub fn on_link(&self, link: Link) -> Vec<PendingId> {
-        self.by_wire.iter().filter(|((l, _), _)| *l == link).map(|(_, &id)| id).collect()
+        self.by_wire
+            .iter()
+            .filter(|((l, _), _)| *l == link)
+            .map(|(_, &id)| id)
+            .collect()
     }
 
     /// Keeps only the waiters for which `keep` holds (e.g. drops a closed TCP client's).
@@ -232,7 +260,10 @@ impl InFlight {
     pub fn remove(&mut self, pending_id: PendingId) -> Option<Pending> {
         self.finish_attempt(pending_id);
         let pending = self.slots.get_mut(pending_id)?.take()?;
-        if let Ok(entry) = self.by_key.find_entry(pending.key_hash, |&i| i == pending_id) {
+        if let Ok(entry) = self
+            .by_key
+            .find_entry(pending.key_hash, |&i| i == pending_id)
+        {
             entry.remove();
         }
         self.free.push(pending_id);
@@ -272,9 +303,12 @@ impl InFlight {
     /// [`InFlight::next_deadline`] reports a live deadline.
     pub fn tidy(&mut self) {
         let slots = &self.slots;
-        let live = |id: PendingId, serial: u64| slots[id].as_ref().is_some_and(|p| p.serial == serial);
+        let live =
+            |id: PendingId, serial: u64| slots[id].as_ref().is_some_and(|p| p.serial == serial);
         while let Some(&(_, id, serial, attempt)) = self.attempt_timers.front() {
-            let current = slots[id].as_ref().is_some_and(|p| p.serial == serial && p.attempts == attempt && p.current.is_some());
+            let current = slots[id].as_ref().is_some_and(|p| {
+                p.serial == serial && p.attempts == attempt && p.current.is_some()
+            });
             if current {
                 break;
             }
@@ -328,29 +362,44 @@ impl TcpPool {
         let index = match conns.iter().position(|c| c.inflight < self.max_inflight) {
             Some(i) => i,
             None if conns.len() < self.max_conns => {
-                conns.push(TcpConn { id: self.next_id, inflight: 0, last_used: now });
+                conns.push(TcpConn {
+                    id: self.next_id,
+                    inflight: 0,
+                    last_used: now,
+                });
                 self.next_id = self.next_id.checked_add(1).unwrap_or(1);
                 conns.len() - 1
             }
             None => {
-                let (i, _) = conns.iter().enumerate().min_by_key(|(_, c)| c.inflight).unwrap_or((0, &conns[0]));
+                let (i, _) = conns
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, c)| c.inflight)
+                    .unwrap_or((0, &conns[0]));
                 i
             }
         };
         let conn = &mut conns[index];
         conn.inflight += 1;
         conn.last_used = now;
-        Link { upstream, protocol: Protocol::Tcp, conn: conn.id }
+        Link {
+            upstream,
+            protocol: Protocol::Tcp,
+            conn: conn.id,
+        }
     }
 
     /// A query on `link` is done (answered, timed out or moved).
     pub fn release(&mut self, now: Instant, link: Link) {
-        let Some(conns) = self.conns.get_mut(link.upstream as usize) else { return };
+        let Some(conns) = self.conns.get_mut(link.upstream as usize) else {
+            return;
+        };
         if let Some(conn) = conns.iter_mut().find(|c| c.id == link.conn) {
             conn.inflight = conn.inflight.saturating_sub(1);
             conn.last_used = now;
             if conn.inflight == 0 {
-                self.idle_timers.push_back((now + self.idle, link.upstream, link.conn));
+                self.idle_timers
+                    .push_back((now + self.idle, link.upstream, link.conn));
             }
         }
     }
@@ -382,7 +431,11 @@ impl TcpPool {
                 && conns[i].last_used + self.idle <= now
             {
                 conns.remove(i);
-                closed.push(Link { upstream, protocol: Protocol::Tcp, conn: id });
+                closed.push(Link {
+                    upstream,
+                    protocol: Protocol::Tcp,
+                    conn: id,
+                });
             }
         }
         closed

@@ -11,12 +11,20 @@ use hickory_proto::rr::rdata::{A, SOA, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use shardns_shard::config::{CacheConfig, ForwardConfig, Limits, ListenerConfig, ServerConfig, UpstreamConfig};
-use shardns_shard::{Client, Config, Engine, Handler, Link, MAX_MESSAGE, Outcome, Protocol, Transmit};
+use shardns_shard::config::{
+    CacheConfig, ForwardConfig, Limits, ListenerConfig, ServerConfig, UpstreamConfig,
+};
+use shardns_shard::{
+    Client, Config, Engine, Handler, Link, MAX_MESSAGE, Outcome, Protocol, Transmit,
+};
 
 fn wire_name(text: &str) -> Vec<u8> {
     let mut out = Vec::new();
-    for label in text.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+    for label in text
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
         out.push(label.len() as u8);
         out.extend(label.to_ascii_lowercase().bytes());
     }
@@ -24,22 +32,36 @@ fn wire_name(text: &str) -> Vec<u8> {
     out
 }
 
-fn server(zone: &str, upstreams: Vec<usize>, force_tcp: bool, cache: Option<CacheConfig>) -> ServerConfig {
+fn server(
+    zone: &str,
+    upstreams: Vec<usize>,
+    force_tcp: bool,
+    cache: Option<CacheConfig>,
+) -> ServerConfig {
     ServerConfig {
         zone: wire_name(zone),
         zone_text: zone.to_string(),
         cache,
-        forward: Some(ForwardConfig { from: wire_name("."), upstreams, force_tcp }),
+        forward: Some(ForwardConfig {
+            from: wire_name("."),
+            upstreams,
+            force_tcp,
+        }),
         log_errors: true,
     }
 }
 
 fn config(upstreams: usize, force_tcp: bool, cache: Option<CacheConfig>) -> Config {
     Config {
-        listeners: vec![ListenerConfig { addr: "127.0.0.1:5353".parse().unwrap(), servers: vec![0] }],
+        listeners: vec![ListenerConfig {
+            addr: "127.0.0.1:5353".parse().unwrap(),
+            servers: vec![0],
+        }],
         servers: vec![server(".", (0..upstreams).collect(), force_tcp, cache)],
         upstreams: (0..upstreams)
-            .map(|i| UpstreamConfig { addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)) })
+            .map(|i| UpstreamConfig {
+                addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+            })
             .collect(),
         limits: Limits::default(),
     }
@@ -54,7 +76,11 @@ struct Sim {
 impl Sim {
     fn new(config: Config) -> Sim {
         let engine = Engine::with_rng(Arc::new(config), 0, 1, StdRng::seed_from_u64(7));
-        Sim { engine, now: Instant::now(), out: vec![0; MAX_MESSAGE] }
+        Sim {
+            engine,
+            now: Instant::now(),
+            out: vec![0; MAX_MESSAGE],
+        }
     }
 
     fn advance(&mut self, by: Duration) {
@@ -65,15 +91,21 @@ impl Sim {
     }
 
     fn query(&mut self, client: Client, bytes: &[u8]) -> Option<Message> {
-        match self.engine.handle_query(self.now, client, bytes, &mut self.out) {
-            Outcome::Reply(len) => Some(Message::from_vec(&self.out[..len]).expect("engine reply parses")),
+        match self
+            .engine
+            .handle_query(self.now, client, bytes, &mut self.out)
+        {
+            Outcome::Reply(len) => {
+                Some(Message::from_vec(&self.out[..len]).expect("engine reply parses"))
+            }
             Outcome::Drop => None,
             Outcome::Pending => None,
         }
     }
 
     fn outcome(&mut self, client: Client, bytes: &[u8]) -> Outcome {
-        self.engine.handle_query(self.now, client, bytes, &mut self.out)
+        self.engine
+            .handle_query(self.now, client, bytes, &mut self.out)
     }
 
     fn transmits(&mut self) -> Vec<Transmit> {
@@ -85,7 +117,11 @@ impl Sim {
         let mut sent = self.transmits();
         assert_eq!(sent.len(), 1, "expected one upstream query, got {sent:?}");
         match sent.remove(0) {
-            Transmit::Query { link, addr, payload } => (link, addr, Message::from_vec(&payload).unwrap()),
+            Transmit::Query {
+                link,
+                addr,
+                payload,
+            } => (link, addr, Message::from_vec(&payload).unwrap()),
             other => panic!("expected a query, got {other:?}"),
         }
     }
@@ -94,7 +130,9 @@ impl Sim {
         self.transmits()
             .into_iter()
             .map(|t| match t {
-                Transmit::Reply { client, payload } => (client, Message::from_vec(&payload).unwrap()),
+                Transmit::Reply { client, payload } => {
+                    (client, Message::from_vec(&payload).unwrap())
+                }
                 other => panic!("expected a reply, got {other:?}"),
             })
             .collect()
@@ -102,12 +140,19 @@ impl Sim {
 }
 
 fn client(port: u16, protocol: Protocol) -> Client {
-    Client { listener: 0, protocol, peer: SocketAddr::from(([127, 0, 0, 1], port)), conn: 0 }
+    Client {
+        listener: 0,
+        protocol,
+        peer: SocketAddr::from(([127, 0, 0, 1], port)),
+        conn: 0,
+    }
 }
 
 fn query(id: u16, name: &str, rtype: RecordType, edns: bool) -> Vec<u8> {
     let mut m = Message::new();
-    m.set_id(id).set_recursion_desired(true).add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+    m.set_id(id)
+        .set_recursion_desired(true)
+        .add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
     if edns {
         let mut e = Edns::new();
         e.set_max_payload(1232);
@@ -118,7 +163,13 @@ fn query(id: u16, name: &str, rtype: RecordType, edns: bool) -> Vec<u8> {
 
 /// An upstream reply to `upstream_query` with `answers` A records (TTL `ttl`), or with an SOA
 /// in authority when `rcode` is NXDOMAIN / answers is 0.
-fn reply(upstream_query: &Message, rcode: ResponseCode, answers: &[[u8; 4]], ttl: u32, soa_ttl: Option<u32>) -> Vec<u8> {
+fn reply(
+    upstream_query: &Message,
+    rcode: ResponseCode,
+    answers: &[[u8; 4]],
+    ttl: u32,
+    soa_ttl: Option<u32>,
+) -> Vec<u8> {
     let mut m = Message::new();
     let q = upstream_query.queries()[0].clone();
     m.set_id(upstream_query.id())
@@ -127,11 +178,23 @@ fn reply(upstream_query: &Message, rcode: ResponseCode, answers: &[[u8; 4]], ttl
         .set_recursion_available(true)
         .set_response_code(rcode);
     for a in answers {
-        m.add_answer(Record::from_rdata(q.name().clone(), ttl, RData::A(A::new(a[0], a[1], a[2], a[3]))));
+        m.add_answer(Record::from_rdata(
+            q.name().clone(),
+            ttl,
+            RData::A(A::new(a[0], a[1], a[2], a[3])),
+        ));
     }
     if let Some(soa_ttl) = soa_ttl {
         let zone = Name::from_ascii("example.").unwrap();
-        let soa = SOA::new(zone.clone(), Name::from_ascii("hostmaster.example.").unwrap(), 1, 60, 60, 60, 30);
+        let soa = SOA::new(
+            zone.clone(),
+            Name::from_ascii("hostmaster.example.").unwrap(),
+            1,
+            60,
+            60,
+            60,
+            30,
+        );
         m.add_name_server(Record::from_rdata(zone, soa_ttl, RData::SOA(soa)));
     }
     m.add_query(q);
@@ -142,7 +205,11 @@ fn reply(upstream_query: &Message, rcode: ResponseCode, answers: &[[u8; 4]], ttl
 }
 
 fn ttls(m: &Message) -> Vec<u32> {
-    m.answers().iter().chain(m.name_servers()).map(|r| r.ttl()).collect()
+    m.answers()
+        .iter()
+        .chain(m.name_servers())
+        .map(|r| r.ttl())
+        .collect()
 }
 
 fn cache30() -> Option<CacheConfig> {
@@ -153,31 +220,67 @@ fn cache30() -> Option<CacheConfig> {
 fn miss_then_hit_with_ttl_decrement_and_client_case_and_id() {
     let mut sim = Sim::new(config(1, true, cache30()));
     let c = client(4000, Protocol::Udp);
-    assert_eq!(sim.outcome(c, &query(11, "www.Example.", RecordType::A, false)), Outcome::Pending);
+    assert_eq!(
+        sim.outcome(c, &query(11, "www.Example.", RecordType::A, false)),
+        Outcome::Pending
+    );
     let (link, addr, up) = sim.upstream_query();
     assert_eq!(link.protocol, Protocol::Tcp, "force_tcp");
     assert_eq!(addr, SocketAddr::from(([127, 0, 0, 1], 1000)));
-    assert_ne!(up.id(), 11, "upstream query gets its own ID (seeded rng; 11 would be a coincidence)");
-    sim.engine.handle_response(sim.now, link, &reply(&up, ResponseCode::NoError, &[[1, 2, 3, 4], [5, 6, 7, 8]], 300, None));
+    assert_ne!(
+        up.id(),
+        11,
+        "upstream query gets its own ID (seeded rng; 11 would be a coincidence)"
+    );
+    sim.engine.handle_response(
+        sim.now,
+        link,
+        &reply(
+            &up,
+            ResponseCode::NoError,
+            &[[1, 2, 3, 4], [5, 6, 7, 8]],
+            300,
+            None,
+        ),
+    );
     let replies = sim.replies();
     assert_eq!(replies.len(), 1);
     let (to, first) = &replies[0];
     assert_eq!(*to, c);
     assert_eq!(first.id(), 11);
     assert_eq!(first.queries()[0].name().to_ascii(), "www.Example.");
-    assert_eq!(ttls(first), vec![30, 30], "TTL clamped to cache 30 on the first reply too");
-    assert!(first.extensions().is_none(), "no OPT for a client without EDNS");
+    assert_eq!(
+        ttls(first),
+        vec![30, 30],
+        "TTL clamped to cache 30 on the first reply too"
+    );
+    assert!(
+        first.extensions().is_none(),
+        "no OPT for a client without EDNS"
+    );
 
     sim.advance(Duration::from_millis(10_500));
-    let hit = sim.query(client(4001, Protocol::Udp), &query(12, "WWW.EXAMPLE.", RecordType::A, true)).expect("hit");
+    let hit = sim
+        .query(
+            client(4001, Protocol::Udp),
+            &query(12, "WWW.EXAMPLE.", RecordType::A, true),
+        )
+        .expect("hit");
     assert_eq!(hit.id(), 12);
     assert_eq!(hit.queries()[0].name().to_ascii(), "WWW.EXAMPLE.");
     assert_eq!(ttls(&hit), vec![20, 20]);
     assert!(hit.authoritative());
     assert!(hit.extensions().is_some(), "OPT for an EDNS client");
     assert_eq!(hit.answers().len(), 2);
-    let upstream: Vec<Transmit> = sim.transmits().into_iter().filter(|t| matches!(t, Transmit::Query { .. })).collect();
-    assert!(upstream.is_empty(), "a hit sends nothing upstream: {upstream:?}");
+    let upstream: Vec<Transmit> = sim
+        .transmits()
+        .into_iter()
+        .filter(|t| matches!(t, Transmit::Query { .. }))
+        .collect();
+    assert!(
+        upstream.is_empty(),
+        "a hit sends nothing upstream: {upstream:?}"
+    );
     assert_eq!(sim.engine.stats().cache_hits, 1);
     assert_eq!(sim.engine.stats().upstream_queries, 1);
 }
@@ -188,13 +291,30 @@ fn entries_expire_and_are_fetched_again() {
     let c = client(4000, Protocol::Udp);
     sim.outcome(c, &query(1, "a.example.", RecordType::A, false));
     let (link, _, up) = sim.upstream_query();
-    assert_eq!(link.protocol, Protocol::Udp, "follows the client's protocol");
-    sim.engine.handle_response(sim.now, link, &reply(&up, ResponseCode::NoError, &[[1, 1, 1, 1]], 30, None));
+    assert_eq!(
+        link.protocol,
+        Protocol::Udp,
+        "follows the client's protocol"
+    );
+    sim.engine.handle_response(
+        sim.now,
+        link,
+        &reply(&up, ResponseCode::NoError, &[[1, 1, 1, 1]], 30, None),
+    );
     sim.replies();
     sim.advance(Duration::from_millis(29_999));
-    assert_eq!(ttls(&sim.query(c, &query(2, "a.example.", RecordType::A, false)).unwrap()), vec![1]);
+    assert_eq!(
+        ttls(
+            &sim.query(c, &query(2, "a.example.", RecordType::A, false))
+                .unwrap()
+        ),
+        vec![1]
+    );
     sim.advance(Duration::from_millis(1));
-    assert_eq!(sim.outcome(c, &query(3, "a.example.", RecordType::A, false)), Outcome::Pending);
+    assert_eq!(
+        sim.outcome(c, &query(3, "a.example.", RecordType::A, false)),
+        Outcome::Pending
+    );
     sim.upstream_query();
 }
 
@@ -204,17 +324,31 @@ fn ttl_floor_and_denial_ttl_from_soa() {
     let c = client(4000, Protocol::Udp);
     sim.outcome(c, &query(1, "low.example.", RecordType::A, false));
     let (link, _, up) = sim.upstream_query();
-    sim.engine.handle_response(sim.now, link, &reply(&up, ResponseCode::NoError, &[[1, 1, 1, 1]], 1, None));
-    assert_eq!(ttls(&sim.replies()[0].1), vec![5], "MINTTL 5 raises a TTL of 1");
+    sim.engine.handle_response(
+        sim.now,
+        link,
+        &reply(&up, ResponseCode::NoError, &[[1, 1, 1, 1]], 1, None),
+    );
+    assert_eq!(
+        ttls(&sim.replies()[0].1),
+        vec![5],
+        "MINTTL 5 raises a TTL of 1"
+    );
 
     sim.outcome(c, &query(2, "gone.example.", RecordType::A, false));
     let (link, _, up) = sim.upstream_query();
-    sim.engine.handle_response(sim.now, link, &reply(&up, ResponseCode::NXDomain, &[], 0, Some(120)));
+    sim.engine.handle_response(
+        sim.now,
+        link,
+        &reply(&up, ResponseCode::NXDomain, &[], 0, Some(120)),
+    );
     let nx = &sim.replies()[0].1;
     assert_eq!(nx.response_code(), ResponseCode::NXDomain);
     assert_eq!(ttls(nx), vec![120]);
     sim.advance(Duration::from_secs(100));
-    let hit = sim.query(c, &query(3, "gone.example.", RecordType::A, false)).expect("denial hit");
+    let hit = sim
+        .query(c, &query(3, "gone.example.", RecordType::A, false))
+        .expect("denial hit");
     assert_eq!(hit.response_code(), ResponseCode::NXDomain);
     assert_eq!(ttls(&hit), vec![20]);
 }
@@ -223,14 +357,24 @@ fn ttl_floor_and_denial_ttl_from_soa() {
 fn uncacheable_answers_are_relayed_but_not_stored() {
     let mut sim = Sim::new(config(1, false, cache30()));
     let c = client(4000, Protocol::Udp);
-    for (rcode, soa) in [(ResponseCode::NXDomain, None), (ResponseCode::ServFail, None), (ResponseCode::Refused, None)] {
+    for (rcode, soa) in [
+        (ResponseCode::NXDomain, None),
+        (ResponseCode::ServFail, None),
+        (ResponseCode::Refused, None),
+    ] {
         sim.outcome(c, &query(1, "x.example.", RecordType::A, false));
         let (link, _, up) = sim.upstream_query();
-        sim.engine.handle_response(sim.now, link, &reply(&up, rcode, &[], 0, soa));
+        sim.engine
+            .handle_response(sim.now, link, &reply(&up, rcode, &[], 0, soa));
         assert_eq!(sim.replies()[0].1.response_code(), rcode);
-        assert_eq!(sim.outcome(c, &query(2, "x.example.", RecordType::A, false)), Outcome::Pending, "{rcode:?} not cached");
+        assert_eq!(
+            sim.outcome(c, &query(2, "x.example.", RecordType::A, false)),
+            Outcome::Pending,
+            "{rcode:?} not cached"
+        );
         let (link, _, up) = sim.upstream_query();
-        sim.engine.handle_response(sim.now, link, &reply(&up, rcode, &[], 0, soa));
+        sim.engine
+            .handle_response(sim.now, link, &reply(&up, rcode, &[], 0, soa));
         sim.replies();
     }
 }
@@ -241,13 +385,24 @@ fn do_bit_separates_cache_entries() {
     let c = client(4000, Protocol::Udp);
     sim.outcome(c, &query(1, "d.example.", RecordType::A, false));
     let (link, _, up) = sim.upstream_query();
-    sim.engine.handle_response(sim.now, link, &reply(&up, ResponseCode::NoError, &[[1, 1, 1, 1]], 60, None));
+    sim.engine.handle_response(
+        sim.now,
+        link,
+        &reply(&up, ResponseCode::NoError, &[[1, 1, 1, 1]], 60, None),
+    );
     sim.replies();
     let mut with_do = Message::from_vec(&query(2, "d.example.", RecordType::A, true)).unwrap();
-    with_do.extensions_mut().as_mut().unwrap().set_dnssec_ok(true);
+    with_do
+        .extensions_mut()
+        .as_mut()
+        .unwrap()
+        .set_dnssec_ok(true);
     assert_eq!(sim.outcome(c, &with_do.to_vec().unwrap()), Outcome::Pending);
     let (_, _, up) = sim.upstream_query();
-    assert!(up.extensions().as_ref().unwrap().flags().dnssec_ok, "DO forwarded");
+    assert!(
+        up.extensions().as_ref().unwrap().flags().dnssec_ok,
+        "DO forwarded"
+    );
 }
 
 #[test]
@@ -257,16 +412,25 @@ fn attempt_timeout_moves_to_next_upstream_then_servfail_at_5s() {
     let c = client(4000, Protocol::Udp);
     sim.outcome(c, &query(9, "slow.example.", RecordType::A, true));
     let (first, _, _) = sim.upstream_query();
-    assert_eq!(sim.engine.poll_timeout(), Some(start + Duration::from_secs(2)));
+    assert_eq!(
+        sim.engine.poll_timeout(),
+        Some(start + Duration::from_secs(2))
+    );
     sim.advance(Duration::from_millis(1999));
     assert!(sim.transmits().is_empty());
     sim.advance(Duration::from_millis(1));
     let (second, _, _) = sim.upstream_query();
-    assert_ne!(first.upstream, second.upstream, "the next attempt goes to the other upstream");
+    assert_ne!(
+        first.upstream, second.upstream,
+        "the next attempt goes to the other upstream"
+    );
     sim.advance(Duration::from_secs(2));
     let (third, _, _) = sim.upstream_query();
     assert_eq!(third.upstream, first.upstream);
-    assert_eq!(sim.engine.poll_timeout(), Some(start + Duration::from_secs(5)));
+    assert_eq!(
+        sim.engine.poll_timeout(),
+        Some(start + Duration::from_secs(5))
+    );
     sim.advance(Duration::from_millis(999));
     assert!(sim.transmits().is_empty());
     sim.advance(Duration::from_millis(1));
@@ -292,7 +456,11 @@ fn refused_connection_fails_over_at_once_and_servfails_when_all_are_down() {
         seen.push(link.upstream);
         sim.engine.handle_link_closed(sim.now, link);
     }
-    assert_eq!(seen.iter().filter(|&&u| u == 0).count(), 2, "2 × #upstreams attempts: {seen:?}");
+    assert_eq!(
+        seen.iter().filter(|&&u| u == 0).count(),
+        2,
+        "2 × #upstreams attempts: {seen:?}"
+    );
     let replies = sim.replies();
     assert_eq!(replies.len(), 1);
     assert_eq!(replies[0].1.response_code(), ResponseCode::ServFail);
@@ -307,18 +475,37 @@ fn replies_with_wrong_id_or_question_are_ignored() {
     let (link, _, up) = sim.upstream_query();
     let mut wrong_id = up.clone();
     wrong_id.set_id(up.id().wrapping_add(1));
-    sim.engine.handle_response(sim.now, link, &reply(&wrong_id, ResponseCode::NoError, &[[6, 6, 6, 6]], 60, None));
+    sim.engine.handle_response(
+        sim.now,
+        link,
+        &reply(&wrong_id, ResponseCode::NoError, &[[6, 6, 6, 6]], 60, None),
+    );
     let mut wrong_q = up.clone();
     wrong_q.take_queries();
-    wrong_q.add_query(Query::query(Name::from_ascii("evil.example.").unwrap(), RecordType::A));
-    sim.engine.handle_response(sim.now, link, &reply(&wrong_q, ResponseCode::NoError, &[[6, 6, 6, 6]], 60, None));
-    sim.engine.handle_response(sim.now, link, b"\x00\x01garbage");
+    wrong_q.add_query(Query::query(
+        Name::from_ascii("evil.example.").unwrap(),
+        RecordType::A,
+    ));
+    sim.engine.handle_response(
+        sim.now,
+        link,
+        &reply(&wrong_q, ResponseCode::NoError, &[[6, 6, 6, 6]], 60, None),
+    );
+    sim.engine
+        .handle_response(sim.now, link, b"\x00\x01garbage");
     assert!(sim.transmits().is_empty());
     assert_eq!(sim.engine.stats().upstream_rejected, 3);
-    sim.engine.handle_response(sim.now, link, &reply(&up, ResponseCode::NoError, &[[1, 2, 3, 4]], 60, None));
+    sim.engine.handle_response(
+        sim.now,
+        link,
+        &reply(&up, ResponseCode::NoError, &[[1, 2, 3, 4]], 60, None),
+    );
     let replies = sim.replies();
     assert_eq!(replies.len(), 1);
-    assert_eq!(replies[0].1.answers()[0].data(), &RData::A(A::new(1, 2, 3, 4)));
+    assert_eq!(
+        replies[0].1.answers()[0].data(),
+        &RData::A(A::new(1, 2, 3, 4))
+    );
 }
 
 #[test]
@@ -326,17 +513,32 @@ fn concurrent_identical_misses_share_one_upstream_query() {
     let mut sim = Sim::new(config(1, true, cache30()));
     let clients: Vec<Client> = (0..5).map(|i| client(5000 + i, Protocol::Udp)).collect();
     for (i, c) in clients.iter().enumerate() {
-        let name = if i % 2 == 0 { "same.example." } else { "SAME.example." };
-        assert_eq!(sim.outcome(*c, &query(100 + i as u16, name, RecordType::A, false)), Outcome::Pending);
+        let name = if i % 2 == 0 {
+            "same.example."
+        } else {
+            "SAME.example."
+        };
+        assert_eq!(
+            sim.outcome(*c, &query(100 + i as u16, name, RecordType::A, false)),
+            Outcome::Pending
+        );
     }
     let (link, _, up) = sim.upstream_query();
-    sim.engine.handle_response(sim.now, link, &reply(&up, ResponseCode::NoError, &[[1, 2, 3, 4]], 60, None));
+    sim.engine.handle_response(
+        sim.now,
+        link,
+        &reply(&up, ResponseCode::NoError, &[[1, 2, 3, 4]], 60, None),
+    );
     let replies = sim.replies();
     assert_eq!(replies.len(), 5);
     for (i, (to, m)) in replies.iter().enumerate() {
         assert_eq!(*to, clients[i]);
         assert_eq!(m.id(), 100 + i as u16);
-        let expect = if i % 2 == 0 { "same.example." } else { "SAME.example." };
+        let expect = if i % 2 == 0 {
+            "same.example."
+        } else {
+            "SAME.example."
+        };
         assert_eq!(m.queries()[0].name().to_ascii(), expect);
     }
     assert_eq!(sim.engine.stats().coalesced, 4);
@@ -357,7 +559,10 @@ fn bad_input_gets_formerr_notimp_or_silence_and_service_continues() {
         let mut bad = good.clone();
         bad[5] = count;
         let m = sim.query(c, &bad).expect("FORMERR");
-        assert_eq!((m.id(), m.response_code(), m.queries().len()), (77, ResponseCode::FormErr, 0));
+        assert_eq!(
+            (m.id(), m.response_code(), m.queries().len()),
+            (77, ResponseCode::FormErr, 0)
+        );
     }
     // Compression loop in the question, label > 63, name > 255.
     let mut looped = good[..12].to_vec();
@@ -373,7 +578,10 @@ fn bad_input_gets_formerr_notimp_or_silence_and_service_continues() {
     }
     long_name.extend_from_slice(&[0, 0, 1, 0, 1]);
     for bad in [looped, long_label, long_name] {
-        assert_eq!(sim.query(c, &bad).expect("FORMERR").response_code(), ResponseCode::FormErr);
+        assert_eq!(
+            sim.query(c, &bad).expect("FORMERR").response_code(),
+            ResponseCode::FormErr
+        );
     }
     // Unknown opcode: NOTIMP, question echoed.
     let mut notify = Message::from_vec(&good).unwrap();
@@ -382,18 +590,30 @@ fn bad_input_gets_formerr_notimp_or_silence_and_service_continues() {
     assert_eq!(m.response_code(), ResponseCode::NotImp);
     let mut status = good.clone();
     status[2] = (status[2] & 0x87) | (2 << 3);
-    assert_eq!(sim.query(c, &status).unwrap().response_code(), ResponseCode::NotImp);
+    assert_eq!(
+        sim.query(c, &status).unwrap().response_code(),
+        ResponseCode::NotImp
+    );
     // EDNS version 1: BADVERS.
     let mut v1 = Message::from_vec(&query(78, "ok.example.", RecordType::A, true)).unwrap();
     v1.extensions_mut().as_mut().unwrap().set_version(1);
     let m = sim.query(c, &v1.to_vec().unwrap()).expect("BADVERS");
-    assert_eq!(u16::from(m.response_code()), 16, "BADVERS (hickory names 16 BADSIG)");
+    assert_eq!(
+        u16::from(m.response_code()),
+        16,
+        "BADVERS (hickory names 16 BADSIG)"
+    );
     // Class CH: REFUSED.
     let mut chaos = Message::new();
     let mut q = Query::query(Name::from_ascii("version.bind.").unwrap(), RecordType::TXT);
     q.set_query_class(DNSClass::CH);
     chaos.set_id(3).add_query(q);
-    assert_eq!(sim.query(c, &chaos.to_vec().unwrap()).unwrap().response_code(), ResponseCode::Refused);
+    assert_eq!(
+        sim.query(c, &chaos.to_vec().unwrap())
+            .unwrap()
+            .response_code(),
+        ResponseCode::Refused
+    );
     // And a valid query still goes out.
     assert_eq!(sim.outcome(c, &good), Outcome::Pending);
     sim.upstream_query();
@@ -408,21 +628,36 @@ fn large_answers_are_truncated_for_udp_clients_only() {
     let (link, _, up) = sim.upstream_query();
     let mut m = Message::new();
     let q = up.queries()[0].clone();
-    m.set_id(up.id()).set_message_type(MessageType::Response).add_query(q.clone());
+    m.set_id(up.id())
+        .set_message_type(MessageType::Response)
+        .add_query(q.clone());
     for i in 0..15 {
-        m.add_answer(Record::from_rdata(q.name().clone(), 60, RData::TXT(TXT::new(vec![format!("{i:0>60}")]))));
+        m.add_answer(Record::from_rdata(
+            q.name().clone(),
+            60,
+            RData::TXT(TXT::new(vec![format!("{i:0>60}")])),
+        ));
     }
-    sim.engine.handle_response(sim.now, link, &m.to_vec().unwrap());
+    sim.engine
+        .handle_response(sim.now, link, &m.to_vec().unwrap());
     let (_, small) = sim.replies().remove(0);
     assert!(small.truncated());
     assert!(small.answers().is_empty());
     assert_eq!(small.queries().len(), 1);
     // Over TCP the cached answer comes whole; an EDNS client with 1232 bytes gets it too.
-    let tcp = Client { protocol: Protocol::Tcp, conn: 3, ..udp };
-    let whole = sim.query(tcp, &query(2, "big.example.", RecordType::TXT, false)).unwrap();
+    let tcp = Client {
+        protocol: Protocol::Tcp,
+        conn: 3,
+        ..udp
+    };
+    let whole = sim
+        .query(tcp, &query(2, "big.example.", RecordType::TXT, false))
+        .unwrap();
     assert!(!whole.truncated());
     assert_eq!(whole.answers().len(), 15);
-    let edns = sim.query(udp, &query(3, "big.example.", RecordType::TXT, true)).unwrap();
+    let edns = sim
+        .query(udp, &query(3, "big.example.", RecordType::TXT, true))
+        .unwrap();
     assert!(!edns.truncated());
     assert_eq!(edns.answers().len(), 15);
 }
@@ -430,7 +665,10 @@ fn large_answers_are_truncated_for_udp_clients_only() {
 #[test]
 fn most_specific_zone_wins_and_unrouted_names_are_refused() {
     let mut config = config(2, false, cache30());
-    config.servers = vec![server("cluster.local.", vec![0], false, cache30()), server("example.", vec![1], false, cache30())];
+    config.servers = vec![
+        server("cluster.local.", vec![0], false, cache30()),
+        server("example.", vec![1], false, cache30()),
+    ];
     config.listeners[0].servers = vec![1, 0];
     let mut sim = Sim::new(config);
     let c = client(4000, Protocol::Udp);
@@ -438,7 +676,9 @@ fn most_specific_zone_wins_and_unrouted_names_are_refused() {
     assert_eq!(sim.upstream_query().0.upstream, 0);
     sim.outcome(c, &query(2, "www.example.", RecordType::A, false));
     assert_eq!(sim.upstream_query().0.upstream, 1);
-    let refused = sim.query(c, &query(3, "other.org.", RecordType::A, false)).unwrap();
+    let refused = sim
+        .query(c, &query(3, "other.org.", RecordType::A, false))
+        .unwrap();
     assert_eq!(refused.response_code(), ResponseCode::Refused);
 }
 
@@ -448,18 +688,33 @@ fn tcp_upstream_connections_carry_several_queries_and_close_when_idle() {
     let c = client(4000, Protocol::Udp);
     let mut sent = Vec::new();
     for i in 0..10 {
-        sim.outcome(c, &query(i, &format!("n{i}.example."), RecordType::A, false));
+        sim.outcome(
+            c,
+            &query(i, &format!("n{i}.example."), RecordType::A, false),
+        );
         sent.push(sim.upstream_query());
     }
     let mut conns: Vec<u32> = sent.iter().map(|(l, _, _)| l.conn).collect();
     conns.dedup();
-    assert_eq!(conns.len(), 2, "8 in flight per connection, then a second one: {conns:?}");
+    assert_eq!(
+        conns.len(),
+        2,
+        "8 in flight per connection, then a second one: {conns:?}"
+    );
     for (link, _, up) in &sent {
-        sim.engine.handle_response(sim.now, *link, &reply(up, ResponseCode::NoError, &[[1, 1, 1, 1]], 60, None));
+        sim.engine.handle_response(
+            sim.now,
+            *link,
+            &reply(up, ResponseCode::NoError, &[[1, 1, 1, 1]], 60, None),
+        );
     }
     assert_eq!(sim.replies().len(), 10);
     sim.advance(Duration::from_secs(10));
     let closed: Vec<Transmit> = sim.transmits();
-    assert_eq!(closed.len(), 2, "both idle connections closed after `expire`: {closed:?}");
+    assert_eq!(
+        closed.len(),
+        2,
+        "both idle connections closed after `expire`: {closed:?}"
+    );
     assert!(closed.iter().all(|t| matches!(t, Transmit::Close { .. })));
 }
