@@ -1,0 +1,141 @@
+//! Command-line arguments and logging setup.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use shardns_shard::IoMode;
+use tracing_subscriber::EnvFilter;
+
+/// shardns: a node-local DNS caching proxy for Kubernetes.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Args {
+    /// The Corefile; without it, a cache on 127.0.0.1:5353 forwards to the resolv.conf
+    /// nameservers.
+    #[arg(long, value_name = "FILE")]
+    pub conf: Option<PathBuf>,
+
+    /// Number of shards (threads, each with its own sockets and cache); default: one per
+    /// CPU this process may run on.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub shards: Option<u32>,
+
+    /// I/O driver.
+    #[arg(long, value_enum, default_value_t = IoArg::Auto)]
+    pub io: IoArg,
+
+    /// More logging: -v debug, -vv trace (RUST_LOG overrides).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// The resolv.conf file the built-in Corefile forwards to.
+    #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
+
+    /// Parse and build the configuration, print OK and exit.
+    #[arg(long)]
+    pub validate: bool,
+}
+
+/// The `--io` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IoArg {
+    /// io_uring when the kernel allows it, else epoll.
+    Auto,
+    /// io_uring.
+    Uring,
+    /// epoll.
+    Epoll,
+}
+
+impl IoArg {
+    /// The engine's name for this mode.
+    pub fn mode(self) -> IoMode {
+        match self {
+            IoArg::Auto => IoMode::Auto,
+            IoArg::Uring => IoMode::Uring,
+            IoArg::Epoll => IoMode::Epoll,
+        }
+    }
+
+    /// The name as written on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            IoArg::Auto => "auto",
+            IoArg::Uring => "uring",
+            IoArg::Epoll => "epoll",
+        }
+    }
+}
+
+/// The log filter for a verbosity level, unless `RUST_LOG` is set.
+pub fn default_filter(verbose: u8) -> &'static str {
+    match verbose {
+        0 => "warn,shardns=info,shardns_shard=info",
+        1 => "warn,shardns=debug,shardns_shard=debug",
+        _ => "warn,shardns=trace,shardns_shard=trace",
+    }
+}
+
+/// Logs to stderr (colours only on a terminal) with the filter from `RUST_LOG`, else from
+/// the verbosity.
+pub fn init_logging(verbose: u8) {
+    let filter = match std::env::var(EnvFilter::DEFAULT_ENV) {
+        Ok(text) if !text.is_empty() => EnvFilter::new(text),
+        _ => EnvFilter::new(default_filter(verbose)),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn arguments() {
+        Args::command().debug_assert();
+        let args = Args::try_parse_from(["shardns"]).unwrap();
+        assert_eq!(args.conf, None);
+        assert_eq!(args.shards, None);
+        assert_eq!(args.io, IoArg::Auto);
+        assert_eq!(args.resolv_conf, PathBuf::from("/etc/resolv.conf"));
+        assert!(!args.validate);
+        let args = Args::try_parse_from([
+            "shardns",
+            "--conf",
+            "/etc/Corefile",
+            "--shards",
+            "2",
+            "--io",
+            "epoll",
+            "-vv",
+            "--resolv-conf",
+            "/tmp/r",
+            "--validate",
+        ])
+        .unwrap();
+        assert_eq!(args.conf, Some(PathBuf::from("/etc/Corefile")));
+        assert_eq!(args.shards, Some(2));
+        assert_eq!(args.io.mode(), IoMode::Epoll);
+        assert_eq!(args.verbose, 2);
+        assert!(args.validate);
+        assert!(Args::try_parse_from(["shardns", "--shards", "0"]).is_err());
+        assert!(Args::try_parse_from(["shardns", "--io", "poll"]).is_err());
+    }
+
+    #[test]
+    fn filters() {
+        assert_eq!(default_filter(0), "warn,shardns=info,shardns_shard=info");
+        assert!(default_filter(1).contains("shardns=debug"));
+        assert!(default_filter(5).contains("shardns_shard=trace"));
+        for verbose in 0..3 {
+            EnvFilter::try_new(default_filter(verbose)).unwrap();
+        }
+    }
+}

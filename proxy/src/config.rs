@@ -1,0 +1,288 @@
+//! From Corefile text to the engine's [`Config`]: one server per block key, listeners grouped
+//! by bind address and port, upstreams deduplicated.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+
+use shardns_shard::Config;
+use shardns_shard::config::{ForwardConfig, Limits, ListenerConfig, ServerConfig, UpstreamConfig};
+
+use crate::address;
+use crate::corefile::{self, ConfigError};
+use crate::directives;
+
+/// The name used in messages about the built-in Corefile.
+pub const DEFAULT_COREFILE_NAME: &str = "<built-in Corefile>";
+
+/// The Corefile used without `--conf`: a cache on 127.0.0.1:5353 forwarding to the
+/// nameservers of `resolv_conf`.
+pub fn default_corefile(resolv_conf: &Path) -> String {
+    let path = resolv_conf.display().to_string().replace('"', "\\\"");
+    format!(
+        ".:5353 {{\n    bind 127.0.0.1\n    cache 30\n    forward . \"{path}\"\n    errors\n}}\n"
+    )
+}
+
+/// Reads and builds the Corefile at `conf`, or the built-in one when there is none.
+pub fn load(conf: Option<&Path>, resolv_conf: &Path) -> Result<Config, ConfigError> {
+    match conf {
+        Some(path) => {
+            let file = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|error| ConfigError::File {
+                file: file.clone(),
+                message: format!("cannot read the Corefile: {error}"),
+            })?;
+            build(&file, &text)
+        }
+        None => build(DEFAULT_COREFILE_NAME, &default_corefile(resolv_conf)),
+    }
+}
+
+/// Builds the configuration described by Corefile `text`; `file` names it in errors.
+pub fn build(file: &str, text: &str) -> Result<Config, ConfigError> {
+    let at = |line: usize, message: String| ConfigError::at(file, line, message);
+    let mut config = Config {
+        listeners: Vec::new(),
+        servers: Vec::new(),
+        upstreams: Vec::new(),
+        limits: Limits::default(),
+    };
+    // The key line of each server, for duplicate messages.
+    let mut server_lines: Vec<usize> = Vec::new();
+    for block in corefile::parse(file, text)? {
+        let mut keys = Vec::with_capacity(block.keys.len());
+        for key in &block.keys {
+            keys.push(address::parse_key(&key.text).map_err(|m| at(key.line, m))?);
+        }
+        let zones: Vec<address::Zone> = keys.iter().map(|(zone, _)| zone.clone()).collect();
+        let settings = directives::block_settings(file, &block.directives, &zones)?;
+        let forward = settings.forward.as_ref().map(|forward| ForwardConfig {
+            from: forward.from.wire.clone(),
+            upstreams: forward
+                .to
+                .iter()
+                .map(|addr| upstream_index(&mut config.upstreams, *addr))
+                .collect(),
+            force_tcp: forward.force_tcp,
+        });
+        let binds = if settings.binds.is_empty() {
+            vec![
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            ]
+        } else {
+            settings.binds.clone()
+        };
+        for ((zone, port), key) in keys.into_iter().zip(&block.keys) {
+            let server = config.servers.len();
+            for ip in &binds {
+                let addr = SocketAddr::new(*ip, port);
+                let listener = listener_index(&mut config.listeners, addr);
+                let servers = &mut config.listeners[listener].servers;
+                if let Some(&other) = servers
+                    .iter()
+                    .find(|&&other| config.servers[other].zone == zone.wire)
+                {
+                    return Err(at(
+                        key.line,
+                        format!(
+                            "zone {:?} is already served on {addr} (server block key at line {})",
+                            zone.text, server_lines[other]
+                        ),
+                    ));
+                }
+                servers.push(server);
+            }
+            config.servers.push(ServerConfig {
+                zone: zone.wire,
+                zone_text: zone.text,
+                cache: settings.cache.clone(),
+                forward: forward.clone(),
+                log_errors: settings.log_errors,
+            });
+            server_lines.push(key.line);
+        }
+    }
+    if config.listeners.len() > usize::from(u16::MAX) {
+        return Err(ConfigError::File {
+            file: file.to_string(),
+            message: format!("too many listening addresses ({})", config.listeners.len()),
+        });
+    }
+    Ok(config)
+}
+
+fn upstream_index(upstreams: &mut Vec<UpstreamConfig>, addr: SocketAddr) -> usize {
+    upstreams
+        .iter()
+        .position(|upstream| upstream.addr == addr)
+        .unwrap_or_else(|| {
+            upstreams.push(UpstreamConfig { addr });
+            upstreams.len() - 1
+        })
+}
+
+fn listener_index(listeners: &mut Vec<ListenerConfig>, addr: SocketAddr) -> usize {
+    listeners
+        .iter()
+        .position(|listener| listener.addr == addr)
+        .unwrap_or_else(|| {
+            listeners.push(ListenerConfig {
+                addr,
+                servers: Vec::new(),
+            });
+            listeners.len() - 1
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STOCK: &str = r#"cluster.local:53 {
+    errors
+    cache {
+            success 9984 30
+            denial 9984 5
+    }
+    bind 169.254.20.10 10.96.0.10
+    forward . 10.0.0.10 {
+            force_tcp
+    }
+    }
+in-addr.arpa:53 ip6.arpa:53 {
+    errors
+    cache 30
+    bind 169.254.20.10 10.96.0.10
+    forward . 10.0.0.10 {
+            force_tcp
+    }
+    }
+.:53 {
+    errors
+    cache 30
+    bind 169.254.20.10 10.96.0.10
+    forward . 8.8.8.8 10.0.0.10
+    }
+"#;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn stock_node_local_dns_corefile() {
+        let config = build("Corefile", STOCK).unwrap();
+        let zones: Vec<&str> = config
+            .servers
+            .iter()
+            .map(|s| s.zone_text.as_str())
+            .collect();
+        assert_eq!(zones, ["cluster.local.", "in-addr.arpa.", "ip6.arpa.", "."]);
+        assert_eq!(config.servers[1].zone, b"\x07in-addr\x04arpa\x00");
+        assert_eq!(config.servers[3].zone, b"\x00");
+        assert_eq!(config.listeners.len(), 2);
+        assert_eq!(config.listeners[0].addr, addr("169.254.20.10:53"));
+        assert_eq!(config.listeners[1].addr, addr("10.96.0.10:53"));
+        assert!(config.listeners.iter().all(|l| l.servers == [0, 1, 2, 3]));
+        let upstreams: Vec<SocketAddr> = config.upstreams.iter().map(|u| u.addr).collect();
+        assert_eq!(upstreams, [addr("10.0.0.10:53"), addr("8.8.8.8:53")]);
+        let forward = |i: usize| config.servers[i].forward.clone().unwrap();
+        assert_eq!(forward(0).upstreams, [0]);
+        assert!(forward(0).force_tcp && forward(2).force_tcp && !forward(3).force_tcp);
+        assert_eq!(forward(3).upstreams, [1, 0]);
+        assert_eq!(forward(3).from, b"\x00");
+        assert!(config.servers.iter().all(|s| s.log_errors));
+        assert_eq!(config.servers[0].cache.as_ref().unwrap().denial.max_ttl, 5);
+        assert_eq!(config.limits, Limits::default());
+    }
+
+    #[test]
+    fn listener_grouping() {
+        let text = "a.example:53 {\n bind 127.0.0.1\n}\nb.example:5353 {\n bind 127.0.0.1 ::1\n}\n\
+                    c.example {\n bind 127.0.0.1\n}\nd.example:0 {\n}\n";
+        let config = build("Corefile", text).unwrap();
+        let listeners: Vec<(String, Vec<usize>)> = config
+            .listeners
+            .iter()
+            .map(|l| (l.addr.to_string(), l.servers.clone()))
+            .collect();
+        assert_eq!(
+            listeners,
+            [
+                ("127.0.0.1:53".to_string(), vec![0, 2]),
+                ("127.0.0.1:5353".to_string(), vec![1]),
+                ("[::1]:5353".to_string(), vec![1]),
+                ("0.0.0.0:0".to_string(), vec![3]),
+                ("[::]:0".to_string(), vec![3]),
+            ]
+        );
+        assert!(
+            config
+                .servers
+                .iter()
+                .all(|s| s.cache.is_none() && s.forward.is_none() && !s.log_errors)
+        );
+    }
+
+    #[test]
+    fn same_zone_twice() {
+        let text = ".:53 {\n bind 127.0.0.1\n}\n\n. {\n bind 127.0.0.2 127.0.0.1\n}\n";
+        assert_eq!(
+            build("Corefile", text).unwrap_err().to_string(),
+            "Corefile:5: zone \".\" is already served on 127.0.0.1:53 (server block key at line 1)"
+        );
+        assert!(build("Corefile", "a.example a.example. {\n}").is_err());
+        // The same zone on different ports or addresses is fine.
+        assert!(build("Corefile", ".:53 {\n}\n.:54 {\n}\n. {\n bind 127.0.0.1\n}").is_ok());
+    }
+
+    #[test]
+    fn bad_keys() {
+        assert!(
+            build("Corefile", "\n.:http {\n}")
+                .unwrap_err()
+                .to_string()
+                .starts_with("Corefile:2: server block key \".:http\": bad port")
+        );
+        assert!(
+            build("Corefile", "tls://.:853 {\n}")
+                .unwrap_err()
+                .to_string()
+                .contains("not supported yet")
+        );
+    }
+
+    #[test]
+    fn default_corefile_reads_resolv_conf() {
+        let resolv = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/resolv.conf");
+        let config = load(None, Path::new(resolv)).unwrap();
+        assert_eq!(config.listeners.len(), 1);
+        assert_eq!(config.listeners[0].addr, addr("127.0.0.1:5353"));
+        assert_eq!(
+            config.servers[0].cache,
+            Some(shardns_shard::config::CacheConfig::with_ttl(Some(30)))
+        );
+        assert!(config.servers[0].log_errors);
+        let upstreams: Vec<SocketAddr> = config.upstreams.iter().map(|u| u.addr).collect();
+        assert_eq!(upstreams, [addr("10.96.0.10:53"), addr("[fd00::10]:53")]);
+
+        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let error = load(None, Path::new(manifest)).unwrap_err().to_string();
+        assert!(
+            error.starts_with("<built-in Corefile>:4: resolv.conf"),
+            "{error}"
+        );
+        assert!(error.ends_with("has no usable nameserver line"), "{error}");
+    }
+
+    #[test]
+    fn unreadable_corefile() {
+        let error = load(Some(Path::new("/nonexistent/Corefile")), Path::new("/")).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("/nonexistent/Corefile: cannot read the Corefile:")
+        );
+    }
+}

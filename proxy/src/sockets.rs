@@ -1,0 +1,261 @@
+//! The one place listening sockets are created. Every shard gets its own UDP socket and TCP
+//! listener per listening address, all with `SO_REUSEPORT`, so the kernel spreads clients
+//! over the shards.
+//!
+//! A listener on port 0 gets an ephemeral port: the first UDP socket binds to port 0 and
+//! every other socket of that listener (all shards, UDP and TCP) binds to the port it got.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+
+use shardns_shard::ShardSockets;
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// `listen(2)` backlog of the TCP listeners.
+pub const TCP_BACKLOG: i32 = 1024;
+
+/// Receive and send buffer asked for on UDP sockets (the kernel caps it at
+/// `net.core.rmem_max` / `wmem_max`).
+pub const UDP_BUFFER_BYTES: usize = 4 << 20;
+
+/// How many ephemeral ports are tried for a port-0 listener before giving up.
+const EPHEMERAL_ATTEMPTS: usize = 8;
+
+/// Linux `EAFNOSUPPORT`: the kernel has no IPv6.
+const EAFNOSUPPORT: i32 = 97;
+
+/// A socket that could not be created or bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ({protocol}): {source}")]
+pub struct SocketError {
+    /// The address.
+    pub addr: SocketAddr,
+    /// "udp" or "tcp".
+    pub protocol: &'static str,
+    /// Why.
+    pub source: io::Error,
+}
+
+/// The sockets of every shard, and where each listener ended up.
+#[derive(Debug)]
+pub struct Bound {
+    /// One entry per shard; sockets are tagged with their listener index.
+    pub shards: Vec<ShardSockets>,
+    /// The bound address of each listener (the real port for port 0), or `None` for an IPv6
+    /// wildcard skipped because the host has no IPv6.
+    pub addrs: Vec<Option<SocketAddr>>,
+}
+
+/// Creates the sockets of `shard_count` shards for `listeners` (indexed as in the config).
+pub fn bind_all(listeners: &[SocketAddr], shard_count: usize) -> Result<Bound, SocketError> {
+    let mut shards: Vec<ShardSockets> = (0..shard_count).map(|_| ShardSockets::default()).collect();
+    let mut addrs = Vec::with_capacity(listeners.len());
+    for (index, &addr) in listeners.iter().enumerate() {
+        let index = u16::try_from(index).map_err(|_| SocketError {
+            addr,
+            protocol: "udp",
+            source: io::Error::other("more than 65535 listeners"),
+        })?;
+        match bind_listener(addr, shard_count) {
+            Ok(sockets) => {
+                addrs.push(Some(sockets.addr));
+                for ((shard, udp), tcp) in shards.iter_mut().zip(sockets.udp).zip(sockets.tcp) {
+                    shard.udp.push((index, udp));
+                    shard.tcp.push((index, tcp));
+                }
+            }
+            Err(error)
+                if addr.ip().is_unspecified() && addr.is_ipv6() && no_ipv6(&error.source) =>
+            {
+                tracing::warn!(%addr, "no IPv6 on this host, not listening on the IPv6 wildcard");
+                addrs.push(None);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(Bound { shards, addrs })
+}
+
+fn no_ipv6(error: &io::Error) -> bool {
+    error.raw_os_error() == Some(EAFNOSUPPORT) || error.kind() == io::ErrorKind::AddrNotAvailable
+}
+
+/// The sockets of one listener for every shard.
+struct ListenerSockets {
+    addr: SocketAddr,
+    udp: Vec<UdpSocket>,
+    tcp: Vec<TcpListener>,
+}
+
+fn bind_listener(addr: SocketAddr, shard_count: usize) -> Result<ListenerSockets, SocketError> {
+    let udp_error = |addr, source| SocketError {
+        addr,
+        protocol: "udp",
+        source,
+    };
+    let mut attempt = 0;
+    'attempts: loop {
+        attempt += 1;
+        let first = udp_socket(addr).map_err(|e| udp_error(addr, e))?;
+        let port = first.local_addr().map_err(|e| udp_error(addr, e))?.port();
+        let bound = SocketAddr::new(addr.ip(), port);
+        let mut udp = vec![first];
+        for _ in 1..shard_count {
+            udp.push(udp_socket(bound).map_err(|e| udp_error(bound, e))?);
+        }
+        let mut tcp = Vec::with_capacity(shard_count);
+        for _ in 0..shard_count {
+            match tcp_listener(bound) {
+                Ok(listener) => tcp.push(listener),
+                Err(error)
+                    if addr.port() == 0
+                        && error.kind() == io::ErrorKind::AddrInUse
+                        && attempt < EPHEMERAL_ATTEMPTS =>
+                {
+                    tracing::debug!(%bound, "TCP port taken, trying another ephemeral port");
+                    continue 'attempts;
+                }
+                Err(source) => {
+                    return Err(SocketError {
+                        addr: bound,
+                        protocol: "tcp",
+                        source,
+                    });
+                }
+            }
+        }
+        return Ok(ListenerSockets {
+            addr: bound,
+            udp,
+            tcp,
+        });
+    }
+}
+
+/// A socket with the options every listening socket shares.
+fn socket(addr: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = socket(addr, Type::DGRAM, Protocol::UDP)?;
+    // Best effort: a smaller buffer only means drops under bursts.
+    if let Err(error) = socket.set_recv_buffer_size(UDP_BUFFER_BYTES) {
+        tracing::debug!(%addr, %error, "cannot set SO_RCVBUF");
+    }
+    if let Err(error) = socket.set_send_buffer_size(UDP_BUFFER_BYTES) {
+        tracing::debug!(%addr, %error, "cannot set SO_SNDBUF");
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket(addr, Type::STREAM, Protocol::TCP)?;
+    socket.bind(&addr.into())?;
+    socket.listen(TCP_BACKLOG)?;
+    Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ports(bound: &Bound, listener: u16) -> Vec<u16> {
+        let mut ports = Vec::new();
+        for shard in &bound.shards {
+            for (index, socket) in &shard.udp {
+                if *index == listener {
+                    ports.push(socket.local_addr().unwrap().port());
+                }
+            }
+            for (index, socket) in &shard.tcp {
+                if *index == listener {
+                    ports.push(socket.local_addr().unwrap().port());
+                }
+            }
+        }
+        ports
+    }
+
+    #[test]
+    fn port_zero_gives_one_port_to_every_shard() {
+        let listeners = [
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        ];
+        let bound = bind_all(&listeners, 2).unwrap();
+        assert_eq!(bound.shards.len(), 2);
+        for shard in &bound.shards {
+            assert_eq!(
+                shard
+                    .udp
+                    .iter()
+                    .map(|(index, _)| *index)
+                    .collect::<Vec<_>>(),
+                [0, 1]
+            );
+            assert_eq!(
+                shard
+                    .tcp
+                    .iter()
+                    .map(|(index, _)| *index)
+                    .collect::<Vec<_>>(),
+                [0, 1]
+            );
+        }
+        for listener in 0..2 {
+            let ports = ports(&bound, listener);
+            assert_eq!(ports.len(), 4);
+            assert!(
+                ports[0] != 0 && ports.iter().all(|&port| port == ports[0]),
+                "{ports:?}"
+            );
+            assert_eq!(bound.addrs[usize::from(listener)].unwrap().port(), ports[0]);
+        }
+        assert_ne!(ports(&bound, 0)[0], ports(&bound, 1)[0]);
+    }
+
+    #[test]
+    fn sockets_serve_traffic() {
+        let bound = bind_all(&["127.0.0.1:0".parse().unwrap()], 1).unwrap();
+        let addr = bound.addrs[0].unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.send_to(b"ping", addr).unwrap();
+        let server = &bound.shards[0].udp[0].1;
+        server.set_nonblocking(false).unwrap();
+        let mut buffer = [0u8; 16];
+        let (length, _) = server.recv_from(&mut buffer).unwrap();
+        assert_eq!(&buffer[..length], b"ping");
+        let _stream = std::net::TcpStream::connect(addr).unwrap();
+    }
+
+    #[test]
+    fn ipv6_loopback_when_available() {
+        let Ok(bound) = bind_all(&["[::1]:0".parse().unwrap()], 2) else {
+            return;
+        };
+        let ports = ports(&bound, 0);
+        assert!(ports.iter().all(|&port| port == ports[0] && port != 0));
+    }
+
+    #[test]
+    fn a_taken_port_is_an_error() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let error = bind_all(&[addr], 1).unwrap_err();
+        assert_eq!(error.addr, addr);
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("cannot listen on {addr}"))
+        );
+    }
+}
