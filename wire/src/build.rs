@@ -59,12 +59,7 @@ pub fn reply_with_question(
     edns: Option<(bool, u16)>,
     out: &mut [u8],
 ) -> usize {
-    let mut len = write_question_message(
-        id,
-        reply_flags(query_flags, rcode),
-        question,
-        out,
-    );
+    let mut len = write_question_message(id, reply_flags(query_flags, rcode), question, out);
     if let Some((dnssec_ok, ext)) = edns {
         len = append_opt(out, len, EDNS_PAYLOAD, ext as u8, dnssec_ok);
     }
@@ -72,7 +67,15 @@ pub fn reply_with_question(
 }
 
 fn write_question_message(id: u16, flags: u16, question: &Question<'_>, out: &mut [u8]) -> usize {
-    Header { id, flags, qdcount: 1, ancount: 0, nscount: 0, arcount: 0 }.write(out);
+    Header {
+        id,
+        flags,
+        qdcount: 1,
+        ancount: 0,
+        nscount: 0,
+        arcount: 0,
+    }
+    .write(out);
     let mut len = HEADER_LEN;
     out[len..len + question.name.len()].copy_from_slice(question.name);
     len += question.name.len();
@@ -83,7 +86,13 @@ fn write_question_message(id: u16, flags: u16, question: &Question<'_>, out: &mu
 
 /// Appends an OPT record with no options at `out[len..]` and increments ARCOUNT. Returns the
 /// new length. `out` must have [`OPT_LEN`] bytes free.
-pub fn append_opt(out: &mut [u8], len: usize, payload: u16, ext_rcode: u8, dnssec_ok: bool) -> usize {
+pub fn append_opt(
+    out: &mut [u8],
+    len: usize,
+    payload: u16,
+    ext_rcode: u8,
+    dnssec_ok: bool,
+) -> usize {
     let opt = &mut out[len..len + OPT_LEN];
     opt[0] = 0; // root owner
     opt[1..3].copy_from_slice(&rtype::OPT.to_be_bytes());
@@ -127,7 +136,8 @@ pub fn upstream_query(
     dnssec_ok: bool,
     out: &mut [u8],
 ) -> usize {
-    let flags = (opcode::QUERY as u16) << 11 | client_flags & (Header::RD | Header::CD | Header::AD);
+    let flags =
+        (opcode::QUERY as u16) << 11 | client_flags & (Header::RD | Header::CD | Header::AD);
     let len = write_question_message(id, flags, question, out);
     append_opt(out, len, EDNS_PAYLOAD, 0, dnssec_ok)
 }
@@ -138,7 +148,11 @@ mod tests {
     use crate::rcode;
 
     fn query(with_edns: bool) -> Vec<u8> {
-        let q = Question { name: b"\x03www\x07example\x00", qtype: 1, qclass: 1 };
+        let q = Question {
+            name: b"\x03www\x07example\x00",
+            qtype: 1,
+            qclass: 1,
+        };
         let mut buf = [0u8; 512];
         let mut len = write_question_message(0xbeef, Header::RD, &q, &mut buf);
         if with_edns {
@@ -177,11 +191,17 @@ mod tests {
     #[test]
     fn header_only_reply_needs_a_header() {
         let mut out = [0u8; 12];
-        assert_eq!(header_only_reply(&[1, 2, 3], rcode::FORMERR, &mut out), None);
+        assert_eq!(
+            header_only_reply(&[1, 2, 3], rcode::FORMERR, &mut out),
+            None
+        );
         let raw = query(false);
         assert_eq!(header_only_reply(&raw, rcode::FORMERR, &mut out), Some(12));
         let h = Header::parse(&out).unwrap();
-        assert_eq!((h.id, h.rcode(), h.qdcount, h.qr()), (0xbeef, rcode::FORMERR, 0, true));
+        assert_eq!(
+            (h.id, h.rcode(), h.qdcount, h.qr()),
+            (0xbeef, rcode::FORMERR, 0, true)
+        );
     }
 
     #[test]

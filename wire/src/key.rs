@@ -78,7 +78,13 @@ mod tests {
     use std::collections::hash_map::RandomState;
 
     fn key(name: &'static [u8], dnssec_ok: bool) -> Key<'static> {
-        Key { qname: name, qtype: 1, qclass: 1, dnssec_ok, checking_disabled: false }
+        Key {
+            qname: name,
+            qtype: 1,
+            qclass: 1,
+            dnssec_ok,
+            checking_disabled: false,
+        }
     }
 
     #[test]

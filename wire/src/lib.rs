@@ -21,7 +21,7 @@ mod name;
 mod walk;
 
 pub use error::ParseError;
-pub use header::{Header, HEADER_LEN, opcode, rcode, rtype};
+pub use header::{HEADER_LEN, Header, opcode, rcode, rtype};
 pub use key::Key;
 pub use message::{Edns, Message, Question};
 pub use name::{MAX_NAME_LEN, name_eq_ignore_case, question_name_len, skip_name};

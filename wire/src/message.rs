@@ -81,7 +81,14 @@ impl<'a> Message<'a> {
                 record,
             }
         });
-        Ok(Message { buf, header, question, question_end, edns, records })
+        Ok(Message {
+            buf,
+            header,
+            question,
+            question_end,
+            edns,
+            records,
+        })
     }
 
     /// The full response code: the header's 4 bits plus the OPT record's upper 8 bits.

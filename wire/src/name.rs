@@ -7,7 +7,8 @@ use crate::ParseError;
 pub const MAX_NAME_LEN: usize = 255;
 
 /// At most this many compression pointers are followed in one name. Pointers must also point
-/// strictly backwards, so loops are impossible; the bound keeps the work per name small.
+/// backwards from the pointer itself, but that alone does not prevent loops (`\x01a\xc0<start>`
+/// loops through its own label): this bound and the 255-octet limit end every loop.
 const MAX_POINTER_HOPS: usize = 64;
 
 /// Skips the (possibly compressed) name starting at `pos` and returns the offset just past it
