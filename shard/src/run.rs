@@ -1,10 +1,15 @@
 //! Running one shard: pick the I/O driver, log the listeners, loop until shutdown.
 
+use std::io;
 use std::net::{TcpListener, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use tracing::info;
+
 use crate::Handler;
+use crate::config::Limits;
+use crate::driver::{Reactor, epoll, uring::Uring};
 
 /// Which I/O driver a shard uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,10 +37,57 @@ pub struct ShardSpec {
     pub sockets: ShardSockets,
     /// Set by the signal handler; the loop notices within 100 ms and returns.
     pub shutdown: Arc<AtomicBool>,
+    /// Client TCP idle timeout and connection cap (the rest is the handler's business).
+    pub limits: Limits,
 }
 
 /// Runs a shard's event loop on the calling thread until `spec.shutdown` is set.
-pub fn run_shard<H: Handler>(spec: ShardSpec, handler: H) -> std::io::Result<()> {
-    let _ = (spec, handler);
-    todo!("driver task")
+///
+/// The driver is chosen by `spec.io`: `Auto` uses io_uring when a ring with the needed
+/// opcodes and a buffer ring can be set up (logging why not at info otherwise), `Uring`
+/// fails with an error naming why it is unavailable, `Epoll` always uses epoll. Every
+/// listening socket is logged as `listening on udp ADDR (shard N, DRIVER)`.
+pub fn run_shard<H: Handler>(spec: ShardSpec, mut handler: H) -> io::Result<()> {
+    let ShardSpec {
+        index,
+        io: mode,
+        sockets,
+        shutdown,
+        limits,
+    } = spec;
+    let ShardSockets { udp, tcp } = sockets;
+    let mut reactor = Reactor::new(tcp, &limits)?;
+    let mut ring = match mode {
+        IoMode::Epoll => None,
+        IoMode::Uring => Some(Uring::new(&udp).map_err(|why| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("io_uring unavailable: {why}"),
+            )
+        })?),
+        IoMode::Auto => match Uring::new(&udp) {
+            Ok(r) => Some(r),
+            Err(why) => {
+                info!("shard {index}: io_uring unavailable ({why}); using epoll");
+                None
+            }
+        },
+    };
+    let driver = if ring.is_some() { "io_uring" } else { "epoll" };
+    for (_, s) in &udp {
+        info!(
+            "listening on udp {} (shard {index}, {driver})",
+            s.local_addr()?
+        );
+    }
+    for (_, l) in reactor.listeners() {
+        info!(
+            "listening on tcp {} (shard {index}, {driver})",
+            l.local_addr()?
+        );
+    }
+    match &mut ring {
+        Some(r) => r.run(&mut reactor, &mut handler, &shutdown),
+        None => epoll::run(&udp, &mut reactor, &mut handler, &shutdown),
+    }
 }

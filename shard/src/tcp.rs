@@ -1,1 +1,376 @@
-//! tcp
+//! DNS over TCP (RFC 7766), sans-IO: the 2-byte length framing in both directions and the
+//! per-shard table of client connections with their idle deadlines. The drivers own the
+//! sockets and call into these types; nothing here does I/O or reads the clock.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hashbrown::HashMap;
+
+use crate::handler::{Client, MAX_MESSAGE, Protocol};
+
+/// Reassembles length-prefixed DNS messages from a byte stream delivered in arbitrary chunks.
+///
+/// Every length from 0 to 65535 is accepted (a zero-length message is handed on as an empty
+/// slice; the handler decides what to do with it). Memory stays bounded: once the complete
+/// messages are taken out, at most one partial message plus the last chunk is buffered.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl FrameDecoder {
+    /// An empty decoder.
+    pub fn new() -> FrameDecoder {
+        FrameDecoder::default()
+    }
+
+    /// Appends a chunk of the stream.
+    pub fn push(&mut self, chunk: &[u8]) {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// The next complete message, without its length prefix, if one is buffered.
+    pub fn next_message(&mut self) -> Option<&[u8]> {
+        let avail = &self.buf[self.start..];
+        if avail.len() < 2 {
+            return None;
+        }
+        let len = usize::from(u16::from_be_bytes([avail[0], avail[1]]));
+        if avail.len() < 2 + len {
+            return None;
+        }
+        let begin = self.start + 2;
+        self.start = begin + len;
+        Some(&self.buf[begin..begin + len])
+    }
+
+    /// Bytes received but not yet returned as a message (a partial message).
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+}
+
+/// Bytes waiting to be written to a stream socket, with the position of the first unwritten
+/// byte, so a partial write continues where it stopped.
+#[derive(Debug, Default)]
+pub struct OutBuf {
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl OutBuf {
+    /// Appends `msg` with its 2-byte big-endian length prefix. Returns `false` (and queues
+    /// nothing) if `msg` is longer than [`MAX_MESSAGE`].
+    pub fn push_frame(&mut self, msg: &[u8]) -> bool {
+        let Ok(len) = u16::try_from(msg.len()) else {
+            return false;
+        };
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(&len.to_be_bytes());
+        self.buf.extend_from_slice(msg);
+        true
+    }
+
+    /// The bytes still to be written.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Marks `n` bytes of [`OutBuf::pending`] as written.
+    pub fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.buf.len());
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > MAX_MESSAGE {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+    }
+
+    /// Whether everything queued has been written.
+    pub fn is_empty(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+
+    /// Number of bytes still to be written.
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+}
+
+/// Frames `msg` for TCP: returns the 2-byte length prefix followed by the message, or `None`
+/// if it is longer than [`MAX_MESSAGE`].
+pub fn frame(msg: &[u8]) -> Option<Vec<u8>> {
+    let len = u16::try_from(msg.len()).ok()?;
+    let mut v = Vec::with_capacity(2 + msg.len());
+    v.extend_from_slice(&len.to_be_bytes());
+    v.extend_from_slice(msg);
+    Some(v)
+}
+
+/// One client TCP connection: the driver's I/O object `T` and its protocol state.
+#[derive(Debug)]
+pub struct ClientConn<T> {
+    /// The socket (or whatever the driver uses).
+    pub io: T,
+    /// The identity handed to the handler for queries on this connection.
+    pub client: Client,
+    /// Incoming bytes not yet complete messages.
+    pub decoder: FrameDecoder,
+    /// Framed replies not yet written.
+    pub out: OutBuf,
+    /// Queries answered `Pending` whose reply has not been queued yet.
+    pub pending: usize,
+    /// Last time bytes moved in either direction (or the connection opened).
+    pub last_active: Instant,
+    /// The peer closed its sending side: read nothing more, close once everything is written.
+    pub read_closed: bool,
+    /// Whether the driver currently asks for writability (driver bookkeeping).
+    pub want_write: bool,
+}
+
+impl<T> ClientConn<T> {
+    /// Nothing is owed to the client: no reply pending upstream and nothing left to write.
+    pub fn is_quiet(&self) -> bool {
+        self.pending == 0 && self.out.is_empty()
+    }
+
+    /// Queues a framed reply; a reply for a `Pending` query also settles one pending count.
+    pub fn queue_reply(&mut self, now: Instant, msg: &[u8], was_pending: bool) -> bool {
+        if was_pending {
+            self.pending = self.pending.saturating_sub(1);
+        }
+        self.last_active = now;
+        self.out.push_frame(msg)
+    }
+}
+
+/// What to do with a newly accepted connection, see [`ClientTable::admit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Below the cap: insert it.
+    Room,
+    /// At the cap: close this (the longest-idle quiet) connection first, then insert.
+    Evict(u32),
+    /// At the cap and every connection still owes a reply: close the new connection.
+    Full,
+}
+
+/// The client TCP connections of one shard, keyed by a nonzero token (the
+/// [`Client::conn`] the handler sees).
+///
+/// Idle policy: a connection with nothing owed (no pending reply, nothing unwritten) is
+/// closed after `idle` without traffic; one that still owes replies gets `idle + grace`
+/// (the grace covers the engine's query timeout, after which it always replies).
+///
+/// Cap policy: at `max` connections, a new connection evicts the longest-idle quiet
+/// connection; if none is quiet, the new connection is refused (closed at once).
+#[derive(Debug)]
+pub struct ClientTable<T> {
+    conns: HashMap<u32, ClientConn<T>>,
+    next_token: u32,
+    max: usize,
+    idle: Duration,
+    grace: Duration,
+}
+
+impl<T> ClientTable<T> {
+    /// A table holding at most `max` connections (at least 1), closing them after `idle`.
+    pub fn new(max: usize, idle: Duration, grace: Duration) -> ClientTable<T> {
+        ClientTable {
+            conns: HashMap::new(),
+            next_token: 1,
+            max: max.max(1),
+            idle,
+            grace,
+        }
+    }
+
+    /// Number of open connections.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Whether no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Decides whether a new connection fits (see the cap policy on [`ClientTable`]).
+    pub fn admit(&self) -> Admission {
+        if self.conns.len() < self.max {
+            return Admission::Room;
+        }
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.is_quiet())
+            .min_by_key(|(_, c)| c.last_active)
+            .map_or(Admission::Full, |(t, _)| Admission::Evict(*t))
+    }
+
+    /// Inserts a connection from `peer` on listener `listener`; returns its token.
+    pub fn insert(&mut self, now: Instant, io: T, listener: u16, peer: SocketAddr) -> u32 {
+        let mut token = self.next_token;
+        while token == 0 || self.conns.contains_key(&token) {
+            token = token.wrapping_add(1);
+        }
+        self.next_token = token.wrapping_add(1);
+        let client = Client {
+            listener,
+            protocol: Protocol::Tcp,
+            peer,
+            conn: token,
+        };
+        let conn = ClientConn {
+            io,
+            client,
+            decoder: FrameDecoder::new(),
+            out: OutBuf::default(),
+            pending: 0,
+            last_active: now,
+            read_closed: false,
+            want_write: false,
+        };
+        self.conns.insert(token, conn);
+        token
+    }
+
+    /// The connection with this token.
+    pub fn get_mut(&mut self, token: u32) -> Option<&mut ClientConn<T>> {
+        self.conns.get_mut(&token)
+    }
+
+    /// Removes and returns a connection.
+    pub fn remove(&mut self, token: u32) -> Option<ClientConn<T>> {
+        self.conns.remove(&token)
+    }
+
+    /// Whether a connection is due to be closed at `now` under the idle policy.
+    pub fn is_expired(&self, conn: &ClientConn<T>, now: Instant) -> bool {
+        let idle_for = now.saturating_duration_since(conn.last_active);
+        if conn.is_quiet() {
+            idle_for >= self.idle
+        } else {
+            idle_for >= self.idle + self.grace
+        }
+    }
+
+    /// Appends to `out` the tokens of the connections to close at `now`: expired ones, and
+    /// half-closed ones with nothing left to write.
+    pub fn expired(&self, now: Instant, out: &mut Vec<u32>) {
+        for (token, conn) in &self.conns {
+            if self.is_expired(conn, now) || (conn.read_closed && conn.is_quiet()) {
+                out.push(*token);
+            }
+        }
+    }
+
+    /// Removes every connection, returning them (for shutdown).
+    pub fn drain(&mut self) -> impl Iterator<Item = ClientConn<T>> + '_ {
+        self.conns.drain().map(|(_, c)| c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(msgs: &[&[u8]]) -> Vec<u8> {
+        msgs.iter().flat_map(|m| frame(m).expect("small")).collect()
+    }
+
+    #[test]
+    fn decoder_yields_messages_from_any_chunking() {
+        let big = vec![7u8; 65535];
+        let msgs: Vec<&[u8]> = vec![b"abc", b"", b"hello world", &big, b"z"];
+        let stream = framed(&msgs);
+        for chunk in [1usize, 2, 3, 5, 1000, stream.len()] {
+            let mut d = FrameDecoder::new();
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            for c in stream.chunks(chunk) {
+                d.push(c);
+                while let Some(m) = d.next_message() {
+                    got.push(m.to_vec());
+                }
+            }
+            assert_eq!(got.len(), msgs.len(), "chunk {chunk}");
+            for (g, m) in got.iter().zip(&msgs) {
+                assert_eq!(g.as_slice(), *m);
+            }
+            assert_eq!(d.buffered(), 0);
+        }
+    }
+
+    #[test]
+    fn decoder_waits_for_partial_length_and_body() {
+        let mut d = FrameDecoder::new();
+        d.push(&[0]);
+        assert!(d.next_message().is_none());
+        d.push(&[3, b'a']);
+        assert!(d.next_message().is_none());
+        d.push(b"bc\x00");
+        assert_eq!(d.next_message(), Some(&b"abc"[..]));
+        assert!(d.next_message().is_none());
+        assert_eq!(d.buffered(), 1);
+    }
+
+    #[test]
+    fn outbuf_partial_writes() {
+        let mut o = OutBuf::default();
+        assert!(o.is_empty());
+        assert!(o.push_frame(b"hi"));
+        assert!(o.push_frame(b"there"));
+        assert_eq!(o.pending(), b"\x00\x02hi\x00\x05there");
+        o.consume(3);
+        assert_eq!(o.pending(), b"i\x00\x05there");
+        o.consume(100);
+        assert!(o.is_empty());
+        assert!(!o.push_frame(&vec![0u8; 65536]));
+        assert_eq!(o.len(), 0);
+    }
+
+    #[test]
+    fn table_idle_and_cap() {
+        let t0 = Instant::now();
+        let peer: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let mut t: ClientTable<()> =
+            ClientTable::new(2, Duration::from_secs(10), Duration::from_secs(5));
+        let a = t.insert(t0, (), 0, peer);
+        let b = t.insert(t0 + Duration::from_secs(1), (), 0, peer);
+        assert_ne!(a, b);
+        assert_ne!(a, 0);
+        assert_eq!(t.admit(), Admission::Evict(a));
+        t.get_mut(a).expect("a").pending = 1;
+        assert_eq!(t.admit(), Admission::Evict(b));
+        t.get_mut(b).expect("b").out.push_frame(b"x");
+        assert_eq!(t.admit(), Admission::Full);
+
+        let mut out = Vec::new();
+        t.expired(t0 + Duration::from_secs(12), &mut out);
+        assert!(out.is_empty(), "both owe something");
+        t.expired(t0 + Duration::from_secs(16), &mut out);
+        out.sort_unstable();
+        assert_eq!(out, vec![a, b]);
+        let c = t.get_mut(a).expect("a");
+        c.pending = 0;
+        c.read_closed = true;
+        out.clear();
+        t.expired(t0, &mut out);
+        assert_eq!(out, vec![a]);
+        assert!(t.remove(a).is_some());
+        assert_eq!(t.len(), 1);
+    }
+}

@@ -1,1 +1,80 @@
-//! I/O drivers.
+//! I/O drivers: they move bytes between sockets and a [`Handler`] and decide nothing.
+//!
+//! - [`epoll`]: epoll + `recvmmsg`/`sendmmsg` in batches of 64 on the UDP listeners.
+//! - [`uring`]: io_uring with multishot `RecvMsg` on a provided buffer ring per UDP listener
+//!   and many `SendMsg` entries per submit.
+//! - [`reactor`]: the slow path both share (TCP listeners, client TCP connections, upstream
+//!   UDP sockets and TCP connections), an epoll set. The epoll driver puts its UDP listeners
+//!   into the same set; the io_uring driver watches the set's descriptor with a multishot
+//!   poll on the ring.
+//!
+//! All of the crate's `unsafe` code lives in this module tree.
+
+#[allow(unsafe_code)]
+mod bufring;
+#[allow(unsafe_code)]
+pub mod epoll;
+pub mod reactor;
+#[allow(unsafe_code)]
+pub(crate) mod sys;
+#[allow(unsafe_code)]
+pub mod uring;
+
+use std::time::{Duration, Instant};
+
+use crate::handler::{Client, Handler, Protocol, Transmit};
+pub use reactor::Reactor;
+
+/// The longest a driver sleeps before looking at the shutdown flag and its timers again.
+pub const MAX_WAIT: Duration = Duration::from_millis(100);
+
+/// Largest UDP query accepted from a client; longer datagrams are dropped.
+pub const UDP_QUERY_MAX: usize = 4096;
+
+/// Whether io_uring can serve on this machine: `Err` names why not.
+///
+/// The probe runs on a short-lived helper thread: tearing down an io_uring instance can
+/// leave task work for the thread that created it, which interrupts that thread's next
+/// blocking socket call that has a timeout (EINTR).
+pub fn uring_available() -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("uring-probe".into())
+        .spawn(uring::probe)
+        .map_err(|e| format!("cannot spawn probe thread: {e}"))?
+        .join()
+        .unwrap_or_else(|_| Err("io_uring probe panicked".into()))
+}
+
+/// How long to wait for I/O: until the handler's next deadline, at most [`MAX_WAIT`].
+pub(crate) fn wait_timeout<H: Handler>(handler: &H, now: Instant) -> Duration {
+    match handler.poll_timeout() {
+        Some(t) => t.saturating_duration_since(now).min(MAX_WAIT),
+        None => MAX_WAIT,
+    }
+}
+
+/// Fires the handler's timer if due and closes idle client connections.
+pub(crate) fn run_timers<H: Handler>(handler: &mut H, reactor: &mut Reactor, now: Instant) {
+    if handler.poll_timeout().is_some_and(|t| t <= now) {
+        handler.handle_timeout(now);
+    }
+    reactor.sweep(now, handler);
+}
+
+/// Drains [`Handler::poll_transmit`]: UDP client replies go to `udp_reply` (the driver's
+/// send path), everything else to the reactor.
+pub(crate) fn drain_transmits<H: Handler>(
+    handler: &mut H,
+    reactor: &mut Reactor,
+    now: Instant,
+    mut udp_reply: impl FnMut(Client, &[u8]),
+) {
+    while let Some(t) = handler.poll_transmit() {
+        match t {
+            Transmit::Reply { client, payload } if client.protocol == Protocol::Udp => {
+                udp_reply(client, &payload);
+            }
+            other => reactor.perform(now, other, handler),
+        }
+    }
+}

@@ -1,0 +1,562 @@
+//! The slow path shared by both drivers: an epoll set holding the TCP listeners, client TCP
+//! connections, upstream UDP sockets and upstream TCP connections, and the code that serves
+//! them for a [`Handler`]. The epoll driver adds its UDP listeners to the same set; the
+//! io_uring driver watches [`Reactor::epoll_fd`] with a multishot poll and calls
+//! [`Reactor::poll_ready`] when it fires.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use hashbrown::HashMap;
+use tracing::debug;
+
+use super::sys::{Epoll, connect_nonblocking};
+use crate::config::Limits;
+use crate::handler::{Client, Handler, Link, MAX_MESSAGE, Outcome, Protocol, Transmit};
+use crate::tcp::{Admission, ClientTable, FrameDecoder, OutBuf};
+
+/// Token kind (high 32 bits of an epoll token): a UDP listener of the epoll driver.
+pub(crate) const KIND_UDP_LISTENER: u64 = 1;
+const KIND_TCP_LISTENER: u64 = 2;
+const KIND_CLIENT: u64 = 3;
+const KIND_UP_UDP: u64 = 4;
+const KIND_UP_TCP: u64 = 5;
+
+/// Builds an epoll token from a kind and an id.
+pub(crate) fn token(kind: u64, id: u32) -> u64 {
+    (kind << 32) | u64::from(id)
+}
+
+/// Splits an epoll token into kind and id.
+pub(crate) fn split_token(token: u64) -> (u64, u32) {
+    (token >> 32, token as u32)
+}
+
+const READABLE: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+const WRITABLE: u32 = libc::EPOLLOUT as u32;
+const BROKEN: u32 = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+/// A client that lets this much unread reply data pile up is disconnected.
+const MAX_CLIENT_BACKLOG: usize = 1 << 20;
+/// Reads per readiness event before yielding to other sockets (level-triggered: they return).
+const READ_BUDGET: usize = 32;
+/// How often idle client connections are looked for.
+const SWEEP_EVERY: Duration = Duration::from_millis(50);
+
+/// One upstream TCP connection.
+#[derive(Debug)]
+struct UpstreamConn {
+    stream: TcpStream,
+    link: Link,
+    connected: bool,
+    want_write: bool,
+    decoder: FrameDecoder,
+    out: OutBuf,
+}
+
+/// One upstream UDP socket (connected to `addr`).
+#[derive(Debug)]
+struct UpstreamUdp {
+    socket: UdpSocket,
+    addr: SocketAddr,
+}
+
+/// The shared slow path: see the module documentation.
+#[derive(Debug)]
+pub struct Reactor {
+    epoll: Epoll,
+    events: Vec<libc::epoll_event>,
+    listeners: Vec<(u16, TcpListener)>,
+    clients: ClientTable<TcpStream>,
+    up_udp: Vec<Option<UpstreamUdp>>,
+    up_tcp: HashMap<u32, UpstreamConn>,
+    scratch: Box<[u8]>,
+    out: Box<[u8]>,
+    expired: Vec<u32>,
+    next_sweep: Instant,
+}
+
+impl Reactor {
+    /// Creates the epoll set and registers the TCP listeners (made non-blocking).
+    pub fn new(listeners: Vec<(u16, TcpListener)>, limits: &Limits) -> io::Result<Reactor> {
+        let epoll = Epoll::new()?;
+        for (i, (_, l)) in listeners.iter().enumerate() {
+            l.set_nonblocking(true)?;
+            epoll.add(l.as_raw_fd(), READABLE, token(KIND_TCP_LISTENER, i as u32))?;
+        }
+        Ok(Reactor {
+            epoll,
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; 256],
+            listeners,
+            clients: ClientTable::new(
+                limits.client_tcp_max,
+                limits.client_tcp_idle,
+                limits.query_timeout,
+            ),
+            up_udp: Vec::new(),
+            up_tcp: HashMap::new(),
+            scratch: vec![0u8; MAX_MESSAGE + 1].into_boxed_slice(),
+            out: vec![0u8; MAX_MESSAGE].into_boxed_slice(),
+            expired: Vec::new(),
+            next_sweep: Instant::now() + SWEEP_EVERY,
+        })
+    }
+
+    /// The TCP listeners, for logging.
+    pub fn listeners(&self) -> &[(u16, TcpListener)] {
+        &self.listeners
+    }
+
+    /// The epoll descriptor (for the io_uring driver's poll).
+    pub fn epoll_fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
+    }
+
+    /// Registers a UDP listener of the epoll driver under `token(KIND_UDP_LISTENER, id)`.
+    pub(crate) fn add_udp_listener(&self, fd: RawFd, id: u32) -> io::Result<()> {
+        self.epoll
+            .add(fd, libc::EPOLLIN as u32, token(KIND_UDP_LISTENER, id))
+    }
+
+    /// Waits up to `timeout` for events; returns how many [`Reactor::event`] can read.
+    pub(crate) fn wait(&mut self, timeout: Duration) -> io::Result<usize> {
+        self.epoll.wait(&mut self.events, timeout)
+    }
+
+    /// The `i`th event of the last [`Reactor::wait`]: (token, event mask).
+    pub(crate) fn event(&self, i: usize) -> (u64, u32) {
+        let ev = self.events[i];
+        (ev.u64, ev.events)
+    }
+
+    /// Polls the epoll set without blocking and serves everything ready. Returns `true` if
+    /// anything was ready: the caller must poll again (without sleeping) until it returns
+    /// `false`, because a socket left readable after its read budget does not wake the epoll
+    /// descriptor's own pollers again.
+    pub fn poll_ready<H: Handler>(&mut self, now: Instant, handler: &mut H) -> bool {
+        let n = match self.wait(Duration::ZERO) {
+            Ok(n) => n,
+            Err(e) => {
+                debug!("epoll_wait: {e}");
+                return false;
+            }
+        };
+        for i in 0..n {
+            let (tok, ev) = self.event(i);
+            self.dispatch(now, tok, ev, handler);
+        }
+        n > 0
+    }
+
+    /// Serves one epoll event for a socket the reactor owns.
+    pub fn dispatch<H: Handler>(&mut self, now: Instant, tok: u64, ev: u32, handler: &mut H) {
+        let (kind, id) = split_token(tok);
+        match kind {
+            KIND_TCP_LISTENER => self.accept(now, id as usize, handler),
+            KIND_CLIENT => self.client_event(now, id, ev, handler),
+            KIND_UP_UDP => self.upstream_udp_readable(now, id as u16, handler),
+            KIND_UP_TCP => self.upstream_tcp_event(now, id, ev, handler),
+            _ => debug!("unexpected epoll token {tok:#x}"),
+        }
+    }
+
+    /// Performs a transmit that is not a UDP client reply (those belong to the driver).
+    pub fn perform<H: Handler>(&mut self, now: Instant, t: Transmit, handler: &mut H) {
+        match t {
+            Transmit::Reply { client, payload } => self.reply_tcp(now, client, &payload, handler),
+            Transmit::Query {
+                link,
+                addr,
+                payload,
+            } => match link.protocol {
+                Protocol::Udp => self.query_udp(now, link, addr, &payload, handler),
+                Protocol::Tcp => self.query_tcp(now, link, addr, &payload, handler),
+            },
+            Transmit::Close { link } => {
+                if link.protocol == Protocol::Tcp {
+                    self.up_tcp.remove(&link.conn);
+                }
+            }
+        }
+    }
+
+    /// Closes idle client connections (at most every 50 ms).
+    pub fn sweep<H: Handler>(&mut self, now: Instant, handler: &mut H) {
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now + SWEEP_EVERY;
+        let mut expired = std::mem::take(&mut self.expired);
+        self.clients.expired(now, &mut expired);
+        for t in expired.drain(..) {
+            debug!("closing idle client connection {t}");
+            self.close_client(now, t, handler);
+        }
+        self.expired = expired;
+    }
+
+    /// Closes every client connection, telling the handler (for shutdown).
+    pub fn close_all<H: Handler>(&mut self, now: Instant, handler: &mut H) {
+        let conns: Vec<Client> = self.clients.drain().map(|c| c.client).collect();
+        for c in conns {
+            handler.handle_client_closed(now, c);
+        }
+        self.up_tcp.clear();
+    }
+
+    fn accept<H: Handler>(&mut self, now: Instant, idx: usize, handler: &mut H) {
+        for _ in 0..READ_BUDGET {
+            let Some((listener_id, listener)) = self.listeners.get(idx) else {
+                return;
+            };
+            let listener_id = *listener_id;
+            let (stream, peer) = match listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!("accept: {e}");
+                    return;
+                }
+            };
+            match self.clients.admit() {
+                Admission::Room => {}
+                Admission::Evict(t) => {
+                    debug!("client TCP cap reached: closing longest-idle connection {t}");
+                    self.close_client(now, t, handler);
+                }
+                Admission::Full => {
+                    debug!("client TCP cap reached and all busy: refusing {peer}");
+                    continue;
+                }
+            }
+            if let Err(e) = stream.set_nonblocking(true) {
+                debug!("set_nonblocking: {e}");
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let fd = stream.as_raw_fd();
+            let t = self.clients.insert(now, stream, listener_id, peer);
+            if let Err(e) = self.epoll.add(fd, READABLE, token(KIND_CLIENT, t)) {
+                debug!("epoll add client: {e}");
+                self.clients.remove(t);
+            }
+        }
+    }
+
+    fn client_event<H: Handler>(&mut self, now: Instant, t: u32, ev: u32, handler: &mut H) {
+        let Some(conn) = self.clients.get_mut(t) else {
+            return;
+        };
+        let mut close = false;
+        if ev & (READABLE | BROKEN) != 0 && !conn.read_closed {
+            for _ in 0..READ_BUDGET {
+                match (&conn.io).read(&mut self.scratch) {
+                    Ok(0) => {
+                        conn.read_closed = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        conn.last_active = now;
+                        conn.decoder.push(&self.scratch[..n]);
+                        let client = conn.client;
+                        while let Some(msg) = conn.decoder.next_message() {
+                            match handler.handle_query(now, client, msg, &mut self.out) {
+                                Outcome::Reply(len) => {
+                                    let len = len.min(self.out.len());
+                                    conn.out.push_frame(&self.out[..len]);
+                                }
+                                Outcome::Pending => conn.pending += 1,
+                                Outcome::Drop => {}
+                            }
+                        }
+                        if n < self.scratch.len() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        debug!("client {t} read: {e}");
+                        close = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if ev & BROKEN != 0 && conn.read_closed {
+            close = true;
+        }
+        if !close {
+            close = flush_client(&self.epoll, t, conn, now);
+        }
+        if close || (conn.read_closed && conn.is_quiet()) {
+            self.close_client(now, t, handler);
+        } else if conn.read_closed && !conn.want_write {
+            // Stop level-triggered EOF reports while replies are still owed.
+            let _ = self
+                .epoll
+                .modify(conn.io.as_raw_fd(), 0, token(KIND_CLIENT, t));
+        }
+    }
+
+    fn reply_tcp<H: Handler>(&mut self, now: Instant, client: Client, msg: &[u8], h: &mut H) {
+        let Some(conn) = self.clients.get_mut(client.conn) else {
+            debug!("reply for closed client connection {}", client.conn);
+            return;
+        };
+        if !conn.queue_reply(now, msg, true) {
+            debug!("reply of {} bytes too long for TCP", msg.len());
+        }
+        if flush_client(&self.epoll, client.conn, conn, now)
+            || (conn.read_closed && conn.is_quiet())
+        {
+            self.close_client(now, client.conn, h);
+        }
+    }
+
+    fn close_client<H: Handler>(&mut self, now: Instant, t: u32, handler: &mut H) {
+        if let Some(conn) = self.clients.remove(t) {
+            handler.handle_client_closed(now, conn.client);
+        }
+    }
+
+    fn query_udp<H: Handler>(
+        &mut self,
+        now: Instant,
+        link: Link,
+        addr: SocketAddr,
+        payload: &[u8],
+        handler: &mut H,
+    ) {
+        let idx = usize::from(link.upstream);
+        if self.up_udp.len() <= idx {
+            self.up_udp.resize_with(idx + 1, || None);
+        }
+        if self.up_udp[idx].as_ref().is_none_or(|u| u.addr != addr) {
+            match open_upstream_udp(&self.epoll, addr, link.upstream) {
+                Ok(u) => self.up_udp[idx] = Some(u),
+                Err(e) => {
+                    debug!("upstream {addr} udp socket: {e}");
+                    handler.handle_link_closed(now, link);
+                    return;
+                }
+            }
+        }
+        let Some(u) = &self.up_udp[idx] else { return };
+        match u.socket.send(payload) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => debug!("upstream {addr}: {e}"),
+            Err(e) => {
+                debug!("upstream {addr} udp send: {e}");
+                handler.handle_link_closed(now, link);
+            }
+        }
+    }
+
+    fn upstream_udp_readable<H: Handler>(&mut self, now: Instant, idx: u16, handler: &mut H) {
+        let Some(Some(u)) = self.up_udp.get(usize::from(idx)) else {
+            return;
+        };
+        let link = Link {
+            upstream: idx,
+            protocol: Protocol::Udp,
+            conn: 0,
+        };
+        for _ in 0..READ_BUDGET {
+            match u.socket.recv(&mut self.scratch) {
+                Ok(n) => handler.handle_response(now, link, &self.scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("upstream {} udp: {e}", u.addr);
+                    handler.handle_link_closed(now, link);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn query_tcp<H: Handler>(
+        &mut self,
+        now: Instant,
+        link: Link,
+        addr: SocketAddr,
+        payload: &[u8],
+        handler: &mut H,
+    ) {
+        if !self.up_tcp.contains_key(&link.conn) {
+            let opened = connect_nonblocking(&addr).and_then(|stream| {
+                let ev = READABLE | WRITABLE;
+                self.epoll
+                    .add(stream.as_raw_fd(), ev, token(KIND_UP_TCP, link.conn))?;
+                Ok(stream)
+            });
+            match opened {
+                Ok(stream) => {
+                    let conn = UpstreamConn {
+                        stream,
+                        link,
+                        connected: false,
+                        want_write: true,
+                        decoder: FrameDecoder::new(),
+                        out: OutBuf::default(),
+                    };
+                    self.up_tcp.insert(link.conn, conn);
+                }
+                Err(e) => {
+                    debug!("upstream {addr} tcp connect: {e}");
+                    handler.handle_link_closed(now, link);
+                    return;
+                }
+            }
+        }
+        let Some(conn) = self.up_tcp.get_mut(&link.conn) else {
+            return;
+        };
+        if !conn.out.push_frame(payload) {
+            debug!("upstream query of {} bytes too long for TCP", payload.len());
+        }
+        if conn.connected && flush_upstream(&self.epoll, conn).is_err() {
+            self.close_link(now, link.conn, handler);
+        }
+    }
+
+    fn upstream_tcp_event<H: Handler>(&mut self, now: Instant, id: u32, ev: u32, h: &mut H) {
+        let Some(conn) = self.up_tcp.get_mut(&id) else {
+            return;
+        };
+        let mut broken = false;
+        if !conn.connected {
+            match conn.stream.take_error() {
+                Ok(Some(e)) | Err(e) => {
+                    debug!("upstream tcp connect: {e}");
+                    broken = true;
+                }
+                Ok(None) if ev & (WRITABLE | BROKEN) != 0 => conn.connected = true,
+                Ok(None) => {}
+            }
+        }
+        if !broken && conn.connected {
+            broken = flush_upstream(&self.epoll, conn).is_err();
+        }
+        if !broken && conn.connected && ev & (READABLE | BROKEN) != 0 {
+            for _ in 0..READ_BUDGET {
+                match (&conn.stream).read(&mut self.scratch) {
+                    Ok(0) => {
+                        broken = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        conn.decoder.push(&self.scratch[..n]);
+                        while let Some(msg) = conn.decoder.next_message() {
+                            h.handle_response(now, conn.link, msg);
+                        }
+                        if n < self.scratch.len() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        debug!("upstream tcp read: {e}");
+                        broken = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if broken {
+            self.close_link(now, id, h);
+        }
+    }
+
+    fn close_link<H: Handler>(&mut self, now: Instant, id: u32, handler: &mut H) {
+        if let Some(conn) = self.up_tcp.remove(&id) {
+            handler.handle_link_closed(now, conn.link);
+        }
+    }
+}
+
+fn open_upstream_udp(epoll: &Epoll, addr: SocketAddr, idx: u16) -> io::Result<UpstreamUdp> {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = UdpSocket::bind(bind)?;
+    socket.connect(addr)?;
+    socket.set_nonblocking(true)?;
+    epoll.add(
+        socket.as_raw_fd(),
+        libc::EPOLLIN as u32,
+        token(KIND_UP_UDP, u32::from(idx)),
+    )?;
+    Ok(UpstreamUdp { socket, addr })
+}
+
+/// Writes what it can of `out` to `stream`. Returns `Err` if the connection is broken.
+fn write_out(stream: &TcpStream, out: &mut OutBuf) -> io::Result<()> {
+    while !out.is_empty() {
+        match (&*stream).write(out.pending()) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => out.consume(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Flushes a client connection and updates its epoll interest. Returns `true` if it must be
+/// closed (write error or too much unread backlog).
+fn flush_client(
+    epoll: &Epoll,
+    t: u32,
+    conn: &mut crate::tcp::ClientConn<TcpStream>,
+    now: Instant,
+) -> bool {
+    let before = conn.out.len();
+    if let Err(e) = write_out(&conn.io, &mut conn.out) {
+        debug!("client {t} write: {e}");
+        return true;
+    }
+    if conn.out.len() < before {
+        conn.last_active = now;
+    }
+    if conn.out.len() > MAX_CLIENT_BACKLOG {
+        debug!("client {t} not reading its replies; closing");
+        return true;
+    }
+    let want = !conn.out.is_empty();
+    if want != conn.want_write {
+        conn.want_write = want;
+        let mut ev = if conn.read_closed { 0 } else { READABLE };
+        if want {
+            ev |= WRITABLE;
+        }
+        if let Err(e) = epoll.modify(conn.io.as_raw_fd(), ev, token(KIND_CLIENT, t)) {
+            debug!("epoll modify client {t}: {e}");
+            return true;
+        }
+    }
+    false
+}
+
+/// Flushes an upstream connection and updates its epoll interest.
+fn flush_upstream(epoll: &Epoll, conn: &mut UpstreamConn) -> io::Result<()> {
+    write_out(&conn.stream, &mut conn.out)?;
+    let want = !conn.out.is_empty();
+    if want != conn.want_write {
+        conn.want_write = want;
+        let ev = if want { READABLE | WRITABLE } else { READABLE };
+        epoll.modify(
+            conn.stream.as_raw_fd(),
+            ev,
+            token(KIND_UP_TCP, conn.link.conn),
+        )?;
+    }
+    Ok(())
+}

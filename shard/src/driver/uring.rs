@@ -1,0 +1,501 @@
+//! The io_uring driver: one multishot `RecvMsg` per UDP listener on a provided buffer ring,
+//! replies sent as `SendMsg` entries from a fixed pool of slots (many per submit), and the
+//! [`Reactor`]'s epoll descriptor watched with a multishot `PollAdd` for the slow path.
+//!
+//! The ring is built with `SINGLE_ISSUER | DEFER_TASKRUN` where the kernel accepts it (else a
+//! plain ring). It must be created and used on the shard's thread.
+
+use std::io;
+use std::net::UdpSocket;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use io_uring::types::{CancelBuilder, Fd, RecvMsgOut, SubmitArgs, Timespec};
+use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
+use tracing::debug;
+
+use super::bufring::{BufRing, SendPool};
+use super::sys::{empty_msghdr, kernel_version, sockaddr_from_bytes};
+use super::{Reactor, UDP_QUERY_MAX, drain_transmits, run_timers, wait_timeout};
+use crate::handler::{Client, Handler, Outcome, Protocol};
+
+const SQ_ENTRIES: u32 = 1024;
+const CQ_ENTRIES: u32 = 8192;
+/// Provided buffers per UDP listener.
+const BUFS_PER_LISTENER: u16 = 512;
+const NAME_LEN: usize = size_of::<libc::sockaddr_storage>();
+/// One provided buffer: `io_uring_recvmsg_out` header, the peer address, the payload.
+const RECV_STRIDE: usize = (16 + NAME_LEN + UDP_QUERY_MAX + 1).next_multiple_of(64);
+const SEND_SLOTS: usize = 1024;
+/// Completions handled per loop iteration.
+const CQE_BATCH: usize = 512;
+
+const UD_KIND_SHIFT: u32 = 56;
+const UD_RECV: u64 = 1;
+const UD_SEND: u64 = 2;
+const UD_POLL: u64 = 3;
+const UD_CANCEL: u64 = 4;
+
+fn user_data(kind: u64, id: u64) -> u64 {
+    (kind << UD_KIND_SHIFT) | id
+}
+
+/// One UDP listener and its receive state.
+#[derive(Debug)]
+struct Listener {
+    id: u16,
+    fd: RawFd,
+    bufs: BufRing,
+    /// The template for the multishot receive: only the name and control lengths matter.
+    msghdr: Box<libc::msghdr>,
+    armed: bool,
+}
+
+/// The io_uring driver's state. Field order matters: the ring is dropped (after the
+/// cancellation in `Drop`) before the memory it points into.
+pub struct Uring {
+    ring: IoUring,
+    listeners: Vec<Listener>,
+    sends: SendPool,
+    poll_armed: bool,
+    cqes: Vec<cqueue::Entry>,
+    /// Whether the ring was built with SINGLE_ISSUER | DEFER_TASKRUN.
+    pub deferred: bool,
+}
+
+impl std::fmt::Debug for Uring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uring")
+            .field("listeners", &self.listeners.len())
+            .finish()
+    }
+}
+
+/// Builds a ring, preferring SINGLE_ISSUER + DEFER_TASKRUN.
+fn build_ring(entries: u32) -> io::Result<(IoUring, bool)> {
+    let fancy = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_cqsize(CQ_ENTRIES.max(entries * 2))
+        .build(entries);
+    match fancy {
+        Ok(r) => Ok((r, true)),
+        Err(e) => {
+            debug!("io_uring with SINGLE_ISSUER|DEFER_TASKRUN: {e}; using a plain ring");
+            let r = IoUring::builder()
+                .setup_cqsize(CQ_ENTRIES.max(entries * 2))
+                .build(entries)?;
+            Ok((r, false))
+        }
+    }
+}
+
+/// Checks that a ring can be built, has the features and opcodes the driver uses, and
+/// accepts a buffer ring. `Err` says what is missing.
+fn check_ring(ring: &IoUring) -> Result<(), String> {
+    if !ring.params().is_feature_ext_arg() {
+        return Err("kernel lacks IORING_FEAT_EXT_ARG".into());
+    }
+    let mut probe = Probe::new();
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(|e| format!("io_uring probe: {e}"))?;
+    for (code, name) in [
+        (opcode::RecvMsgMulti::CODE, "RECVMSG"),
+        (opcode::SendMsg::CODE, "SENDMSG"),
+        (opcode::PollAdd::CODE, "POLL_ADD"),
+        (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+    ] {
+        if !probe.is_supported(code) {
+            return Err(format!("io_uring opcode {name} unsupported"));
+        }
+    }
+    Ok(())
+}
+
+fn check_kernel() -> Result<(), String> {
+    match kernel_version() {
+        Some(v) if v >= (6, 0) => Ok(()),
+        Some((a, b)) => Err(format!("kernel {a}.{b} < 6.0 (no multishot recvmsg)")),
+        None => Err("cannot read kernel version".into()),
+    }
+}
+
+/// Whether the io_uring driver can run here; `Err` names why not. Builds and drops a small
+/// plain ring (a DEFER_TASKRUN ring's teardown would interrupt the calling thread's blocking
+/// socket calls with EINTR).
+pub fn probe() -> Result<(), String> {
+    check_kernel()?;
+    let ring = IoUring::new(8).map_err(|e| format!("io_uring_setup: {e}"))?;
+    check_ring(&ring)?;
+    let br = BufRing::new(&ring.submitter(), 1, 4096, 0)
+        .map_err(|e| format!("buffer ring registration: {e}"))?;
+    let _ = ring.submitter().unregister_buf_ring(br.bgid());
+    Ok(())
+}
+
+impl Uring {
+    /// Builds the ring and registers a buffer ring per UDP listener (made non-blocking).
+    /// `Err` says why io_uring cannot be used.
+    pub fn new(sockets: &[(u16, UdpSocket)]) -> Result<Uring, String> {
+        Uring::with_buffers(sockets, BUFS_PER_LISTENER)
+    }
+
+    /// [`Uring::new`] with `bufs` (a power of two) provided buffers per listener.
+    fn with_buffers(sockets: &[(u16, UdpSocket)], bufs: u16) -> Result<Uring, String> {
+        check_kernel()?;
+        let (ring, deferred) =
+            build_ring(SQ_ENTRIES).map_err(|e| format!("io_uring_setup: {e}"))?;
+        check_ring(&ring)?;
+        let mut listeners = Vec::with_capacity(sockets.len());
+        for (i, (id, socket)) in sockets.iter().enumerate() {
+            socket
+                .set_nonblocking(true)
+                .map_err(|e| format!("set_nonblocking: {e}"))?;
+            let bufs = BufRing::new(&ring.submitter(), bufs, RECV_STRIDE, i as u16)
+                .map_err(|e| format!("buffer ring registration: {e}"))?;
+            let mut msghdr = Box::new(empty_msghdr());
+            msghdr.msg_namelen = NAME_LEN as u32;
+            listeners.push(Listener {
+                id: *id,
+                fd: socket.as_raw_fd(),
+                bufs,
+                msghdr,
+                armed: false,
+            });
+        }
+        let sends = SendPool::new(SEND_SLOTS).map_err(|e| format!("send buffers: {e}"))?;
+        Ok(Uring {
+            ring,
+            listeners,
+            sends,
+            poll_armed: false,
+            cqes: Vec::with_capacity(CQE_BATCH),
+            deferred,
+        })
+    }
+
+    /// Runs the driver until `shutdown` is set.
+    pub fn run<H: Handler>(
+        &mut self,
+        reactor: &mut Reactor,
+        handler: &mut H,
+        shutdown: &AtomicBool,
+    ) -> io::Result<()> {
+        let epfd = reactor.epoll_fd();
+        // More completions are waiting / the reactor may have more ready: do not sleep.
+        let (mut cq_full, mut reactor_more) = (false, false);
+        while !shutdown.load(Ordering::Relaxed) {
+            self.arm(epfd);
+            let timeout = if cq_full || reactor_more {
+                Duration::ZERO
+            } else {
+                wait_timeout(handler, Instant::now())
+            };
+            self.enter(timeout)?;
+            let now = Instant::now();
+            let mut cqes = std::mem::take(&mut self.cqes);
+            cqes.clear();
+            cqes.extend(self.ring.completion().take(CQE_BATCH));
+            let mut reactor_ready = false;
+            for cqe in &cqes {
+                let ud = cqe.user_data();
+                let id = ud & ((1 << UD_KIND_SHIFT) - 1);
+                match ud >> UD_KIND_SHIFT {
+                    UD_RECV => self.on_recv(now, id as usize, cqe, handler),
+                    UD_SEND => {
+                        if cqe.result() < 0 {
+                            debug!("sendmsg: {}", io::Error::from_raw_os_error(-cqe.result()));
+                        }
+                        self.sends.release(id as u16);
+                    }
+                    UD_POLL => {
+                        reactor_ready = true;
+                        if !cqueue::more(cqe.flags()) {
+                            self.poll_armed = false;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            cq_full = cqes.len() == CQE_BATCH;
+            self.cqes = cqes;
+            for l in &self.listeners {
+                l.bufs.publish();
+            }
+            if reactor_ready || reactor_more {
+                reactor_more = reactor.poll_ready(now, handler);
+            }
+            run_timers(handler, reactor, now);
+            let (ring, listeners, sends) = (&mut self.ring, &self.listeners, &mut self.sends);
+            drain_transmits(handler, reactor, now, |client, payload| {
+                queue_copy(ring, listeners, sends, client, payload);
+            });
+        }
+        reactor.close_all(Instant::now(), handler);
+        Ok(())
+    }
+
+    /// Re-arms the multishot receives and the reactor poll that are not armed.
+    fn arm(&mut self, epfd: RawFd) {
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            if !l.armed {
+                let e = opcode::RecvMsgMulti::new(Fd(l.fd), &*l.msghdr, l.bufs.bgid())
+                    .build()
+                    .user_data(user_data(UD_RECV, i as u64));
+                push(&mut self.ring, &e);
+                l.armed = true;
+            }
+        }
+        if !self.poll_armed {
+            let e = opcode::PollAdd::new(Fd(epfd), libc::POLLIN as u32)
+                .multi(true)
+                .build()
+                .user_data(user_data(UD_POLL, 0));
+            push(&mut self.ring, &e);
+            self.poll_armed = true;
+        }
+    }
+
+    /// Submits queued entries and waits up to `timeout` for a completion.
+    fn enter(&mut self, timeout: Duration) -> io::Result<()> {
+        let ts = Timespec::from(timeout);
+        let args = SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN | libc::EBADR)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Handles a multishot receive completion: answer the query, give the buffer back.
+    fn on_recv<H: Handler>(&mut self, now: Instant, li: usize, cqe: &cqueue::Entry, h: &mut H) {
+        let Some(l) = self.listeners.get_mut(li) else {
+            return;
+        };
+        if !cqueue::more(cqe.flags()) {
+            l.armed = false;
+        }
+        let res = cqe.result();
+        if res < 0 {
+            if res != -libc::ENOBUFS && res != -libc::ECANCELED {
+                debug!("recvmsg multishot: {}", io::Error::from_raw_os_error(-res));
+            }
+            return;
+        }
+        let Some(bid) = cqueue::buffer_select(cqe.flags()) else {
+            return;
+        };
+        let data = l.bufs.buf(bid, res as usize);
+        match RecvMsgOut::parse(data, &l.msghdr) {
+            Ok(msg) if msg.is_payload_truncated() => debug!("dropping oversized UDP query"),
+            Ok(msg) => {
+                if let Some(peer) = sockaddr_from_bytes(msg.name_data()) {
+                    let client = Client {
+                        listener: l.id,
+                        protocol: Protocol::Udp,
+                        peer,
+                        conn: 0,
+                    };
+                    match self.sends.alloc() {
+                        Some(slot) => {
+                            let out = self.sends.buf_mut(slot);
+                            let outcome = h.handle_query(now, client, msg.payload_data(), out);
+                            if let Outcome::Reply(n) = outcome {
+                                let hdr = self.sends.prepare(slot, n, &peer);
+                                let e = opcode::SendMsg::new(Fd(l.fd), hdr)
+                                    .build()
+                                    .user_data(user_data(UD_SEND, u64::from(slot)));
+                                push(&mut self.ring, &e);
+                            } else {
+                                self.sends.release(slot);
+                            }
+                        }
+                        None => debug!("all send slots busy; dropping a UDP query"),
+                    }
+                }
+            }
+            Err(()) => debug!("malformed recvmsg buffer"),
+        }
+        l.bufs.recycle(bid);
+    }
+}
+
+/// Queues a copy of a later UDP reply as a `SendMsg`.
+fn queue_copy(
+    ring: &mut IoUring,
+    listeners: &[Listener],
+    sends: &mut SendPool,
+    client: Client,
+    payload: &[u8],
+) {
+    let Some(l) = listeners.iter().find(|l| l.id == client.listener) else {
+        debug!("reply for unknown UDP listener {}", client.listener);
+        return;
+    };
+    let Some(slot) = sends.alloc() else {
+        debug!("all send slots busy; dropping a UDP reply");
+        return;
+    };
+    let buf = sends.buf_mut(slot);
+    if payload.len() > buf.len() {
+        sends.release(slot);
+        return;
+    }
+    buf[..payload.len()].copy_from_slice(payload);
+    let hdr = sends.prepare(slot, payload.len(), &client.peer);
+    let e = opcode::SendMsg::new(Fd(l.fd), hdr)
+        .build()
+        .user_data(user_data(UD_SEND, u64::from(slot)));
+    push(ring, &e);
+}
+
+/// Pushes an entry, submitting first if the submission queue is full.
+fn push(ring: &mut IoUring, e: &squeue::Entry) {
+    for _ in 0..64 {
+        // SAFETY: every entry pushed by this driver points only at memory that stays valid
+        // and unmoved until its completion: listener msghdrs (boxed, owned by `Uring`), send
+        // slots (not released before their completion) and the reactor's epoll descriptor.
+        if unsafe { ring.submission().push(e) }.is_ok() {
+            return;
+        }
+        if let Err(err) = ring.submit() {
+            debug!("io_uring submit: {err}");
+        }
+    }
+    debug!("submission queue stuck full; dropping an entry");
+}
+
+impl Drop for Uring {
+    /// Cancels everything in flight and waits (at most ~200 ms) for the completions, so the
+    /// kernel no longer references the buffers, then unregisters the buffer rings.
+    fn drop(&mut self) {
+        let e = opcode::AsyncCancel2::new(CancelBuilder::any())
+            .build()
+            .user_data(user_data(UD_CANCEL, 0));
+        push(&mut self.ring, &e);
+        let deadline = Instant::now() + Duration::from_millis(200);
+        loop {
+            let busy = self.sends.in_flight() > 0 || self.listeners.iter().any(|l| l.armed);
+            if !busy || Instant::now() >= deadline {
+                break;
+            }
+            if self.enter(Duration::from_millis(10)).is_err() {
+                break;
+            }
+            let mut cqes = std::mem::take(&mut self.cqes);
+            cqes.clear();
+            cqes.extend(self.ring.completion());
+            for cqe in &cqes {
+                let ud = cqe.user_data();
+                let id = ud & ((1 << UD_KIND_SHIFT) - 1);
+                match ud >> UD_KIND_SHIFT {
+                    UD_SEND => self.sends.release(id as u16),
+                    UD_RECV if !cqueue::more(cqe.flags()) => {
+                        if let Some(l) = self.listeners.get_mut(id as usize) {
+                            l.armed = false;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            self.cqes = cqes;
+        }
+        for l in &self.listeners {
+            let _ = self.ring.submitter().unregister_buf_ring(l.bufs.bgid());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::{Link, Transmit};
+    use std::sync::Arc;
+
+    /// Echoes every query (QR set) and stops the driver after `stop_after` of them.
+    struct Echo {
+        seen: usize,
+        stop_after: usize,
+        shutdown: Arc<AtomicBool>,
+    }
+
+    impl Handler for Echo {
+        fn handle_query(&mut self, _: Instant, _: Client, q: &[u8], out: &mut [u8]) -> Outcome {
+            out[..q.len()].copy_from_slice(q);
+            out[2] |= 0x80;
+            self.seen += 1;
+            if self.seen >= self.stop_after {
+                self.shutdown.store(true, Ordering::Relaxed);
+            }
+            Outcome::Reply(q.len())
+        }
+        fn handle_response(&mut self, _: Instant, _: Link, _: &[u8]) {}
+        fn handle_link_closed(&mut self, _: Instant, _: Link) {}
+        fn handle_client_closed(&mut self, _: Instant, _: Client) {}
+        fn handle_timeout(&mut self, _: Instant) {}
+        fn poll_timeout(&self) -> Option<Instant> {
+            None
+        }
+        fn poll_transmit(&mut self) -> Option<Transmit> {
+            None
+        }
+    }
+
+    /// With 4 provided buffers and 100 queued datagrams, the multishot receive runs out of
+    /// buffers (ENOBUFS, no MORE flag) again and again; every re-arm must pick up the rest.
+    #[test]
+    fn enobufs_rearm_serves_everything() {
+        if let Err(why) = probe() {
+            println!("skipping: {why}");
+            return;
+        }
+        let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let client = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        client
+            .connect(server.local_addr().expect("addr"))
+            .expect("connect");
+        client
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        let n = 100usize;
+        for i in 0..n as u16 {
+            let mut q = [0u8; 12];
+            q[..2].copy_from_slice(&i.to_be_bytes());
+            client.send(&q).expect("send");
+        }
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let sd = shutdown.clone();
+        let t = std::thread::spawn(move || {
+            let sockets = vec![(0u16, server)];
+            let mut ring = Uring::with_buffers(&sockets, 4).expect("ring");
+            let mut reactor =
+                Reactor::new(Vec::new(), &crate::config::Limits::default()).expect("reactor");
+            let mut h = Echo {
+                seen: 0,
+                stop_after: n,
+                shutdown: sd.clone(),
+            };
+            ring.run(&mut reactor, &mut h, &sd).expect("run");
+            h.seen
+        });
+        let mut got = vec![false; n];
+        for _ in 0..n {
+            let mut buf = [0u8; 64];
+            let len = client.recv(&mut buf).expect("reply");
+            assert_eq!(len, 12);
+            got[usize::from(u16::from_be_bytes([buf[0], buf[1]]))] = true;
+        }
+        shutdown.store(true, Ordering::Relaxed);
+        assert_eq!(t.join().expect("driver thread"), n);
+        assert!(got.iter().all(|&g| g));
+    }
+}

@@ -1,0 +1,768 @@
+//! The same suite run against both I/O drivers (epoll and io_uring) with a small test
+//! handler and fake upstreams on 127.0.0.1.
+//!
+//! Test message format (not DNS, just enough for the handler): bytes 0-1 the ID, byte 2
+//! bit 0x80 the QR flag, byte 3 the action, byte 4 its argument.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use shardns_shard::config::Limits;
+use shardns_shard::tcp::FrameDecoder;
+use shardns_shard::{
+    Client, Handler, IoMode, Link, Outcome, Protocol, ShardSockets, ShardSpec, Transmit, run_shard,
+};
+
+/// Reply at once (copy with QR set).
+const ECHO: u8 = 0;
+/// Forward over UDP to the UDP upstream.
+const UP_UDP: u8 = 1;
+/// Forward over TCP link `arg` to the TCP upstream.
+const UP_TCP: u8 = 2;
+/// Reply from `handle_timeout` after `arg` × 10 ms.
+const LATER: u8 = 3;
+/// Silently drop.
+const DROP: u8 = 4;
+/// Like [`UP_TCP`], and close the link (`Transmit::Close`) once the response is in.
+const UP_TCP_CLOSE: u8 = 5;
+/// Marker in byte 3 of a reply whose upstream link failed.
+const FAILED: u8 = 0xEE;
+
+fn query(id: u16, action: u8, arg: u8) -> Vec<u8> {
+    let mut q = vec![0u8; 12];
+    q[..2].copy_from_slice(&id.to_be_bytes());
+    q[3] = action;
+    q[4] = arg;
+    q
+}
+
+fn id_of(m: &[u8]) -> u16 {
+    u16::from_be_bytes([m[0], m[1]])
+}
+
+#[derive(Debug, Default)]
+struct Events {
+    link_closed: Vec<Link>,
+    client_closed: usize,
+    forwarded: usize,
+    responses: usize,
+}
+
+struct TestHandler {
+    up_udp: SocketAddr,
+    up_tcp: SocketAddr,
+    next_id: u16,
+    /// Upstream ID → (client, original ID, link, close the link after the response).
+    pending: HashMap<u16, (Client, [u8; 2], Link, bool)>,
+    timers: Vec<(Instant, Client, Vec<u8>)>,
+    out: VecDeque<Transmit>,
+    events: Arc<Mutex<Events>>,
+}
+
+impl Handler for TestHandler {
+    fn handle_query(&mut self, now: Instant, client: Client, q: &[u8], out: &mut [u8]) -> Outcome {
+        if q.len() < 5 || q[2] & 0x80 != 0 {
+            return Outcome::Drop;
+        }
+        match q[3] {
+            ECHO => {
+                out[..q.len()].copy_from_slice(q);
+                out[2] |= 0x80;
+                Outcome::Reply(q.len())
+            }
+            UP_UDP | UP_TCP | UP_TCP_CLOSE => {
+                self.next_id = self.next_id.wrapping_add(1);
+                let uid = self.next_id;
+                let (link, addr) = if q[3] == UP_UDP {
+                    (
+                        Link {
+                            upstream: 0,
+                            protocol: Protocol::Udp,
+                            conn: 0,
+                        },
+                        self.up_udp,
+                    )
+                } else {
+                    let conn = u32::from(q[4]);
+                    (
+                        Link {
+                            upstream: 1,
+                            protocol: Protocol::Tcp,
+                            conn,
+                        },
+                        self.up_tcp,
+                    )
+                };
+                let mut payload = q.to_vec();
+                payload[..2].copy_from_slice(&uid.to_be_bytes());
+                let close = q[3] == UP_TCP_CLOSE;
+                self.pending
+                    .insert(uid, (client, [q[0], q[1]], link, close));
+                self.events.lock().expect("lock").forwarded += 1;
+                self.out.push_back(Transmit::Query {
+                    link,
+                    addr,
+                    payload,
+                });
+                Outcome::Pending
+            }
+            LATER => {
+                let mut r = q.to_vec();
+                r[2] |= 0x80;
+                let due = now + Duration::from_millis(10 * u64::from(q[4]));
+                self.timers.push((due, client, r));
+                Outcome::Pending
+            }
+            _ => Outcome::Drop,
+        }
+    }
+
+    fn handle_response(&mut self, _now: Instant, _link: Link, r: &[u8]) {
+        if r.len() < 2 {
+            return;
+        }
+        if let Some((client, id, link, close)) = self.pending.remove(&id_of(r)) {
+            self.events.lock().expect("lock").responses += 1;
+            let mut payload = r.to_vec();
+            payload[..2].copy_from_slice(&id);
+            self.out.push_back(Transmit::Reply { client, payload });
+            if close {
+                self.out.push_back(Transmit::Close { link });
+            }
+        }
+    }
+
+    fn handle_link_closed(&mut self, _now: Instant, link: Link) {
+        self.events.lock().expect("lock").link_closed.push(link);
+        let failed: Vec<u16> = self
+            .pending
+            .iter()
+            .filter(|(_, v)| v.2 == link)
+            .map(|(k, _)| *k)
+            .collect();
+        for uid in failed {
+            if let Some((client, id, _, _)) = self.pending.remove(&uid) {
+                let mut payload = query(u16::from_be_bytes(id), FAILED, 0);
+                payload[2] = 0x80;
+                self.out.push_back(Transmit::Reply { client, payload });
+            }
+        }
+    }
+
+    fn handle_client_closed(&mut self, _now: Instant, _client: Client) {
+        self.events.lock().expect("lock").client_closed += 1;
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.timers.len() {
+            if self.timers[i].0 <= now {
+                let (_, client, payload) = self.timers.swap_remove(i);
+                self.out.push_back(Transmit::Reply { client, payload });
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.iter().map(|t| t.0).min()
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+}
+
+/// A shard running on its own thread; shut down and joined on drop.
+struct Server {
+    udp: SocketAddr,
+    tcp: SocketAddr,
+    shutdown: Arc<AtomicBool>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+    events: Arc<Mutex<Events>>,
+}
+
+fn start(mode: IoMode, limits: Limits, up_udp: SocketAddr, up_tcp: SocketAddr) -> Server {
+    let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+    let (udp_addr, tcp_addr) = (
+        udp.local_addr().expect("addr"),
+        tcp.local_addr().expect("addr"),
+    );
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let events = Arc::new(Mutex::new(Events::default()));
+    let handler = TestHandler {
+        up_udp,
+        up_tcp,
+        next_id: 0,
+        pending: HashMap::new(),
+        timers: Vec::new(),
+        out: VecDeque::new(),
+        events: events.clone(),
+    };
+    let spec = ShardSpec {
+        index: 0,
+        io: mode,
+        sockets: ShardSockets {
+            udp: vec![(0, udp)],
+            tcp: vec![(0, tcp)],
+        },
+        shutdown: shutdown.clone(),
+        limits,
+    };
+    let thread = thread::spawn(move || run_shard(spec, handler));
+    Server {
+        udp: udp_addr,
+        tcp: tcp_addr,
+        shutdown,
+        thread: Some(thread),
+        events,
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let r = t.join().expect("shard thread panicked");
+            if !thread::panicking() {
+                r.expect("run_shard failed");
+            }
+        }
+    }
+}
+
+/// Fake upstreams that answer every message with QR set; stopped on drop.
+struct Upstreams {
+    udp: SocketAddr,
+    tcp: SocketAddr,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+fn upstreams() -> Upstreams {
+    let stop = Arc::new(AtomicBool::new(false));
+    let udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let tcp = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let (ua, ta) = (
+        udp.local_addr().expect("addr"),
+        tcp.local_addr().expect("addr"),
+    );
+    let s1 = stop.clone();
+    let t1 = thread::spawn(move || {
+        udp.set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+        let mut buf = [0u8; 4096];
+        while !s1.load(Ordering::Relaxed) {
+            if let Ok((n, peer)) = udp.recv_from(&mut buf) {
+                buf[2] |= 0x80;
+                let _ = udp.send_to(&buf[..n], peer);
+            }
+        }
+    });
+    let s2 = stop.clone();
+    let t2 = thread::spawn(move || {
+        tcp.set_nonblocking(true).expect("nonblocking");
+        let mut conns = Vec::new();
+        while !s2.load(Ordering::Relaxed) {
+            match tcp.accept() {
+                Ok((stream, _)) => {
+                    let s = s2.clone();
+                    conns.push(thread::spawn(move || serve_tcp_upstream(stream, &s)));
+                }
+                Err(_) => thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        for c in conns {
+            let _ = c.join();
+        }
+    });
+    Upstreams {
+        udp: ua,
+        tcp: ta,
+        stop,
+        threads: vec![t1, t2],
+    }
+}
+
+fn serve_tcp_upstream(mut stream: TcpStream, stop: &AtomicBool) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
+    let mut d = FrameDecoder::new();
+    let mut buf = [0u8; 4096];
+    while !stop.load(Ordering::Relaxed) {
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                d.push(&buf[..n]);
+                let mut out = Vec::new();
+                while let Some(m) = d.next_message() {
+                    let mut r = m.to_vec();
+                    r[2] |= 0x80;
+                    out.extend_from_slice(&shardns_shard::tcp::frame(&r).expect("frame"));
+                }
+                if stream.write_all(&out).is_err() {
+                    return;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+impl Drop for Upstreams {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// An address with (very likely) nothing listening: bound, then closed.
+fn dead_addrs() -> (SocketAddr, SocketAddr) {
+    let u = UdpSocket::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let t = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    (u, t)
+}
+
+fn udp_client() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    s
+}
+
+fn tcp_client(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    s.set_nodelay(true).expect("nodelay");
+    s
+}
+
+fn send_tcp(s: &mut TcpStream, m: &[u8]) {
+    s.write_all(&shardns_shard::tcp::frame(m).expect("frame"))
+        .expect("write");
+}
+
+fn read_tcp(s: &mut TcpStream) -> Vec<u8> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).expect("read length");
+    let mut m = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut m).expect("read message");
+    m
+}
+
+fn recv_udp(s: &UdpSocket) -> Vec<u8> {
+    let mut buf = [0u8; 4096];
+    let n = s.recv(&mut buf).expect("udp reply");
+    buf[..n].to_vec()
+}
+
+fn assert_reply(r: &[u8], id: u16) {
+    assert_eq!(id_of(r), id, "reply ID");
+    assert_ne!(r[2] & 0x80, 0, "QR set");
+}
+
+fn default_server(mode: IoMode) -> (Upstreams, Server) {
+    let up = upstreams();
+    let srv = start(mode, Limits::default(), up.udp, up.tcp);
+    (up, srv)
+}
+
+fn udp_echo_many(mode: IoMode) {
+    let (_up, srv) = default_server(mode);
+    let c = udp_client();
+    c.connect(srv.udp).expect("connect");
+    let mut seen = vec![false; 10_000];
+    for burst in 0..100u16 {
+        for i in 0..100u16 {
+            c.send(&query(burst * 100 + i, ECHO, 0)).expect("send");
+        }
+        for _ in 0..100 {
+            let r = recv_udp(&c);
+            assert_ne!(r[2] & 0x80, 0);
+            seen[usize::from(id_of(&r))] = true;
+        }
+    }
+    assert!(seen.iter().all(|&s| s), "every query answered");
+}
+
+fn udp_drop_and_timer_reply(mode: IoMode) {
+    let (_up, srv) = default_server(mode);
+    let c = udp_client();
+    c.connect(srv.udp).expect("connect");
+    c.send(&query(1, DROP, 0)).expect("send");
+    c.send(&query(2, LATER, 5)).expect("send");
+    c.send(&query(3, ECHO, 0)).expect("send");
+    assert_reply(&recv_udp(&c), 3);
+    let t0 = Instant::now();
+    assert_reply(&recv_udp(&c), 2);
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    assert!(
+        c.recv(&mut buf).is_err(),
+        "dropped query must not be answered"
+    );
+}
+
+fn tcp_pipelined_and_split(mode: IoMode) {
+    let (_up, srv) = default_server(mode);
+    let mut s = tcp_client(srv.tcp);
+    let mut two = shardns_shard::tcp::frame(&query(10, ECHO, 0)).expect("frame");
+    two.extend(shardns_shard::tcp::frame(&query(11, ECHO, 0)).expect("frame"));
+    s.write_all(&two).expect("write");
+    assert_reply(&read_tcp(&mut s), 10);
+    assert_reply(&read_tcp(&mut s), 11);
+    let one = shardns_shard::tcp::frame(&query(12, ECHO, 0)).expect("frame");
+    for part in [&one[..1], &one[1..5], &one[5..]] {
+        s.write_all(part).expect("write");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_reply(&read_tcp(&mut s), 12);
+}
+
+fn tcp_out_of_order(mode: IoMode) {
+    let (_up, srv) = default_server(mode);
+    let mut s = tcp_client(srv.tcp);
+    send_tcp(&mut s, &query(1, LATER, 20));
+    send_tcp(&mut s, &query(2, LATER, 2));
+    send_tcp(&mut s, &query(3, ECHO, 0));
+    assert_reply(&read_tcp(&mut s), 3);
+    assert_reply(&read_tcp(&mut s), 2);
+    assert_reply(&read_tcp(&mut s), 1);
+}
+
+fn tcp_idle_timeout(mode: IoMode) {
+    let up = upstreams();
+    let limits = Limits {
+        client_tcp_idle: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let srv = start(mode, limits, up.udp, up.tcp);
+    let mut s = tcp_client(srv.tcp);
+    send_tcp(&mut s, &query(1, ECHO, 0));
+    assert_reply(&read_tcp(&mut s), 1);
+    let t0 = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).expect("EOF, not a timeout");
+    assert_eq!(n, 0, "server closes the idle connection");
+    let idle = t0.elapsed();
+    assert!(
+        idle >= Duration::from_millis(200) && idle < Duration::from_secs(2),
+        "{idle:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while srv.events.lock().expect("lock").client_closed == 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(srv.events.lock().expect("lock").client_closed, 1);
+}
+
+fn tcp_client_cap(mode: IoMode) {
+    let up = upstreams();
+    let limits = Limits {
+        client_tcp_max: 2,
+        ..Limits::default()
+    };
+    let srv = start(mode, limits, up.udp, up.tcp);
+    let mut c1 = tcp_client(srv.tcp);
+    send_tcp(&mut c1, &query(1, ECHO, 0));
+    assert_reply(&read_tcp(&mut c1), 1);
+    thread::sleep(Duration::from_millis(20));
+    let mut c2 = tcp_client(srv.tcp);
+    send_tcp(&mut c2, &query(2, ECHO, 0));
+    assert_reply(&read_tcp(&mut c2), 2);
+    // A third connection evicts the longest-idle one (c1).
+    let mut c3 = tcp_client(srv.tcp);
+    send_tcp(&mut c3, &query(3, ECHO, 0));
+    assert_reply(&read_tcp(&mut c3), 3);
+    let mut buf = [0u8; 4];
+    match c1.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+        other => panic!("c1 should be closed, got {other:?}"),
+    }
+    send_tcp(&mut c2, &query(4, ECHO, 0));
+    assert_reply(&read_tcp(&mut c2), 4);
+}
+
+fn upstream_udp_round_trip(mode: IoMode) {
+    let (_up, srv) = default_server(mode);
+    let c = udp_client();
+    c.connect(srv.udp).expect("connect");
+    for id in 0..50u16 {
+        c.send(&query(id, UP_UDP, 0)).expect("send");
+    }
+    let mut got: Vec<u16> = Vec::new();
+    for _ in 0..50 {
+        let mut buf = [0u8; 64];
+        match c.recv(&mut buf) {
+            Ok(_) => got.push(id_of(&buf)),
+            Err(e) => panic!(
+                "{e}: got {} replies; {:?}",
+                got.len(),
+                srv.events.lock().expect("lock")
+            ),
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..50).collect::<Vec<_>>());
+    let mut s = tcp_client(srv.tcp);
+    send_tcp(&mut s, &query(77, UP_UDP, 0));
+    assert_reply(&read_tcp(&mut s), 77);
+}
+
+fn upstream_tcp_round_trip(mode: IoMode) {
+    let (_up, srv) = default_server(mode);
+    let c = udp_client();
+    c.connect(srv.udp).expect("connect");
+    for id in 0..40u16 {
+        c.send(&query(id, UP_TCP, 7 + (id % 2) as u8))
+            .expect("send");
+    }
+    let mut got: Vec<u16> = (0..40).map(|_| id_of(&recv_udp(&c))).collect();
+    got.sort_unstable();
+    assert_eq!(got, (0..40).collect::<Vec<_>>());
+    let mut s = tcp_client(srv.tcp);
+    send_tcp(&mut s, &query(500, UP_TCP, 7));
+    send_tcp(&mut s, &query(501, UP_TCP, 9));
+    let mut ids = [id_of(&read_tcp(&mut s)), id_of(&read_tcp(&mut s))];
+    ids.sort_unstable();
+    assert_eq!(ids, [500, 501]);
+    assert!(srv.events.lock().expect("lock").link_closed.is_empty());
+}
+
+fn upstream_tcp_close_and_reconnect(mode: IoMode) {
+    let (_up, srv) = default_server(mode);
+    let c = udp_client();
+    c.connect(srv.udp).expect("connect");
+    for id in 0..3u16 {
+        c.send(&query(id, UP_TCP_CLOSE, 5)).expect("send");
+        assert_reply(&recv_udp(&c), id);
+    }
+    assert!(srv.events.lock().expect("lock").link_closed.is_empty());
+}
+
+fn upstream_tcp_refused(mode: IoMode) {
+    let (dead_udp, dead_tcp) = dead_addrs();
+    let srv = start(mode, Limits::default(), dead_udp, dead_tcp);
+    let c = udp_client();
+    c.connect(srv.udp).expect("connect");
+    c.send(&query(42, UP_TCP, 3)).expect("send");
+    let r = recv_udp(&c);
+    assert_reply(&r, 42);
+    assert_eq!(r[3], FAILED);
+    let closed = srv.events.lock().expect("lock").link_closed.clone();
+    assert_eq!(
+        closed,
+        vec![Link {
+            upstream: 1,
+            protocol: Protocol::Tcp,
+            conn: 3
+        }]
+    );
+}
+
+fn upstream_udp_refused(mode: IoMode) {
+    let (dead_udp, dead_tcp) = dead_addrs();
+    let srv = start(mode, Limits::default(), dead_udp, dead_tcp);
+    let c = udp_client();
+    c.connect(srv.udp).expect("connect");
+    c.send(&query(43, UP_UDP, 0)).expect("send");
+    let r = recv_udp(&c);
+    assert_reply(&r, 43);
+    assert_eq!(r[3], FAILED);
+    let closed = srv.events.lock().expect("lock").link_closed.clone();
+    assert_eq!(
+        closed,
+        vec![Link {
+            upstream: 0,
+            protocol: Protocol::Udp,
+            conn: 0
+        }]
+    );
+}
+
+fn shutdown_returns(mode: IoMode) {
+    let (_up, mut srv) = default_server(mode);
+    let mut s = tcp_client(srv.tcp);
+    send_tcp(&mut s, &query(1, ECHO, 0));
+    assert_reply(&read_tcp(&mut s), 1);
+    let t0 = Instant::now();
+    srv.shutdown.store(true, Ordering::Relaxed);
+    let t = srv.thread.take().expect("thread");
+    t.join().expect("no panic").expect("run_shard ok");
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+fn skip(mode: IoMode) -> bool {
+    if mode != IoMode::Uring {
+        return false;
+    }
+    match shardns_shard::driver::uring_available() {
+        Ok(()) => false,
+        Err(why) => {
+            println!("skipping io_uring test: {why}");
+            true
+        }
+    }
+}
+
+macro_rules! suite {
+    ($modname:ident, $mode:expr, $($name:ident),* $(,)?) => {
+        mod $modname {
+            $(
+                #[test]
+                fn $name() {
+                    if super::skip($mode) {
+                        return;
+                    }
+                    super::$name($mode);
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        suite!(epoll, shardns_shard::IoMode::Epoll, $($name),*);
+        suite!(uring, shardns_shard::IoMode::Uring, $($name),*);
+    };
+}
+
+both!(
+    udp_echo_many,
+    udp_drop_and_timer_reply,
+    tcp_pipelined_and_split,
+    tcp_out_of_order,
+    tcp_idle_timeout,
+    tcp_client_cap,
+    upstream_udp_round_trip,
+    upstream_tcp_round_trip,
+    upstream_tcp_close_and_reconnect,
+    upstream_tcp_refused,
+    upstream_udp_refused,
+    shutdown_returns,
+);
+
+#[test]
+fn auto_mode_serves() {
+    let (_up, srv) = default_server(IoMode::Auto);
+    let c = udp_client();
+    c.connect(srv.udp).expect("connect");
+    c.send(&query(9, ECHO, 0)).expect("send");
+    assert_reply(&recv_udp(&c), 9);
+}
+
+/// Records the `message` of every event logged on this thread.
+struct Recorder(Arc<Mutex<Vec<String>>>);
+
+struct MessageVisitor<'a>(&'a mut String);
+
+impl tracing::field::Visit for MessageVisitor<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            *self.0 = format!("{value:?}");
+        }
+    }
+}
+
+impl tracing::Subscriber for Recorder {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut msg = String::new();
+        event.record(&mut MessageVisitor(&mut msg));
+        self.0.lock().expect("lock").push(msg);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+fn logs_listening_lines(mode: IoMode) {
+    let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+    let (ua, ta) = (
+        udp.local_addr().expect("addr"),
+        tcp.local_addr().expect("addr"),
+    );
+    let spec = ShardSpec {
+        index: 3,
+        io: mode,
+        sockets: ShardSockets {
+            udp: vec![(0, udp)],
+            tcp: vec![(0, tcp)],
+        },
+        shutdown: Arc::new(AtomicBool::new(true)),
+        limits: Limits::default(),
+    };
+    let (up_udp, up_tcp) = dead_addrs();
+    let handler = TestHandler {
+        up_udp,
+        up_tcp,
+        next_id: 0,
+        pending: HashMap::new(),
+        timers: Vec::new(),
+        out: VecDeque::new(),
+        events: Arc::default(),
+    };
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let recorder = Recorder(lines.clone());
+    tracing::subscriber::with_default(recorder, || run_shard(spec, handler)).expect("run");
+    let word = if mode == IoMode::Uring {
+        "io_uring"
+    } else {
+        "epoll"
+    };
+    let lines = lines.lock().expect("lock");
+    for want in [
+        format!("listening on udp {ua} (shard 3, {word})"),
+        format!("listening on tcp {ta} (shard 3, {word})"),
+    ] {
+        assert!(lines.contains(&want), "{want:?} not in {lines:?}");
+    }
+}
+
+#[test]
+fn epoll_logs_listening_lines() {
+    logs_listening_lines(IoMode::Epoll);
+}
+
+#[test]
+fn uring_logs_listening_lines() {
+    if !skip(IoMode::Uring) {
+        logs_listening_lines(IoMode::Uring);
+    }
+}
