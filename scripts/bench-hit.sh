@@ -4,15 +4,22 @@
 # dnsperf pinned to CPU 1, 8 names, the same Unbound upstream on loopback (static local data,
 # never queries the network). q/CPU-s = answered queries / (utime+stime of the server process).
 #
-# Usage: scripts/bench-hit.sh [SECONDS]   (default 10). Needs: dnsperf, dnsdist, unbound, dig.
+# All servers run at once on their own ports; ROUNDS rounds interleave them (server A, B, C,
+# A, B, C, ...) so that drift on a shared VM hits every server alike. The table gives the
+# median and the range over the rounds.
+#
+# Usage: scripts/bench-hit.sh [SECONDS] [ROUNDS]   (default 10 s, 5 rounds).
+# Needs: dnsperf, dnsdist, unbound, dig (scripts/bench-peers.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${1:-10}
+ROUNDS=${2:-5}
 WORK=$(mktemp -d /tmp/shardns-bench.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
+scripts/bench-peers.sh
 for tool in dnsperf dnsdist unbound dig; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install dnsperf dnsdist unbound dnsutils" >&2; exit 1; }
 done
@@ -36,6 +43,9 @@ NAMES=(www.example.com api.example.org cdn.example.net mail.example.com static.e
   echo "  verbosity: 0"
   echo "  num-threads: 1"
   echo "  access-control: 127.0.0.0/8 allow"
+  echo "  module-config: \"iterator\""
+  # Never recurse: every name outside the static zones is refused locally.
+  echo "  local-zone: \".\" refuse"
   for zone in example.com example.org example.net svc.cluster.local; do
     echo "  local-zone: \"$zone.\" static"
   done
@@ -58,30 +68,11 @@ wait_answer() { # port
   echo "server on port $1 did not answer" >&2; return 1
 }
 
-RESULTS=()
-run_one() { # label pid port
-  local label=$1 pid=$2 port=$3
-  wait_answer "$port"
-  for n in "${NAMES[@]}"; do dig @127.0.0.1 -p "$port" +short "$n" A >/dev/null; done
-  local before after out answered qps lat
-  before=$(cpu_ticks "$pid")
-  out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/queries.txt" -l "$SECONDS_PER_RUN" -c 8 -q 500 2>&1)
-  after=$(cpu_ticks "$pid")
-  answered=$(echo "$out" | awk '/Queries completed:/ {print $3}')
-  qps=$(echo "$out" | awk '/Queries per second:/ {print $4}')
-  lat=$(echo "$out" | awk '/Average Latency/ {print $4}')
-  local cpu
-  cpu=$(awk -v a="$after" -v b="$before" -v t="$TICK" 'BEGIN {printf "%.2f", (a-b)/t}')
-  local per_cpu
-  per_cpu=$(awk -v n="$answered" -v c="$cpu" 'BEGIN {if (c>0) printf "%.0f", n/c; else print "inf"}')
-  RESULTS+=("| $label | $qps | $cpu | $per_cpu | $lat |")
-  echo "$label: answered=$answered qps=$qps cpu_s=$cpu q/cpu_s=$per_cpu avg_latency_s=$lat" >&2
-}
-
-for io in uring epoll; do
-  PORT=$(free_port)
-  cat > "$WORK/Corefile" <<CF
-.:$PORT {
+LABELS=() SERVER_PIDS=() PORTS=()
+start_shardns() { # io
+  local port; port=$(free_port)
+  cat > "$WORK/Corefile-$1" <<CF
+.:$port {
     bind 127.0.0.1
     cache 30
     forward . 127.0.0.1:$UPSTREAM_PORT {
@@ -89,29 +80,59 @@ for io in uring epoll; do
     }
 }
 CF
-  taskset -c 0 "$BIN" --conf "$WORK/Corefile" --shards 1 --io "$io" 2>"$WORK/shardns-$io.log" &
-  pid=$!
-  PIDS+=($pid)
-  run_one "shardns --io $io" "$pid" "$PORT"
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-done
-
-PORT=$(free_port)
-cat > "$WORK/dnsdist.conf" <<DD
-setLocal("127.0.0.1:$PORT")
-newServer({address="127.0.0.1:$UPSTREAM_PORT"})
+  taskset -c 0 "$BIN" --conf "$WORK/Corefile-$1" --shards 1 --io "$1" 2>"$WORK/shardns-$1.log" &
+  PIDS+=($!); SERVER_PIDS+=($!); PORTS+=("$port"); LABELS+=("shardns --io $1 (1 shard)")
+}
+start_dnsdist() {
+  local port; port=$(free_port)
+  cat > "$WORK/dnsdist.conf" <<DD
+setLocal("127.0.0.1:$port")
+newServer({address="127.0.0.1:$UPSTREAM_PORT", checkName="${NAMES[0]}."})
 pc = newPacketCache(10000, {maxTTL=86400, minTTL=0})
 getPool(""):setCache(pc)
 setSecurityPollSuffix("")
 DD
-taskset -c 0 dnsdist --supervised --disable-syslog -C "$WORK/dnsdist.conf" >"$WORK/dnsdist.log" 2>&1 &
-pid=$!
-PIDS+=($pid)
-run_one "dnsdist 1.7 packet cache" "$pid" "$PORT"
+  taskset -c 0 dnsdist --supervised --disable-syslog -C "$WORK/dnsdist.conf" >"$WORK/dnsdist.log" 2>&1 &
+  PIDS+=($!); SERVER_PIDS+=($!); PORTS+=("$port"); LABELS+=("dnsdist $(dnsdist --version 2>/dev/null | awk 'NR==1{print $2}') packet cache")
+}
 
+start_shardns uring
+start_shardns epoll
+start_dnsdist
+for i in "${!PORTS[@]}"; do
+  wait_answer "${PORTS[$i]}"
+  for n in "${NAMES[@]}"; do dig @127.0.0.1 -p "${PORTS[$i]}" +short "$n" A >/dev/null; done
+done
+
+# results/<server index> holds one line per round: qps q_per_cpu_s avg_latency_s
+mkdir -p "$WORK/results"
+for round in $(seq 1 "$ROUNDS"); do
+  for i in "${!PORTS[@]}"; do
+    pid=${SERVER_PIDS[$i]}
+    before=$(cpu_ticks "$pid")
+    out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "${PORTS[$i]}" -d "$WORK/queries.txt" -l "$SECONDS_PER_RUN" -c 8 -q 500 2>&1)
+    after=$(cpu_ticks "$pid")
+    answered=$(echo "$out" | awk '/Queries completed:/ {print $3}')
+    qps=$(echo "$out" | awk '/Queries per second:/ {printf "%.0f", $4}')
+    lat=$(echo "$out" | awk '/Average Latency/ {print $4}')
+    noerror=$(echo "$out" | awk '/Response codes:/ {print ($3 == "NOERROR" && $5 == "(100.00%)") ? "ok" : "NOT-ALL-NOERROR"}')
+    per_cpu=$(awk -v n="$answered" -v a="$after" -v b="$before" -v t="$TICK" 'BEGIN {c=(a-b)/t; if (c>0) printf "%.0f", n/c; else print 0}')
+    echo "$qps $per_cpu $lat" >> "$WORK/results/$i"
+    echo "round $round ${LABELS[$i]}: qps=$qps q/cpu_s=$per_cpu avg_latency_s=$lat rcodes=$noerror" >&2
+  done
+done
+
+median_range() { # file column -> "median (min-max)"
+  awk -v c="$2" '{print $c}' "$1" | sort -n | awk '{v[NR]=$1} END {m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "%.0f (%.0f-%.0f)", m, v[1], v[NR]}'
+}
+median_latency() {
+  awk '{print $3*1e6}' "$1" | sort -n | awk '{v[NR]=$1} END {m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "%.0f", m}'
+}
 echo
-echo "| server (1 core, CPU 0) | answered QPS | server CPU s | q/CPU-s | avg latency s |"
-echo "|---|---|---|---|---|"
-printf '%s\n' "${RESULTS[@]}"
+echo "| server (pinned to CPU 0) | answered QPS, median (range) | q/CPU-s, median (range) | avg latency µs (median) |"
+echo "|---|---|---|---|"
+for i in "${!PORTS[@]}"; do
+  echo "| ${LABELS[$i]} | $(median_range "$WORK/results/$i" 1) | $(median_range "$WORK/results/$i" 2) | $(median_latency "$WORK/results/$i") |"
+done
 echo
-echo "dnsperf 2.x on CPU 1: -c 8 -q 500 -l $SECONDS_PER_RUN, ${#NAMES[@]} names; $(nproc) CPUs; $(uname -r)"
+echo "dnsperf $(dnsperf -h 2>&1 | awk '/Version/ {print $2; exit}') on CPU 1: -c 8 -q 500 -l $SECONDS_PER_RUN, ${#NAMES[@]} names, $ROUNDS interleaved rounds; $(nproc) CPUs; kernel $(uname -r); $(date -u +%Y-%m-%d)"
