@@ -58,8 +58,16 @@ impl CacheConfig {
     /// unless `ttl` is given (then both), minimum TTL 5 s.
     pub fn with_ttl(ttl: Option<u32>) -> CacheConfig {
         CacheConfig {
-            success: CacheSection { capacity: 9984, max_ttl: ttl.unwrap_or(3600), min_ttl: 5 },
-            denial: CacheSection { capacity: 9984, max_ttl: ttl.unwrap_or(1800), min_ttl: 5 },
+            success: CacheSection {
+                capacity: 9984,
+                max_ttl: ttl.unwrap_or(3600),
+                min_ttl: 5,
+            },
+            denial: CacheSection {
+                capacity: 9984,
+                max_ttl: ttl.unwrap_or(1800),
+                min_ttl: 5,
+            },
         }
     }
 }

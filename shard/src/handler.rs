@@ -57,7 +57,11 @@ pub enum Transmit {
     Reply { client: Client, payload: Vec<u8> },
     /// A query for an upstream. For TCP the driver adds the 2-byte length prefix and, if the
     /// link has no connection yet, connects to `addr` first (queueing the bytes until then).
-    Query { link: Link, addr: SocketAddr, payload: Vec<u8> },
+    Query {
+        link: Link,
+        addr: SocketAddr,
+        payload: Vec<u8>,
+    },
     /// The engine is done with a TCP link (idle or broken); the driver closes it.
     Close { link: Link },
 }
@@ -66,7 +70,13 @@ pub enum Transmit {
 pub trait Handler {
     /// A query arrived from `client`. A reply, if immediate, is written into `out`
     /// (at least [`MAX_MESSAGE`] bytes).
-    fn handle_query(&mut self, now: Instant, client: Client, query: &[u8], out: &mut [u8]) -> Outcome;
+    fn handle_query(
+        &mut self,
+        now: Instant,
+        client: Client,
+        query: &[u8],
+        out: &mut [u8],
+    ) -> Outcome;
     /// A complete message arrived on an upstream link (TCP framing already removed).
     fn handle_response(&mut self, now: Instant, link: Link, response: &[u8]);
     /// An upstream link failed or closed (connection refused, reset, EOF, ICMP error on UDP).

@@ -24,6 +24,6 @@ pub mod upstream;
 
 pub use config::Config;
 pub use engine::Engine;
-pub use handler::{Client, Handler, Link, Outcome, Protocol, Transmit, MAX_MESSAGE};
+pub use handler::{Client, Handler, Link, MAX_MESSAGE, Outcome, Protocol, Transmit};
 pub use run::{IoMode, ShardSockets, ShardSpec, run_shard};
 pub use stats::ShardStats;
