@@ -152,9 +152,15 @@ impl Engine {
         };
         let flag_bits = key.flag_bits();
         let q = &message.question;
-        if let Some(id) = self
-            .inflight
-            .find(server, hash, q.name, q.qtype, q.qclass, flag_bits)
+        // The upstream transport is part of what is shared: a TCP client must not be handed
+        // the truncated reply of a query that went upstream over UDP.
+        let protocol = if forward.force_tcp {
+            Protocol::Tcp
+        } else {
+            client.protocol
+        };
+        let question = (q.name, q.qtype, q.qclass, flag_bits);
+        if let Some(id) = self.inflight.find(server, hash, question, protocol)
             && let Some(pending) = self.inflight.get_mut(id)
         {
             pending.waiters.push(waiter);
@@ -170,11 +176,6 @@ impl Engine {
         let upstreams = (0..forward.upstreams.len())
             .map(|i| forward.upstreams[(start + i) % forward.upstreams.len()] as u16)
             .collect();
-        let protocol = if forward.force_tcp {
-            Protocol::Tcp
-        } else {
-            client.protocol
-        };
         let mut qname: Box<[u8]> = q.name.into();
         qname.make_ascii_lowercase();
         let id = self.inflight.insert(

@@ -121,21 +121,21 @@ impl InFlight {
         self.count == 0
     }
 
-    /// The pending query for this key in this server block, if one is in flight.
+    /// The pending query for this key — `(qname, qtype, qclass, key flag bits)` — in this
+    /// server block going upstream over `protocol`, if one is in flight.
     pub fn find(
         &self,
         server: usize,
         hash: u64,
-        qname: &[u8],
-        qtype: u16,
-        qclass: u16,
-        flag_bits: u8,
+        (qname, qtype, qclass, flag_bits): (&[u8], u16, u16, u8),
+        protocol: Protocol,
     ) -> Option<PendingId> {
         let slots = &self.slots;
         self.by_key
             .find(hash, |&id| {
                 slots[id].as_ref().is_some_and(|p| {
                     p.server == server
+                        && p.protocol == protocol
                         && p.key_hash == hash
                         && p.qtype == qtype
                         && p.qclass == qclass

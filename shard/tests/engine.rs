@@ -718,3 +718,73 @@ fn tcp_upstream_connections_carry_several_queries_and_close_when_idle() {
     );
     assert!(closed.iter().all(|t| matches!(t, Transmit::Close { .. })));
 }
+
+#[test]
+fn clients_coalesce_only_onto_a_query_over_their_own_upstream_transport() {
+    let mut sim = Sim::new(config(1, false, cache30()));
+    let udp = client(4000, Protocol::Udp);
+    let tcp = Client {
+        protocol: Protocol::Tcp,
+        conn: 9,
+        ..client(4001, Protocol::Tcp)
+    };
+    let udp2 = client(4002, Protocol::Udp);
+    assert_eq!(
+        sim.outcome(udp, &query(1, "t.example.", RecordType::A, false)),
+        Outcome::Pending
+    );
+    assert_eq!(
+        sim.outcome(tcp, &query(2, "t.example.", RecordType::A, false)),
+        Outcome::Pending
+    );
+    assert_eq!(
+        sim.outcome(udp2, &query(3, "t.example.", RecordType::A, false)),
+        Outcome::Pending
+    );
+    let sent: Vec<(Link, Message)> = sim
+        .transmits()
+        .into_iter()
+        .map(|t| match t {
+            Transmit::Query { link, payload, .. } => (link, Message::from_vec(&payload).unwrap()),
+            other => panic!("expected queries, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(sent.len(), 2, "one query per upstream transport");
+    assert_eq!(
+        sim.engine.stats().coalesced,
+        1,
+        "the second UDP client joined the first"
+    );
+    let (udp_link, udp_query) = sent
+        .iter()
+        .find(|(l, _)| l.protocol == Protocol::Udp)
+        .unwrap();
+    let mut truncated =
+        Message::from_vec(&reply(udp_query, ResponseCode::NoError, &[], 0, None)).unwrap();
+    truncated.set_truncated(true);
+    sim.engine
+        .handle_response(sim.now, *udp_link, &truncated.to_vec().unwrap());
+    let replies = sim.replies();
+    assert_eq!(
+        replies
+            .iter()
+            .map(|(c, _)| c.peer.port())
+            .collect::<Vec<_>>(),
+        vec![4000, 4002]
+    );
+    assert!(replies.iter().all(|(_, m)| m.truncated()));
+    let (tcp_link, tcp_query) = sent
+        .iter()
+        .find(|(l, _)| l.protocol == Protocol::Tcp)
+        .unwrap();
+    sim.engine.handle_response(
+        sim.now,
+        *tcp_link,
+        &reply(tcp_query, ResponseCode::NoError, &[[9, 9, 9, 9]], 60, None),
+    );
+    let replies = sim.replies();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].0, tcp);
+    assert!(!replies[0].1.truncated());
+    assert_eq!(replies[0].1.answers().len(), 1);
+}
