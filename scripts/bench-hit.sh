@@ -57,6 +57,9 @@ PIDS+=($!)
 
 for n in "${NAMES[@]}"; do echo "$n A"; done > "$WORK/queries.txt"
 
+PERF=""
+if command -v perf >/dev/null && perf stat -e instructions -- true >/dev/null 2>&1; then PERF=1; fi
+
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 
@@ -110,15 +113,28 @@ for round in $(seq 1 "$ROUNDS"); do
   for i in "${!PORTS[@]}"; do
     pid=${SERVER_PIDS[$i]}
     before=$(cpu_ticks "$pid")
+    # Hardware counters of the server process (user + kernel), where perf can read them:
+    # instructions per query do not depend on how fast the shared host runs at the moment.
+    perf_pid=""
+    if [ -n "$PERF" ]; then
+      perf stat -x, -e instructions,cycles -p "$pid" -o "$WORK/perf.csv" & perf_pid=$!
+    fi
     out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "${PORTS[$i]}" -d "$WORK/queries.txt" -l "$SECONDS_PER_RUN" -c 8 -q 500 2>&1)
     after=$(cpu_ticks "$pid")
+    insns=0 cycles=0
+    if [ -n "$perf_pid" ]; then
+      kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+      insns=$(awk -F, '$3 ~ /^instructions/ {print $1}' "$WORK/perf.csv")
+      cycles=$(awk -F, '$3 ~ /^cycles/ {print $1}' "$WORK/perf.csv")
+    fi
     answered=$(echo "$out" | awk '/Queries completed:/ {print $3}')
     qps=$(echo "$out" | awk '/Queries per second:/ {printf "%.0f", $4}')
     lat=$(echo "$out" | awk '/Average Latency/ {print $4}')
     noerror=$(echo "$out" | awk '/Response codes:/ {print ($3 == "NOERROR" && $5 == "(100.00%)") ? "ok" : "NOT-ALL-NOERROR"}')
     per_cpu=$(awk -v n="$answered" -v a="$after" -v b="$before" -v t="$TICK" 'BEGIN {c=(a-b)/t; if (c>0) printf "%.0f", n/c; else print 0}')
-    echo "$qps $per_cpu $lat" >> "$WORK/results/$i"
-    echo "round $round ${LABELS[$i]}: qps=$qps q/cpu_s=$per_cpu avg_latency_s=$lat rcodes=$noerror" >&2
+    per_query=$(awk -v i="${insns:-0}" -v c="${cycles:-0}" -v n="$answered" 'BEGIN {printf "%.0f %.0f", i/n, c/n}')
+    echo "$qps $per_cpu $lat $per_query" >> "$WORK/results/$i"
+    echo "round $round ${LABELS[$i]}: qps=$qps q/cpu_s=$per_cpu avg_latency_s=$lat insns/q cycles/q=$per_query rcodes=$noerror" >&2
   done
 done
 
@@ -128,11 +144,18 @@ median_range() { # file column -> "median (min-max)"
 median_latency() {
   awk '{print $3*1e6}' "$1" | sort -n | awk '{v[NR]=$1} END {m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "%.0f", m}'
 }
+# Ratio of q/CPU-s to the last server (the peer) in the same round, then the median: the
+# rounds of one server run seconds apart from the peer's, so this cancels slow drift.
+ratio_to_peer() { # index
+  local peer=$(( ${#PORTS[@]} - 1 ))
+  paste "$WORK/results/$1" "$WORK/results/$peer" | awk -v n="$(awk '{print NF; exit}' "$WORK/results/$1")" '{print $2/$(n + 2)}' | sort -n |
+    awk '{v[NR]=$1} END {m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "%.2f (%.2f-%.2f)", m, v[1], v[NR]}'
+}
 echo
-echo "| server (pinned to CPU 0) | answered QPS, median (range) | q/CPU-s, median (range) | avg latency µs (median) |"
-echo "|---|---|---|---|"
+echo "| server (pinned to CPU 0) | answered QPS, median (range) | q/CPU-s, median (range) | q/CPU-s ÷ ${LABELS[-1]} in the same round, median (range) | server instructions / query | server cycles / query | avg latency µs (median) |"
+echo "|---|---|---|---|---|---|---|"
 for i in "${!PORTS[@]}"; do
-  echo "| ${LABELS[$i]} | $(median_range "$WORK/results/$i" 1) | $(median_range "$WORK/results/$i" 2) | $(median_latency "$WORK/results/$i") |"
+  echo "| ${LABELS[$i]} | $(median_range "$WORK/results/$i" 1) | $(median_range "$WORK/results/$i" 2) | $(ratio_to_peer "$i") | $(median_range "$WORK/results/$i" 4) | $(median_range "$WORK/results/$i" 5) | $(median_latency "$WORK/results/$i") |"
 done
 echo
 echo "dnsperf $(dnsperf -h 2>&1 | awk '/Version/ {print $2; exit}') on CPU 1: -c 8 -q 500 -l $SECONDS_PER_RUN, ${#NAMES[@]} names, $ROUNDS interleaved rounds; $(nproc) CPUs; kernel $(uname -r); $(date -u +%Y-%m-%d)"
