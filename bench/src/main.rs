@@ -1,0 +1,52 @@
+//! `shardns-bench`: the project's load tools.
+//!
+//! - `load`: a dnsperf-compatible generator that can saturate a core (batched
+//!   `sendmmsg`/`recvmmsg` over many source ports), closed- or open-loop, UDP or TCP, with
+//!   HDR-histogram latency percentiles.
+//! - `reflect`: the cheapest possible UDP responder (echo with QR set): the kernel's floor.
+//! - `resolve`: concurrent lookups through the system resolver (`getaddrinfo`), as a pod sees.
+//! - `compare`: every server pinned to one CPU, the same load on another, one table.
+#![forbid(unsafe_code)]
+
+mod compare;
+mod load;
+mod reflect;
+mod resolve;
+
+use clap::{Parser, Subcommand};
+
+/// shardns's load tools.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Send DNS queries and measure answers (dnsperf-compatible flags).
+    Load(load::Args),
+    /// Echo every datagram back with QR set: the per-query kernel floor.
+    Reflect(reflect::Args),
+    /// Concurrent lookups through the system resolver (getaddrinfo).
+    Resolve(resolve::Args),
+    /// Run servers side by side and print a comparison table.
+    Compare(compare::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,shardns_bench=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Load(args) => load::run(args),
+        Command::Reflect(args) => reflect::run(args),
+        Command::Resolve(args) => resolve::run(args),
+        Command::Compare(args) => compare::run(args),
+    }
+}
