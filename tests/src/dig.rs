@@ -1,10 +1,12 @@
 //! `dig` (Debian package `dnsutils`) against a loopback server.
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Result, ensure};
+
+use crate::process::run_with_deadline;
 
 /// Runs `dig @IP -p PORT [+tcp] NAME TYPE` (one try, 3 s timeout, no ~/.digrc) and returns
 /// its standard output. Fails if dig fails (e.g. no reply: exit status 9).
@@ -23,34 +25,11 @@ pub fn dig(server: SocketAddr, name: &str, rtype: &str, tcp: bool) -> Result<Str
         cmd.arg("+tcp");
     }
     cmd.arg(name).arg(rtype);
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running dig (install the Debian package `dnsutils`, or run ./scripts/test.sh)")?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if child.try_wait()?.is_some() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{cmd:?} did not finish within 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}):\n{stdout}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(stdout)
+    run_with_deadline(
+        &mut cmd,
+        Duration::from_secs(10),
+        "dig (install the Debian package `dnsutils`, or run ./scripts/test.sh)",
+    )
 }
 
 /// The `status:` of dig's `->>HEADER<<-` line (NOERROR, NXDOMAIN, ...).

@@ -16,6 +16,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use hickory_proto::rr::RecordType;
 
 use crate::client::{UdpClient, query_message};
+use crate::process::run_with_deadline;
 use crate::tempdir::TempDir;
 
 /// The data Unbound serves.
@@ -268,35 +269,14 @@ impl Unbound {
     /// `unbound-control stats_noreset` as `(key, value)` pairs.
     pub fn stats(&self) -> Result<Vec<(String, String)>> {
         let bin = tool(UNBOUND_CONTROL, "unbound-control")?;
-        let mut child = Command::new(bin)
-            .arg("-c")
-            .arg(&self.conf)
-            .arg("stats_noreset")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if child.try_wait()?.is_some() {
-                break;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("unbound-control timed out");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let out = child.wait_with_output()?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.status.success() {
-            bail!(
-                "unbound-control failed ({}): {text}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        let text = run_with_deadline(
+            Command::new(bin)
+                .arg("-c")
+                .arg(&self.conf)
+                .arg("stats_noreset"),
+            Duration::from_secs(5),
+            "unbound-control",
+        )?;
         Ok(text
             .lines()
             .filter_map(|l| l.split_once('='))

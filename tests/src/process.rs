@@ -1,0 +1,41 @@
+//! Running a helper command (dig, unbound-control) to completion within a deadline.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// Runs `cmd` (stdin closed, stdout and stderr captured), polling every 10 ms; kills it if it
+/// has not exited within `timeout`. Returns its standard output. Fails if it cannot be started
+/// (the error says "running {what}", so `what` may carry an install hint), if it times out,
+/// or if it exits with a non-zero status (the error then shows stdout and stderr).
+pub fn run_with_deadline(cmd: &mut Command, timeout: Duration, what: &str) -> Result<String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {what}"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{cmd:?} did not finish within {timeout:?} (killed)");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}):\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(stdout)
+}
