@@ -107,6 +107,23 @@ fn spawn_reader(log: SharedLog, pipe: impl Read + Send + 'static) -> JoinHandle<
     })
 }
 
+/// Starts one reader thread each on `child`'s piped stderr and stdout, both collecting into
+/// one shared log.
+fn capture_output(child: &mut Child) -> (SharedLog, Vec<JoinHandle<()>>) {
+    let log: SharedLog = Arc::new((
+        Mutex::new(LogState {
+            lines: Vec::new(),
+            open: 2,
+        }),
+        Condvar::new(),
+    ));
+    let readers = vec![
+        spawn_reader(log.clone(), child.stderr.take().expect("piped stderr")),
+        spawn_reader(log.clone(), child.stdout.take().expect("piped stdout")),
+    ];
+    (log, readers)
+}
+
 /// How a shardns process ended.
 #[derive(Debug)]
 pub struct ShardnsExit {
@@ -162,17 +179,7 @@ impl Shardns {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
-        let log: SharedLog = Arc::new((
-            Mutex::new(LogState {
-                lines: Vec::new(),
-                open: 2,
-            }),
-            Condvar::new(),
-        ));
-        let readers = vec![
-            spawn_reader(log.clone(), child.stderr.take().expect("piped stderr")),
-            spawn_reader(log.clone(), child.stdout.take().expect("piped stdout")),
-        ];
+        let (log, readers) = capture_output(&mut child);
         let mut s = Shardns {
             child: Some(child),
             log,
@@ -365,17 +372,7 @@ impl Shardns {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("spawning {}", bin.display()))?;
-        let log: SharedLog = Arc::new((
-            Mutex::new(LogState {
-                lines: Vec::new(),
-                open: 2,
-            }),
-            Condvar::new(),
-        ));
-        let readers = vec![
-            spawn_reader(log.clone(), child.stderr.take().expect("piped stderr")),
-            spawn_reader(log.clone(), child.stdout.take().expect("piped stdout")),
-        ];
+        let (log, readers) = capture_output(&mut child);
         let deadline = Instant::now() + timeout;
         let status = loop {
             if let Some(s) = child.try_wait()? {
