@@ -139,32 +139,9 @@ fn listener_index(listeners: &mut Vec<ListenerConfig>, addr: SocketAddr) -> usiz
 mod tests {
     use super::*;
 
-    const STOCK: &str = r#"cluster.local:53 {
-    errors
-    cache {
-            success 9984 30
-            denial 9984 5
-    }
-    bind 169.254.20.10 10.96.0.10
-    forward . 10.0.0.10 {
-            force_tcp
-    }
-    }
-in-addr.arpa:53 ip6.arpa:53 {
-    errors
-    cache 30
-    bind 169.254.20.10 10.96.0.10
-    forward . 10.0.0.10 {
-            force_tcp
-    }
-    }
-.:53 {
-    errors
-    cache 30
-    bind 169.254.20.10 10.96.0.10
-    forward . 8.8.8.8 10.0.0.10
-    }
-"#;
+    /// The stock node-local-dns Corefile (placeholders filled, unsupported directives
+    /// removed; in-addr.arpa and ip6.arpa share one block).
+    const STOCK: &str = include_str!("../testdata/stock.Corefile");
 
     fn addr(text: &str) -> SocketAddr {
         text.parse().unwrap()

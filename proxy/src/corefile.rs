@@ -359,28 +359,9 @@ mod tests {
 
     #[test]
     fn stock_node_local_dns_shape() {
-        let text = r#"cluster.local:53 {
-    errors
-    cache {
-            success 9984 30
-            denial 9984 5
-    }
-    bind 169.254.20.10 10.96.0.10
-    forward . 10.0.0.10 {
-            force_tcp
-    }
-    }
-in-addr.arpa:53 {            # ip6.arpa:53 is identical
-    errors
-    cache 30
-    bind 169.254.20.10 10.96.0.10
-    forward . 10.0.0.10 {
-            force_tcp
-    }
-    }
-"#;
+        let text = include_str!("../testdata/stock.Corefile");
         let blocks = parse("Corefile", text).unwrap();
-        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks.len(), 3);
         assert_eq!(blocks[0].keys[0].text, "cluster.local:53");
         let names: Vec<&str> = blocks[0]
             .directives

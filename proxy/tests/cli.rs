@@ -31,38 +31,9 @@ fn validate_built_in_corefile() {
     assert_eq!(String::from_utf8_lossy(&output.stdout), "OK\n");
 }
 
-/// The stock node-local-dns Corefile, placeholders filled, unsupported directives removed.
-const STOCK_COREFILE: &str = r#"cluster.local:53 {
-    errors
-    cache {
-            success 9984 30
-            denial 9984 5
-    }
-    bind 169.254.20.10 10.96.0.10
-    forward . 10.0.0.10 {
-            force_tcp
-    }
-    }
-in-addr.arpa:53 {
-    errors
-    cache 30
-    bind 169.254.20.10 10.96.0.10
-    forward . 10.0.0.10 {
-            force_tcp
-    }
-    }
-.:53 {
-    errors
-    cache 30
-    bind 169.254.20.10 10.96.0.10
-    forward . 8.8.8.8 8.8.4.4
-    }
-"#;
-
 #[test]
 fn validate_stock_corefile() {
-    let path = corefile("stock", STOCK_COREFILE);
-    let output = shardns(&["--validate", "--conf", path.to_str().unwrap()]);
+    let output = shardns(&["--validate", "--conf", &testdata("stock.Corefile")]);
     assert!(output.status.success(), "{output:?}");
     assert_eq!(String::from_utf8_lossy(&output.stdout), "OK\n");
 }
