@@ -564,44 +564,37 @@ fn upstream_tcp_close_and_reconnect(mode: IoMode) {
     assert!(srv.events.lock().expect("lock").link_closed.is_empty());
 }
 
-fn upstream_tcp_refused(mode: IoMode) {
+/// Sends `query(id, action, arg)` to a server whose upstreams are dead addresses: the client
+/// gets a FAILED reply and exactly `link` is reported closed.
+fn assert_upstream_refused(mode: IoMode, id: u16, action: u8, arg: u8, link: Link) {
     let (dead_udp, dead_tcp) = dead_addrs();
     let srv = start(mode, Limits::default(), dead_udp, dead_tcp);
     let c = udp_client();
     c.connect(srv.udp).expect("connect");
-    c.send(&query(42, UP_TCP, 3)).expect("send");
+    c.send(&query(id, action, arg)).expect("send");
     let r = recv_udp(&c);
-    assert_reply(&r, 42);
+    assert_reply(&r, id);
     assert_eq!(r[3], FAILED);
     let closed = srv.events.lock().expect("lock").link_closed.clone();
-    assert_eq!(
-        closed,
-        vec![Link {
-            upstream: 1,
-            protocol: Protocol::Tcp,
-            conn: 3
-        }]
-    );
+    assert_eq!(closed, vec![link]);
+}
+
+fn upstream_tcp_refused(mode: IoMode) {
+    let link = Link {
+        upstream: 1,
+        protocol: Protocol::Tcp,
+        conn: 3,
+    };
+    assert_upstream_refused(mode, 42, UP_TCP, 3, link);
 }
 
 fn upstream_udp_refused(mode: IoMode) {
-    let (dead_udp, dead_tcp) = dead_addrs();
-    let srv = start(mode, Limits::default(), dead_udp, dead_tcp);
-    let c = udp_client();
-    c.connect(srv.udp).expect("connect");
-    c.send(&query(43, UP_UDP, 0)).expect("send");
-    let r = recv_udp(&c);
-    assert_reply(&r, 43);
-    assert_eq!(r[3], FAILED);
-    let closed = srv.events.lock().expect("lock").link_closed.clone();
-    assert_eq!(
-        closed,
-        vec![Link {
-            upstream: 0,
-            protocol: Protocol::Udp,
-            conn: 0
-        }]
-    );
+    let link = Link {
+        upstream: 0,
+        protocol: Protocol::Udp,
+        conn: 0,
+    };
+    assert_upstream_refused(mode, 43, UP_UDP, 0, link);
 }
 
 fn shutdown_returns(mode: IoMode) {
