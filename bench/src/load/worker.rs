@@ -1,0 +1,258 @@
+//! What every load thread does regardless of transport: pick the next query, give it an ID,
+//! match replies, expire timeouts, pace sends, count, and publish progress.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use super::flight::Flight;
+use super::pacing::{Pacer, Spacing};
+use super::queries::{HEADER_LEN, Query};
+use super::report::Stats;
+
+/// Totals every worker adds to about ten times a second, for the progress line.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    pub sent: AtomicU64,
+    pub answered: AtomicU64,
+    pub lost: AtomicU64,
+}
+
+/// One thread's share of the run.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    /// Sockets or connections of this thread.
+    pub endpoints: usize,
+    /// Closed loop: queries in flight per endpoint at most; open loop: `usize::MAX`.
+    pub window: usize,
+    /// ID-table slots per endpoint.
+    pub slots: usize,
+    /// Rate for this thread (`-Q` split across threads), if any.
+    pub rate: Option<f64>,
+    pub spacing: Spacing,
+    /// Open loop (the rate is offered whatever the replies do).
+    pub open: bool,
+    pub timeout_ns: u64,
+    /// Warm-up: queries sent before this are not counted.
+    pub measure_from_ns: u64,
+    /// Sending stops here; then replies are awaited for up to the timeout.
+    pub stop_ns: u64,
+    /// Where in the query list this thread starts.
+    pub first_query: usize,
+    /// Seed of the Poisson spacing.
+    pub seed: u64,
+}
+
+/// Per-thread state shared by the UDP and TCP loops.
+#[derive(Debug)]
+pub(crate) struct Worker<'a> {
+    queries: &'a [Query],
+    progress: &'a Progress,
+    cursor: usize,
+    clock: Instant,
+    pub plan: Plan,
+    pub flights: Vec<Flight>,
+    pub stats: Stats,
+    pacer: Option<Pacer>,
+    published: (u64, u64, u64),
+    next_publish_ns: u64,
+}
+
+impl<'a> Worker<'a> {
+    /// A worker whose clock starts now.
+    pub(crate) fn new(queries: &'a [Query], progress: &'a Progress, plan: Plan) -> Self {
+        let pacer = plan
+            .rate
+            .map(|rate| Pacer::new(rate, plan.spacing, 0, plan.seed));
+        Worker {
+            queries,
+            progress,
+            cursor: plan.first_query % queries.len(),
+            clock: Instant::now(),
+            flights: (0..plan.endpoints)
+                .map(|_| Flight::new(plan.slots))
+                .collect(),
+            stats: Stats::new(),
+            pacer,
+            published: (0, 0, 0),
+            next_publish_ns: 0,
+            plan,
+        }
+    }
+
+    /// Nanoseconds since the worker started.
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.elapsed().as_nanos() as u64
+    }
+
+    fn measured(&self, sent_ns: u64) -> bool {
+        sent_ns >= self.plan.measure_from_ns
+    }
+
+    /// How many queries endpoint `ep` can take now.
+    pub(crate) fn room(&self, ep: usize) -> usize {
+        let flight = &self.flights[ep];
+        flight
+            .free()
+            .min(self.plan.window.saturating_sub(flight.busy()))
+    }
+
+    /// Queries in flight on all endpoints.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.flights.iter().map(Flight::busy).sum()
+    }
+
+    /// How many queries the pacing allows now (unlimited without `-Q`), taken from the pacer.
+    pub(crate) fn budget(&mut self, now: u64) -> u64 {
+        let room: usize = (0..self.flights.len()).map(|ep| self.room(ep)).sum();
+        match &mut self.pacer {
+            None => room as u64,
+            // Open loop: everything due is offered; what cannot be sent is counted dropped.
+            Some(pacer) if self.plan.open => pacer.take(now, u64::MAX),
+            Some(pacer) => {
+                pacer.forgive(now, room as u64);
+                pacer.take(now, room as u64)
+            }
+        }
+    }
+
+    /// Open loop: `n` due queries could not be sent.
+    pub(crate) fn drop_unsent(&mut self, n: u64, now: u64) {
+        if self.measured(now) {
+            self.stats.dropped += n;
+        }
+    }
+
+    /// When the pacer releases the next query (`None` without pacing).
+    pub(crate) fn next_due(&self) -> Option<u64> {
+        self.pacer.as_ref().map(Pacer::next_due)
+    }
+
+    /// When the oldest query in flight times out.
+    pub(crate) fn next_expiry(&self) -> Option<u64> {
+        let oldest = self.flights.iter().filter_map(Flight::oldest).min()?;
+        Some(oldest.saturating_add(self.plan.timeout_ns))
+    }
+
+    /// Nanoseconds from `now` until something needs doing: a timeout, the next paced
+    /// send, the end of sending (`sending`) or of the drain that follows. `room` says whether
+    /// any endpoint could take a query now.
+    pub(crate) fn wait_ns(&self, now: u64, sending: bool, room: bool) -> u64 {
+        let mut wake = self.next_expiry().unwrap_or(u64::MAX);
+        if sending {
+            wake = wake.min(self.plan.stop_ns);
+            match self.next_due() {
+                Some(due) if room || self.plan.open => wake = wake.min(due),
+                Some(_) => {}
+                None if room => return 0,
+                None => {}
+            }
+        } else {
+            wake = wake.min(self.plan.stop_ns.saturating_add(self.plan.timeout_ns));
+        }
+        wake.saturating_sub(now)
+    }
+
+    /// Whether the drain after sending is over (every query sent has had its full timeout).
+    pub(crate) fn drained(&self, now: u64) -> bool {
+        now >= self.plan.stop_ns.saturating_add(self.plan.timeout_ns)
+    }
+
+    /// Writes the next query for endpoint `ep` into `out` with a fresh ID; returns its
+    /// length and ID, or `None` when the endpoint's table is full.
+    pub(crate) fn issue(&mut self, ep: usize, now: u64, out: &mut [u8]) -> Option<(usize, u16)> {
+        let index = self.cursor;
+        let query = &self.queries[index];
+        let id = self.flights[ep].begin(index as u32, now)?;
+        self.cursor = if index + 1 == self.queries.len() {
+            0
+        } else {
+            index + 1
+        };
+        let len = query.wire.len();
+        out[..len].copy_from_slice(&query.wire);
+        out[..2].copy_from_slice(&id.to_be_bytes());
+        Some((len, id))
+    }
+
+    /// `ids` were issued on `ep` at `now`; the first `sent` of them went out, the rest are
+    /// withdrawn.
+    pub(crate) fn sent(&mut self, ep: usize, ids: &[u16], sent: usize, now: u64) {
+        if self.measured(now) {
+            self.stats.sent += sent as u64;
+        }
+        for &id in &ids[sent.min(ids.len())..] {
+            self.flights[ep].land(id);
+        }
+    }
+
+    /// A reply arrived on `ep` at `now`.
+    pub(crate) fn reply(&mut self, ep: usize, reply: &[u8], now: u64) {
+        if reply.len() < HEADER_LEN {
+            self.stats.mismatched += 1;
+            return;
+        }
+        let id = u16::from_be_bytes([reply[0], reply[1]]);
+        let Some(landed) = self.flights[ep].land(id) else {
+            self.stats.late += 1;
+            return;
+        };
+        if !self.measured(landed.sent_ns) {
+            return;
+        }
+        let query = &self.queries[landed.query as usize];
+        if reply[2] & 0x80 == 0 || !query.question_matches(reply) {
+            self.stats.mismatched += 1;
+            return;
+        }
+        self.stats.answered += 1;
+        self.stats.rcodes[usize::from(reply[3] & 0x0f)] += 1;
+        self.stats
+            .latency_ns
+            .saturating_record(now.saturating_sub(landed.sent_ns).max(1));
+    }
+
+    /// Counts queries that timed out by `now` as lost and frees their IDs.
+    pub(crate) fn expire(&mut self, now: u64) {
+        let (from, timeout) = (self.plan.measure_from_ns, self.plan.timeout_ns);
+        let lost = &mut self.stats.lost;
+        for flight in &mut self.flights {
+            flight.expire(now, timeout, |sent_ns| *lost += u64::from(sent_ns >= from));
+        }
+    }
+
+    /// Counts every query still in flight on `ep` as lost (a broken TCP connection).
+    pub(crate) fn abandon(&mut self, ep: usize) {
+        let from = self.plan.measure_from_ns;
+        let lost = &mut self.stats.lost;
+        self.flights[ep].abandon(|sent_ns| *lost += u64::from(sent_ns >= from));
+    }
+
+    /// Adds this worker's news to the shared progress totals, about ten times a second.
+    pub(crate) fn publish(&mut self, now: u64, force: bool) {
+        if now < self.next_publish_ns && !force {
+            return;
+        }
+        self.next_publish_ns = now + 100_000_000;
+        let s = &self.stats;
+        let (sent, answered, lost) = self.published;
+        self.progress
+            .sent
+            .fetch_add(s.sent - sent, Ordering::Relaxed);
+        self.progress
+            .answered
+            .fetch_add(s.answered - answered, Ordering::Relaxed);
+        self.progress
+            .lost
+            .fetch_add(s.lost - lost, Ordering::Relaxed);
+        self.published = (s.sent, s.answered, s.lost);
+    }
+
+    /// Ends the run: whatever is still in flight is lost.
+    pub(crate) fn finish(mut self) -> Stats {
+        for ep in 0..self.flights.len() {
+            self.abandon(ep);
+        }
+        self.publish(0, true);
+        self.stats
+    }
+}
