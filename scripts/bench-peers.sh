@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the benchmarks use: dnsperf (load), dnsdist (peer with a packet
-# cache), unbound (upstream and peer), dnsutils (dig). Run as root.
+# cache), unbound (upstream and peer), dnsmasq-base (peer), dnsutils (dig). Run as root.
 set -euo pipefail
 missing=()
-for pair in dnsperf:dnsperf dnsdist:dnsdist unbound:unbound dig:dnsutils; do
+for pair in dnsperf:dnsperf dnsdist:dnsdist unbound:unbound dnsmasq:dnsmasq-base dig:dnsutils; do
   command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
