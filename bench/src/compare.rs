@@ -61,6 +61,10 @@ pub struct Args {
     /// Seconds per run.
     #[arg(short = 'l', long = "seconds", default_value_t = 10.0)]
     pub seconds: f64,
+    /// Unmeasured load, in seconds, right before each measured run: on a shared VM an idle
+    /// vCPU takes seconds to regain full speed, which would otherwise land in the run.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
 
     /// Load client.
     #[arg(long, value_enum, default_value_t = ClientChoice::Load)]
@@ -289,6 +293,17 @@ struct Run<'a> {
 /// One client run against one server: its answered QPS, and what the server spent.
 fn measure(server: &mut Server, run: &Run) -> anyhow::Result<Sample> {
     let pid = server.guard.pid();
+    if run.args.warmup > 0.0 {
+        client::run(
+            run.client,
+            run.exe,
+            server.addr,
+            run.queries,
+            run.args.warmup,
+            run.args.load_cpu,
+            run.stop,
+        )?;
+    }
     let before = counters::cpu_seconds(pid)?;
     let perf = match run.perf {
         true => Some(counters::PerfStat::start(

@@ -205,8 +205,8 @@ pub fn method(args: &Args, perf: bool) -> String {
         "Cache hits: one Unbound upstream on loopback serves {} names from static local data \
          (everything else refused; nothing leaves the machine), pinned to CPU {load}. Every server \
          runs at once on its own port pinned to CPU {server} (taskset), warmed with one query per \
-         name; the client, pinned to CPU {load}, drives one server at a time for {secs} s, and \
-         {rounds} round(s) interleave the servers. q/CPU-s = answered queries ÷ the server \
+         name; the client, pinned to CPU {load}, drives one server at a time for {secs} s \
+         (after {warmup} s of unmeasured load on it), and {rounds} round(s) interleave the servers. q/CPU-s = answered queries ÷ the server \
          process's utime+stime (/proc/PID/stat). Ratios divide by the reflector's or the best \
          peer's q/CPU-s from the same round (same client). Each cell: median (range over \
          rounds).{perf}",
@@ -214,6 +214,7 @@ pub fn method(args: &Args, perf: bool) -> String {
         load = args.load_cpu,
         server = args.server_cpu,
         secs = args.seconds,
+        warmup = args.warmup,
         rounds = args.rounds,
         perf = if perf {
             " Instructions and cycles per query: `perf stat -e instructions,cycles -p PID` over \
