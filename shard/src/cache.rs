@@ -4,7 +4,6 @@
 //! TTL to the remaining lifetime, and appends an OPT record for EDNS clients.
 
 use std::collections::VecDeque;
-use std::time::Instant;
 
 use hashbrown::HashTable;
 use shardns_wire::build::{EDNS_PAYLOAD, append_opt, client_udp_limit, truncate};
@@ -47,7 +46,8 @@ pub struct StoredResponse {
     ext_rcode: u8,
     /// Lifetime in seconds every TTL is set to (0 when TTLs are relayed unchanged).
     ttl: u32,
-    stored_at: Instant,
+    /// When it was stored, in the engine's clock (nanoseconds since the engine started).
+    stored_at: u64,
 }
 
 impl StoredResponse {
@@ -59,7 +59,7 @@ impl StoredResponse {
         message: &Message<'_>,
         ttl_offsets: &[usize],
         policy: Option<&CacheConfig>,
-        now: Instant,
+        now: u64,
     ) -> (StoredResponse, Option<Kind>) {
         let raw = &message.buf[..message.records.end];
         let opt = message.edns.as_ref().map(|e| e.record.clone());
@@ -114,23 +114,14 @@ impl StoredResponse {
         &self.bytes[HEADER_LEN..self.question_end as usize - 4]
     }
 
-    fn question_fields(&self) -> (u16, u16) {
-        let q = self.question_end as usize - 4;
-        let b = &self.bytes;
-        (
-            u16::from_be_bytes([b[q], b[q + 1]]),
-            u16::from_be_bytes([b[q + 2], b[q + 3]]),
-        )
-    }
-
     /// The lifetime given to every TTL (0 when the response is not cached).
     pub fn ttl(&self) -> u32 {
         self.ttl
     }
 
-    /// Seconds of life left at `now`; 0 once expired.
-    pub fn remaining(&self, now: Instant) -> u32 {
-        let elapsed = now.saturating_duration_since(self.stored_at).as_secs();
+    /// Seconds of life left at `now` (engine clock, nanoseconds); 0 once expired.
+    pub fn remaining(&self, now: u64) -> u32 {
+        let elapsed = now.saturating_sub(self.stored_at) / 1_000_000_000;
         (self.ttl as u64).saturating_sub(elapsed) as u32
     }
 
@@ -138,7 +129,7 @@ impl StoredResponse {
     /// returns its length. No allocation.
     pub fn render(
         &self,
-        now: Instant,
+        now: u64,
         client: &ClientView<'_>,
         authoritative: bool,
         out: &mut [u8],
@@ -224,10 +215,25 @@ impl CacheConfig {
 #[derive(Debug)]
 struct Entry {
     hash: u64,
+    qtype: u16,
+    qclass: u16,
     flag_bits: u8,
     kind: Kind,
     serial: u64,
     response: StoredResponse,
+}
+
+impl Entry {
+    /// Whether this entry is the one for `key` (whose hash is `hash`).
+    fn is(&self, hash: u64, key: &Key<'_>) -> bool {
+        self.hash == hash
+            && key.matches(
+                self.response.qname(),
+                self.qtype,
+                self.qclass,
+                self.flag_bits,
+            )
+    }
 }
 
 /// One shard's slice of one server block's cache.
@@ -282,13 +288,8 @@ impl PacketCache {
     }
 
     /// The fresh entry for `key` (whose hash is `hash`), if any. No allocation, no lock.
-    pub fn lookup(&self, now: Instant, key: &Key<'_>, hash: u64) -> Option<&StoredResponse> {
-        let entry = self.table.find(hash, |e| {
-            e.hash == hash && {
-                let (qtype, qclass) = e.response.question_fields();
-                key.matches(e.response.qname(), qtype, qclass, e.flag_bits)
-            }
-        })?;
+    pub fn lookup(&self, now: u64, key: &Key<'_>, hash: u64) -> Option<&StoredResponse> {
+        let entry = self.table.find(hash, |e| e.is(hash, key))?;
         (entry.response.remaining(now) > 0).then_some(&entry.response)
     }
 
@@ -307,16 +308,14 @@ impl PacketCache {
         self.next_serial += 1;
         let entry = Entry {
             hash,
+            qtype: key.qtype,
+            qclass: key.qclass,
             flag_bits,
             kind,
             serial,
             response,
         };
-        let eq = |e: &Entry| {
-            let (qtype, qclass) = e.response.question_fields();
-            e.hash == hash && key.matches(e.response.qname(), qtype, qclass, e.flag_bits)
-        };
-        match self.table.find_mut(hash, eq) {
+        match self.table.find_mut(hash, |e| e.is(hash, key)) {
             Some(existing) => {
                 let old = existing.kind as usize;
                 self.len[old] -= 1;

@@ -30,7 +30,12 @@ pub struct Engine {
     caches: Vec<Option<PacketCache>>,
     /// Per listener: its server blocks, most specific zone first.
     routes: Vec<Vec<usize>>,
-    hasher: foldhash::quality::RandomState,
+    /// Seed of the cache-key hash, random per engine.
+    seed: u64,
+    /// The engine's clock for the cache: nanoseconds since `epoch`, converted once per
+    /// distinct `now` (drivers pass one `now` per batch).
+    epoch: Instant,
+    clock: (Instant, u64),
     inflight: InFlight,
     tcp: TcpPool,
     rng: StdRng,
@@ -48,7 +53,8 @@ impl Engine {
     }
 
     /// An engine with a given random generator (tests use a fixed seed).
-    pub fn with_rng(config: Arc<Config>, shard: usize, shards: usize, rng: StdRng) -> Engine {
+    pub fn with_rng(config: Arc<Config>, shard: usize, shards: usize, mut rng: StdRng) -> Engine {
+        let now_at_start = Instant::now();
         let caches = config
             .servers
             .iter()
@@ -79,7 +85,9 @@ impl Engine {
             shard,
             caches,
             routes,
-            hasher: foldhash::quality::RandomState::default(),
+            seed: rng.random(),
+            epoch: now_at_start,
+            clock: (now_at_start, 0),
             inflight: InFlight::default(),
             rng,
             outbox: VecDeque::new(),
@@ -87,6 +95,16 @@ impl Engine {
             ttl_offsets: Vec::new(),
             scratch: vec![0; MAX_MESSAGE],
         }
+    }
+
+    /// `now` on the cache's clock: nanoseconds since the engine started (0 for earlier
+    /// instants). Memoised, so a batch of queries converts once.
+    fn nanos(&mut self, now: Instant) -> u64 {
+        if now != self.clock.0 {
+            let nanos = now.saturating_duration_since(self.epoch).as_nanos();
+            self.clock = (now, u64::try_from(nanos).unwrap_or(u64::MAX));
+        }
+        self.clock.1
     }
 
     /// This shard's counters.
@@ -337,9 +355,10 @@ impl Handler for Engine {
             return self.error(rcode::REFUSED as u16, len);
         };
         let key = Key::of(&message);
-        let hash = key.hash_with(&self.hasher);
+        let hash = key.hash_seeded(self.seed);
+        let clock = self.nanos(now);
         if let Some(cache) = &self.caches[server]
-            && let Some(response) = cache.lookup(now, &key, hash)
+            && let Some(response) = cache.lookup(clock, &key, hash)
         {
             let view = ClientView {
                 id: header.id,
@@ -348,7 +367,7 @@ impl Handler for Engine {
                 edns: message.edns.as_ref().map(|e| (e.payload_size, e.dnssec_ok)),
                 protocol: client.protocol,
             };
-            let len = response.render(now, &view, true, out);
+            let len = response.render(clock, &view, true, out);
             self.stats.cache_hits += 1;
             return Outcome::Reply(len);
         }
@@ -392,12 +411,13 @@ impl Handler for Engine {
         let Some(pending) = self.inflight.remove(id) else {
             return;
         };
+        let clock = self.nanos(now);
         let cache = self.caches[pending.server].as_mut();
         let (stored, kind) = StoredResponse::from_upstream(
             message,
             &offsets,
             cache.as_ref().map(|c| c.policy()),
-            now,
+            clock,
         );
         if let (Some(cache), Some(kind)) = (cache, kind) {
             let key = Key {
@@ -419,7 +439,7 @@ impl Handler for Engine {
                 edns: waiter.edns,
                 protocol: waiter.client.protocol,
             };
-            let len = stored.render(now, &view, false, &mut self.scratch);
+            let len = stored.render(clock, &view, false, &mut self.scratch);
             self.outbox.push_back(Transmit::Reply {
                 client: waiter.client,
                 payload: self.scratch[..len].to_vec(),

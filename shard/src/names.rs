@@ -2,6 +2,9 @@
 
 /// Whether `name` is `zone` or below it (both uncompressed wire names; ASCII case ignored).
 pub fn in_zone(name: &[u8], zone: &[u8]) -> bool {
+    if zone == b"\0" {
+        return true; // the root contains every name
+    }
     let mut pos = 0;
     while pos < name.len() {
         if name.len() - pos == zone.len() && name[pos..].eq_ignore_ascii_case(zone) {

@@ -2,6 +2,7 @@
 
 use std::hash::{BuildHasher, Hash, Hasher};
 
+use crate::name::{lowercase_word, tail_word, word};
 use crate::{Message, name_eq_ignore_case};
 
 /// A borrowed cache key. Not in the key, as in CoreDNS: EDNS buffer size, UDP/TCP, ECS,
@@ -38,6 +39,25 @@ impl<'a> Key<'a> {
         state.hash_one(self)
     }
 
+    /// The key's 64-bit hash under `seed` (a per-process random value): the qname lowercased
+    /// eight bytes at a time, each word mixed in with a folded 64×64→128-bit multiply, then
+    /// qtype, qclass, the flag bits and the length. No allocation and no per-byte loop; equal
+    /// (case-insensitively) keys hash equally.
+    pub fn hash_seeded(&self, seed: u64) -> u64 {
+        let name = self.qname;
+        let whole = name.len() & !7;
+        let mut hash = seed;
+        for at in (0..whole).step_by(8) {
+            hash = folded_multiply(hash ^ lowercase_word(word(&name[at..at + 8])), MIX);
+        }
+        hash = folded_multiply(hash ^ lowercase_word(tail_word(name, whole)), MIX);
+        let fields = (self.qtype as u64) << 32
+            | (self.qclass as u64) << 16
+            | (self.flag_bits() as u64) << 8
+            | self.qname.len() as u64;
+        folded_multiply(hash ^ fields, MIX ^ seed.rotate_left(32))
+    }
+
     /// Whether this key equals a stored one (whose name may be in any case).
     pub fn matches(&self, qname: &[u8], qtype: u16, qclass: u16, flag_bits: u8) -> bool {
         self.qtype == qtype
@@ -47,28 +67,18 @@ impl<'a> Key<'a> {
     }
 }
 
+/// An odd constant with well-spread bits (2^64 / golden ratio).
+const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The high and low halves of the 128-bit product, xored (as in foldhash and wyhash).
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let product = (a as u128) * (b as u128);
+    (product as u64) ^ ((product >> 64) as u64)
+}
+
 impl Hash for Key<'_> {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        // Eight lowercased bytes at a time; the tail is zero-padded and the length mixed in
-        // through the final word, so "a" and "a\0" differ.
-        let mut chunks = self.qname.chunks_exact(8);
-        for chunk in chunks.by_ref() {
-            let mut word = [0u8; 8];
-            for (out, byte) in word.iter_mut().zip(chunk) {
-                *out = byte.to_ascii_lowercase();
-            }
-            state.write_u64(u64::from_le_bytes(word));
-        }
-        let mut tail = [0u8; 8];
-        for (out, byte) in tail.iter_mut().zip(chunks.remainder()) {
-            *out = byte.to_ascii_lowercase();
-        }
-        state.write_u64(u64::from_le_bytes(tail));
-        let fields = (self.qtype as u64) << 32
-            | (self.qclass as u64) << 16
-            | (self.flag_bits() as u64) << 8
-            | self.qname.len() as u64;
-        state.write_u64(fields);
+        state.write_u64(self.hash_seeded(0));
     }
 }
 
@@ -94,6 +104,27 @@ mod tests {
         let mixed = key(b"\x07ExAmPlE\x03COM\x00", false);
         assert_eq!(lower.hash_with(&state), mixed.hash_with(&state));
         assert!(mixed.matches(lower.qname, 1, 1, 0));
+    }
+
+    #[test]
+    fn seeded_hash_ignores_case_and_separates_fields_and_lengths() {
+        let lower = key(b"\x0bkubernetes\x07default\x03svc\x00", false);
+        let mixed = key(b"\x0bKUBERNETES\x07Default\x03svc\x00", false);
+        assert_eq!(lower.hash_seeded(42), mixed.hash_seeded(42));
+        assert_ne!(
+            lower.hash_seeded(42),
+            lower.hash_seeded(43),
+            "the seed matters"
+        );
+        assert_ne!(
+            lower.hash_seeded(42),
+            key(lower.qname, true).hash_seeded(42)
+        );
+        // A trailing zero byte changes the length, so the hash.
+        assert_ne!(
+            key(b"\x01a\x00", false).hash_seeded(1),
+            key(b"\x01a\x00\x00", false).hash_seeded(1)
+        );
     }
 
     #[test]

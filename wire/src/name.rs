@@ -77,10 +77,58 @@ pub fn question_name_len(buf: &[u8], pos: usize) -> Result<usize, ParseError> {
     }
 }
 
-/// Compares two uncompressed wire names ASCII-case-insensitively. Length octets are at most
-/// 63, below `b'A'`, so lowercasing every byte never changes a length.
+/// Compares two uncompressed wire names ASCII-case-insensitively, eight bytes at a time.
+/// Length octets are at most 63, below `b'A'`, so lowercasing every byte never changes a
+/// length.
 pub fn name_eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
-    a.eq_ignore_ascii_case(b)
+    if a.len() != b.len() {
+        return false;
+    }
+    let whole = a.len() & !7;
+    for at in (0..whole).step_by(8) {
+        if lowercase_word(word(&a[at..at + 8])) != lowercase_word(word(&b[at..at + 8])) {
+            return false;
+        }
+    }
+    lowercase_word(tail_word(a, whole)) == lowercase_word(tail_word(b, whole))
+}
+
+/// Eight bytes, little-endian (`bytes` must hold exactly 8).
+pub(crate) fn word(bytes: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    buf.copy_from_slice(bytes);
+    u64::from_le_bytes(buf)
+}
+
+/// The bytes of `name` from `start` (at most seven), zero-padded, little-endian. For names of
+/// eight bytes or more it reads the last eight as one word and shifts out the ones before
+/// `start`: one load instead of a variable-length copy.
+pub(crate) fn tail_word(name: &[u8], start: usize) -> u64 {
+    let len = name.len() - start;
+    if len == 0 {
+        0
+    } else if name.len() >= 8 {
+        word(&name[name.len() - 8..]) >> (8 * (8 - len))
+    } else {
+        name[start..]
+            .iter()
+            .rev()
+            .fold(0, |acc, &byte| acc << 8 | byte as u64)
+    }
+}
+
+/// ASCII-lowercases the eight bytes of `w` at once (SWAR): a byte in `A..=Z` gets bit 5 set;
+/// every other byte, non-ASCII ones included, is unchanged.
+pub(crate) fn lowercase_word(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x80 * ONES;
+    let low7 = w & (0x7f * ONES);
+    // Bit 7 of each byte: set where the byte's low 7 bits are >= 'A', and where they are > 'Z'.
+    // No carry crosses a byte: 0x7f + 0x3f < 0x100.
+    let at_least_a = low7 + (0x80 - b'A' as u64) * ONES;
+    let above_z = low7 + (0x80 - b'Z' as u64 - 1) * ONES;
+    let upper = at_least_a & !above_z & !w & HIGH;
+    w | (upper >> 2)
 }
 
 #[cfg(test)]
@@ -138,5 +186,44 @@ mod tests {
     fn case_insensitive_comparison() {
         assert!(name_eq_ignore_case(b"\x03WwW\x00", b"\x03www\x00"));
         assert!(!name_eq_ignore_case(b"\x03www\x00", b"\x03wwx\x00"));
+        assert!(name_eq_ignore_case(
+            b"\x0bKubernetes\x07DEFAULT\x03svc\x00",
+            b"\x0bkubernetes\x07default\x03SVC\x00"
+        ));
+        assert!(!name_eq_ignore_case(b"\x03www\x00", b"\x03www\x00\x00"));
+        // Only A-Z fold: '@' (0x40) and '[' (0x5b) border them, 0xc1 is not ASCII.
+        assert!(!name_eq_ignore_case(b"\x01@\x00", b"\x01`\x00"));
+        assert!(!name_eq_ignore_case(b"\x01[\x00", b"\x01{\x00"));
+        assert!(!name_eq_ignore_case(b"\x01\xc1\x00", b"\x01\xe1\x00"));
+    }
+
+    #[test]
+    fn tail_words_are_zero_padded_for_short_and_long_names() {
+        let long = b"\x07example\x03com\x00"; // 13 bytes: one word, then 5
+        assert_eq!(
+            tail_word(long, 8),
+            u64::from_le_bytes([3, b'c', b'o', b'm', 0, 0, 0, 0])
+        );
+        assert_eq!(tail_word(long, 13), 0);
+        let short = b"\x01a\x00";
+        assert_eq!(
+            tail_word(short, 0),
+            u64::from_le_bytes([1, b'a', 0, 0, 0, 0, 0, 0])
+        );
+        assert_eq!(tail_word(b"\x00", 0), 0);
+        assert_eq!(tail_word(b"\x06abcdef\x00", 8), 0, "exactly one word");
+    }
+
+    #[test]
+    fn word_lowercasing_matches_the_byte_rule_for_every_byte() {
+        for byte in 0..=255u8 {
+            let w = u64::from_le_bytes([byte, b'Q', byte, 0, 0xff, byte, b'z', byte]);
+            let expect: Vec<u8> = w.to_le_bytes().iter().map(u8::to_ascii_lowercase).collect();
+            assert_eq!(
+                lowercase_word(w).to_le_bytes().to_vec(),
+                expect,
+                "byte {byte:#x}"
+            );
+        }
     }
 }
