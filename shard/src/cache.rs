@@ -227,7 +227,7 @@ impl Entry {
     /// Whether this entry is the one for `key` (whose hash is `hash`).
     fn is(&self, hash: u64, key: &Key<'_>) -> bool {
         self.hash == hash
-            && key.matches(
+            && key.matches_lowercase(
                 self.response.qname(),
                 self.qtype,
                 self.qclass,

@@ -2,7 +2,7 @@
 
 use std::hash::{BuildHasher, Hash, Hasher};
 
-use crate::name::{lowercase_word, tail_word, word};
+use crate::name::{lowercase_word, name_eq_lowercase, tail_word, word};
 use crate::{Message, name_eq_ignore_case};
 
 /// A borrowed cache key. Not in the key, as in CoreDNS: EDNS buffer size, UDP/TCP, ECS,
@@ -65,6 +65,21 @@ impl<'a> Key<'a> {
             && self.flag_bits() == flag_bits
             && name_eq_ignore_case(self.qname, qname)
     }
+
+    /// As [`Key::matches`], for a stored name known to be lowercase already (a cache entry):
+    /// only this key's name is lowercased. A stored name with capitals never matches.
+    pub fn matches_lowercase(
+        &self,
+        lower_qname: &[u8],
+        qtype: u16,
+        qclass: u16,
+        flag_bits: u8,
+    ) -> bool {
+        self.qtype == qtype
+            && self.qclass == qclass
+            && self.flag_bits() == flag_bits
+            && name_eq_lowercase(self.qname, lower_qname)
+    }
 }
 
 /// An odd constant with well-spread bits (2^64 / golden ratio).
@@ -125,6 +140,14 @@ mod tests {
             key(b"\x01a\x00", false).hash_seeded(1),
             key(b"\x01a\x00\x00", false).hash_seeded(1)
         );
+    }
+
+    #[test]
+    fn lowercase_matching_needs_a_lowercase_stored_name() {
+        let query = key(b"\x03WwW\x07Example\x00", false);
+        assert!(query.matches_lowercase(b"\x03www\x07example\x00", 1, 1, 0));
+        assert!(!query.matches_lowercase(b"\x03WWW\x07example\x00", 1, 1, 0));
+        assert!(!query.matches_lowercase(b"\x03www\x07example\x00", 28, 1, 0));
     }
 
     #[test]

@@ -24,5 +24,7 @@ pub use error::ParseError;
 pub use header::{HEADER_LEN, Header, opcode, rcode, rtype};
 pub use key::Key;
 pub use message::{Edns, Message, Question};
-pub use name::{MAX_NAME_LEN, name_eq_ignore_case, question_name_len, skip_name};
+pub use name::{
+    MAX_NAME_LEN, name_eq_ignore_case, name_eq_lowercase, question_name_len, skip_name,
+};
 pub use walk::{Record, RecordWalk, Section, WalkSummary};

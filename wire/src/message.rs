@@ -66,7 +66,15 @@ impl<'a> Message<'a> {
             qclass: u16::from_be_bytes([field[2], field[3]]),
         };
         let question_end = fixed + 4;
-        let records = WalkSummary::collect(buf, question_end, &header, on_ttl)?;
+        let records = if header.ancount == 0 && header.nscount == 0 && header.arcount == 0 {
+            // A query without EDNS: nothing to walk.
+            WalkSummary {
+                end: question_end,
+                ..WalkSummary::default()
+            }
+        } else {
+            WalkSummary::collect(buf, question_end, &header, on_ttl)?
+        };
         let edns = records.opt.clone().map(|record| {
             // The walk checked the record's bounds: owner is the root (1 byte), then
             // TYPE(2) CLASS(2) TTL(4) RDLENGTH(2) RDATA.

@@ -93,6 +93,21 @@ pub fn name_eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
     lowercase_word(tail_word(a, whole)) == lowercase_word(tail_word(b, whole))
 }
 
+/// Whether `name` (any case) equals `lower`, a name already in lowercase: only `name` is
+/// lowercased, eight bytes at a time.
+pub fn name_eq_lowercase(name: &[u8], lower: &[u8]) -> bool {
+    if name.len() != lower.len() {
+        return false;
+    }
+    let whole = name.len() & !7;
+    for at in (0..whole).step_by(8) {
+        if lowercase_word(word(&name[at..at + 8])) != word(&lower[at..at + 8]) {
+            return false;
+        }
+    }
+    lowercase_word(tail_word(name, whole)) == tail_word(lower, whole)
+}
+
 /// Eight bytes, little-endian (`bytes` must hold exactly 8).
 pub(crate) fn word(bytes: &[u8]) -> u64 {
     let mut buf = [0u8; 8];
