@@ -9,7 +9,7 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shardns_wire::build::{error_reply, header_only_reply, reply_with_question, upstream_query};
-use shardns_wire::{Header, Key, Message, ParseError, Question, opcode, rcode};
+use shardns_wire::{Header, Key, Message, Question, name_eq_lowercase, opcode, rcode};
 
 use crate::cache::{ClientView, PacketCache, StoredResponse};
 use crate::config::Config;
@@ -314,16 +314,23 @@ impl Handler for Engine {
         out: &mut [u8],
     ) -> Outcome {
         self.stats.queries += 1;
-        let Ok(header) = Header::parse(query) else {
-            self.stats.dropped += 1;
-            return Outcome::Drop;
+        // One parse on the hot path; the header alone is read only when the rest is malformed.
+        let parsed = Message::parse(query);
+        let header = match &parsed {
+            Ok(message) => message.header,
+            Err(_) => match Header::parse(query) {
+                Ok(header) => header,
+                Err(_) => {
+                    self.stats.dropped += 1;
+                    return Outcome::Drop;
+                }
+            },
         };
         if header.qr() {
             // A response sent to us: never answer it (RFC 1035 §7.3; avoids reply loops).
             self.stats.dropped += 1;
             return Outcome::Drop;
         }
-        let parsed = Message::parse(query);
         if header.opcode() != opcode::QUERY {
             let code = rcode::NOTIMP;
             let len = match &parsed {
@@ -334,10 +341,6 @@ impl Handler for Engine {
         }
         let message = match parsed {
             Ok(message) => message,
-            Err(ParseError::ShortHeader) => {
-                self.stats.dropped += 1;
-                return Outcome::Drop;
-            }
             Err(_) => {
                 let len = header_only_reply(query, rcode::FORMERR, out).unwrap_or(0);
                 return self.error(rcode::FORMERR as u16, len);
@@ -392,7 +395,7 @@ impl Handler for Engine {
                 message.header.qr()
                     && q.qtype == pending.qtype
                     && q.qclass == pending.qclass
-                    && q.name.eq_ignore_ascii_case(&pending.qname)
+                    && name_eq_lowercase(q.name, &pending.qname)
             }
             _ => false,
         };

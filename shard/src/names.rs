@@ -1,5 +1,7 @@
 //! Small helpers over uncompressed wire names.
 
+use shardns_wire::name_eq_ignore_case;
+
 /// Whether `name` is `zone` or below it (both uncompressed wire names; ASCII case ignored).
 pub fn in_zone(name: &[u8], zone: &[u8]) -> bool {
     if zone == b"\0" {
@@ -7,7 +9,7 @@ pub fn in_zone(name: &[u8], zone: &[u8]) -> bool {
     }
     let mut pos = 0;
     while pos < name.len() {
-        if name.len() - pos == zone.len() && name[pos..].eq_ignore_ascii_case(zone) {
+        if name.len() - pos == zone.len() && name_eq_ignore_case(&name[pos..], zone) {
             return true;
         }
         let len = name[pos] as usize;

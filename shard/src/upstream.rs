@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use hashbrown::{HashMap, HashTable};
+use shardns_wire::name_eq_lowercase;
 
 use crate::{Client, Link, Protocol};
 
@@ -140,7 +141,7 @@ impl InFlight {
                         && p.qtype == qtype
                         && p.qclass == qclass
                         && p.flag_bits == flag_bits
-                        && p.qname.eq_ignore_ascii_case(qname)
+                        && name_eq_lowercase(qname, &p.qname)
                 })
             })
             .copied()
