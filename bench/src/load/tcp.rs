@@ -87,15 +87,9 @@ pub(crate) fn run(worker: &mut Worker<'_>, server: SocketAddr) -> anyhow::Result
     let waiter = Waiter::new()?;
     let mut query = [0u8; MAX_QUERY_LEN];
     let mut revents = vec![PollFlags::empty(); conns.len()];
-    loop {
-        let now = worker.now();
-        let sending = now < worker.plan.stop_ns;
-        if !sending && (worker.in_flight() == 0 || worker.drained(now)) {
-            break;
-        }
-        worker.publish(now, false);
-        if sending {
-            let mut budget = worker.budget(now);
+    while let Some((now, send_budget)) = worker.turn() {
+        let sending = send_budget.is_some();
+        if let Some(mut budget) = send_budget {
             for (ep, conn) in conns.iter_mut().enumerate() {
                 if conn.stream.is_none() && conn.connect(server).is_err() {
                     worker.stats.send_errors += 1;

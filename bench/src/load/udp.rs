@@ -77,15 +77,9 @@ pub(crate) fn run(worker: &mut Worker<'_>, server: SocketAddr) -> anyhow::Result
         recv_lens: [0; BATCH],
     };
     let mut turn = 0;
-    loop {
-        let now = worker.now();
-        let sending = now < worker.plan.stop_ns;
-        if !sending && (worker.in_flight() == 0 || worker.drained(now)) {
-            break;
-        }
-        worker.publish(now, false);
-        if sending {
-            let mut budget = worker.budget(now);
+    while let Some((now, send_budget)) = worker.turn() {
+        let sending = send_budget.is_some();
+        if let Some(mut budget) = send_budget {
             for k in 0..fds.len() {
                 let ep = (turn + k) % fds.len();
                 while budget > 0 {

@@ -157,6 +157,20 @@ impl<'a> Worker<'a> {
         now >= self.plan.stop_ns.saturating_add(self.plan.timeout_ns)
     }
 
+    /// One turn of a send/receive loop: the time, and the send budget while sending is still
+    /// on (`Some(0)` when the pacing allows nothing yet, `None` once sending has stopped).
+    /// Publishes progress. `None` for the whole turn when the run is over: nothing left in
+    /// flight after the stop, or the last timeout has passed.
+    pub(crate) fn turn(&mut self) -> Option<(u64, Option<u64>)> {
+        let now = self.now();
+        let sending = now < self.plan.stop_ns;
+        if !sending && (self.in_flight() == 0 || self.drained(now)) {
+            return None;
+        }
+        self.publish(now, false);
+        Some((now, sending.then(|| self.budget(now))))
+    }
+
     /// Writes the next query for endpoint `ep` into `out` with a fresh ID; returns its
     /// length and ID, or `None` when the endpoint's table is full.
     pub(crate) fn issue(&mut self, ep: usize, now: u64, out: &mut [u8]) -> Option<(usize, u16)> {
