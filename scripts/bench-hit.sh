@@ -14,10 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${1:-10}
 ROUNDS=${2:-5}
-WORK=$(mktemp -d /tmp/shardns-bench.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
+source scripts/bench-lib.sh
+bench_init bench
 
 scripts/bench-peers.sh
 for tool in dnsperf dnsdist unbound dig; do
@@ -26,26 +24,13 @@ done
 cargo build --release -p shardns >/dev/null
 BIN=${CARGO_TARGET_DIR:-target}/release/shardns
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UPSTREAM_PORT=$(free_port)
 
 # 8 names: 5 "external", 3 cluster-internal, served by Unbound from static local data.
 NAMES=(www.example.com api.example.org cdn.example.net mail.example.com static.example.org
        kubernetes.default.svc.cluster.local kube-dns.kube-system.svc.cluster.local web.prod.svc.cluster.local)
 {
-  echo "server:"
-  echo "  interface: 127.0.0.1@$UPSTREAM_PORT"
-  echo "  do-not-query-localhost: no"
-  echo "  chroot: \"\""
-  echo "  username: \"\""
-  echo "  pidfile: \"$WORK/unbound.pid\""
-  echo "  use-syslog: no"
-  echo "  verbosity: 0"
-  echo "  num-threads: 1"
-  echo "  access-control: 127.0.0.0/8 allow"
-  echo "  module-config: \"iterator\""
-  # Never recurse: every name outside the static zones is refused locally.
-  echo "  local-zone: \".\" refuse"
+  unbound_header "$UPSTREAM_PORT"
   for zone in example.com example.org example.net svc.cluster.local; do
     echo "  local-zone: \"$zone.\" static"
   done

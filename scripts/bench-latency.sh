@@ -12,28 +12,17 @@ cd "$(dirname "$0")/.."
 SECONDS_OPEN=${1:-30}
 FRACTION=${2:-0.5}
 REPEATS=${3:-1}
-WORK=$(mktemp -d /tmp/shardns-latency.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
+source scripts/bench-lib.sh
+bench_init latency
 scripts/bench-peers.sh
 cargo build --release -p shardns -p shardns-bench >/dev/null
 T=${CARGO_TARGET_DIR:-target}/release
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port)
-cat > "$WORK/unbound.conf" <<UB
-server:
-  interface: 127.0.0.1@$UP
-  chroot: ""
-  username: ""
-  pidfile: "$WORK/unbound.pid"
-  use-syslog: no
-  access-control: 127.0.0.0/8 allow
-  module-config: "iterator"
-  local-zone: "." refuse
-  local-zone: "example.com." static
-  local-data: "www.example.com. 3600 IN A 192.0.2.1"
-UB
+{
+  unbound_header "$UP"
+  echo '  local-zone: "example.com." static'
+  echo '  local-data: "www.example.com. 3600 IN A 192.0.2.1"'
+} > "$WORK/unbound.conf"
 echo "www.example.com A" > "$WORK/queries.txt"
 taskset -c 1 unbound -d -c "$WORK/unbound.conf" >"$WORK/unbound.log" 2>&1 &
 PIDS+=($!)

@@ -11,27 +11,15 @@ cd "$(dirname "$0")/.."
 NAMES=${1:-20000}
 SHARDS=${2:-2}
 IO=${3:-auto}
-WORK=$(mktemp -d /tmp/shardns-rss.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
+source scripts/bench-lib.sh
+bench_init rss
 scripts/bench-peers.sh
 cargo build --release -p shardns >/dev/null
 BIN=${CARGO_TARGET_DIR:-target}/release/shardns
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port)
 PORT=$(free_port)
 {
-  echo "server:"
-  echo "  interface: 127.0.0.1@$UP"
-  echo "  chroot: \"\""
-  echo "  username: \"\""
-  echo "  pidfile: \"$WORK/unbound.pid\""
-  echo "  use-syslog: no"
-  echo "  verbosity: 0"
-  echo "  access-control: 127.0.0.0/8 allow"
-  echo "  module-config: \"iterator\""
-  echo "  local-zone: \".\" refuse"
+  unbound_header "$UP"
   echo "  local-zone: \"bench.test.\" static"
   awk -v n="$NAMES" 'BEGIN {for (i = 0; i < n; i++) printf "  local-data: \"host-%d.bench.test. 3600 IN A 198.51.%d.%d\"\n", i, int(i / 250) % 250, i % 250 + 1}'
 } > "$WORK/unbound.conf"
