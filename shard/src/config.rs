@@ -41,8 +41,25 @@ pub struct ServerConfig {
 /// The `cache` directive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheConfig {
+    /// Names the cache applies to (lowercase wire form); other names bypass it. Never empty:
+    /// without ZONES it holds the server block's zone.
+    pub zones: Vec<Vec<u8>>,
     pub success: CacheSection,
     pub denial: CacheSection,
+    /// `prefetch`: refresh popular entries before they expire.
+    pub prefetch: Option<Prefetch>,
+    /// `serve_stale`: answer from expired entries (RFC 8767).
+    pub serve_stale: Option<ServeStale>,
+    /// `servfail DURATION`: how long SERVFAIL and NOTIMP replies are cached, in seconds (0: not
+    /// cached; CoreDNS default 5, at most 300).
+    pub servfail_ttl: u32,
+    /// `disable success ZONES...`: positive answers for names in these zones are not cached.
+    pub disable_success: Vec<Vec<u8>>,
+    /// `disable denial ZONES...`: negative answers for names in these zones are not cached.
+    pub disable_denial: Vec<Vec<u8>>,
+    /// `keepttl`: relay and serve the upstream's TTLs unchanged instead of the remaining
+    /// lifetime (entries still expire on time).
+    pub keepttl: bool,
 }
 
 /// Capacity (entries, for the whole process: each shard holds its share) and TTL clamps.
@@ -53,11 +70,32 @@ pub struct CacheSection {
     pub min_ttl: u32,
 }
 
+/// `prefetch AMOUNT [[DURATION] [PERCENTAGE%]]`: an entry hit at least `amount` times within
+/// `window` is refreshed once its remaining TTL is at most `percentage` % of its lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefetch {
+    pub amount: u32,
+    pub window: Duration,
+    pub percentage: u8,
+}
+
+/// `serve_stale [DURATION] [immediate|verify]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeStale {
+    /// How long after expiry an entry may still be served.
+    pub max_stale: Duration,
+    /// `verify`: ask the upstream first and serve stale only when it fails; `immediate`
+    /// (false): answer stale at once and refresh in the background.
+    pub verify: bool,
+}
+
 impl CacheConfig {
-    /// CoreDNS's defaults with `cache [TTL]`: capacity 9984 each, max TTL 3600 s / 1800 s
-    /// unless `ttl` is given (then both), minimum TTL 5 s.
+    /// CoreDNS's defaults with `cache [TTL]` for the root zone: capacity 9984 each, max TTL
+    /// 3600 s / 1800 s unless `ttl` is given (then both), minimum TTL 5 s, SERVFAIL cached
+    /// 5 s, no prefetch, no serve_stale.
     pub fn with_ttl(ttl: Option<u32>) -> CacheConfig {
         CacheConfig {
+            zones: vec![vec![0]],
             success: CacheSection {
                 capacity: 9984,
                 max_ttl: ttl.unwrap_or(3600),
@@ -68,6 +106,12 @@ impl CacheConfig {
                 max_ttl: ttl.unwrap_or(1800),
                 min_ttl: 5,
             },
+            prefetch: None,
+            serve_stale: None,
+            servfail_ttl: 5,
+            disable_success: Vec::new(),
+            disable_denial: Vec::new(),
+            keepttl: false,
         }
     }
 }
