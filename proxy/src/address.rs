@@ -23,6 +23,18 @@ impl Zone {
             || self.text == "."
             || other.text.ends_with(&format!(".{}", self.text))
     }
+
+    /// The names `self` and `other` have in common, as a zone: the deeper of the two when one
+    /// contains the other, else none.
+    pub fn overlap<'a>(&'a self, other: &'a Zone) -> Option<&'a Zone> {
+        if self.contains(other) {
+            Some(other)
+        } else if other.contains(self) {
+            Some(self)
+        } else {
+            None
+        }
+    }
 }
 
 /// Parses a zone name (`cluster.local`, `cluster.local.`, `.`; case-insensitive).
@@ -187,6 +199,12 @@ mod tests {
         let other = parse_zone("acluster.local").unwrap();
         assert!(root.contains(&local) && local.contains(&svc) && local.contains(&local));
         assert!(!svc.contains(&local) && !local.contains(&other));
+        assert_eq!(root.overlap(&local), Some(&local));
+        assert_eq!(local.overlap(&root), Some(&local));
+        assert_eq!(svc.overlap(&local), Some(&svc));
+        assert_eq!(local.overlap(&local), Some(&local));
+        assert_eq!(local.overlap(&other), None);
+        assert_eq!(svc.overlap(&other), None);
     }
 
     #[test]

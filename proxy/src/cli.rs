@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 use shardns_shard::IoMode;
+use shardns_shard::engine::Coalesce;
 use tracing_subscriber::EnvFilter;
 
 /// shardns: a node-local DNS caching proxy for Kubernetes.
@@ -27,6 +28,12 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = IoArg::Epoll)]
     pub io: IoArg,
 
+    /// Who resolves a cache miss: `across` (default) hands it to the key's owner shard, so
+    /// concurrent misses on all shards make one upstream query; `within` lets each shard
+    /// resolve its own (one query per shard; for comparison).
+    #[arg(long, value_enum, default_value_t = CoalesceArg::Across)]
+    pub coalesce: CoalesceArg,
+
     /// More logging: -v debug, -vv trace (RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -38,6 +45,25 @@ pub struct Args {
     /// Parse and build the configuration, print OK and exit.
     #[arg(long)]
     pub validate: bool,
+}
+
+/// The `--coalesce` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CoalesceArg {
+    /// Misses go to the key's owner shard.
+    Across,
+    /// Each shard resolves its own misses.
+    Within,
+}
+
+impl CoalesceArg {
+    /// The engine's value.
+    pub fn mode(self) -> Coalesce {
+        match self {
+            CoalesceArg::Across => Coalesce::Across,
+            CoalesceArg::Within => Coalesce::Within,
+        }
+    }
 }
 
 /// The `--io` values.

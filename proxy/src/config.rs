@@ -1,15 +1,18 @@
 //! From Corefile text to the engine's [`Config`]: one server per block key, listeners grouped
-//! by bind address and port, upstreams deduplicated.
+//! by bind address and port, upstreams deduplicated, and each block's `cache` zones clipped to
+//! the key's zone ([`cache_for_zone`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
 use shardns_shard::Config;
-use shardns_shard::config::{ForwardConfig, Limits, ListenerConfig, ServerConfig, UpstreamConfig};
+use shardns_shard::config::{
+    CacheConfig, ForwardConfig, Limits, ListenerConfig, ServerConfig, UpstreamConfig,
+};
 
-use crate::address;
+use crate::address::{self, Zone};
 use crate::corefile::{self, ConfigError};
-use crate::directives;
+use crate::directives::{self, CacheSettings};
 
 /// The name used in messages about the built-in Corefile.
 pub const DEFAULT_COREFILE_NAME: &str = "<built-in Corefile>";
@@ -54,8 +57,7 @@ pub fn build(file: &str, text: &str) -> Result<Config, ConfigError> {
         for key in &block.keys {
             keys.push(address::parse_key(&key.text).map_err(|m| at(key.line, m))?);
         }
-        let zones: Vec<address::Zone> = keys.iter().map(|(zone, _)| zone.clone()).collect();
-        let settings = directives::block_settings(file, &block.directives, &zones)?;
+        let settings = directives::block_settings(file, &block.directives)?;
         let forward = settings.forward.as_ref().map(|forward| ForwardConfig {
             from: forward.from.wire.clone(),
             upstreams: forward
@@ -94,9 +96,12 @@ pub fn build(file: &str, text: &str) -> Result<Config, ConfigError> {
                 servers.push(server);
             }
             config.servers.push(ServerConfig {
+                cache: settings
+                    .cache
+                    .as_ref()
+                    .and_then(|cache| cache_for_zone(cache, &zone)),
                 zone: zone.wire,
                 zone_text: zone.text,
-                cache: settings.cache.clone(),
                 forward: forward.clone(),
                 log_errors: settings.log_errors,
             });
@@ -110,6 +115,51 @@ pub fn build(file: &str, text: &str) -> Result<Config, ConfigError> {
         });
     }
     Ok(config)
+}
+
+/// The `cache` of a server block as it applies to the block zone `zone`, or none when the
+/// cache covers no name of it.
+///
+/// The cache zones are `zone` itself when a `cache` ZONE is `zone` or an ancestor of it, plus
+/// every `cache` ZONE strictly inside `zone` (just `zone` without ZONES). The `disable` zones
+/// are clipped to those cache zones the same way: a disable zone that contains a cache zone
+/// becomes that cache zone (so `disable success` without ZONES, stored as the root, yields all
+/// of them), one inside a cache zone stays, the others are dropped since they could never
+/// match. Lists keep their first-seen order, without duplicates.
+fn cache_for_zone(cache: &CacheSettings, zone: &Zone) -> Option<CacheConfig> {
+    let mut zones: Vec<&Zone> = Vec::new();
+    if cache.zones.is_empty() {
+        zones.push(zone);
+    }
+    for cache_zone in &cache.zones {
+        if let Some(overlap) = cache_zone.overlap(zone)
+            && !zones.contains(&overlap)
+        {
+            zones.push(overlap);
+        }
+    }
+    if zones.is_empty() {
+        return None;
+    }
+    let clip = |disabled: &[Zone]| {
+        let mut clipped: Vec<Vec<u8>> = Vec::new();
+        for disabled_zone in disabled {
+            for cache_zone in &zones {
+                if let Some(overlap) = disabled_zone.overlap(cache_zone)
+                    && !clipped.contains(&overlap.wire)
+                {
+                    clipped.push(overlap.wire.clone());
+                }
+            }
+        }
+        clipped
+    };
+    Some(CacheConfig {
+        disable_success: clip(&cache.disable_success),
+        disable_denial: clip(&cache.disable_denial),
+        zones: zones.iter().map(|zone| zone.wire.clone()).collect(),
+        ..cache.options.clone()
+    })
 }
 
 fn upstream_index(upstreams: &mut Vec<UpstreamConfig>, addr: SocketAddr) -> usize {
@@ -172,6 +222,102 @@ mod tests {
         assert!(config.servers.iter().all(|s| s.log_errors));
         assert_eq!(config.servers[0].cache.as_ref().unwrap().denial.max_ttl, 5);
         assert_eq!(config.limits, Limits::default());
+    }
+
+    /// The wire form of `text`.
+    fn wire(text: &str) -> Vec<u8> {
+        address::parse_zone(text).unwrap().wire
+    }
+
+    fn wires(texts: &[&str]) -> Vec<Vec<u8>> {
+        texts.iter().map(|text| wire(text)).collect()
+    }
+
+    #[test]
+    fn cache_zones_per_block_zone() {
+        // Without ZONES each block zone caches itself.
+        let config = build("Corefile", "a.example b.example {\n cache 30\n}").unwrap();
+        let zones = |i: usize| config.servers[i].cache.as_ref().unwrap().zones.clone();
+        assert_eq!(zones(0), wires(&["a.example"]));
+        assert_eq!(zones(1), wires(&["b.example"]));
+
+        // A cache zone covers only the block zones it overlaps.
+        let text = "cluster.local in-addr.arpa ip6.arpa {\n cache 30 Cluster.Local\n}";
+        let config = build("Corefile", text).unwrap();
+        let cache = config.servers[0].cache.clone().unwrap();
+        assert_eq!(cache.zones, [b"\x07cluster\x05local\x00"]);
+        assert_eq!(cache.success.max_ttl, 30);
+        assert_eq!(config.servers[1].cache, None);
+        assert_eq!(config.servers[2].cache, None);
+
+        // Ancestors become the block zone; zones inside stay; unrelated ones are dropped.
+        let text = "cluster.local in-addr.arpa ip6.arpa {\n cache 30 svc.cluster.local local \
+                    10.in-addr.arpa example.org cluster.local\n}";
+        let config = build("Corefile", text).unwrap();
+        let zones = |i: usize| config.servers[i].cache.as_ref().map(|c| c.zones.clone());
+        assert_eq!(
+            zones(0),
+            Some(wires(&["svc.cluster.local", "cluster.local"]))
+        );
+        assert_eq!(zones(1), Some(wires(&["10.in-addr.arpa"])));
+        assert_eq!(zones(2), None);
+
+        // The root covers every block zone.
+        let config = build("Corefile", "a.example b.example {\n cache 30 .\n}").unwrap();
+        let zones = |i: usize| config.servers[i].cache.as_ref().unwrap().zones.clone();
+        assert_eq!(zones(0), wires(&["a.example"]));
+        assert_eq!(zones(1), wires(&["b.example"]));
+
+        // A root block keeps the zones as written.
+        let config = build("Corefile", ". {\n cache a.example b.example\n}").unwrap();
+        let cache = config.servers[0].cache.clone().unwrap();
+        assert_eq!(cache.zones, wires(&["a.example", "b.example"]));
+    }
+
+    #[test]
+    fn disable_zones_per_block_zone() {
+        let text = "cluster.local in-addr.arpa ip6.arpa {\n cache 30 cluster.local \
+                    10.in-addr.arpa {\n  disable success\n  disable denial svc.cluster.local \
+                    arpa example.org\n  servfail 0\n }\n}";
+        let config = build("Corefile", text).unwrap();
+        let cache = |i: usize| config.servers[i].cache.clone().unwrap();
+        assert_eq!(cache(0).disable_success, wires(&["cluster.local"]));
+        assert_eq!(cache(0).disable_denial, wires(&["svc.cluster.local"]));
+        assert_eq!(cache(0).servfail_ttl, 0);
+        assert_eq!(cache(1).zones, wires(&["10.in-addr.arpa"]));
+        assert_eq!(cache(1).disable_success, wires(&["10.in-addr.arpa"]));
+        assert_eq!(cache(1).disable_denial, wires(&["10.in-addr.arpa"]));
+        assert_eq!(cache(1).servfail_ttl, 0);
+        assert_eq!(config.servers[2].cache, None);
+
+        // A disable zone above the block zone becomes the block zone; one below stays.
+        let text = "cluster.local {\n cache {\n  disable denial local\n  disable success \
+                    a.svc.cluster.local b.svc.cluster.local\n }\n}";
+        let config = build("Corefile", text).unwrap();
+        let cache = config.servers[0].cache.clone().unwrap();
+        assert_eq!(cache.zones, wires(&["cluster.local"]));
+        assert_eq!(cache.disable_denial, wires(&["cluster.local"]));
+        assert_eq!(
+            cache.disable_success,
+            wires(&["a.svc.cluster.local", "b.svc.cluster.local"])
+        );
+
+        // Against several cache zones: clipped to each, without duplicates.
+        let text = ". {\n cache a.example b.example {\n  disable success . a.example\n }\n}";
+        let config = build("Corefile", text).unwrap();
+        let cache = config.servers[0].cache.clone().unwrap();
+        assert_eq!(cache.disable_success, wires(&["a.example", "b.example"]));
+        assert!(cache.disable_denial.is_empty());
+    }
+
+    #[test]
+    fn cache_errors_name_the_line() {
+        let text = "cluster.local {\n cache {\n  prefetch 1 1m 5%\n }\n}";
+        assert_eq!(
+            build("Corefile", text).unwrap_err().to_string(),
+            "Corefile:3: bad prefetch percentage \"5%\" (expected a whole number from 10 to 90 \
+             followed by %, e.g. 10%)"
+        );
     }
 
     #[test]

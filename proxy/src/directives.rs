@@ -1,9 +1,11 @@
-//! The directives of a server block: `bind`, `cache`, `forward` and `errors`, read into
-//! [`BlockSettings`]. Every error names the file and line of the offending token.
+//! The directives of a server block: `bind`, `cache` (in [`cache`]), `forward` and `errors`,
+//! read into [`BlockSettings`]. Every error names the file and line of the offending token.
+
+mod cache;
 
 use std::net::{IpAddr, SocketAddr};
 
-use shardns_shard::config::{CacheConfig, CacheSection};
+pub use cache::CacheSettings;
 
 use crate::address::{self, UpstreamTarget, Zone};
 use crate::corefile::{ConfigError, Directive, Token};
@@ -29,9 +31,6 @@ const NOT_YET: &[&str] = &[
     "whoami",
 ];
 
-/// `cache` options of CoreDNS this build does not implement yet.
-const CACHE_NOT_YET: &[&str] = &["prefetch", "serve_stale", "servfail", "disable", "keepttl"];
-
 /// `forward` options of CoreDNS this build does not implement yet.
 #[rustfmt::skip]
 const FORWARD_NOT_YET: &[&str] = &[
@@ -45,7 +44,7 @@ pub struct BlockSettings {
     /// `bind` addresses, in order, without duplicates; empty means the wildcards.
     pub binds: Vec<IpAddr>,
     /// The `cache` directive.
-    pub cache: Option<CacheConfig>,
+    pub cache: Option<CacheSettings>,
     /// The `forward` directive.
     pub forward: Option<ForwardSettings>,
     /// The `errors` directive.
@@ -63,12 +62,8 @@ pub struct ForwardSettings {
     pub force_tcp: bool,
 }
 
-/// Reads the directives of a server block whose keys name `zones`.
-pub fn block_settings(
-    file: &str,
-    directives: &[Directive],
-    zones: &[Zone],
-) -> Result<BlockSettings, ConfigError> {
+/// Reads the directives of a server block.
+pub fn block_settings(file: &str, directives: &[Directive]) -> Result<BlockSettings, ConfigError> {
     let at = |line: usize, message: String| ConfigError::at(file, line, message);
     let mut settings = BlockSettings::default();
     for directive in directives {
@@ -99,7 +94,7 @@ pub fn block_settings(
             }
             "cache" => {
                 once(settings.cache.is_some())?;
-                settings.cache = Some(cache(file, directive, zones)?);
+                settings.cache = Some(cache::parse(file, directive)?);
             }
             "forward" => {
                 once(settings.forward.is_some())?;
@@ -145,78 +140,6 @@ fn number(token: &Token, what: &str, min: u64, max: u64) -> Result<u64, String> 
             token.text
         )),
     }
-}
-
-/// `cache [TTL] [ZONES...] { success|denial CAPACITY [TTL] [MINTTL] }`.
-fn cache(file: &str, directive: &Directive, zones: &[Zone]) -> Result<CacheConfig, ConfigError> {
-    let at = |line: usize, message: String| ConfigError::at(file, line, message);
-    let mut args = directive.args.as_slice();
-    let mut ttl = None;
-    if let Some(first) = args.first() {
-        let text = first.text.trim_start_matches(['-', '+']);
-        if text.starts_with(|c: char| c.is_ascii_digit()) && !text.contains('.') {
-            let value = number(first, "cache TTL", 1, MAX_TTL).map_err(|m| at(first.line, m))?;
-            ttl = Some(value as u32);
-            args = &args[1..];
-        }
-    }
-    for token in args {
-        let zone = address::parse_zone(&token.text).map_err(|m| at(token.line, m))?;
-        if let Some(block_zone) = zones.iter().find(|block_zone| !zone.contains(block_zone)) {
-            return Err(at(
-                token.line,
-                format!(
-                    "cache zone {:?} does not cover the server block zone {:?}: caching only \
-                     part of a block is not supported yet",
-                    zone.text, block_zone.text
-                ),
-            ));
-        }
-    }
-    let mut config = CacheConfig::with_ttl(ttl);
-    for option in directive.block.iter().flatten() {
-        let line = option.line;
-        let section = match option.name.as_str() {
-            "success" => &mut config.success,
-            "denial" => &mut config.denial,
-            name if CACHE_NOT_YET.contains(&name) => {
-                return Err(at(
-                    line,
-                    format!("cache option {name:?} is not supported yet"),
-                ));
-            }
-            name => return Err(at(line, format!("unknown cache option {name:?}"))),
-        };
-        if option.block.is_some() || option.args.is_empty() || option.args.len() > 3 {
-            return Err(at(
-                line,
-                format!(
-                    "cache option {:?} takes CAPACITY [TTL] [MINTTL]",
-                    option.name
-                ),
-            ));
-        }
-        section_values(section, &option.args).map_err(|(line, m)| at(line, m))?;
-    }
-    for section in [&mut config.success, &mut config.denial] {
-        // CoreDNS clamps with the maximum last, so a minimum above it yields the maximum.
-        section.min_ttl = section.min_ttl.min(section.max_ttl);
-    }
-    Ok(config)
-}
-
-fn section_values(section: &mut CacheSection, args: &[Token]) -> Result<(), (usize, String)> {
-    let value = |index: usize, what: &str, min: u64, max: u64| {
-        number(&args[index], what, min, max).map_err(|m| (args[index].line, m))
-    };
-    section.capacity = value(0, "cache capacity", 1, MAX_CAPACITY)? as usize;
-    if args.len() > 1 {
-        section.max_ttl = value(1, "cache TTL", 1, MAX_TTL)? as u32;
-    }
-    if args.len() > 2 {
-        section.min_ttl = value(2, "cache minimum TTL", 0, MAX_TTL)? as u32;
-    }
-    Ok(())
 }
 
 /// `forward FROM TO... { force_tcp }`.
@@ -288,14 +211,17 @@ fn forward(file: &str, directive: &Directive) -> Result<ForwardSettings, ConfigE
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use shardns_shard::config::{CacheConfig, CacheSection, Prefetch, ServeStale};
+
     use super::*;
     use crate::corefile;
 
     fn settings(body: &str) -> Result<BlockSettings, String> {
         let blocks = corefile::parse("Corefile", &format!(".:53 {{\n{body}\n}}"))
             .map_err(|e| e.to_string())?;
-        let zones = [address::parse_zone(".").unwrap()];
-        block_settings("Corefile", &blocks[0].directives, &zones).map_err(|e| e.to_string())
+        block_settings("Corefile", &blocks[0].directives).map_err(|e| e.to_string())
     }
 
     fn error(body: &str) -> String {
@@ -315,7 +241,7 @@ mod tests {
                 "10.96.0.10".parse().unwrap()
             ]
         );
-        let cache = got.cache.unwrap();
+        let cache = got.cache.unwrap().options;
         assert_eq!(
             cache.success,
             CacheSection {
@@ -340,24 +266,24 @@ mod tests {
 
     #[test]
     fn cache_forms() {
+        let defaults = CacheConfig {
+            zones: Vec::new(),
+            ..CacheConfig::with_ttl(None)
+        };
+        let cache = settings("cache").unwrap().cache.unwrap();
+        assert_eq!(cache.options, defaults);
+        assert!(cache.zones.is_empty());
+        let cache = settings("cache 30 . Cluster.Local").unwrap().cache.unwrap();
+        assert_eq!(cache.options.success.max_ttl, 30);
+        assert_eq!(cache.options.denial.max_ttl, 30);
+        let zones: Vec<&str> = cache.zones.iter().map(|zone| zone.text.as_str()).collect();
+        assert_eq!(zones, [".", "cluster.local."]);
+        let body = "cache 3 {\n success 10 20 0\n prefetch 2 30s 20%\n serve_stale 10m verify\n \
+                    servfail 0\n disable denial svc.cluster.local\n disable success\n keepttl\n}";
+        let cache = settings(body).unwrap().cache.unwrap();
+        let options = cache.options;
         assert_eq!(
-            settings("cache").unwrap().cache,
-            Some(CacheConfig::with_ttl(None))
-        );
-        assert_eq!(
-            settings("cache 30").unwrap().cache,
-            Some(CacheConfig::with_ttl(Some(30)))
-        );
-        assert_eq!(
-            settings("cache 30 .").unwrap().cache,
-            Some(CacheConfig::with_ttl(Some(30)))
-        );
-        let cache = settings("cache 3 {\n success 10 20 0\n}")
-            .unwrap()
-            .cache
-            .unwrap();
-        assert_eq!(
-            cache.success,
+            options.success,
             CacheSection {
                 capacity: 10,
                 max_ttl: 20,
@@ -365,13 +291,32 @@ mod tests {
             }
         );
         assert_eq!(
-            cache.denial,
+            options.denial,
             CacheSection {
                 capacity: 9984,
                 max_ttl: 3,
                 min_ttl: 3
             }
         );
+        assert_eq!(
+            options.prefetch,
+            Some(Prefetch {
+                amount: 2,
+                window: Duration::from_secs(30),
+                percentage: 20
+            })
+        );
+        assert_eq!(
+            options.serve_stale,
+            Some(ServeStale {
+                max_stale: Duration::from_secs(600),
+                verify: true
+            })
+        );
+        assert_eq!(options.servfail_ttl, 0);
+        assert!(options.keepttl);
+        assert_eq!(cache.disable_denial[0].text, "svc.cluster.local.");
+        assert_eq!(cache.disable_success[0].text, ".");
     }
 
     #[test]
@@ -425,12 +370,16 @@ mod tests {
         assert!(error("cache 30s").starts_with("Corefile:2: bad cache TTL \"30s\""));
         assert!(error("cache -5").starts_with("Corefile:2: bad cache TTL \"-5\""));
         assert_eq!(
-            error("cache {\n prefetch 10\n}"),
-            "Corefile:3: cache option \"prefetch\" is not supported yet"
+            error("cache {\n prefetch 10\n prefetch 10\n}"),
+            "Corefile:4: cache option \"prefetch\" appears twice (first at line 3)"
         );
         assert_eq!(
-            error("cache {\n bogus\n}"),
-            "Corefile:3: unknown cache option \"bogus\""
+            error("cache {\n serve_stale 1h sometimes\n}"),
+            "Corefile:3: bad serve_stale mode \"sometimes\" (expected immediate or verify)"
+        );
+        assert!(error("cache {\n servfail 10m\n}").contains("over 5 minutes is not permitted"));
+        assert!(
+            error("cache {\n bogus\n}").starts_with("Corefile:3: unknown cache option \"bogus\"")
         );
         assert_eq!(
             error("cache {\n success\n}"),
@@ -438,7 +387,7 @@ mod tests {
         );
         assert!(error("cache {\n denial 0\n}").starts_with("Corefile:3: bad cache capacity \"0\""));
         assert!(error("cache {\n denial 10 x\n}").starts_with("Corefile:3: bad cache TTL \"x\""));
-        assert!(error("cache 30 cluster.local").contains("not supported yet"));
+        assert!(error("cache 30 a..b").starts_with("Corefile:2: zone \"a..b\""));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! - [`cli`]: command-line arguments and logging.
 //! - [`corefile`]: the Corefile tokenizer and parser.
-//! - [`directives`], [`address`], [`resolv`]: what the directives mean.
+//! - [`directives`], [`address`], [`duration`], [`resolv`]: what the directives mean.
 //! - [`config`]: Corefile → [`shardns_shard::Config`].
 //! - [`sockets`]: every listening socket is created there.
 //! - [`shards`]: the pinned shard threads and the signals that stop them.
@@ -14,6 +14,7 @@ mod cli;
 mod config;
 mod corefile;
 mod directives;
+mod duration;
 mod resolv;
 mod shards;
 mod sockets;
@@ -79,7 +80,13 @@ fn serve(args: &cli::Args, mut config: shardns_shard::Config) -> anyhow::Result<
     }
     let shutdown = Arc::new(AtomicBool::new(false));
     shards::install_signal_handlers(&shutdown).context("cannot install signal handlers")?;
-    shards::run_all(Arc::new(config), args.io.mode(), bound.shards, shutdown)?;
+    shards::run_all(
+        Arc::new(config),
+        args.io.mode(),
+        args.coalesce.mode(),
+        bound.shards,
+        shutdown,
+    )?;
     tracing::info!("shardns stopped");
     Ok(())
 }

@@ -7,7 +7,8 @@ use std::sync::mpsc;
 use std::thread;
 
 use core_affinity::CoreId;
-use shardns_shard::{Config, Engine, IoMode, ShardSockets, ShardSpec};
+use shardns_shard::engine::{Coalesce, Group};
+use shardns_shard::{Config, Engine, IoMode, ShardSockets, ShardSpec, peer_mesh};
 
 /// Shards that stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -57,15 +58,28 @@ impl Drop for Exit {
 pub fn run_all(
     config: Arc<Config>,
     io: IoMode,
+    coalesce: Coalesce,
     sockets: Vec<ShardSockets>,
     shutdown: Arc<AtomicBool>,
 ) -> Result<(), ShardsFailed> {
     let cores = allowed_cores();
+    let group = Group::new(sockets.len(), coalesce);
     let total = sockets.len();
+    let mesh = match peer_mesh(total) {
+        Ok(mesh) => mesh,
+        Err(error) => {
+            tracing::error!(%error, "cannot build the shards' peer mesh");
+            shutdown.store(true, Ordering::SeqCst);
+            return Err(ShardsFailed {
+                failed: total,
+                total,
+            });
+        }
+    };
     let (sender, exits) = mpsc::channel();
     let mut handles = Vec::with_capacity(total);
     let mut failed = 0;
-    for (index, sockets) in sockets.into_iter().enumerate() {
+    for (index, (sockets, peers)) in sockets.into_iter().zip(mesh).enumerate() {
         let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
         let exit = Exit {
             index,
@@ -78,6 +92,7 @@ pub fn run_all(
             sockets,
             shutdown: Arc::clone(&shutdown),
             limits: config.limits,
+            peers,
         };
         let spawned = thread::Builder::new()
             .name(format!("shard-{index}"))
@@ -92,7 +107,7 @@ pub fn run_all(
                         "cannot pin shard to its core"
                     );
                 }
-                let engine = Engine::new(config, index, total);
+                let engine = Engine::new(config, group, index);
                 shardns_shard::run_shard(spec, engine)
             });
         match spawned {
@@ -160,6 +175,15 @@ mod tests {
     fn no_shards_is_success() {
         let config = crate::config::build("t", ". {\n}").unwrap();
         let shutdown = Arc::new(AtomicBool::new(true));
-        assert!(run_all(Arc::new(config), IoMode::Epoll, Vec::new(), shutdown).is_ok());
+        assert!(
+            run_all(
+                Arc::new(config),
+                IoMode::Epoll,
+                Coalesce::Across,
+                Vec::new(),
+                shutdown
+            )
+            .is_ok()
+        );
     }
 }

@@ -11,6 +11,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use shardns_shard::config::{
     CacheConfig, ForwardConfig, Limits, ListenerConfig, ServerConfig, UpstreamConfig,
 };
+use shardns_shard::engine::{Coalesce, Group};
 use shardns_shard::{Client, Config, Engine, Handler, MAX_MESSAGE, Outcome, Protocol, Transmit};
 
 const NAME: &[u8] = b"\x03www\x07example\x03com\x00";
@@ -61,7 +62,7 @@ fn engine() -> Engine {
         }],
         limits: Limits::default(),
     };
-    Engine::new(Arc::new(config), 0, 1)
+    Engine::new(Arc::new(config), Group::new(1, Coalesce::Across), 0)
 }
 
 fn warm(engine: &mut Engine, client: Client, now: Instant, out: &mut [u8]) {

@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::peer::PeerMessage;
+
 /// Largest DNS message (TCP framing limit). Reply buffers handed to
 /// [`Handler::handle_query`] are at least this long.
 pub const MAX_MESSAGE: usize = 65535;
@@ -64,6 +66,12 @@ pub enum Transmit {
     },
     /// The engine is done with a TCP link (idle or broken); the driver closes it.
     Close { link: Link },
+    /// A message for shard `shard` of the group (see [`crate::peer`]). The driver queues it
+    /// and wakes that shard, which hands it to its [`Handler::handle_peer`].
+    Peer {
+        shard: usize,
+        message: Box<PeerMessage>,
+    },
 }
 
 /// The protocol logic a driver serves. Every method takes `now`; none does I/O.
@@ -82,6 +90,8 @@ pub trait Handler {
     /// An upstream link failed or closed (connection refused, reset, EOF, ICMP error on UDP).
     /// Queries in flight on it are retried elsewhere or failed.
     fn handle_link_closed(&mut self, now: Instant, link: Link);
+    /// A message from another shard arrived.
+    fn handle_peer(&mut self, now: Instant, message: PeerMessage);
     /// A client TCP connection closed: replies still pending for it can be discarded.
     fn handle_client_closed(&mut self, now: Instant, client: Client);
     /// Time has reached (or passed) the deadline returned by [`Handler::poll_timeout`].

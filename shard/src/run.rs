@@ -9,6 +9,7 @@ use tracing::info;
 
 use crate::Handler;
 use crate::config::Limits;
+pub use crate::driver::{PeerLinks, peer_mesh};
 use crate::driver::{Reactor, epoll, uring::Uring};
 
 /// Which I/O driver a shard uses.
@@ -39,6 +40,9 @@ pub struct ShardSpec {
     pub shutdown: Arc<AtomicBool>,
     /// Client TCP idle timeout and connection cap (the rest is the handler's business).
     pub limits: Limits,
+    /// This shard's end of the group's peer mesh: entry `index` of [`peer_mesh`]`(shards)`
+    /// ([`PeerLinks::single`] for a shard on its own).
+    pub peers: PeerLinks,
 }
 
 /// Runs a shard's event loop on the calling thread until `spec.shutdown` is set.
@@ -47,6 +51,10 @@ pub struct ShardSpec {
 /// opcodes and a buffer ring can be set up (logging why not at info otherwise), `Uring`
 /// fails with an error naming why it is unavailable, `Epoll` always uses epoll. Every
 /// listening socket is logged as `listening on udp ADDR (shard N, DRIVER)`.
+///
+/// `spec.peers` must belong to shard `spec.index` (else `InvalidInput`): its eventfd joins
+/// the reactor's epoll set, messages from other shards go to [`Handler::handle_peer`], and
+/// [`crate::Transmit::Peer`]s are queued to their shard, which is woken once per round.
 pub fn run_shard<H: Handler>(spec: ShardSpec, mut handler: H) -> io::Result<()> {
     let ShardSpec {
         index,
@@ -54,9 +62,21 @@ pub fn run_shard<H: Handler>(spec: ShardSpec, mut handler: H) -> io::Result<()> 
         sockets,
         shutdown,
         limits,
+        peers,
     } = spec;
+    if peers.index() != index {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "shard {index} given the peer links of shard {} (of {})",
+                peers.index(),
+                peers.shards()
+            ),
+        ));
+    }
     let ShardSockets { udp, tcp } = sockets;
     let mut reactor = Reactor::new(tcp, &limits)?;
+    reactor.attach_peers(peers)?;
     let mut ring = match mode {
         IoMode::Epoll => None,
         IoMode::Uring => Some(Uring::new(&udp).map_err(|why| {

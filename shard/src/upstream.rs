@@ -38,7 +38,13 @@ pub struct Pending {
     pub flag_bits: u8,
     /// The query as sent upstream; its ID is rewritten for each attempt.
     pub query: Vec<u8>,
+    /// Clients of this shard waiting for the answer (none for a refresh).
     pub waiters: Vec<Waiter>,
+    /// Other shards waiting for the answer (this shard owns the key).
+    pub shards: Vec<u16>,
+    /// `Some(owner)`: the key belongs to another shard, which was asked; no upstream attempts
+    /// are made here.
+    pub owner: Option<u16>,
     pub protocol: Protocol,
     /// Upstream indices to try, in order (rotated per query).
     pub upstreams: Vec<u16>,
@@ -69,7 +75,9 @@ pub struct NewPending {
     pub qclass: u16,
     pub flag_bits: u8,
     pub query: Vec<u8>,
-    pub waiter: Waiter,
+    pub waiter: Option<Waiter>,
+    pub shard: Option<u16>,
+    pub owner: Option<u16>,
     pub protocol: Protocol,
     pub upstreams: Vec<u16>,
 }
@@ -160,7 +168,9 @@ impl InFlight {
             qclass: new.qclass,
             flag_bits: new.flag_bits,
             query: new.query,
-            waiters: vec![new.waiter],
+            waiters: new.waiter.into_iter().collect(),
+            shards: new.shard.into_iter().collect(),
+            owner: new.owner,
             protocol: new.protocol,
             upstreams: new.upstreams,
             attempts: 0,
@@ -185,6 +195,13 @@ impl InFlight {
         self.overall_timers.push_back((now + timeout, id, serial));
         self.count += 1;
         id
+    }
+
+    /// Every pending query's ID.
+    pub fn ids(&self) -> Vec<PendingId> {
+        (0..self.slots.len())
+            .filter(|&i| self.slots[i].is_some())
+            .collect()
     }
 
     /// The pending query `id`.
@@ -440,6 +457,33 @@ impl TcpPool {
             }
         }
         closed
+    }
+
+    /// This pool, numbering its connections after `previous`'s (so that IDs the driver still
+    /// knows are never reused).
+    pub fn continuing(mut self, previous: &TcpPool) -> TcpPool {
+        self.next_id = previous.next_id;
+        self
+    }
+
+    /// Forgets every connection (the upstream list changed) and returns their links, for
+    /// the driver to close. Connection IDs keep counting, so new ones never reuse an old ID.
+    pub fn reset(&mut self, upstreams: usize) -> Vec<Link> {
+        let links = self
+            .conns
+            .iter()
+            .enumerate()
+            .flat_map(|(upstream, conns)| {
+                conns.iter().map(move |c| Link {
+                    upstream: upstream as u16,
+                    protocol: Protocol::Tcp,
+                    conn: c.id,
+                })
+            })
+            .collect();
+        self.conns = vec![Vec::new(); upstreams];
+        self.idle_timers.clear();
+        links
     }
 
     /// Open connections to `upstream` (as the engine counts them).

@@ -2,7 +2,8 @@
 //! handler and fake upstreams on 127.0.0.1.
 //!
 //! Test message format (not DNS, just enough for the handler): bytes 0-1 the ID, byte 2
-//! bit 0x80 the QR flag, byte 3 the action, byte 4 its argument.
+//! bit 0x80 the QR flag, byte 3 the action, byte 4 its argument, byte 5 (in replies to
+//! peer actions) 1 + the index of the shard that answered.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -13,9 +14,11 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use shardns_shard::config::Limits;
+use shardns_shard::peer::{PeerMessage, PeerQuestion, PeerResult};
 use shardns_shard::tcp::FrameDecoder;
 use shardns_shard::{
-    Client, Handler, IoMode, Link, Outcome, Protocol, ShardSockets, ShardSpec, Transmit, run_shard,
+    Client, Handler, IoMode, Link, Outcome, PeerLinks, Protocol, ShardSockets, ShardSpec, Transmit,
+    peer_mesh, run_shard,
 };
 
 /// Reply at once (copy with QR set).
@@ -30,6 +33,12 @@ const LATER: u8 = 3;
 const DROP: u8 = 4;
 /// Like [`UP_TCP`], and close the link (`Transmit::Close`) once the response is in.
 const UP_TCP_CLOSE: u8 = 5;
+/// Ask shard `arg` (a [`PeerMessage::Miss`]); reply when its [`PeerMessage::Answer`] is in.
+const PEER: u8 = 6;
+/// Like [`PEER`] with [`FAN_OUT`] misses at once; reply when all are answered.
+const PEER_FAN: u8 = 7;
+/// Misses sent for one [`PEER_FAN`] query: more than a shard serves per wake-up.
+const FAN_OUT: usize = 3000;
 /// Marker in byte 3 of a reply whose upstream link failed.
 const FAILED: u8 = 0xEE;
 
@@ -51,9 +60,20 @@ struct Events {
     client_closed: usize,
     forwarded: usize,
     responses: usize,
+    /// Messages received from other shards.
+    peer_in: usize,
+}
+
+/// A client query waiting for answers from another shard.
+struct PeerWaiter {
+    client: Client,
+    reply: Vec<u8>,
+    remaining: usize,
 }
 
 struct TestHandler {
+    /// This shard's index in its group.
+    shard: usize,
     up_udp: SocketAddr,
     up_tcp: SocketAddr,
     next_id: u16,
@@ -62,6 +82,66 @@ struct TestHandler {
     timers: Vec<(Instant, Client, Vec<u8>)>,
     out: VecDeque<Transmit>,
     events: Arc<Mutex<Events>>,
+    /// Key of the next peer question → the client waiting for it.
+    next_key: u64,
+    peer_waiters: HashMap<u64, PeerWaiter>,
+}
+
+impl TestHandler {
+    fn new(
+        shard: usize,
+        up_udp: SocketAddr,
+        up_tcp: SocketAddr,
+        events: Arc<Mutex<Events>>,
+    ) -> Self {
+        TestHandler {
+            shard,
+            up_udp,
+            up_tcp,
+            next_id: 0,
+            pending: HashMap::new(),
+            timers: Vec::new(),
+            out: VecDeque::new(),
+            events,
+            next_key: 0,
+            peer_waiters: HashMap::new(),
+        }
+    }
+
+    /// Sends `count` misses for a new key to shard `to`, remembering `client`.
+    fn ask_peer(&mut self, client: Client, q: &[u8], to: usize, count: usize) {
+        self.next_key += 1;
+        let key = self.next_key;
+        let mut reply = q.to_vec();
+        reply[2] |= 0x80;
+        self.peer_waiters.insert(
+            key,
+            PeerWaiter {
+                client,
+                reply,
+                remaining: count,
+            },
+        );
+        let question = PeerQuestion {
+            server: 0,
+            hash: key,
+            qname: q.into(),
+            qtype: 1,
+            qclass: 1,
+            flag_bits: 0,
+            protocol: client.protocol,
+        };
+        for _ in 0..count {
+            self.out.push_back(Transmit::Peer {
+                shard: to,
+                message: Box::new(PeerMessage::Miss {
+                    from: self.shard as u16,
+                    question: question.clone(),
+                    newer_than: None,
+                }),
+            });
+        }
+    }
 }
 
 impl Handler for TestHandler {
@@ -118,6 +198,14 @@ impl Handler for TestHandler {
                 self.timers.push((due, client, r));
                 Outcome::Pending
             }
+            PEER => {
+                self.ask_peer(client, q, usize::from(q[4]), 1);
+                Outcome::Pending
+            }
+            PEER_FAN => {
+                self.ask_peer(client, q, usize::from(q[4]), FAN_OUT);
+                Outcome::Pending
+            }
             _ => Outcome::Drop,
         }
     }
@@ -150,6 +238,38 @@ impl Handler for TestHandler {
                 let mut payload = query(u16::from_be_bytes(id), FAILED, 0);
                 payload[2] = 0x80;
                 self.out.push_back(Transmit::Reply { client, payload });
+            }
+        }
+    }
+
+    fn handle_peer(&mut self, _now: Instant, message: PeerMessage) {
+        self.events.lock().expect("lock").peer_in += 1;
+        match message {
+            PeerMessage::Miss { from, question, .. } => {
+                let result = PeerResult::Failed(1 + self.shard as u16);
+                self.out.push_back(Transmit::Peer {
+                    shard: usize::from(from),
+                    message: Box::new(PeerMessage::Answer { question, result }),
+                });
+            }
+            PeerMessage::Answer { question, result } => {
+                let Some(w) = self.peer_waiters.get_mut(&question.hash) else {
+                    return;
+                };
+                w.remaining -= 1;
+                if w.remaining > 0 {
+                    return;
+                }
+                let Some(mut w) = self.peer_waiters.remove(&question.hash) else {
+                    return;
+                };
+                if let PeerResult::Failed(by) = result {
+                    w.reply[5] = by as u8;
+                }
+                self.out.push_back(Transmit::Reply {
+                    client: w.client,
+                    payload: w.reply,
+                });
             }
         }
     }
@@ -189,6 +309,19 @@ struct Server {
 }
 
 fn start(mode: IoMode, limits: Limits, up_udp: SocketAddr, up_tcp: SocketAddr) -> Server {
+    let peers = PeerLinks::single().expect("peer links");
+    start_shard(mode, limits, up_udp, up_tcp, peers)
+}
+
+/// Starts shard `peers.index()` of a group.
+fn start_shard(
+    mode: IoMode,
+    limits: Limits,
+    up_udp: SocketAddr,
+    up_tcp: SocketAddr,
+    peers: PeerLinks,
+) -> Server {
+    let index = peers.index();
     let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
     let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
     let (udp_addr, tcp_addr) = (
@@ -197,17 +330,9 @@ fn start(mode: IoMode, limits: Limits, up_udp: SocketAddr, up_tcp: SocketAddr) -
     );
     let shutdown = Arc::new(AtomicBool::new(false));
     let events = Arc::new(Mutex::new(Events::default()));
-    let handler = TestHandler {
-        up_udp,
-        up_tcp,
-        next_id: 0,
-        pending: HashMap::new(),
-        timers: Vec::new(),
-        out: VecDeque::new(),
-        events: events.clone(),
-    };
+    let handler = TestHandler::new(index, up_udp, up_tcp, events.clone());
     let spec = ShardSpec {
-        index: 0,
+        index,
         io: mode,
         sockets: ShardSockets {
             udp: vec![(0, udp)],
@@ -215,6 +340,7 @@ fn start(mode: IoMode, limits: Limits, up_udp: SocketAddr, up_tcp: SocketAddr) -
         },
         shutdown: shutdown.clone(),
         limits,
+        peers,
     };
     let thread = thread::spawn(move || run_shard(spec, handler));
     Server {
@@ -613,6 +739,130 @@ fn shutdown_returns(mode: IoMode) {
     );
 }
 
+/// A group of `n` shards, each on its own thread with its own sockets, joined by a mesh.
+fn start_group(mode: IoMode, n: usize) -> Vec<Server> {
+    let (up_udp, up_tcp) = dead_addrs();
+    peer_mesh(n)
+        .expect("peer mesh")
+        .into_iter()
+        .map(|peers| start_shard(mode, Limits::default(), up_udp, up_tcp, peers))
+        .collect()
+}
+
+fn peer_in(srv: &Server) -> usize {
+    srv.events.lock().expect("lock").peer_in
+}
+
+/// Asserts that `r` answers `id` after a round trip through shard `by`.
+fn assert_peer_reply(r: &[u8], id: u16, by: usize) {
+    assert_reply(r, id);
+    assert_eq!(usize::from(r[5]), 1 + by, "answered by shard {by}");
+}
+
+/// 1000 queries to shard 0, in bursts of 100, each answered only after a round trip to
+/// shard 1 (a miss there, an answer back).
+fn peer_round_trips(mode: IoMode) {
+    let group = start_group(mode, 2);
+    let c = udp_client();
+    c.connect(group[0].udp).expect("connect");
+    let mut seen = vec![false; 1000];
+    for burst in 0..10u16 {
+        for i in 0..100u16 {
+            c.send(&query(burst * 100 + i, PEER, 1)).expect("send");
+        }
+        for _ in 0..100 {
+            let r = recv_udp(&c);
+            assert_peer_reply(&r, id_of(&r), 1);
+            seen[usize::from(id_of(&r))] = true;
+        }
+    }
+    assert!(seen.iter().all(|&s| s), "every query answered");
+    assert_eq!(peer_in(&group[1]), 1000, "misses seen by shard 1");
+    assert_eq!(peer_in(&group[0]), 1000, "answers seen by shard 0");
+    // Shard 1 asks shard 0 the same way, and TCP clients are served too.
+    let c1 = udp_client();
+    c1.connect(group[1].udp).expect("connect");
+    c1.send(&query(5000, PEER, 0)).expect("send");
+    assert_peer_reply(&recv_udp(&c1), 5000, 0);
+    let mut s = tcp_client(group[0].tcp);
+    send_tcp(&mut s, &query(6000, PEER, 1));
+    assert_peer_reply(&read_tcp(&mut s), 6000, 1);
+}
+
+/// Both shards sleep between queries (nothing to do, no timer): a peer message must wake
+/// the shard it is for at once, not when its wait happens to end.
+fn peer_wakes_idle_shard(mode: IoMode) {
+    let group = start_group(mode, 2);
+    let c = udp_client();
+    c.connect(group[0].udp).expect("connect");
+    c.send(&query(1, PEER, 1)).expect("send");
+    assert_peer_reply(&recv_udp(&c), 1, 1);
+    let rounds = 10u16;
+    let mut total = Duration::ZERO;
+    let mut worst = Duration::ZERO;
+    for id in 0..rounds {
+        // Longer than the drivers' longest wait: both shards are blocked in it.
+        thread::sleep(Duration::from_millis(150));
+        let t0 = Instant::now();
+        c.send(&query(100 + id, PEER, 1)).expect("send");
+        assert_peer_reply(&recv_udp(&c), 100 + id, 1);
+        let rtt = t0.elapsed();
+        total += rtt;
+        worst = worst.max(rtt);
+    }
+    let mean = total / u32::from(rounds);
+    // Without wake-ups each hop would wait for the end of a wait of up to 100 ms.
+    assert!(
+        mean < Duration::from_millis(25),
+        "mean round trip {mean:?} (worst {worst:?})"
+    );
+    assert!(worst < Duration::from_secs(1), "worst round trip {worst:?}");
+}
+
+/// One query makes shard 0 send [`FAN_OUT`] misses to shard 1 in one round (more than a
+/// shard serves per wake-up), and shard 1 answers them all: every one must get through.
+fn peer_fan_out_beyond_budget(mode: IoMode) {
+    let group = start_group(mode, 2);
+    let c = udp_client();
+    c.connect(group[0].udp).expect("connect");
+    for id in 0..3u16 {
+        c.send(&query(id, PEER_FAN, 1)).expect("send");
+        assert_peer_reply(&recv_udp(&c), id, 1);
+    }
+    assert_eq!(peer_in(&group[1]), 3 * FAN_OUT);
+    assert_eq!(peer_in(&group[0]), 3 * FAN_OUT);
+}
+
+/// A message for a shard that has stopped (or does not exist) is dropped; the sender goes
+/// on serving.
+fn peer_to_stopped_shard(mode: IoMode) {
+    let mut group = start_group(mode, 2);
+    let c = udp_client();
+    c.connect(group[0].udp).expect("connect");
+    c.send(&query(1, PEER, 1)).expect("send");
+    assert_peer_reply(&recv_udp(&c), 1, 1);
+    let mut stopped = group.pop().expect("shard 1");
+    stopped.shutdown.store(true, Ordering::Relaxed);
+    let t = stopped.thread.take().expect("thread");
+    t.join().expect("no panic").expect("run_shard ok");
+    for id in 2..50u16 {
+        c.send(&query(id, PEER, 1)).expect("send");
+    }
+    c.send(&query(50, PEER, 9)).expect("send");
+    c.send(&query(51, ECHO, 0)).expect("send");
+    assert_reply(&recv_udp(&c), 51);
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    assert!(c.recv(&mut buf).is_err(), "no answer from a stopped shard");
+    let t = group[0].thread.as_ref().expect("thread");
+    assert!(!t.is_finished(), "shard 0 still running");
+    c.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    c.send(&query(52, ECHO, 0)).expect("send");
+    assert_reply(&recv_udp(&c), 52);
+}
+
 fn skip(mode: IoMode) -> bool {
     if mode != IoMode::Uring {
         return false;
@@ -662,7 +912,27 @@ both!(
     upstream_tcp_refused,
     upstream_udp_refused,
     shutdown_returns,
+    peer_round_trips,
+    peer_wakes_idle_shard,
+    peer_fan_out_beyond_budget,
+    peer_to_stopped_shard,
 );
+
+#[test]
+fn peer_links_of_another_shard_are_refused() {
+    let spec = ShardSpec {
+        index: 0,
+        io: IoMode::Epoll,
+        sockets: ShardSockets::default(),
+        shutdown: Arc::new(AtomicBool::new(true)),
+        limits: Limits::default(),
+        peers: peer_mesh(2).expect("mesh").remove(1),
+    };
+    let (up_udp, up_tcp) = dead_addrs();
+    let handler = TestHandler::new(0, up_udp, up_tcp, Arc::default());
+    let e = run_shard(spec, handler).expect_err("mismatched peer links");
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+}
 
 #[test]
 fn auto_mode_serves() {
@@ -720,17 +990,10 @@ fn logs_listening_lines(mode: IoMode) {
         },
         shutdown: Arc::new(AtomicBool::new(true)),
         limits: Limits::default(),
+        peers: peer_mesh(4).expect("mesh").remove(3),
     };
     let (up_udp, up_tcp) = dead_addrs();
-    let handler = TestHandler {
-        up_udp,
-        up_tcp,
-        next_id: 0,
-        pending: HashMap::new(),
-        timers: Vec::new(),
-        out: VecDeque::new(),
-        events: Arc::default(),
-    };
+    let handler = TestHandler::new(3, up_udp, up_tcp, Arc::default());
     let lines = Arc::new(Mutex::new(Vec::new()));
     let recorder = Recorder(lines.clone());
     tracing::subscriber::with_default(recorder, || run_shard(spec, handler)).expect("run");

@@ -7,6 +7,8 @@
 //!   UDP sockets and TCP connections), an epoll set. The epoll driver puts its UDP listeners
 //!   into the same set; the io_uring driver watches the set's descriptor with a multishot
 //!   poll on the ring.
+//! - [`peers`]: the peer mesh that carries [`crate::peer::PeerMessage`]s between shard
+//!   threads (a channel and a wake-up eventfd per shard, the eventfd in the reactor's set).
 //!
 //! All of the crate's `unsafe` code lives in this module tree.
 
@@ -14,6 +16,7 @@
 mod bufring;
 #[allow(unsafe_code)]
 pub mod epoll;
+pub mod peers;
 pub mod reactor;
 #[allow(unsafe_code)]
 pub(crate) mod sys;
@@ -23,6 +26,7 @@ pub mod uring;
 use std::time::{Duration, Instant};
 
 use crate::handler::{Client, Handler, Protocol, Transmit};
+pub use peers::{PeerLinks, peer_mesh};
 pub use reactor::Reactor;
 
 /// The longest a driver sleeps before looking at the shutdown flag and its timers again.
@@ -62,7 +66,8 @@ pub(crate) fn run_timers<H: Handler>(handler: &mut H, reactor: &mut Reactor, now
 }
 
 /// Drains [`Handler::poll_transmit`]: UDP client replies go to `udp_reply` (the driver's
-/// send path), everything else to the reactor.
+/// send path), everything else to the reactor. Then wakes, once each, the shards that peer
+/// messages were queued to.
 pub(crate) fn drain_transmits<H: Handler>(
     handler: &mut H,
     reactor: &mut Reactor,
@@ -77,4 +82,5 @@ pub(crate) fn drain_transmits<H: Handler>(
             other => reactor.perform(now, other, handler),
         }
     }
+    reactor.flush_peer_wakes();
 }

@@ -2,7 +2,8 @@
 //! connections, upstream UDP sockets and upstream TCP connections, and the code that serves
 //! them for a [`Handler`]. The epoll driver adds its UDP listeners to the same set; the
 //! io_uring driver watches [`Reactor::epoll_fd`] with a multishot poll and calls
-//! [`Reactor::poll_ready`] when it fires.
+//! [`Reactor::poll_ready`] when it fires. The shard's peer wake-up eventfd (see
+//! [`super::peers`]) is in the set too, so a message from another shard wakes either driver.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use hashbrown::HashMap;
 use tracing::debug;
 
+use super::peers::PeerLinks;
 use super::sys::{Epoll, connect_nonblocking};
 use crate::config::Limits;
 use crate::handler::{Client, Handler, Link, MAX_MESSAGE, Outcome, Protocol, Transmit};
@@ -23,6 +25,7 @@ const KIND_TCP_LISTENER: u64 = 2;
 const KIND_CLIENT: u64 = 3;
 const KIND_UP_UDP: u64 = 4;
 const KIND_UP_TCP: u64 = 5;
+const KIND_PEER: u64 = 6;
 
 /// Builds an epoll token from a kind and an id.
 pub(crate) fn token(kind: u64, id: u32) -> u64 {
@@ -41,6 +44,9 @@ const BROKEN: u32 = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
 const MAX_CLIENT_BACKLOG: usize = 1 << 20;
 /// Reads per readiness event before yielding to other sockets (level-triggered: they return).
 const READ_BUDGET: usize = 32;
+/// Peer messages handed to the handler per wake-up before serving other sockets; the rest
+/// wait for the next turn (the shard wakes itself).
+pub const PEER_BUDGET: usize = 1024;
 /// How often idle client connections are looked for.
 const SWEEP_EVERY: Duration = Duration::from_millis(50);
 
@@ -75,6 +81,7 @@ pub struct Reactor {
     out: Box<[u8]>,
     expired: Vec<u32>,
     next_sweep: Instant,
+    peers: Option<PeerLinks>,
 }
 
 impl Reactor {
@@ -100,7 +107,26 @@ impl Reactor {
             out: vec![0u8; MAX_MESSAGE].into_boxed_slice(),
             expired: Vec::new(),
             next_sweep: Instant::now() + SWEEP_EVERY,
+            peers: None,
         })
+    }
+
+    /// Connects the shard to its group: registers the wake-up eventfd of `peers` in the
+    /// epoll set, so messages from other shards reach [`Handler::handle_peer`], and sends
+    /// [`Transmit::Peer`] through it. Without this, peer transmits are dropped.
+    pub fn attach_peers(&mut self, peers: PeerLinks) -> io::Result<()> {
+        if let Some(old) = self.peers.take() {
+            self.epoll.delete(old.wake_fd())?;
+        }
+        self.epoll
+            .add(peers.wake_fd(), libc::EPOLLIN as u32, token(KIND_PEER, 0))?;
+        // Wake-ups sent before now are still counted (level-triggered); this covers messages
+        // left behind by a reactor that consumed their wake-up but not all of them.
+        if peers.queued() > 0 {
+            peers.wake_self();
+        }
+        self.peers = Some(peers);
+        Ok(())
     }
 
     /// The TCP listeners, for logging.
@@ -157,6 +183,7 @@ impl Reactor {
             KIND_CLIENT => self.client_event(now, id, ev, handler),
             KIND_UP_UDP => self.upstream_udp_readable(now, id as u16, handler),
             KIND_UP_TCP => self.upstream_tcp_event(now, id, ev, handler),
+            KIND_PEER => self.peer_readable(now, handler),
             _ => debug!("unexpected epoll token {tok:#x}"),
         }
     }
@@ -178,6 +205,37 @@ impl Reactor {
                     self.up_tcp.remove(&link.conn);
                 }
             }
+            Transmit::Peer { shard, message } => match &mut self.peers {
+                Some(peers) => {
+                    peers.queue(shard, message);
+                }
+                None => debug!("peer message for shard {shard} but no peer links; dropped"),
+            },
+        }
+    }
+
+    /// Writes the eventfd of each shard that [`Transmit::Peer`]s were queued to since the
+    /// last call, once per shard. The drivers call it after every round of transmits.
+    pub fn flush_peer_wakes(&mut self) {
+        if let Some(peers) = &mut self.peers {
+            peers.flush_wakes();
+        }
+    }
+
+    /// The peer eventfd is readable: clear it, then hand up to [`PEER_BUDGET`] messages from
+    /// the inbox to the handler. If more remain, wake this shard again so they are served on
+    /// the next turn, after the other ready sockets.
+    fn peer_readable<H: Handler>(&mut self, now: Instant, handler: &mut H) {
+        let Some(peers) = &self.peers else { return };
+        peers.clear_wake();
+        for _ in 0..PEER_BUDGET {
+            match peers.try_recv() {
+                Some(message) => handler.handle_peer(now, *message),
+                None => return,
+            }
+        }
+        if peers.queued() > 0 {
+            peers.wake_self();
         }
     }
 

@@ -1,5 +1,5 @@
-//! Thin, safe wrappers over the Linux calls the drivers share: epoll, socket addresses in
-//! `sockaddr_storage` form, and a non-blocking TCP connect.
+//! Thin, safe wrappers over the Linux calls the drivers share: epoll, eventfd, socket
+//! addresses in `sockaddr_storage` form, and a non-blocking TCP connect.
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -43,6 +43,11 @@ impl Epoll {
         self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
     }
 
+    /// Removes a registered `fd`.
+    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
     /// Changes the mask of a registered `fd`.
     pub fn modify(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_MOD, fd, events, token)
@@ -67,6 +72,83 @@ impl Epoll {
 }
 
 impl AsRawFd for Epoll {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// A non-blocking, close-on-exec eventfd used as a wake-up counter, closed on drop.
+/// Any thread may [`EventFd::wake`] it; the owner polls it and [`EventFd::drain`]s it.
+#[derive(Debug)]
+pub struct EventFd {
+    fd: OwnedFd,
+}
+
+impl EventFd {
+    /// Creates an eventfd with counter 0 (`EFD_NONBLOCK | EFD_CLOEXEC`).
+    pub fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd takes no pointers; the result is checked before use.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a freshly created descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(EventFd { fd })
+    }
+
+    /// Adds 1 to the counter, making the descriptor readable. A counter at its maximum
+    /// (EAGAIN) is already readable, so that counts as success; EINTR is retried.
+    pub fn wake(&self) -> io::Result<()> {
+        let one: u64 = 1;
+        loop {
+            // SAFETY: the buffer is the 8 bytes of `one`, alive and readable for the call.
+            let rc = unsafe {
+                libc::write(
+                    self.fd.as_raw_fd(),
+                    (&one as *const u64).cast(),
+                    size_of::<u64>(),
+                )
+            };
+            if rc >= 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(()),
+                _ => return Err(e),
+            }
+        }
+    }
+
+    /// Reads and resets the counter: the number of wake-ups since the last drain (0 when
+    /// there were none, EAGAIN). EINTR is retried.
+    pub fn drain(&self) -> io::Result<u64> {
+        let mut count: u64 = 0;
+        loop {
+            // SAFETY: the buffer is the 8 bytes of `count`, alive and writable for the call.
+            let rc = unsafe {
+                libc::read(
+                    self.fd.as_raw_fd(),
+                    (&mut count as *mut u64).cast(),
+                    size_of::<u64>(),
+                )
+            };
+            if rc >= 0 {
+                return Ok(count);
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(0),
+                _ => return Err(e),
+            }
+        }
+    }
+}
+
+impl AsRawFd for EventFd {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
@@ -234,5 +316,29 @@ mod tests {
         }
         assert_eq!(sockaddr_from_storage(&empty_storage(), 16), None);
         assert!(kernel_version().is_some());
+    }
+
+    #[test]
+    fn eventfd_counts_and_drains() {
+        let e = EventFd::new().expect("eventfd");
+        assert_eq!(e.drain().expect("drain"), 0, "nothing yet: EAGAIN is 0");
+        e.wake().expect("wake");
+        e.wake().expect("wake");
+        assert_eq!(e.drain().expect("drain"), 2);
+        assert_eq!(e.drain().expect("drain"), 0);
+        let mut p = libc::pollfd {
+            fd: e.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `p` is one valid pollfd for the call.
+        assert_eq!(
+            unsafe { libc::poll(&mut p, 1, 0) },
+            0,
+            "drained: not readable"
+        );
+        e.wake().expect("wake");
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::poll(&mut p, 1, 0) }, 1, "woken: readable");
     }
 }

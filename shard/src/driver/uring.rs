@@ -440,6 +440,7 @@ mod tests {
         }
         fn handle_response(&mut self, _: Instant, _: Link, _: &[u8]) {}
         fn handle_link_closed(&mut self, _: Instant, _: Link) {}
+        fn handle_peer(&mut self, _: Instant, _: crate::peer::PeerMessage) {}
         fn handle_client_closed(&mut self, _: Instant, _: Client) {}
         fn handle_timeout(&mut self, _: Instant) {}
         fn poll_timeout(&self) -> Option<Instant> {

@@ -1,0 +1,328 @@
+//! A virtual-clock cluster of engines for scenario tests: N shards of one group, peer
+//! messages delivered between them, upstream queries collected for the test to answer, client
+//! replies collected in order. No sockets, no sleeping.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Edns, Message, MessageType, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, SOA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use shardns_shard::config::{
+    CacheConfig, ForwardConfig, Limits, ListenerConfig, ServerConfig, UpstreamConfig,
+};
+use shardns_shard::engine::{Coalesce, Group};
+use shardns_shard::peer::PeerMessage;
+use shardns_shard::{
+    Client, Config, Engine, Handler, Link, MAX_MESSAGE, Outcome, Protocol, Transmit,
+};
+
+pub fn wire_name(text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for label in text
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
+        out.push(label.len() as u8);
+        out.extend(label.to_ascii_lowercase().bytes());
+    }
+    out.push(0);
+    out
+}
+
+/// One root server block with `cache`, forwarding everything to one upstream over UDP.
+pub fn config_with(cache: Option<CacheConfig>) -> Config {
+    Config {
+        listeners: vec![ListenerConfig {
+            addr: "127.0.0.1:5353".parse().unwrap(),
+            servers: vec![0],
+        }],
+        servers: vec![ServerConfig {
+            zone: wire_name("."),
+            zone_text: ".".to_string(),
+            cache,
+            forward: Some(ForwardConfig {
+                from: wire_name("."),
+                upstreams: vec![0],
+                force_tcp: false,
+            }),
+            log_errors: false,
+        }],
+        upstreams: vec![UpstreamConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 1053)),
+        }],
+        limits: Limits::default(),
+    }
+}
+
+/// Options of a client query.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ask {
+    pub dnssec_ok: bool,
+    pub checking_disabled: bool,
+    pub authentic_data: bool,
+    pub edns: bool,
+}
+
+pub fn query(id: u16, name: &str, rtype: RecordType, ask: Ask) -> Vec<u8> {
+    let mut m = Message::new();
+    m.set_id(id)
+        .set_recursion_desired(true)
+        .set_checking_disabled(ask.checking_disabled)
+        .set_authentic_data(ask.authentic_data)
+        .add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+    if ask.edns || ask.dnssec_ok {
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        e.set_dnssec_ok(ask.dnssec_ok);
+        m.set_edns(e);
+    }
+    m.to_vec().unwrap()
+}
+
+/// What the upstream answers.
+#[derive(Debug, Clone, Default)]
+pub struct Upstream {
+    pub rcode: Option<ResponseCode>,
+    /// A records (address, TTL).
+    pub answers: Vec<([u8; 4], u32)>,
+    /// An SOA in authority with this TTL.
+    pub soa: Option<u32>,
+    pub truncated: bool,
+    pub authentic_data: bool,
+}
+
+pub fn reply(to: &Message, up: &Upstream) -> Vec<u8> {
+    let mut m = Message::new();
+    let q = to.queries()[0].clone();
+    m.set_id(to.id())
+        .set_message_type(MessageType::Response)
+        .set_recursion_desired(true)
+        .set_recursion_available(true)
+        .set_truncated(up.truncated)
+        .set_authentic_data(up.authentic_data)
+        .set_response_code(up.rcode.unwrap_or(ResponseCode::NoError));
+    for (a, ttl) in &up.answers {
+        m.add_answer(Record::from_rdata(
+            q.name().clone(),
+            *ttl,
+            RData::A(A::new(a[0], a[1], a[2], a[3])),
+        ));
+    }
+    if let Some(ttl) = up.soa {
+        let zone = Name::from_ascii("example.").unwrap();
+        let soa = SOA::new(
+            zone.clone(),
+            Name::from_ascii("hostmaster.example.").unwrap(),
+            1,
+            60,
+            60,
+            60,
+            30,
+        );
+        m.add_name_server(Record::from_rdata(zone, ttl, RData::SOA(soa)));
+    }
+    m.add_query(q);
+    let mut e = Edns::new();
+    e.set_max_payload(1232);
+    m.set_edns(e);
+    m.to_vec().unwrap()
+}
+
+/// TTLs of every answer and authority record.
+pub fn ttls(m: &Message) -> Vec<u32> {
+    m.answers()
+        .iter()
+        .chain(m.name_servers())
+        .map(|r| r.ttl())
+        .collect()
+}
+
+pub fn client(port: u16) -> Client {
+    Client {
+        listener: 0,
+        protocol: Protocol::Udp,
+        peer: SocketAddr::from(([127, 0, 0, 1], port)),
+        conn: 0,
+    }
+}
+
+/// An upstream query waiting for the test to answer it.
+#[derive(Debug)]
+pub struct Sent {
+    pub shard: usize,
+    pub link: Link,
+    pub query: Message,
+}
+
+/// N engines of one group with a virtual clock.
+pub struct Cluster {
+    pub engines: Vec<Engine>,
+    pub now: Instant,
+    out: Vec<u8>,
+    /// Upstream queries not yet answered, oldest first.
+    pub upstream: VecDeque<Sent>,
+    /// Every upstream query ever sent.
+    pub upstream_total: usize,
+    /// Client replies not yet checked, in order: (shard, client, reply).
+    pub replies: VecDeque<(usize, Client, Message)>,
+    /// Peer messages to this shard are lost (a shard that stopped).
+    pub unreachable: Option<usize>,
+    next_id: u16,
+}
+
+impl Cluster {
+    pub fn new(shards: usize, config: Config) -> Cluster {
+        Cluster::with_mode(shards, config, Coalesce::Across)
+    }
+
+    pub fn with_mode(shards: usize, config: Config, coalesce: Coalesce) -> Cluster {
+        let config = Arc::new(config);
+        let group = Group::with_seed(shards, coalesce, 0x5eed);
+        let engines = (0..shards)
+            .map(|i| {
+                Engine::with_rng(
+                    Arc::clone(&config),
+                    group,
+                    i,
+                    StdRng::seed_from_u64(i as u64),
+                )
+            })
+            .collect();
+        Cluster {
+            engines,
+            now: group.epoch + Duration::from_millis(1),
+            out: vec![0; MAX_MESSAGE],
+            upstream: VecDeque::new(),
+            upstream_total: 0,
+            replies: VecDeque::new(),
+            unreachable: None,
+            next_id: 1,
+        }
+    }
+
+    /// A client query on `shard`; an immediate reply is queued like a later one.
+    pub fn ask_on(&mut self, shard: usize, name: &str, rtype: RecordType, ask: Ask) -> Outcome {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        let bytes = query(id, name, rtype, ask);
+        let client = client(10_000 + id);
+        let outcome = self.engines[shard].handle_query(self.now, client, &bytes, &mut self.out);
+        if let Outcome::Reply(len) = outcome {
+            let reply = Message::from_vec(&self.out[..len]).expect("engine reply parses");
+            assert_eq!(reply.id(), id, "reply ID is the client's");
+            self.replies.push_back((shard, client, reply));
+        }
+        self.settle();
+        outcome
+    }
+
+    /// Delivers every pending transmit and peer message until all engines are quiet.
+    pub fn settle(&mut self) {
+        for _ in 0..1_000 {
+            let mut peers = Vec::new();
+            for (shard, engine) in self.engines.iter_mut().enumerate() {
+                while let Some(t) = engine.poll_transmit() {
+                    match t {
+                        Transmit::Query { link, payload, .. } => {
+                            self.upstream_total += 1;
+                            self.upstream.push_back(Sent {
+                                shard,
+                                link,
+                                query: Message::from_vec(&payload).unwrap(),
+                            });
+                        }
+                        Transmit::Reply { client, payload } => {
+                            let reply = Message::from_vec(&payload).expect("reply parses");
+                            self.replies.push_back((shard, client, reply));
+                        }
+                        Transmit::Peer { shard: to, message } => peers.push((to, message)),
+                        Transmit::Close { .. } => {}
+                    }
+                }
+            }
+            if peers.is_empty() {
+                return;
+            }
+            for (to, message) in peers {
+                if self.unreachable != Some(to) {
+                    let message: PeerMessage = *message;
+                    self.engines[to].handle_peer(self.now, message);
+                }
+            }
+        }
+        panic!("peer messages did not settle");
+    }
+
+    /// Answers the oldest unanswered upstream query.
+    pub fn answer(&mut self, up: &Upstream) {
+        let sent = self
+            .upstream
+            .pop_front()
+            .expect("an upstream query to answer");
+        let bytes = reply(&sent.query, up);
+        self.engines[sent.shard].handle_response(self.now, sent.link, &bytes);
+        self.settle();
+    }
+
+    /// The oldest unanswered upstream query is lost.
+    pub fn lose(&mut self) -> Sent {
+        self.upstream
+            .pop_front()
+            .expect("an upstream query to lose")
+    }
+
+    /// Time passes; due timeouts fire on every engine.
+    pub fn wait(&mut self, by: Duration) {
+        let end = self.now + by;
+        for _ in 0..10_000 {
+            let next = self
+                .engines
+                .iter()
+                .filter_map(|e| e.poll_timeout())
+                .filter(|&t| t <= end)
+                .min();
+            let Some(at) = next else { break };
+            self.now = at.max(self.now);
+            for engine in &mut self.engines {
+                if engine.poll_timeout().is_some_and(|t| t <= self.now) {
+                    engine.handle_timeout(self.now);
+                }
+            }
+            self.settle();
+        }
+        self.now = end;
+    }
+
+    /// The next client reply, in order.
+    pub fn next_reply(&mut self) -> Message {
+        self.replies.pop_front().expect("a client reply").2
+    }
+
+    pub fn upstream_sent(&self) -> usize {
+        self.upstream_total
+    }
+}
+
+impl Cluster {
+    /// The shard that owns `name` (type A, no DO/CD) in this cluster's group.
+    pub fn owner_of(&self, name: &str) -> usize {
+        let qname = wire_name(name);
+        let key = shardns_wire::Key {
+            qname: &qname,
+            qtype: 1,
+            qclass: 1,
+            dnssec_ok: false,
+            checking_disabled: false,
+        };
+        let group = Group::with_seed(self.engines.len(), Coalesce::Across, 0x5eed);
+        group.owner(key.hash_seeded(0x5eed))
+    }
+}
