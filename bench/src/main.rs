@@ -6,10 +6,12 @@
 //! - `reflect`: the cheapest possible UDP responder (echo with QR set): the kernel's floor.
 //! - `resolve`: concurrent lookups through the system resolver (`getaddrinfo`), as a pod sees.
 //! - `compare`: every server pinned to one CPU, the same load on another, one table.
+//! - `names`: a query file of N distinct names under one zone (for `load --zipf`).
 #![forbid(unsafe_code)]
 
 mod compare;
 mod load;
+mod names;
 mod reflect;
 mod resolve;
 
@@ -33,6 +35,8 @@ enum Command {
     Resolve(resolve::Args),
     /// Run servers side by side and print a comparison table.
     Compare(compare::Args),
+    /// Write a query file of N distinct names (`n0.ZONE TYPE` ...) to standard output.
+    Names(names::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,5 +52,6 @@ fn main() -> anyhow::Result<()> {
         Command::Reflect(args) => reflect::run(args),
         Command::Resolve(args) => resolve::run(args),
         Command::Compare(args) => compare::run(args),
+        Command::Names(args) => names::run(args),
     }
 }

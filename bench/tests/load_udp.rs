@@ -162,10 +162,14 @@ fn json_has_every_schema_field() {
         "qps",
         "rcodes",
         "latency_us",
+        "unique_names",
+        "zipf_s",
     ] {
         assert!(object.contains_key(field), "{field} missing: {report}");
     }
-    assert_eq!(object.len(), 12, "{report}");
+    assert_eq!(object.len(), 14, "{report}");
+    assert_eq!(n(&report, "unique_names"), 2, "{report}");
+    assert!(report["zipf_s"].is_null(), "{report}");
     for field in ["mean", "p50", "p90", "p99", "p999", "max"] {
         assert!(
             report["latency_us"][field].is_f64(),

@@ -88,6 +88,12 @@ impl Flight {
         Some(id)
     }
 
+    /// The query waiting for `id`, if any (its slot stays busy).
+    pub(crate) fn query(&self, id: u16) -> Option<u32> {
+        let slot = &self.slots[usize::from(id) & (self.slots.len() - 1)];
+        (slot.busy && slot.id == id).then_some(slot.query)
+    }
+
     /// The query waiting for `id`, if any; its slot is freed.
     pub(crate) fn land(&mut self, id: u16) -> Option<Landed> {
         let index = usize::from(id) & (self.slots.len() - 1);

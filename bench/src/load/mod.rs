@@ -6,7 +6,8 @@
 //! pipelines queries over `-c` connections ([`tcp`]). Replies are matched by (socket, ID)
 //! and must have QR set and carry the query's question ([`worker`]); a query unanswered
 //! after `--timeout-ms` is lost and its ID freed ([`flight`]). Latency goes into an HDR
-//! histogram in nanoseconds ([`report`]).
+//! histogram in nanoseconds ([`report`]). Queries go through the file in order, or with
+//! `--zipf S` are drawn at random with Zipf's law over the file's lines ([`zipf`]).
 
 mod flight;
 mod pacing;
@@ -16,6 +17,7 @@ mod tcp;
 mod udp;
 mod wait;
 mod worker;
+mod zipf;
 
 use std::io::IsTerminal as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -32,8 +34,9 @@ pub use pacing::Spacing;
 #[allow(unused_imports)]
 pub use report::{Details, Latency, Report};
 
-use queries::QueryOptions;
+pub(crate) use queries::{QueryOptions, build as build_query, qtype_code};
 use worker::{Plan, Progress, Worker};
+use zipf::Zipf;
 
 /// Transport of the queries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -97,7 +100,17 @@ pub struct Args {
     /// Seconds of load before measuring starts (not counted).
     #[arg(long, default_value_t = 0.0)]
     pub warmup: f64,
+    /// Draw each query at random instead of going through the file in order: line k (rank
+    /// k) with probability proportional to 1/k^S (Zipf's law; S > 0).
+    #[arg(long, value_name = "S")]
+    pub zipf: Option<f64>,
+    /// Seed of the --zipf draws (thread i uses SEED + i * 2^32).
+    #[arg(long, default_value_t = DEFAULT_SEED)]
+    pub seed: u64,
 }
+
+/// Default `--seed`: runs repeat their draws unless told otherwise.
+const DEFAULT_SEED: u64 = 1;
 
 /// Default UDP sockets: with `-q 1024` this drove `reflect` on the other core to ~100 % CPU
 /// on the 2-core bench machine (fewer, deeper sockets batch better on the generator side,
@@ -129,6 +142,8 @@ impl Args {
             timeout_ms: 1000,
             json: false,
             warmup: 0.0,
+            zipf: None,
+            seed: DEFAULT_SEED,
         }
     }
 }
@@ -167,6 +182,11 @@ pub fn measure(args: &Args) -> anyhow::Result<Report> {
         dnssec: args.dnssec,
     };
     let queries = queries::load(args.queries.as_deref(), options)?;
+    let zipf = args
+        .zipf
+        .map(|s| Zipf::new(queries.len(), s))
+        .transpose()
+        .map_err(|why| anyhow::anyhow!("--zipf: {why}"))?;
     let server = SocketAddr::new(args.server, args.port);
     let threads = args.threads;
     let default_sockets = match args.protocol {
@@ -183,10 +203,13 @@ pub fn measure(args: &Args) -> anyhow::Result<Report> {
         let mut handles = Vec::new();
         for (index, plan) in plans.into_iter().enumerate() {
             let (queries, progress, barrier, results) = (&queries, &progress, &barrier, &results);
+            let zipf = zipf.as_ref();
             let cpu = args.cpu.map(|n| n + index);
             let protocol = args.protocol;
             handles.push(scope.spawn(move || -> anyhow::Result<()> {
-                let outcome = thread(queries, progress, barrier, plan, cpu, protocol, server);
+                let outcome = thread(
+                    queries, zipf, progress, barrier, plan, cpu, protocol, server,
+                );
                 let stats = outcome?;
                 results
                     .lock()
@@ -219,14 +242,17 @@ pub fn measure(args: &Args) -> anyhow::Result<Report> {
         Protocol::Tcp => "tcp",
     };
     let offered = if args.open { args.max_qps } else { None };
-    Ok(Report::new(
+    let mut report = Report::new(
         mode,
         protocol,
         server.to_string(),
         args.seconds,
         offered,
         &total,
-    ))
+    );
+    report.zipf_s = zipf.as_ref().map(Zipf::exponent);
+    report.details.query_lines = queries.len() as u64;
+    Ok(report)
 }
 
 /// Splits sockets, window and rate over the threads.
@@ -260,14 +286,17 @@ fn plans(args: &Args, sockets: usize, query_count: usize) -> Vec<Plan> {
                 stop_ns: secs_ns(args.warmup + args.seconds),
                 first_query: i * query_count / threads,
                 seed: 0x5eed + i as u64,
+                zipf_seed: args.seed.wrapping_add((i as u64) << 32),
             }
         })
         .collect()
 }
 
 /// One load thread: pin, open its sockets, start with the others, run.
+#[allow(clippy::too_many_arguments)]
 fn thread(
     queries: &[queries::Query],
+    zipf: Option<&Zipf>,
     progress: &Progress,
     barrier: &Barrier,
     plan: Plan,
@@ -278,7 +307,7 @@ fn thread(
     let pinned = cpu.map(pin).transpose();
     barrier.wait();
     pinned?;
-    let mut worker = Worker::new(queries, progress, plan);
+    let mut worker = Worker::new(queries, progress, plan, zipf);
     match protocol {
         Protocol::Udp => udp::run(&mut worker, server)?,
         Protocol::Tcp => tcp::run(&mut worker, server)?,

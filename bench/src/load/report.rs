@@ -27,6 +27,47 @@ pub(crate) struct Stats {
     pub recv_errors: u64,
     pub rcodes: [u64; 16],
     pub latency_ns: Histogram<u64>,
+    /// Query-file lines sent at least once (warm-up included).
+    pub names: NameSet,
+}
+
+/// A set of query-file line indices (a bitset).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NameSet {
+    words: Vec<u64>,
+}
+
+impl NameSet {
+    /// An empty set with room for indices below `len`.
+    pub(crate) fn with_len(len: usize) -> Self {
+        NameSet {
+            words: vec![0; len.div_ceil(64)],
+        }
+    }
+
+    /// Adds `index` (grows when needed).
+    pub(crate) fn insert(&mut self, index: usize) {
+        let word = index / 64;
+        if word >= self.words.len() {
+            self.words.resize(word + 1, 0);
+        }
+        self.words[word] |= 1 << (index % 64);
+    }
+
+    /// Adds every index of `other`.
+    pub(crate) fn union(&mut self, other: &NameSet) {
+        if other.words.len() > self.words.len() {
+            self.words.resize(other.words.len(), 0);
+        }
+        for (mine, theirs) in self.words.iter_mut().zip(&other.words) {
+            *mine |= theirs;
+        }
+    }
+
+    /// Number of indices in the set.
+    pub(crate) fn count(&self) -> u64 {
+        self.words.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
 }
 
 impl Stats {
@@ -43,6 +84,7 @@ impl Stats {
             rcodes: [0; 16],
             latency_ns: Histogram::new_with_bounds(1, HIGHEST_NS, 3)
                 .expect("constant histogram bounds are valid"),
+            names: NameSet::default(),
         }
     }
 
@@ -61,6 +103,7 @@ impl Stats {
         }
         // Same bounds on both sides: addition cannot fail.
         let _ = self.latency_ns.add(&other.latency_ns);
+        self.names.union(&other.names);
     }
 }
 
@@ -88,6 +131,8 @@ pub struct Details {
     pub send_errors: u64,
     /// Receive errors (ECONNREFUSED: nothing listening; TCP: broken connections).
     pub recv_errors: u64,
+    /// Lines (queries) in the query file.
+    pub query_lines: u64,
 }
 
 /// The result of one `load` run; serialises to exactly the JSON schema `compare` parses.
@@ -112,6 +157,12 @@ pub struct Report {
     /// Answer counts by RCODE name.
     pub rcodes: BTreeMap<String, u64>,
     pub latency_us: Latency,
+    /// Distinct query-file lines sent at least once (warm-up included: the server saw them).
+    #[serde(default)]
+    pub unique_names: u64,
+    /// `--zipf S`: the exponent of the Zipf draws; `null` when the file is cycled in order.
+    #[serde(default)]
+    pub zipf_s: Option<f64>,
     /// Text-summary extras, not serialised.
     #[serde(skip)]
     pub details: Details,
@@ -173,12 +224,15 @@ impl Report {
             },
             rcodes,
             latency_us,
+            unique_names: stats.names.count(),
+            zipf_s: None,
             details: Details {
                 min_us: if h.is_empty() { 0.0 } else { us(h.min()) },
                 late: stats.late,
                 dropped: stats.dropped,
                 send_errors: stats.send_errors,
                 recv_errors: stats.recv_errors,
+                query_lines: 0,
             },
         }
     }
@@ -215,6 +269,14 @@ impl Report {
             pct(self.lost, self.sent)
         );
         let _ = writeln!(out, "  Queries mismatched:   {}", self.mismatched);
+        let order = self
+            .zipf_s
+            .map_or_else(|| "in file order".to_owned(), |s| format!("Zipf s = {s}"));
+        let _ = writeln!(
+            out,
+            "  Unique names sent:    {} of {} lines ({order})",
+            self.unique_names, self.details.query_lines
+        );
         let d = &self.details;
         for (label, n) in [
             ("Late/unknown replies:", d.late),
@@ -278,7 +340,9 @@ mod tests {
             .keys()
             .map(String::as_str)
             .collect();
-        assert_eq!(keys.len(), 12, "{keys:?}");
+        assert_eq!(keys.len(), 14, "{keys:?}");
+        assert_eq!(json["unique_names"], 0);
+        assert!(json["zipf_s"].is_null());
         assert_eq!(json["rcodes"]["NXDOMAIN"], 10);
         assert!(json["offered_qps"].is_null());
         let back: Report = serde_json::from_value(json).unwrap();
@@ -289,5 +353,25 @@ mod tests {
                 .contains("Queries completed:    1000 (99.80%)")
         );
         assert_eq!(rcode_name(12), "RCODE12");
+    }
+
+    #[test]
+    fn name_set_counts_distinct_indices_across_merges() {
+        let mut a = Stats::new();
+        a.names = NameSet::with_len(100);
+        for i in [0, 5, 5, 63, 64, 99] {
+            a.names.insert(i);
+        }
+        let mut b = Stats::new();
+        b.names.insert(5);
+        b.names.insert(200);
+        assert_eq!(a.names.count(), 5);
+        a.merge(&b);
+        assert_eq!(a.names.count(), 6);
+        let mut c = Stats::new();
+        c.merge(&a);
+        assert_eq!(c.names.count(), 6);
+        let report = Report::new("open", "udp", "x".into(), 1.0, Some(1.0), &c);
+        assert_eq!(report.unique_names, 6);
     }
 }

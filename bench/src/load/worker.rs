@@ -7,7 +7,8 @@ use std::time::Instant;
 use super::flight::Flight;
 use super::pacing::{Pacer, Spacing};
 use super::queries::{HEADER_LEN, Query};
-use super::report::Stats;
+use super::report::{NameSet, Stats};
+use super::zipf::{Zipf, ZipfPicker};
 
 /// Totals every worker adds to about ten times a second, for the progress line.
 #[derive(Debug, Default)]
@@ -40,6 +41,17 @@ pub(crate) struct Plan {
     pub first_query: usize,
     /// Seed of the Poisson spacing.
     pub seed: u64,
+    /// Seed of this thread's `--zipf` draws.
+    pub zipf_seed: u64,
+}
+
+/// Which query comes next.
+#[derive(Debug)]
+enum Order<'a> {
+    /// The query file in order, from this index on (wrapping around).
+    Cycle(usize),
+    /// Zipf-distributed draws (boxed: the generator state is a few hundred bytes).
+    Zipf(Box<ZipfPicker<'a>>),
 }
 
 /// Per-thread state shared by the UDP and TCP loops.
@@ -47,7 +59,7 @@ pub(crate) struct Plan {
 pub(crate) struct Worker<'a> {
     queries: &'a [Query],
     progress: &'a Progress,
-    cursor: usize,
+    order: Order<'a>,
     clock: Instant,
     pub plan: Plan,
     pub flights: Vec<Flight>,
@@ -58,20 +70,35 @@ pub(crate) struct Worker<'a> {
 }
 
 impl<'a> Worker<'a> {
-    /// A worker whose clock starts now.
-    pub(crate) fn new(queries: &'a [Query], progress: &'a Progress, plan: Plan) -> Self {
+    /// A worker whose clock starts now; it draws queries from `zipf` (a table over all of
+    /// `queries`) when given, else cycles through them from `plan.first_query`.
+    pub(crate) fn new(
+        queries: &'a [Query],
+        progress: &'a Progress,
+        plan: Plan,
+        zipf: Option<&'a Zipf>,
+    ) -> Self {
         let pacer = plan
             .rate
             .map(|rate| Pacer::new(rate, plan.spacing, 0, plan.seed));
+        let order = match zipf {
+            Some(zipf) => {
+                debug_assert_eq!(zipf.len(), queries.len());
+                Order::Zipf(Box::new(ZipfPicker::new(zipf, plan.zipf_seed)))
+            }
+            None => Order::Cycle(plan.first_query % queries.len()),
+        };
+        let mut stats = Stats::new();
+        stats.names = NameSet::with_len(queries.len());
         Worker {
             queries,
             progress,
-            cursor: plan.first_query % queries.len(),
+            order,
             clock: Instant::now(),
             flights: (0..plan.endpoints)
                 .map(|_| Flight::new(plan.slots))
                 .collect(),
-            stats: Stats::new(),
+            stats,
             pacer,
             published: (0, 0, 0),
             next_publish_ns: 0,
@@ -174,14 +201,23 @@ impl<'a> Worker<'a> {
     /// Writes the next query for endpoint `ep` into `out` with a fresh ID; returns its
     /// length and ID, or `None` when the endpoint's table is full.
     pub(crate) fn issue(&mut self, ep: usize, now: u64, out: &mut [u8]) -> Option<(usize, u16)> {
-        let index = self.cursor;
+        if self.flights[ep].free() == 0 {
+            return None;
+        }
+        let index = match &mut self.order {
+            Order::Cycle(cursor) => {
+                let index = *cursor;
+                *cursor = if index + 1 == self.queries.len() {
+                    0
+                } else {
+                    index + 1
+                };
+                index
+            }
+            Order::Zipf(picker) => picker.next_index(),
+        };
         let query = &self.queries[index];
         let id = self.flights[ep].begin(index as u32, now)?;
-        self.cursor = if index + 1 == self.queries.len() {
-            0
-        } else {
-            index + 1
-        };
         let len = query.wire.len();
         out[..len].copy_from_slice(&query.wire);
         out[..2].copy_from_slice(&id.to_be_bytes());
@@ -193,6 +229,11 @@ impl<'a> Worker<'a> {
     pub(crate) fn sent(&mut self, ep: usize, ids: &[u16], sent: usize, now: u64) {
         if self.measured(now) {
             self.stats.sent += sent as u64;
+        }
+        for &id in &ids[..sent.min(ids.len())] {
+            if let Some(query) = self.flights[ep].query(id) {
+                self.stats.names.insert(query as usize);
+            }
         }
         for &id in &ids[sent.min(ids.len())..] {
             self.flights[ep].land(id);
