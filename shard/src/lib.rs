@@ -27,5 +27,5 @@ pub mod upstream;
 pub use config::Config;
 pub use engine::Engine;
 pub use handler::{Client, Handler, Link, MAX_MESSAGE, Outcome, Protocol, Transmit};
-pub use run::{IoMode, PeerLinks, ShardSockets, ShardSpec, peer_mesh, run_shard};
+pub use run::{IoMode, PeerLinks, ShardControl, ShardSockets, ShardSpec, peer_mesh, run_shard};
 pub use stats::ShardStats;

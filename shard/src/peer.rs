@@ -2,9 +2,13 @@
 //! the key's hash), so concurrent misses for one key on any shard cause one upstream query.
 //! The engine emits these as [`crate::Transmit::Peer`] and consumes them in
 //! [`crate::Handler::handle_peer`]; drivers only carry them (a queue per shard plus a wake-up).
+//! The process uses the same path to hand every shard a new configuration on reload.
+
+use std::sync::Arc;
 
 use crate::Protocol;
 use crate::cache::{Kind, StoredResponse};
+use crate::config::Config;
 
 /// The cache key of a miss, as shards exchange it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,4 +53,6 @@ pub enum PeerMessage {
         question: PeerQuestion,
         result: PeerResult,
     },
+    /// From the process (a reload): switch to this configuration, keeping the cache.
+    Reconfigure(Arc<Config>),
 }

@@ -9,7 +9,7 @@ use tracing::info;
 
 use crate::Handler;
 use crate::config::Limits;
-pub use crate::driver::{PeerLinks, peer_mesh};
+pub use crate::driver::{PeerLinks, ShardControl, peer_mesh};
 use crate::driver::{Reactor, epoll, uring::Uring};
 
 /// Which I/O driver a shard uses.

@@ -17,8 +17,8 @@ use shardns_shard::config::Limits;
 use shardns_shard::peer::{PeerMessage, PeerQuestion, PeerResult};
 use shardns_shard::tcp::FrameDecoder;
 use shardns_shard::{
-    Client, Handler, IoMode, Link, Outcome, PeerLinks, Protocol, ShardSockets, ShardSpec, Transmit,
-    peer_mesh, run_shard,
+    Client, Config, Handler, IoMode, Link, Outcome, PeerLinks, Protocol, ShardSockets, ShardSpec,
+    Transmit, peer_mesh, run_shard,
 };
 
 /// Reply at once (copy with QR set).
@@ -62,6 +62,7 @@ struct Events {
     responses: usize,
     /// Messages received from other shards.
     peer_in: usize,
+    reconfigured: usize,
 }
 
 /// A client query waiting for answers from another shard.
@@ -243,8 +244,14 @@ impl Handler for TestHandler {
     }
 
     fn handle_peer(&mut self, _now: Instant, message: PeerMessage) {
-        self.events.lock().expect("lock").peer_in += 1;
+        let mut events = self.events.lock().expect("lock");
+        match &message {
+            PeerMessage::Reconfigure(_) => events.reconfigured += 1,
+            _ => events.peer_in += 1,
+        }
+        drop(events);
         match message {
+            PeerMessage::Reconfigure(_) => {}
             PeerMessage::Miss { from, question, .. } => {
                 let result = PeerResult::Failed(1 + self.shard as u16);
                 self.out.push_back(Transmit::Peer {
@@ -819,6 +826,39 @@ fn peer_wakes_idle_shard(mode: IoMode) {
     assert!(worst < Duration::from_secs(1), "worst round trip {worst:?}");
 }
 
+/// The process's control handle reaches every shard, idle ones included, promptly.
+fn control_reaches_idle_shards(mode: IoMode) {
+    let (up_udp, up_tcp) = dead_addrs();
+    let mesh = peer_mesh(2).expect("peer mesh");
+    let control = mesh[0].control();
+    let group: Vec<Server> = mesh
+        .into_iter()
+        .map(|peers| start_shard(mode, Limits::default(), up_udp, up_tcp, peers))
+        .collect();
+    thread::sleep(Duration::from_millis(150));
+    let config = Arc::new(Config {
+        listeners: Vec::new(),
+        servers: Vec::new(),
+        upstreams: Vec::new(),
+        limits: Limits::default(),
+    });
+    let t0 = Instant::now();
+    assert_eq!(control.broadcast(&PeerMessage::Reconfigure(config)), 2);
+    let reconfigured = |srv: &Server| srv.events.lock().expect("lock").reconfigured;
+    while group.iter().any(|s| reconfigured(s) == 0) && t0.elapsed() < Duration::from_secs(2) {
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert!(
+        group.iter().all(|s| reconfigured(s) == 1),
+        "every shard got it once"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(50),
+        "took {:?}",
+        t0.elapsed()
+    );
+}
+
 /// One query makes shard 0 send [`FAN_OUT`] misses to shard 1 in one round (more than a
 /// shard serves per wake-up), and shard 1 answers them all: every one must get through.
 fn peer_fan_out_beyond_budget(mode: IoMode) {
@@ -914,6 +954,7 @@ both!(
     shutdown_returns,
     peer_round_trips,
     peer_wakes_idle_shard,
+    control_reaches_idle_shards,
     peer_fan_out_beyond_budget,
     peer_to_stopped_shard,
 );

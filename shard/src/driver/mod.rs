@@ -26,7 +26,7 @@ pub mod uring;
 use std::time::{Duration, Instant};
 
 use crate::handler::{Client, Handler, Protocol, Transmit};
-pub use peers::{PeerLinks, peer_mesh};
+pub use peers::{PeerLinks, ShardControl, peer_mesh};
 pub use reactor::Reactor;
 
 /// The longest a driver sleeps before looking at the shutdown flag and its timers again.

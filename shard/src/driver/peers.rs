@@ -83,7 +83,52 @@ pub fn peer_mesh(shards: usize) -> io::Result<Vec<PeerLinks>> {
     Ok(links)
 }
 
+/// The process's handle on every shard of a group: it hands them messages from outside the
+/// shard threads (a new configuration on reload).
+#[derive(Clone)]
+pub struct ShardControl {
+    shards: Vec<(Sender<Box<PeerMessage>>, Arc<EventFd>)>,
+}
+
+impl fmt::Debug for ShardControl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShardControl")
+            .field("shards", &self.shards.len())
+            .finish()
+    }
+}
+
+impl ShardControl {
+    /// Sends a copy of `message` to every shard and wakes it; returns how many shards
+    /// took it (a stopped shard does not).
+    pub fn broadcast(&self, message: &PeerMessage) -> usize {
+        let mut delivered = 0;
+        for (shard, (sender, wake)) in self.shards.iter().enumerate() {
+            if sender.send(Box::new(message.clone())).is_err() {
+                debug!("control message for stopped shard {shard}; dropped");
+                continue;
+            }
+            if let Err(e) = wake.wake() {
+                debug!("waking shard {shard}: {e}");
+            }
+            delivered += 1;
+        }
+        delivered
+    }
+}
+
 impl PeerLinks {
+    /// A handle the process keeps to reach every shard of this link's group.
+    pub fn control(&self) -> ShardControl {
+        ShardControl {
+            shards: self
+                .peers
+                .iter()
+                .map(|p| (p.sender.clone(), Arc::clone(&p.wake)))
+                .collect(),
+        }
+    }
+
     /// The links of a group of one (a shard with no peers).
     pub fn single() -> io::Result<PeerLinks> {
         let mut mesh = peer_mesh(1)?;
@@ -191,6 +236,7 @@ mod tests {
             PeerMessage::Miss { question, .. } | PeerMessage::Answer { question, .. } => {
                 question.hash
             }
+            PeerMessage::Reconfigure(_) => u64::MAX,
         }
     }
 

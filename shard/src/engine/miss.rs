@@ -377,6 +377,67 @@ impl Engine {
         }
     }
 
+    /// `verify` resolutions still waiting at their client deadline: their clients get the
+    /// stale entry now; the upstream query goes on and refreshes the cache.
+    pub(super) fn stale_client_timeouts(&mut self, now: Instant) {
+        while let Some((at, _)) = self.verify_timers.front() {
+            if *at > now {
+                break;
+            }
+            let Some((_, question)) = self.verify_timers.pop_front() else {
+                break;
+            };
+            let found = self.inflight.find(
+                question.server as usize,
+                question.hash,
+                (
+                    &question.qname,
+                    question.qtype,
+                    question.qclass,
+                    question.flag_bits,
+                ),
+                question.protocol,
+            );
+            let Some(id) = found else { continue };
+            let clock = self.nanos(now);
+            let Some(cache) = self.caches[question.server as usize].as_ref() else {
+                continue;
+            };
+            let Some((response, _, _)) = cache.peek(clock, &question.key(), question.hash) else {
+                continue;
+            };
+            let response = response.clone();
+            let Some(pending) = self.inflight.get_mut(id) else {
+                continue;
+            };
+            let waiters = std::mem::take(&mut pending.waiters);
+            let (ttl, stale) = match response.remaining(clock) {
+                0 => (response.stale_ttl(), true),
+                _ => (response.fresh_ttl(clock), false),
+            };
+            if stale {
+                let served = waiters.len() as u64;
+                self.stats.servers[question.server as usize]
+                    .served_stale
+                    .add(served);
+            }
+            for waiter in &waiters {
+                let view = ClientView {
+                    id: waiter.id,
+                    flags: waiter.flags,
+                    qname: &waiter.qname,
+                    edns: waiter.edns,
+                    protocol: waiter.client.protocol,
+                };
+                let len = response.render(ttl, &view, true, &mut self.scratch);
+                self.outbox.push_back(Transmit::Reply {
+                    client: waiter.client,
+                    payload: self.scratch[..len].to_vec(),
+                });
+            }
+        }
+    }
+
     /// Answers every waiting client of `pending` with `rcode`, logging it under `errors`.
     fn answer_failure(&mut self, pending: &Pending, rcode: u16, reason: &str) {
         if self.config.servers[pending.server].log_errors && !pending.waiters.is_empty() {

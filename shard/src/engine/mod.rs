@@ -30,6 +30,23 @@ const CLASS_IN: u16 = 1;
 /// answering SERVFAIL itself (the owner answers within the timeout unless it is gone).
 const PEER_GRACE: Duration = Duration::from_secs(1);
 
+/// In `verify` serve-stale mode, how long a client waits for the upstream before it gets the
+/// stale answer (RFC 8767 §5 "stale-answer-client-timeout", recommended 1.8 s); the upstream
+/// query goes on and refreshes the cache. CoreDNS makes the client wait for the whole upstream
+/// timeout.
+const STALE_CLIENT_TIMEOUT: Duration = Duration::from_millis(1800);
+
+/// What the cache did with a client query.
+enum CacheAnswer {
+    /// A reply of this length is in the output buffer.
+    Reply(usize),
+    /// Nothing usable: resolve it.
+    Miss,
+    /// Only a stale entry, in `verify` mode: resolve it, and serve the stale entry if the
+    /// upstream fails or is slow.
+    StaleVerify,
+}
+
 /// Who resolves a cache miss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Coalesce {
@@ -96,6 +113,8 @@ pub struct Engine {
     /// Scratch space reused on the miss path.
     ttl_offsets: Vec<usize>,
     scratch: Vec<u8>,
+    /// `verify` resolutions whose clients get the stale entry at the deadline.
+    verify_timers: VecDeque<(Instant, PeerQuestion)>,
 }
 
 impl Engine {
@@ -156,6 +175,7 @@ impl Engine {
             stats,
             ttl_offsets: Vec::new(),
             scratch: vec![0; MAX_MESSAGE],
+            verify_timers: VecDeque::new(),
         }
     }
 
@@ -225,7 +245,7 @@ impl Engine {
     }
 
     /// Answers from the cache when it can: a fresh entry, or a stale one in `immediate`
-    /// serve-stale mode (starting a prefetch or refresh when due). `None`: resolve it.
+    /// serve-stale mode (starting a prefetch or refresh when due).
     fn answer_from_cache(
         &mut self,
         now: Instant,
@@ -234,10 +254,12 @@ impl Engine {
         hash: u64,
         view: &ClientView<'_>,
         out: &mut [u8],
-    ) -> Option<usize> {
+    ) -> CacheAnswer {
         let clock = self.nanos(now);
         let stats = &self.stats.servers[server];
-        let cache = self.caches[server].as_mut()?;
+        let Some(cache) = self.caches[server].as_mut() else {
+            return CacheAnswer::Miss;
+        };
         let verify = cache.policy().serve_stale.is_some_and(|s| s.verify);
         stats.requests.inc();
         let (len, refresh) = match cache.lookup(clock, key, hash) {
@@ -263,20 +285,26 @@ impl Engine {
                 stats.served_stale.inc();
                 (len, refresh.then(|| response.stored_at()))
             }
-            Lookup::Stale { .. } | Lookup::Miss => {
+            Lookup::Stale { .. } => {
                 stats.misses.inc();
-                return None;
+                return CacheAnswer::StaleVerify;
+            }
+            Lookup::Miss => {
+                stats.misses.inc();
+                return CacheAnswer::Miss;
             }
         };
         self.stats.cache_hits.inc();
         if let Some(stored_at) = refresh {
             self.refresh(now, server, key, hash, stored_at);
         }
-        Some(len)
+        CacheAnswer::Reply(len)
     }
 
-    /// A miss from a client: join or start its resolution (REFUSED when over limits or
-    /// outside the block's `forward`).
+    /// A miss from a client: join or start its resolution; REFUSED when over limits or
+    /// outside the block's `forward`. With `stale_verify`, the client gets the stale entry at
+    /// [`STALE_CLIENT_TIMEOUT`] if no answer came by then.
+    #[allow(clippy::too_many_arguments)] // the hot path's locals, passed without a struct
     fn forward(
         &mut self,
         now: Instant,
@@ -284,6 +312,7 @@ impl Engine {
         server: usize,
         message: &Message<'_>,
         hash: u64,
+        stale_verify: bool,
         out: &mut [u8],
     ) -> Outcome {
         let key = Key::of(message);
@@ -311,7 +340,12 @@ impl Engine {
             flag_bits: key.flag_bits(),
             protocol,
         };
+        let timer = stale_verify.then(|| question.clone());
         if self.resolve(now, Requester::Client(waiter), question, None) {
+            if let Some(question) = timer {
+                self.verify_timers
+                    .push_back((now + STALE_CLIENT_TIMEOUT, question));
+            }
             return Outcome::Pending;
         }
         let len = error_reply(message, rcode::REFUSED as u16, out);
@@ -388,6 +422,7 @@ impl Handler for Engine {
         };
         let key = Key::of(&message);
         let hash = key.hash_seeded(self.group.seed);
+        let mut stale_verify = false;
         if self.caches_name(server, key.qname) {
             let view = ClientView {
                 id: header.id,
@@ -396,11 +431,13 @@ impl Handler for Engine {
                 edns: message.edns.as_ref().map(|e| (e.payload_size, e.dnssec_ok)),
                 protocol: client.protocol,
             };
-            if let Some(len) = self.answer_from_cache(now, server, &key, hash, &view, out) {
-                return Outcome::Reply(len);
+            match self.answer_from_cache(now, server, &key, hash, &view, out) {
+                CacheAnswer::Reply(len) => return Outcome::Reply(len),
+                CacheAnswer::Miss => {}
+                CacheAnswer::StaleVerify => stale_verify = true,
             }
         }
-        self.forward(now, client, server, &message, hash, out)
+        self.forward(now, client, server, &message, hash, stale_verify, out)
     }
 
     fn handle_response(&mut self, now: Instant, link: Link, response: &[u8]) {
@@ -477,6 +514,10 @@ impl Handler for Engine {
                 newer_than,
             } => self.peer_miss(now, from, question, newer_than),
             PeerMessage::Answer { question, result } => self.peer_answer(now, question, result),
+            PeerMessage::Reconfigure(config) => match self.reconfigure(now, config) {
+                Ok(()) => tracing::info!(shard = self.shard, "configuration reloaded"),
+                Err(why) => tracing::error!(shard = self.shard, "reload refused: {why}"),
+            },
         }
         self.inflight.tidy();
     }
@@ -507,14 +548,19 @@ impl Handler for Engine {
         for link in self.tcp.expire_idle(now) {
             self.outbox.push_back(Transmit::Close { link });
         }
+        self.stale_client_timeouts(now);
         self.inflight.tidy();
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        match (self.inflight.next_deadline(), self.tcp.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.inflight.next_deadline(),
+            self.tcp.next_deadline(),
+            self.verify_timers.front().map(|t| t.0),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
