@@ -183,7 +183,12 @@ impl StoredResponse {
     /// The TTL a fresh reply carries at `now`: the remaining lifetime, or `None` to relay the
     /// stored TTLs (uncached responses and `keepttl`).
     pub fn fresh_ttl(&self, now: u64) -> Option<u32> {
-        (self.ttl > 0 && !self.keep_ttl).then(|| self.remaining(now))
+        self.fresh_ttl_of(self.remaining(now))
+    }
+
+    /// [`StoredResponse::fresh_ttl`] given the remaining lifetime already computed.
+    pub fn fresh_ttl_of(&self, remaining: u32) -> Option<u32> {
+        (self.ttl > 0 && !self.keep_ttl).then_some(remaining)
     }
 
     /// The TTL a stale reply carries.
@@ -322,6 +327,8 @@ pub enum Lookup<'a> {
         response: &'a StoredResponse,
         kind: Kind,
         prefetch: bool,
+        /// Seconds of life left (what [`StoredResponse::remaining`] says now).
+        remaining: u32,
     },
     /// An expired entry still within `serve_stale`. `refresh` as for prefetch (`immediate`
     /// mode only; in `verify` mode the caller asks upstream first).
@@ -329,6 +336,8 @@ pub enum Lookup<'a> {
         response: &'a StoredResponse,
         kind: Kind,
         refresh: bool,
+        /// `verify` mode: ask the upstream before serving it.
+        verify: bool,
     },
     /// Nothing usable.
     Miss,
@@ -351,6 +360,8 @@ const EVICTION_SCAN: usize = 8;
 #[derive(Debug)]
 pub struct PacketCache {
     policy: CacheConfig,
+    /// The policy's zones cover the whole server block (no per-query zone check).
+    everywhere: bool,
     /// How long a started refresh blocks the next one for the same entry (nanoseconds).
     refresh_hold: u64,
     table: HashTable<Entry>,
@@ -362,16 +373,22 @@ pub struct PacketCache {
 }
 
 impl PacketCache {
-    /// A cache holding this shard's share (`1/shards`, at least 1) of each section's
-    /// capacity. `refresh_hold` is how long a refresh may take before another may start
-    /// (the overall query timeout is right).
-    pub fn new(policy: CacheConfig, shards: usize, refresh_hold: Duration) -> PacketCache {
+    /// A cache for the server block of zone `block_zone` holding this shard's share
+    /// (`1/shards`, at least 1) of each section's capacity. `refresh_hold` is how long a
+    /// refresh may take before another may start (the overall query timeout is right).
+    pub fn new(
+        policy: CacheConfig,
+        block_zone: &[u8],
+        shards: usize,
+        refresh_hold: Duration,
+    ) -> PacketCache {
         let share = |c: usize| c.div_ceil(shards.max(1)).max(1);
         let capacity = [
             share(policy.success.capacity),
             share(policy.denial.capacity),
         ];
         PacketCache {
+            everywhere: policy.zones.iter().any(|z| in_zone(block_zone, z)),
             policy,
             refresh_hold: u64::try_from(refresh_hold.as_nanos()).unwrap_or(u64::MAX),
             table: HashTable::with_capacity(capacity[0] + capacity[1]),
@@ -387,14 +404,27 @@ impl PacketCache {
         &self.policy
     }
 
+    /// Whether names like `qname` (inside the block) are cached: the policy's zones cover it.
+    #[inline]
+    pub fn covers(&self, qname: &[u8]) -> bool {
+        self.everywhere || self.policy.zones.iter().any(|z| in_zone(qname, z))
+    }
+
     /// Switches to a new policy (a configuration reload), keeping the entries: they keep
     /// the lifetime they were stored with. A smaller capacity evicts at once, coldest first.
-    pub fn set_policy(&mut self, now: u64, policy: CacheConfig, shards: usize) -> InsertReport {
+    pub fn set_policy(
+        &mut self,
+        now: u64,
+        policy: CacheConfig,
+        block_zone: &[u8],
+        shards: usize,
+    ) -> InsertReport {
         let share = |c: usize| c.div_ceil(shards.max(1)).max(1);
         self.capacity = [
             share(policy.success.capacity),
             share(policy.denial.capacity),
         ];
+        self.everywhere = policy.zones.iter().any(|z| in_zone(block_zone, z));
         self.policy = policy;
         let mut report = InsertReport::default();
         for slot in 0..2 {
@@ -478,6 +508,7 @@ impl PacketCache {
                 response: &entry.response,
                 kind: entry.kind,
                 prefetch,
+                remaining,
             };
         }
         let Some(stale) = self.policy.serve_stale else {
@@ -495,6 +526,7 @@ impl PacketCache {
             response: &entry.response,
             kind: entry.kind,
             refresh,
+            verify: stale.verify,
         }
     }
 

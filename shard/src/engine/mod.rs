@@ -98,8 +98,6 @@ pub struct Engine {
     shard: usize,
     /// Per server block (None when the block has no `cache`).
     caches: Vec<Option<PacketCache>>,
-    /// Per server block: whether its cache covers the whole block (no zone check per query).
-    cache_everywhere: Vec<bool>,
     /// Per listener: its server blocks, most specific zone first.
     routes: Vec<Vec<usize>>,
     /// The clock for the cache: nanoseconds since the group's epoch, converted once per
@@ -133,16 +131,7 @@ impl Engine {
             .map(|s| {
                 s.cache
                     .clone()
-                    .map(|policy| PacketCache::new(policy, group.shards, hold))
-            })
-            .collect();
-        let cache_everywhere = config
-            .servers
-            .iter()
-            .map(|s| {
-                s.cache
-                    .as_ref()
-                    .is_some_and(|c| c.zones.iter().any(|z| in_zone(&s.zone, z)))
+                    .map(|policy| PacketCache::new(policy, &s.zone, group.shards, hold))
             })
             .collect();
         let routes = config
@@ -166,7 +155,6 @@ impl Engine {
             group,
             shard,
             caches,
-            cache_everywhere,
             routes,
             clock: (group.epoch, 0),
             inflight: InFlight::default(),
@@ -191,11 +179,7 @@ impl Engine {
     /// `now` on the cache's clock: nanoseconds since the group's epoch (0 for earlier
     /// instants). Memoised, so a batch of queries converts once.
     fn nanos(&mut self, now: Instant) -> u64 {
-        if now != self.clock.0 {
-            let nanos = now.saturating_duration_since(self.group.epoch).as_nanos();
-            self.clock = (now, u64::try_from(nanos).unwrap_or(u64::MAX));
-        }
-        self.clock.1
+        nanos(&mut self.clock, self.group.epoch, now)
     }
 
     /// This shard's counters (shared with a metrics scraper).
@@ -235,13 +219,7 @@ impl Engine {
     /// Whether server block `server` caches `qname` (its `cache` exists and its ZONES cover
     /// the name).
     fn caches_name(&self, server: usize, qname: &[u8]) -> bool {
-        match self.caches.get(server) {
-            Some(Some(cache)) => {
-                self.cache_everywhere[server]
-                    || cache.policy().zones.iter().any(|z| in_zone(qname, z))
-            }
-            _ => false,
-        }
+        matches!(self.caches.get(server), Some(Some(cache)) if cache.covers(qname))
     }
 
     /// Answers from the cache when it can: a fresh entry, or a stale one in `immediate`
@@ -255,20 +233,22 @@ impl Engine {
         view: &ClientView<'_>,
         out: &mut [u8],
     ) -> CacheAnswer {
-        let clock = self.nanos(now);
-        let stats = &self.stats.servers[server];
         let Some(cache) = self.caches[server].as_mut() else {
             return CacheAnswer::Miss;
         };
-        let verify = cache.policy().serve_stale.is_some_and(|s| s.verify);
-        stats.requests.inc();
+        if !cache.covers(key.qname) {
+            return CacheAnswer::Miss;
+        }
+        let clock = nanos(&mut self.clock, self.group.epoch, now);
+        let stats = &self.stats.servers[server];
         let (len, refresh) = match cache.lookup(clock, key, hash) {
             Lookup::Fresh {
                 response,
                 kind,
                 prefetch,
+                remaining,
             } => {
-                let len = response.render(response.fresh_ttl(clock), view, true, out);
+                let len = response.render(response.fresh_ttl_of(remaining), view, true, out);
                 stats.hits[kind as usize].inc();
                 if prefetch {
                     stats.prefetch.inc();
@@ -279,7 +259,8 @@ impl Engine {
                 response,
                 kind,
                 refresh,
-            } if !verify => {
+                verify: false,
+            } => {
                 let len = response.render(response.stale_ttl(), view, true, out);
                 stats.hits[kind as usize].inc();
                 stats.served_stale.inc();
@@ -422,21 +403,18 @@ impl Handler for Engine {
         };
         let key = Key::of(&message);
         let hash = key.hash_seeded(self.group.seed);
-        let mut stale_verify = false;
-        if self.caches_name(server, key.qname) {
-            let view = ClientView {
-                id: header.id,
-                flags: header.flags,
-                qname: message.question.name,
-                edns: message.edns.as_ref().map(|e| (e.payload_size, e.dnssec_ok)),
-                protocol: client.protocol,
-            };
-            match self.answer_from_cache(now, server, &key, hash, &view, out) {
-                CacheAnswer::Reply(len) => return Outcome::Reply(len),
-                CacheAnswer::Miss => {}
-                CacheAnswer::StaleVerify => stale_verify = true,
-            }
-        }
+        let view = ClientView {
+            id: header.id,
+            flags: header.flags,
+            qname: message.question.name,
+            edns: message.edns.as_ref().map(|e| (e.payload_size, e.dnssec_ok)),
+            protocol: client.protocol,
+        };
+        let stale_verify = match self.answer_from_cache(now, server, &key, hash, &view, out) {
+            CacheAnswer::Reply(len) => return Outcome::Reply(len),
+            CacheAnswer::Miss => false,
+            CacheAnswer::StaleVerify => true,
+        };
         self.forward(now, client, server, &message, hash, stale_verify, out)
     }
 
@@ -568,6 +546,17 @@ impl Handler for Engine {
     }
 }
 
+/// `now` in nanoseconds since `epoch`, memoised in `clock` (a field borrowed apart from the
+/// engine's caches on the hit path).
+#[inline]
+fn nanos(clock: &mut (Instant, u64), epoch: Instant, now: Instant) -> u64 {
+    if now != clock.0 {
+        let nanos = now.saturating_duration_since(epoch).as_nanos();
+        *clock = (now, u64::try_from(nanos).unwrap_or(u64::MAX));
+    }
+    clock.1
+}
+
 fn rcode_name(rcode: u16) -> &'static str {
     match rcode {
         0 => "NOERROR",
@@ -620,21 +609,22 @@ impl Engine {
             let slot = &mut self.caches[server];
             match (slot.as_mut(), block.cache.clone()) {
                 (Some(cache), Some(policy)) => {
-                    let report = cache.set_policy(clock, policy, self.group.shards);
+                    let report = cache.set_policy(clock, policy, &block.zone, self.group.shards);
                     let stats = &self.stats.servers[server];
                     for kind in 0..2 {
                         stats.evictions[kind].add(report.evicted[kind]);
                     }
                 }
                 (None, Some(policy)) => {
-                    *slot = Some(PacketCache::new(policy, self.group.shards, hold));
+                    *slot = Some(PacketCache::new(
+                        policy,
+                        &block.zone,
+                        self.group.shards,
+                        hold,
+                    ));
                 }
                 (_, None) => *slot = None,
             }
-            self.cache_everywhere[server] = block
-                .cache
-                .as_ref()
-                .is_some_and(|c| c.zones.iter().any(|z| in_zone(&block.zone, z)));
         }
         self.config = Arc::clone(&config);
         if old.upstreams != config.upstreams {
