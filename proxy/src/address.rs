@@ -2,7 +2,7 @@
 //!
 //! Functions here return a plain message on error; the caller adds the file and line.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The DNS port, used when a key or an upstream names none.
 pub const DNS_PORT: u16 = 53;
@@ -156,6 +156,51 @@ pub fn parse_bind(text: &str) -> Result<IpAddr, String> {
         .unwrap_or(text);
     bare.parse::<IpAddr>()
         .map_err(|_| format!("bad bind address {text:?} (expected an IPv4 or IPv6 address)"))
+}
+
+/// Where `prometheus` without an address serves `/metrics` (CoreDNS's default).
+pub const PROMETHEUS_DEFAULT: &str = "localhost:9153";
+
+/// Parses a `prometheus` address, `HOST:PORT`: HOST is an IPv4 address, an IPv6 address in
+/// brackets, `localhost` (127.0.0.1) or empty. An empty or unspecified HOST (`:9253`,
+/// `0.0.0.0:9253`, `[::]:9253`) means every address of both families, as Go's `net.Listen`
+/// has it for CoreDNS; all three come back as `0.0.0.0:PORT`.
+pub fn parse_metrics_listen(text: &str) -> Result<SocketAddr, String> {
+    let bad = |why: &str| {
+        format!(
+            "bad prometheus address {text:?}: {why} (expected HOST:PORT with HOST an IP address, \
+             [IPV6], localhost or nothing, e.g. :9253, 127.0.0.1:9153 or [::1]:9153)"
+        )
+    };
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(bad("no port"));
+    };
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| bad(&format!("bad port {port:?}")))?;
+    let ip = if host.is_empty() {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else if host.eq_ignore_ascii_case("localhost") {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        let ip = inner
+            .parse::<Ipv6Addr>()
+            .map_err(|_| bad(&format!("{inner:?} is not an IPv6 address")))?;
+        IpAddr::V6(ip)
+    } else if host.contains(':') {
+        return Err(bad("IPv6 addresses go in brackets"));
+    } else if host.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        let ip = host
+            .parse::<Ipv4Addr>()
+            .map_err(|_| bad(&format!("{host:?} is not an IP address")))?;
+        IpAddr::V4(ip)
+    } else {
+        return Err(bad("hostnames other than localhost are not supported"));
+    };
+    if ip.is_unspecified() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+    }
+    Ok(SocketAddr::new(ip, port))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! From Corefile text to the engine's [`Config`]: one server per block key, listeners grouped
 //! by bind address and port, upstreams deduplicated, and each block's `cache` zones clipped to
-//! the key's zone ([`cache_for_zone`]).
+//! the key's zone ([`cache_for_zone`]). Process-level settings (the `prometheus` endpoints)
+//! go beside it in [`ProcessConfig`], out of the shards' configuration.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -26,8 +27,18 @@ pub fn default_corefile(resolv_conf: &Path) -> String {
     )
 }
 
+/// A built Corefile: the shards' configuration and what the process serves beside them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessConfig {
+    /// What every shard runs on.
+    pub config: Config,
+    /// Addresses of the Prometheus `/metrics` endpoints, one per distinct `prometheus`
+    /// address, in order of appearance. An unspecified IP (`0.0.0.0`) means every address.
+    pub metrics: Vec<SocketAddr>,
+}
+
 /// Reads and builds the Corefile at `conf`, or the built-in one when there is none.
-pub fn load(conf: Option<&Path>, resolv_conf: &Path) -> Result<Config, ConfigError> {
+pub fn load(conf: Option<&Path>, resolv_conf: &Path) -> Result<ProcessConfig, ConfigError> {
     match conf {
         Some(path) => {
             let file = path.display().to_string();
@@ -35,14 +46,21 @@ pub fn load(conf: Option<&Path>, resolv_conf: &Path) -> Result<Config, ConfigErr
                 file: file.clone(),
                 message: format!("cannot read the Corefile: {error}"),
             })?;
-            build(&file, &text)
+            build_process(&file, &text)
         }
-        None => build(DEFAULT_COREFILE_NAME, &default_corefile(resolv_conf)),
+        None => build_process(DEFAULT_COREFILE_NAME, &default_corefile(resolv_conf)),
     }
 }
 
-/// Builds the configuration described by Corefile `text`; `file` names it in errors.
+/// The shards' configuration described by Corefile `text` ([`build_process`] without the
+/// process-level settings).
+#[cfg(test)]
 pub fn build(file: &str, text: &str) -> Result<Config, ConfigError> {
+    build_process(file, text).map(|process| process.config)
+}
+
+/// Builds the configuration described by Corefile `text`; `file` names it in errors.
+pub fn build_process(file: &str, text: &str) -> Result<ProcessConfig, ConfigError> {
     let at = |line: usize, message: String| ConfigError::at(file, line, message);
     let mut config = Config {
         listeners: Vec::new(),
@@ -52,12 +70,18 @@ pub fn build(file: &str, text: &str) -> Result<Config, ConfigError> {
     };
     // The key line of each server, for duplicate messages.
     let mut server_lines: Vec<usize> = Vec::new();
+    // Each distinct `prometheus` address with the line that first named it.
+    let mut metrics: Vec<(SocketAddr, usize)> = Vec::new();
     for block in corefile::parse(file, text)? {
         let mut keys = Vec::with_capacity(block.keys.len());
         for key in &block.keys {
             keys.push(address::parse_key(&key.text).map_err(|m| at(key.line, m))?);
         }
         let settings = directives::block_settings(file, &block.directives)?;
+        if let Some(prometheus) = settings.prometheus {
+            add_metrics_endpoint(&mut metrics, prometheus.addr, prometheus.line)
+                .map_err(|message| at(prometheus.line, message))?;
+        }
         let forward = settings.forward.as_ref().map(|forward| ForwardConfig {
             from: forward.from.wire.clone(),
             upstreams: forward
@@ -114,7 +138,41 @@ pub fn build(file: &str, text: &str) -> Result<Config, ConfigError> {
             message: format!("too many listening addresses ({})", config.listeners.len()),
         });
     }
-    Ok(config)
+    Ok(ProcessConfig {
+        config,
+        metrics: metrics.into_iter().map(|(addr, _)| addr).collect(),
+    })
+}
+
+/// Adds `addr` (named at `line`) to the metrics endpoints unless already there (blocks naming
+/// one address share its endpoint, as in CoreDNS). An address that would take a port another
+/// one holds (the same port with an unspecified IP on either side) is an error.
+fn add_metrics_endpoint(
+    endpoints: &mut Vec<(SocketAddr, usize)>,
+    addr: SocketAddr,
+    line: usize,
+) -> Result<(), String> {
+    for &(other, other_line) in endpoints.iter() {
+        if other == addr {
+            return Ok(());
+        }
+        if other.port() == addr.port()
+            && (other.ip().is_unspecified() || addr.ip().is_unspecified())
+        {
+            let shown = |addr: SocketAddr| match addr.ip().is_unspecified() {
+                true => format!(":{}", addr.port()),
+                false => addr.to_string(),
+            };
+            return Err(format!(
+                "prometheus address {} clashes with {} at line {other_line} (the same port on \
+                 every address); name one address in every block",
+                shown(addr),
+                shown(other)
+            ));
+        }
+    }
+    endpoints.push((addr, line));
+    Ok(())
 }
 
 /// The `cache` of a server block as it applies to the block zone `zone`, or none when the
@@ -379,7 +437,9 @@ mod tests {
     #[test]
     fn default_corefile_reads_resolv_conf() {
         let resolv = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/resolv.conf");
-        let config = load(None, Path::new(resolv)).unwrap();
+        let process = load(None, Path::new(resolv)).unwrap();
+        assert!(process.metrics.is_empty());
+        let config = process.config;
         assert_eq!(config.listeners.len(), 1);
         assert_eq!(config.listeners[0].addr, addr("127.0.0.1:5353"));
         assert_eq!(
@@ -406,6 +466,44 @@ mod tests {
             error
                 .to_string()
                 .starts_with("/nonexistent/Corefile: cannot read the Corefile:")
+        );
+    }
+
+    #[test]
+    fn metrics_endpoints() {
+        let text = ".:53 {\n prometheus :9253\n}\ncluster.local:53 {\n prometheus 0.0.0.0:9253\n}\n\
+                    in-addr.arpa:53 {\n prometheus\n}\nip6.arpa:53 {\n prometheus [::1]:9254\n}\n\
+                    example.org:53 {\n}\n";
+        let process = build_process("Corefile", text).unwrap();
+        let metrics: Vec<String> = process.metrics.iter().map(ToString::to_string).collect();
+        assert_eq!(metrics, ["0.0.0.0:9253", "127.0.0.1:9153", "[::1]:9254"]);
+        assert_eq!(process.config.servers.len(), 5);
+        let stock = build_process("Corefile", STOCK).unwrap();
+        assert_eq!(stock.metrics, [addr("0.0.0.0:9253")]);
+    }
+
+    #[test]
+    fn metrics_endpoints_that_clash() {
+        let text =
+            ".:53 {\n prometheus 127.0.0.1:9253\n}\n\ncluster.local:53 {\n prometheus :9253\n}\n";
+        assert_eq!(
+            build_process("Corefile", text).unwrap_err().to_string(),
+            "Corefile:6: prometheus address :9253 clashes with 127.0.0.1:9253 at line 2 (the same \
+             port on every address); name one address in every block"
+        );
+        // Different ports, or different IPs on one port, are several endpoints.
+        let text = ".:53 {\n prometheus 127.0.0.1:9253\n}\na.example {\n prometheus 127.0.0.2:9253\n}\n\
+                    b.example {\n prometheus :9254\n}\n";
+        assert_eq!(build_process("Corefile", text).unwrap().metrics.len(), 3);
+        // The wildcard takes IPv6 too.
+        let text = ".:53 {\n prometheus [::]:9253\n}\na.example {\n prometheus [::1]:9253\n}\n";
+        assert!(
+            build_process("Corefile", text)
+                .unwrap_err()
+                .to_string()
+                .starts_with(
+                    "Corefile:5: prometheus address [::1]:9253 clashes with :9253 at line 2"
+                )
         );
     }
 }

@@ -368,7 +368,7 @@ mod tests {
             .iter()
             .map(|d| d.name.as_str())
             .collect();
-        assert_eq!(names, ["errors", "cache", "bind", "forward"]);
+        assert_eq!(names, ["errors", "cache", "bind", "forward", "prometheus"]);
         let cache = &blocks[0].directives[1];
         assert!(cache.args.is_empty());
         let options = cache.block.as_ref().unwrap();
@@ -380,7 +380,7 @@ mod tests {
             ["169.254.20.10", "10.96.0.10"]
         );
         let forward = &blocks[1].directives[3];
-        assert_eq!(forward.line, 16);
+        assert_eq!(forward.line, 17);
         assert_eq!(forward.block.as_ref().unwrap()[0].name, "force_tcp");
     }
 

@@ -1,5 +1,5 @@
-//! The directives of a server block: `bind`, `cache` (in [`cache`]), `forward` and `errors`,
-//! read into [`BlockSettings`]. Every error names the file and line of the offending token.
+//! The directives of a server block: `bind`, `cache` (in [`cache`]), `forward`, `errors` and
+//! `prometheus`, read into [`BlockSettings`]. Every error names the file and line of the offending token.
 
 mod cache;
 
@@ -26,7 +26,7 @@ const NOT_YET: &[&str] = &[
     "acl", "any", "auto", "autopath", "bufsize", "cancel", "chaos", "debug", "dns64", "dnssec",
     "dnstap", "erratic", "etcd", "file", "geoip", "grpc", "header", "health",
     "hosts", "import", "k8s_external", "kubernetes", "loadbalance", "local", "log", "loop",
-    "metadata", "minimal", "nsid", "pprof", "prometheus", "ready", "reload", "rewrite", "root",
+    "metadata", "minimal", "nsid", "pprof", "ready", "reload", "rewrite", "root",
     "secondary", "sign", "template", "timeouts", "tls", "trace", "transfer", "tsig", "view",
     "whoami",
 ];
@@ -49,6 +49,18 @@ pub struct BlockSettings {
     pub forward: Option<ForwardSettings>,
     /// The `errors` directive.
     pub log_errors: bool,
+    /// The `prometheus` directive (a process-level endpoint, shared by the blocks naming the
+    /// same address).
+    pub prometheus: Option<PrometheusSettings>,
+}
+
+/// A `prometheus [ADDRESS]` directive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrometheusSettings {
+    /// Where `/metrics` is served ([`address::parse_metrics_listen`]).
+    pub addr: SocketAddr,
+    /// The directive's line, for messages about conflicting addresses.
+    pub line: usize,
 }
 
 /// A `forward` directive with its targets resolved to addresses.
@@ -115,6 +127,10 @@ pub fn block_settings(file: &str, directives: &[Directive]) -> Result<BlockSetti
                 }
                 settings.log_errors = true;
             }
+            "prometheus" => {
+                once(settings.prometheus.is_some())?;
+                settings.prometheus = Some(prometheus(directive).map_err(|m| at(line, m))?);
+            }
             _ if NOT_YET.contains(&name) => {
                 return Err(at(line, format!("directive {name:?} is not supported yet")));
             }
@@ -129,6 +145,25 @@ fn no_block(directive: &Directive) -> Result<(), String> {
         Some(_) => Err(format!("{} takes no options block", directive.name)),
         None => Ok(()),
     }
+}
+
+/// `prometheus [ADDRESS]`; the address defaults to CoreDNS's `localhost:9153`.
+fn prometheus(directive: &Directive) -> Result<PrometheusSettings, String> {
+    no_block(directive)?;
+    let addr = match directive.args.as_slice() {
+        [] => address::parse_metrics_listen(address::PROMETHEUS_DEFAULT)?,
+        [token] => address::parse_metrics_listen(&token.text)?,
+        [_, extra, ..] => {
+            return Err(format!(
+                "prometheus takes at most one address, got also {:?}",
+                extra.text
+            ));
+        }
+    };
+    Ok(PrometheusSettings {
+        addr,
+        line: directive.line,
+    })
 }
 
 /// A whole number in `min..=max`.
@@ -343,8 +378,8 @@ mod tests {
             "Corefile:3: unknown directive \"foo\""
         );
         assert_eq!(
-            error("prometheus :9253"),
-            "Corefile:2: directive \"prometheus\" is not supported yet"
+            error("pprof localhost:6053"),
+            "Corefile:2: directive \"pprof\" is not supported yet"
         );
         assert_eq!(
             error("errors x"),
@@ -419,5 +454,57 @@ mod tests {
                 .starts_with("Corefile:2: cannot read resolv.conf")
         );
         assert!(error("forward . 1.1.1.1\nforward . 1.1.1.1").contains("appears twice"));
+    }
+
+    #[test]
+    fn prometheus_forms() {
+        let addr = |body: &str| settings(body).unwrap().prometheus.unwrap().addr.to_string();
+        assert_eq!(settings("errors").unwrap().prometheus, None);
+        assert_eq!(addr("prometheus"), "127.0.0.1:9153");
+        assert_eq!(addr("prometheus :9253"), "0.0.0.0:9253");
+        assert_eq!(addr("prometheus 0.0.0.0:9253"), "0.0.0.0:9253");
+        assert_eq!(addr("prometheus [::]:9253"), "0.0.0.0:9253");
+        assert_eq!(addr("prometheus 169.254.20.10:9253"), "169.254.20.10:9253");
+        assert_eq!(addr("prometheus LocalHost:9154"), "127.0.0.1:9154");
+        assert_eq!(addr("prometheus [::1]:9253"), "[::1]:9253");
+        let prometheus = settings("errors\nprometheus :9253").unwrap().prometheus;
+        assert_eq!(prometheus.map(|p| p.line), Some(3));
+    }
+
+    #[test]
+    fn bad_prometheus() {
+        assert_eq!(
+            error("prometheus :9253\nprometheus :9253"),
+            "Corefile:3: directive \"prometheus\" appears twice in this server block"
+        );
+        assert_eq!(
+            error("prometheus :9253 :9254"),
+            "Corefile:2: prometheus takes at most one address, got also \":9254\""
+        );
+        assert_eq!(
+            error("prometheus :9253 {\n}"),
+            "Corefile:2: prometheus takes no options block"
+        );
+        for (text, why) in [
+            (
+                "metrics.example:9253",
+                "hostnames other than localhost are not supported",
+            ),
+            ("9253", "no port"),
+            ("127.0.0.1", "no port"),
+            (":http", "bad port"),
+            (":99999", "bad port"),
+            ("::1:9253", "IPv6 addresses go in brackets"),
+            ("[127.0.0.1]:9253", "\"127.0.0.1\" is not an IPv6 address"),
+            ("1.2.3.400:9253", "\"1.2.3.400\" is not an IP address"),
+        ] {
+            let got = error(&format!("prometheus {text}"));
+            assert!(
+                got.starts_with(&format!(
+                    "Corefile:2: bad prometheus address {text:?}: {why}"
+                )),
+                "{text}: {got}"
+            );
+        }
     }
 }

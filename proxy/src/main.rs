@@ -4,9 +4,10 @@
 //! - [`cli`]: command-line arguments and logging.
 //! - [`corefile`]: the Corefile tokenizer and parser.
 //! - [`directives`], [`address`], [`duration`], [`resolv`]: what the directives mean.
-//! - [`config`]: Corefile → [`shardns_shard::Config`].
+//! - [`config`]: Corefile → [`shardns_shard::Config`] (plus the process-level settings).
 //! - [`sockets`]: every listening socket is created there.
 //! - [`shards`]: the pinned shard threads and the signals that stop them.
+//! - [`metrics`]: the Prometheus `/metrics` endpoint summing the shards' counters.
 #![forbid(unsafe_code)]
 
 mod address;
@@ -15,16 +16,18 @@ mod config;
 mod corefile;
 mod directives;
 mod duration;
+mod metrics;
 mod resolv;
 mod shards;
 mod sockets;
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::Parser;
+use shardns_shard::ShardStats;
 
 /// `EX_USAGE` from sysexits.h: the configuration is wrong.
 const EXIT_USAGE: u8 = 64;
@@ -52,8 +55,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// Binds the sockets, starts the shards and waits until they stop.
-fn serve(args: &cli::Args, mut config: shardns_shard::Config) -> anyhow::Result<()> {
+/// Binds the sockets, starts the shards (and the metrics endpoints) and waits until they stop.
+fn serve(args: &cli::Args, process: config::ProcessConfig) -> anyhow::Result<()> {
+    let config::ProcessConfig {
+        mut config,
+        metrics: metrics_addrs,
+    } = process;
     let shard_count = args
         .shards
         .map_or_else(shards::default_count, |count| count as usize);
@@ -78,15 +85,42 @@ fn serve(args: &cli::Args, mut config: shardns_shard::Config) -> anyhow::Result<
             .collect();
         tracing::info!("serving zones {} on {addr} (udp, tcp)", zones.join(" "));
     }
+    let mut metrics_listeners = Vec::with_capacity(metrics_addrs.len());
+    for addr in metrics_addrs {
+        let listener = sockets::metrics_listener(addr)?;
+        let bound = listener.local_addr().unwrap_or(addr);
+        tracing::info!("serving metrics on http://{bound}/metrics");
+        metrics_listeners.push(listener);
+    }
+    let stats: Vec<Arc<ShardStats>> = (0..bound.shards.len())
+        .map(|_| Arc::new(ShardStats::new(config.servers.len())))
+        .collect();
+    let config = Arc::new(config);
     let shutdown = Arc::new(AtomicBool::new(false));
     shards::install_signal_handlers(&shutdown).context("cannot install signal handlers")?;
-    shards::run_all(
-        Arc::new(config),
+    let metrics_thread = if metrics_listeners.is_empty() {
+        None
+    } else {
+        let exposition = metrics::Exposition::new(&config, stats.clone());
+        let thread = metrics::start(metrics_listeners, exposition, Arc::clone(&shutdown))
+            .context("cannot start the metrics thread")?;
+        Some(thread)
+    };
+    let result = shards::run_all(
+        config,
         args.io.mode(),
         args.coalesce.mode(),
         bound.shards,
-        shutdown,
-    )?;
+        stats,
+        Arc::clone(&shutdown),
+    );
+    shutdown.store(true, Ordering::SeqCst);
+    if let Some(thread) = metrics_thread
+        && thread.join().is_err()
+    {
+        tracing::error!("the metrics thread panicked");
+    }
+    result?;
     tracing::info!("shardns stopped");
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::thread;
 
 use core_affinity::CoreId;
 use shardns_shard::engine::{Coalesce, Group};
-use shardns_shard::{Config, Engine, IoMode, ShardSockets, ShardSpec, peer_mesh};
+use shardns_shard::{Config, Engine, IoMode, ShardSockets, ShardSpec, ShardStats, peer_mesh};
 
 /// Shards that stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -53,13 +53,16 @@ impl Drop for Exit {
     }
 }
 
-/// Runs one shard per entry of `sockets` until `shutdown` is set. A shard that fails sets
-/// `shutdown`, so the others stop too, and the whole run reports failure.
+/// Runs one shard per entry of `sockets` until `shutdown` is set, shard `i` counting into
+/// `stats[i]` (made by the process, so the metrics endpoint reads them; a shard without one
+/// counts into its own). A shard that fails sets `shutdown`, so the others stop too, and the
+/// whole run reports failure.
 pub fn run_all(
     config: Arc<Config>,
     io: IoMode,
     coalesce: Coalesce,
     sockets: Vec<ShardSockets>,
+    stats: Vec<Arc<ShardStats>>,
     shutdown: Arc<AtomicBool>,
 ) -> Result<(), ShardsFailed> {
     let cores = allowed_cores();
@@ -86,6 +89,7 @@ pub fn run_all(
             sender: sender.clone(),
         };
         let config = Arc::clone(&config);
+        let stats = stats.get(index).map(Arc::clone);
         let spec = ShardSpec {
             index,
             io,
@@ -108,6 +112,10 @@ pub fn run_all(
                     );
                 }
                 let engine = Engine::new(config, group, index);
+                let engine = match stats {
+                    Some(stats) => engine.with_stats(stats),
+                    None => engine,
+                };
                 shardns_shard::run_shard(spec, engine)
             });
         match spawned {
@@ -180,6 +188,7 @@ mod tests {
                 Arc::new(config),
                 IoMode::Epoll,
                 Coalesce::Across,
+                Vec::new(),
                 Vec::new(),
                 shutdown
             )

@@ -4,15 +4,20 @@
 //!
 //! A listener on port 0 gets an ephemeral port: the first UDP socket binds to port 0 and
 //! every other socket of that listener (all shards, UDP and TCP) binds to the port it got.
+//!
+//! The Prometheus endpoints' TCP listeners ([`metrics_listener`]) are made here too.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 
 use shardns_shard::ShardSockets;
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// `listen(2)` backlog of the TCP listeners.
 pub const TCP_BACKLOG: i32 = 1024;
+
+/// `listen(2)` backlog of a metrics listener (a scraper or two).
+pub const METRICS_BACKLOG: i32 = 64;
 
 /// Receive and send buffer asked for on UDP sockets (the kernel caps it at
 /// `net.core.rmem_max` / `wmem_max`).
@@ -157,6 +162,42 @@ fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
+/// The non-blocking TCP listener of a Prometheus endpoint at `addr`. An unspecified IP
+/// listens on every address of both families (one IPv6 socket that also takes IPv4, as Go's
+/// `net.Listen` does for CoreDNS), or on every IPv4 address where the host has no IPv6.
+/// Without `SO_REUSEPORT`: a second process on the port is an error, not a silent split of
+/// the scrapes.
+pub fn metrics_listener(addr: SocketAddr) -> Result<TcpListener, SocketError> {
+    let error = |addr, source| SocketError {
+        addr,
+        protocol: "http",
+        source,
+    };
+    if !addr.ip().is_unspecified() {
+        return http_listener(addr, true).map_err(|e| error(addr, e));
+    }
+    let any6 = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), addr.port());
+    match http_listener(any6, false) {
+        Err(source) if no_ipv6(&source) => {
+            let any4 = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), addr.port());
+            http_listener(any4, true).map_err(|e| error(any4, e))
+        }
+        result => result.map_err(|e| error(any6, e)),
+    }
+}
+
+fn http_listener(addr: SocketAddr, only_v6: bool) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(only_v6)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(METRICS_BACKLOG)?;
+    Ok(socket.into())
+}
+
 fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = socket(addr, Type::STREAM, Protocol::TCP)?;
     socket.bind(&addr.into())?;
@@ -257,5 +298,33 @@ mod tests {
                 .to_string()
                 .starts_with(&format!("cannot listen on {addr}"))
         );
+    }
+
+    #[test]
+    fn metrics_listeners() {
+        let listener = metrics_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert!(addr.ip().is_loopback() && addr.port() != 0);
+        assert_eq!(
+            listener.accept().unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        // The port is taken now: no SO_REUSEPORT sharing.
+        let error = metrics_listener(addr).unwrap_err();
+        assert_eq!((error.addr, error.protocol), (addr, "http"));
+
+        // The unspecified address takes IPv4 clients (on an IPv6 socket where there is IPv6).
+        let any = metrics_listener("0.0.0.0:0".parse().unwrap()).unwrap();
+        let port = any.local_addr().unwrap().port();
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let accepted = (0..100).find_map(|_| match any.accept() {
+            Ok(accepted) => Some(accepted),
+            Err(_) => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                None
+            }
+        });
+        assert!(accepted.is_some());
     }
 }

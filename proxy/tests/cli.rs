@@ -40,14 +40,14 @@ fn validate_stock_corefile() {
 
 #[test]
 fn bad_config_exits_64_naming_file_and_line() {
-    let path = corefile("bad", ".:53 {\n    errors\n    prometheus :9253\n}\n");
+    let path = corefile("bad", ".:53 {\n    errors\n    pprof localhost:6053\n}\n");
     let path = path.to_str().unwrap();
     let output = shardns(&["--validate", "--conf", path]);
     assert_eq!(output.status.code(), Some(64), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(&format!(
-            "{path}:3: directive \"prometheus\" is not supported yet"
+            "{path}:3: directive \"pprof\" is not supported yet"
         )),
         "{stderr}"
     );

@@ -96,10 +96,10 @@ impl ShardStats {
 
 /// One server block's cache counters in one shard, named after CoreDNS's `coredns_cache_*`
 /// metrics. Arrays are indexed by [`crate::cache::Kind`] (0 success, 1 denial).
+/// `coredns_cache_requests_total` is not counted: every query that consults the cache is
+/// exactly one hit or one miss, so it is their sum (one counter less per hit).
 #[derive(Debug, Default)]
 pub struct CacheStats {
-    /// `coredns_cache_requests_total`: queries that consulted the cache.
-    pub requests: Counter,
     /// `coredns_cache_hits_total{type}`.
     pub hits: [Counter; 2],
     /// `coredns_cache_misses_total`.

@@ -255,6 +255,11 @@ impl Unbound {
         self.addr.port()
     }
 
+    /// The process ID (to stop it with SIGSTOP: a black hole that accepts and never answers).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }

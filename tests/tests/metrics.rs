@@ -1,0 +1,227 @@
+//! The `prometheus` endpoint of the real binary (`--shards 2`, both I/O backends): CoreDNS's
+//! cache counters and shardns's per-shard counters after known traffic, summed over the
+//! shards; 404 and 400 answers that leave the server running.
+//!
+//! Traffic goes to 127.0.0.1 only; every wait is bounded.
+
+#![forbid(unsafe_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use shardns_e2e::unbound::free_port;
+use shardns_e2e::{Io, Shardns, UdpClient, Unbound, io_tests, wait_for, zone};
+
+/// Time allowed for one HTTP exchange with the metrics endpoint.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// shardns with a cache, forwarding to `unbound`, serving metrics on 127.0.0.1:`port`.
+fn corefile(unbound: &Unbound, port: u16) -> String {
+    format!(
+        ".:0 {{\n    bind 127.0.0.1\n    cache 30\n    forward . {} {{\n        force_tcp\n    \
+         }}\n    errors\n    prometheus 127.0.0.1:{port}\n}}\n",
+        unbound.addr()
+    )
+}
+
+/// Starts shardns on a free metrics port (a few tries, in case another process takes the
+/// port between the check and the bind). Returns it and the metrics address.
+fn start(unbound: &Unbound, io: Io) -> (Shardns, SocketAddr) {
+    let mut last_error = None;
+    for _ in 0..3 {
+        let port = free_port().expect("a free port");
+        let args = ["--shards", "2", "--io", io.as_arg()];
+        match Shardns::start(&corefile(unbound, port), &args) {
+            Ok(shardns) => return (shardns, SocketAddr::from(([127, 0, 0, 1], port))),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    panic!("starting shardns: {:#}", last_error.unwrap());
+}
+
+/// Sends `request` on a fresh connection and reads the whole response (the server closes).
+fn http(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT).expect("connect");
+    stream.set_read_timeout(Some(HTTP_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(HTTP_TIMEOUT)).unwrap();
+    stream.write_all(request).expect("send the request");
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .expect("read the response");
+    String::from_utf8(response).expect("a UTF-8 response")
+}
+
+/// `GET /metrics`: asserts 200 and the text format's content type, returns the body.
+fn scrape(addr: SocketAddr) -> String {
+    let response = http(
+        addr,
+        b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: e2e\r\n\r\n",
+    );
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of head: {response}"));
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        head.contains("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8"),
+        "{head}"
+    );
+    assert!(
+        head.contains(&format!("\r\nContent-Length: {}", body.len())),
+        "{head}"
+    );
+    body.to_string()
+}
+
+/// The value of the one sample whose name and labels are `series`.
+fn value(page: &str, series: &str) -> Option<u64> {
+    let mut found = page
+        .lines()
+        .filter_map(|line| line.strip_prefix(series)?.strip_prefix(' '));
+    let value = found.next()?.parse().expect("an integer value");
+    assert!(found.next().is_none(), "{series} twice:\n{page}");
+    Some(value)
+}
+
+/// The sum of every sample of family `name`.
+fn family_sum(page: &str, name: &str) -> u64 {
+    page.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| line.split(['{', ' ']).next() == Some(name))
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+fn counts_queries(io: Io) {
+    let unbound = Unbound::start().expect("starting Unbound");
+    let (mut shardns, metrics) = start(&unbound, io);
+    // One client (one source port): every query reaches the same shard, so the repeated
+    // names are hits there.
+    let client = UdpClient::new(shardns.udp_addr()).expect("UDP client");
+    let queries = [
+        (zone::WWW, ResponseCode::NoError),
+        (zone::WWW, ResponseCode::NoError),
+        (zone::DUAL, ResponseCode::NoError),
+        (zone::MISSING, ResponseCode::NXDomain),
+        (zone::MISSING, ResponseCode::NXDomain),
+    ];
+    for (name, rcode) in queries {
+        let reply = client.query(name, RecordType::A).expect("a reply");
+        assert_eq!(reply.response_code(), rcode, "{name}: {reply}");
+    }
+    let sent = queries.len() as u64;
+
+    let labels = format!(
+        "server=\"dns://{}\",view=\"\",zones=\".\"",
+        shardns.udp_addr()
+    );
+    let typed = |kind: &str| {
+        format!(
+            "server=\"dns://{}\",type=\"{kind}\",view=\"\",zones=\".\"",
+            shardns.udp_addr()
+        )
+    };
+    let requests = format!("coredns_cache_requests_total{{{labels}}}");
+    // The shards publish their counters as they go; allow a moment for the last ones.
+    let page = wait_for(Duration::from_secs(3), || {
+        let page = scrape(metrics);
+        (value(&page, &requests) == Some(sent)).then_some(page)
+    })
+    .unwrap_or_else(|| panic!("{requests} never reached {sent}:\n{}", scrape(metrics)));
+
+    for family in [
+        "coredns_cache_entries",
+        "coredns_cache_requests_total",
+        "coredns_cache_hits_total",
+        "coredns_cache_misses_total",
+        "shardns_shard_queries_total",
+    ] {
+        let kind = if family.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        assert!(
+            page.contains(&format!("\n# TYPE {family} {kind}\n")),
+            "{page}"
+        );
+        assert!(page.contains(&format!("# HELP {family} ")), "{page}");
+    }
+    let hits = |kind: &str| {
+        value(
+            &page,
+            &format!("coredns_cache_hits_total{{{}}}", typed(kind)),
+        )
+    };
+    assert_eq!(hits("success"), Some(1), "{page}");
+    assert_eq!(hits("denial"), Some(1), "{page}");
+    let misses = format!("coredns_cache_misses_total{{{labels}}}");
+    assert_eq!(value(&page, &misses), Some(3), "{page}");
+    assert_eq!(
+        value(
+            &page,
+            &format!("coredns_cache_served_stale_total{{{labels}}}")
+        ),
+        Some(0)
+    );
+    // Each key is held by the shard that asked and by its owner: one or two copies.
+    let entries =
+        |kind: &str| value(&page, &format!("coredns_cache_entries{{{}}}", typed(kind))).unwrap();
+    assert!((2..=4).contains(&entries("success")), "{page}");
+    assert!((1..=2).contains(&entries("denial")), "{page}");
+
+    let shard0 = value(&page, "shardns_shard_queries_total{shard=\"0\"}");
+    let shard1 = value(&page, "shardns_shard_queries_total{shard=\"1\"}");
+    assert_eq!(shard0.zip(shard1).map(|(a, b)| a + b), Some(sent), "{page}");
+    assert_eq!(family_sum(&page, "shardns_shard_queries_total"), sent);
+    assert_eq!(family_sum(&page, "shardns_shard_cache_hits_total"), 2);
+    assert_eq!(family_sum(&page, "shardns_shard_cache_misses_total"), 3);
+    assert_eq!(family_sum(&page, "shardns_shard_error_replies_total"), 0);
+    assert!(family_sum(&page, "shardns_shard_upstream_replies_total") >= 3);
+
+    shardns.assert_alive();
+    shardns.stop();
+}
+
+fn bad_requests_leave_it_running(io: Io) {
+    let unbound = Unbound::start().expect("starting Unbound");
+    let (mut shardns, metrics) = start(&unbound, io);
+    let missing = http(metrics, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        missing.starts_with("HTTP/1.1 404 Not Found\r\n"),
+        "{missing}"
+    );
+    let started = Instant::now();
+    let garbage = http(
+        metrics,
+        b"\x16\x03\x01 definitely not HTTP \xff\xfe\r\n\r\n",
+    );
+    assert!(
+        garbage.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{garbage}"
+    );
+    assert!(started.elapsed() < HTTP_TIMEOUT);
+    let line = http(metrics, b"hello\n\n");
+    assert!(line.starts_with("HTTP/1.1 400 "), "{line}");
+    let post = http(
+        metrics,
+        b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
+    // A client that connects and leaves costs nothing.
+    drop(TcpStream::connect_timeout(&metrics, HTTP_TIMEOUT).expect("connect"));
+    shardns.assert_alive();
+    // Still serving metrics, and DNS.
+    let page = scrape(metrics);
+    assert!(page.contains("# TYPE coredns_cache_requests_total counter\n"));
+    let client = UdpClient::new(shardns.udp_addr()).expect("UDP client");
+    let reply = client.query(zone::WWW, RecordType::A).expect("a reply");
+    assert_eq!(reply.response_code(), ResponseCode::NoError);
+    shardns.assert_alive();
+    shardns.stop();
+}
+
+io_tests!(counts_queries, bad_requests_leave_it_running);
