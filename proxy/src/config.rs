@@ -13,7 +13,7 @@ use shardns_shard::config::{
 
 use crate::address::{self, Zone};
 use crate::corefile::{self, ConfigError};
-use crate::directives::{self, CacheSettings};
+use crate::directives::{self, CacheSettings, ReloadSettings};
 
 /// The name used in messages about the built-in Corefile.
 pub const DEFAULT_COREFILE_NAME: &str = "<built-in Corefile>";
@@ -35,6 +35,9 @@ pub struct ProcessConfig {
     /// Addresses of the Prometheus `/metrics` endpoints, one per distinct `prometheus`
     /// address, in order of appearance. An unspecified IP (`0.0.0.0`) means every address.
     pub metrics: Vec<SocketAddr>,
+    /// The `reload` directive: how often the Corefile is checked (the shortest of all
+    /// blocks'); `None`: only on SIGUSR1.
+    pub reload: Option<ReloadSettings>,
 }
 
 /// Reads and builds the Corefile at `conf`, or the built-in one when there is none.
@@ -72,12 +75,22 @@ pub fn build_process(file: &str, text: &str) -> Result<ProcessConfig, ConfigErro
     let mut server_lines: Vec<usize> = Vec::new();
     // Each distinct `prometheus` address with the line that first named it.
     let mut metrics: Vec<(SocketAddr, usize)> = Vec::new();
+    let mut reload: Option<ReloadSettings> = None;
     for block in corefile::parse(file, text)? {
         let mut keys = Vec::with_capacity(block.keys.len());
         for key in &block.keys {
             keys.push(address::parse_key(&key.text).map_err(|m| at(key.line, m))?);
         }
         let settings = directives::block_settings(file, &block.directives)?;
+        if let Some(asked) = settings.reload {
+            reload = Some(reload.map_or(asked, |r: ReloadSettings| {
+                if asked.interval < r.interval {
+                    asked
+                } else {
+                    r
+                }
+            }));
+        }
         if let Some(prometheus) = settings.prometheus {
             add_metrics_endpoint(&mut metrics, prometheus.addr, prometheus.line)
                 .map_err(|message| at(prometheus.line, message))?;
@@ -141,6 +154,7 @@ pub fn build_process(file: &str, text: &str) -> Result<ProcessConfig, ConfigErro
     Ok(ProcessConfig {
         config,
         metrics: metrics.into_iter().map(|(addr, _)| addr).collect(),
+        reload,
     })
 }
 

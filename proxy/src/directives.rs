@@ -1,11 +1,13 @@
-//! The directives of a server block: `bind`, `cache` (in [`cache`]), `forward`, `errors` and
-//! `prometheus`, read into [`BlockSettings`]. Every error names the file and line of the offending token.
+//! The directives of a server block: `bind`, `cache` (in [`cache`]), `forward`, `errors`,
+//! `prometheus` and `reload` (in [`reload`]), read into [`BlockSettings`]. Every error names the file and line of the offending token.
 
 mod cache;
+mod reload;
 
 use std::net::{IpAddr, SocketAddr};
 
 pub use cache::CacheSettings;
+pub use reload::ReloadSettings;
 
 use crate::address::{self, UpstreamTarget, Zone};
 use crate::corefile::{ConfigError, Directive, Token};
@@ -26,7 +28,7 @@ const NOT_YET: &[&str] = &[
     "acl", "any", "auto", "autopath", "bufsize", "cancel", "chaos", "debug", "dns64", "dnssec",
     "dnstap", "erratic", "etcd", "file", "geoip", "grpc", "header", "health",
     "hosts", "import", "k8s_external", "kubernetes", "loadbalance", "local", "log", "loop",
-    "metadata", "minimal", "nsid", "pprof", "ready", "reload", "rewrite", "root",
+    "metadata", "minimal", "nsid", "pprof", "ready", "rewrite", "root",
     "secondary", "sign", "template", "timeouts", "tls", "trace", "transfer", "tsig", "view",
     "whoami",
 ];
@@ -52,6 +54,8 @@ pub struct BlockSettings {
     /// The `prometheus` directive (a process-level endpoint, shared by the blocks naming the
     /// same address).
     pub prometheus: Option<PrometheusSettings>,
+    /// The `reload` directive (process-level: the shortest interval of all blocks is used).
+    pub reload: Option<ReloadSettings>,
 }
 
 /// A `prometheus [ADDRESS]` directive.
@@ -126,6 +130,10 @@ pub fn block_settings(file: &str, directives: &[Directive]) -> Result<BlockSetti
                     return Err(at(line, "errors options are not supported yet".to_string()));
                 }
                 settings.log_errors = true;
+            }
+            "reload" => {
+                once(settings.reload.is_some())?;
+                settings.reload = Some(reload::parse(file, directive)?);
             }
             "prometheus" => {
                 once(settings.prometheus.is_some())?;

@@ -7,6 +7,7 @@
 //! - [`config`]: Corefile → [`shardns_shard::Config`] (plus the process-level settings).
 //! - [`sockets`]: every listening socket is created there.
 //! - [`shards`]: the pinned shard threads and the signals that stop them.
+//! - [`reload`]: SIGUSR1 and the `reload` directive: a new configuration for every shard.
 //! - [`metrics`]: the Prometheus `/metrics` endpoint summing the shards' counters.
 #![forbid(unsafe_code)]
 
@@ -17,6 +18,7 @@ mod corefile;
 mod directives;
 mod duration;
 mod metrics;
+mod reload;
 mod resolv;
 mod shards;
 mod sockets;
@@ -57,10 +59,8 @@ fn main() -> ExitCode {
 
 /// Binds the sockets, starts the shards (and the metrics endpoints) and waits until they stop.
 fn serve(args: &cli::Args, process: config::ProcessConfig) -> anyhow::Result<()> {
-    let config::ProcessConfig {
-        mut config,
-        metrics: metrics_addrs,
-    } = process;
+    let mut config = process.config.clone();
+    let metrics_addrs = process.metrics.clone();
     let shard_count = args
         .shards
         .map_or_else(shards::default_count, |count| count as usize);
@@ -106,6 +106,16 @@ fn serve(args: &cli::Args, process: config::ProcessConfig) -> anyhow::Result<()>
             .context("cannot start the metrics thread")?;
         Some(thread)
     };
+    let usr1 = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&usr1))
+        .context("cannot install the SIGUSR1 handler")?;
+    let reloader = reload::Reloader::new(
+        args.conf.clone(),
+        args.resolv_conf.clone(),
+        &process,
+        Arc::clone(&config),
+    );
+    let mut reload_thread = None;
     let result = shards::run_all(
         config,
         args.io.mode(),
@@ -113,12 +123,21 @@ fn serve(args: &cli::Args, process: config::ProcessConfig) -> anyhow::Result<()>
         bound.shards,
         stats,
         Arc::clone(&shutdown),
+        |control| match reload::start(reloader, control, usr1, Arc::clone(&shutdown)) {
+            Ok(thread) => reload_thread = Some(thread),
+            Err(error) => tracing::error!(%error, "cannot start the reload thread"),
+        },
     );
     shutdown.store(true, Ordering::SeqCst);
     if let Some(thread) = metrics_thread
         && thread.join().is_err()
     {
         tracing::error!("the metrics thread panicked");
+    }
+    if let Some(thread) = reload_thread
+        && thread.join().is_err()
+    {
+        tracing::error!("the reload thread panicked");
     }
     result?;
     tracing::info!("shardns stopped");

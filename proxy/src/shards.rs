@@ -8,7 +8,9 @@ use std::thread;
 
 use core_affinity::CoreId;
 use shardns_shard::engine::{Coalesce, Group};
-use shardns_shard::{Config, Engine, IoMode, ShardSockets, ShardSpec, ShardStats, peer_mesh};
+use shardns_shard::{
+    Config, Engine, IoMode, ShardControl, ShardSockets, ShardSpec, ShardStats, peer_mesh,
+};
 
 /// Shards that stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +57,8 @@ impl Drop for Exit {
 
 /// Runs one shard per entry of `sockets` until `shutdown` is set, shard `i` counting into
 /// `stats[i]` (made by the process, so the metrics endpoint reads them; a shard without one
-/// counts into its own). A shard that fails sets `shutdown`, so the others stop too, and the
+/// counts into its own). `on_start` gets the handle that reaches every shard (for reloads)
+/// before they start. A shard that fails sets `shutdown`, so the others stop too, and the
 /// whole run reports failure.
 pub fn run_all(
     config: Arc<Config>,
@@ -64,6 +67,7 @@ pub fn run_all(
     sockets: Vec<ShardSockets>,
     stats: Vec<Arc<ShardStats>>,
     shutdown: Arc<AtomicBool>,
+    on_start: impl FnOnce(ShardControl),
 ) -> Result<(), ShardsFailed> {
     let cores = allowed_cores();
     let group = Group::new(sockets.len(), coalesce);
@@ -79,6 +83,9 @@ pub fn run_all(
             });
         }
     };
+    if let Some(first) = mesh.first() {
+        on_start(first.control());
+    }
     let (sender, exits) = mpsc::channel();
     let mut handles = Vec::with_capacity(total);
     let mut failed = 0;
@@ -190,7 +197,8 @@ mod tests {
                 Coalesce::Across,
                 Vec::new(),
                 Vec::new(),
-                shutdown
+                shutdown,
+                |_| {}
             )
             .is_ok()
         );

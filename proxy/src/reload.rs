@@ -1,0 +1,231 @@
+//! Live configuration reload: on SIGUSR1, and every `reload` INTERVAL ± JITTER, the Corefile is
+//! read and built again; if what it says changed, every shard gets the new [`Config`] and
+//! swaps it keeping its cache (CoreDNS empties its cache on reload). A Corefile that does not
+//! build is logged with its FILE:LINE and the running configuration stays. Listening
+//! addresses, metrics endpoints and server blocks need a restart: such a change is refused.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use shardns_shard::peer::PeerMessage;
+use shardns_shard::{Config, ShardControl};
+
+use crate::config::{self, ProcessConfig};
+use crate::corefile::ConfigError;
+use crate::directives::ReloadSettings;
+
+/// How often the reload thread looks at its flags.
+const TICK: Duration = Duration::from_millis(50);
+
+/// Why a reload was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(
+        "{0} changed; a restart is needed to apply it (still serving the previous configuration)"
+    )]
+    RestartNeeded(&'static str),
+}
+
+/// What the running process was started with, and how to read it again.
+#[derive(Debug)]
+pub struct Reloader {
+    conf: Option<PathBuf>,
+    resolv_conf: PathBuf,
+    /// The listening addresses as the Corefile writes them (port 0 included).
+    written: Vec<SocketAddr>,
+    /// The same, as bound (port 0 replaced by the port the kernel gave).
+    bound: Vec<SocketAddr>,
+    metrics: Vec<SocketAddr>,
+    current: Arc<Config>,
+    /// `reload` directive of the running configuration.
+    pub interval: Option<ReloadSettings>,
+}
+
+impl Reloader {
+    /// `started` is the configuration as built from the Corefile; `running` the same with the
+    /// bound addresses, as the shards run it.
+    pub fn new(
+        conf: Option<PathBuf>,
+        resolv_conf: PathBuf,
+        started: &ProcessConfig,
+        running: Arc<Config>,
+    ) -> Reloader {
+        Reloader {
+            conf,
+            resolv_conf,
+            written: started.config.listeners.iter().map(|l| l.addr).collect(),
+            bound: running.listeners.iter().map(|l| l.addr).collect(),
+            metrics: started.metrics.clone(),
+            current: running,
+            interval: started.reload,
+        }
+    }
+
+    /// Reads and builds the Corefile again. `Ok(Some(config))`: it changed, and `config` is
+    /// what the shards must now run; `Ok(None)`: nothing changed.
+    pub fn check(&mut self) -> Result<Option<Arc<Config>>, ReloadError> {
+        let process = config::load(self.conf.as_deref(), &self.resolv_conf)?;
+        let mut next = process.config;
+        let written: Vec<SocketAddr> = next.listeners.iter().map(|l| l.addr).collect();
+        if written != self.written {
+            return Err(ReloadError::RestartNeeded("the listening addresses"));
+        }
+        if process.metrics != self.metrics {
+            return Err(ReloadError::RestartNeeded("the prometheus addresses"));
+        }
+        let same_blocks = next.servers.len() == self.current.servers.len()
+            && next
+                .servers
+                .iter()
+                .zip(&self.current.servers)
+                .all(|(a, b)| a.zone == b.zone);
+        if !same_blocks || next.listeners.len() != self.bound.len() {
+            return Err(ReloadError::RestartNeeded("the server blocks"));
+        }
+        for (listener, addr) in next.listeners.iter_mut().zip(&self.bound) {
+            listener.addr = *addr;
+        }
+        self.interval = process.reload;
+        if next == *self.current {
+            return Ok(None);
+        }
+        let next = Arc::new(next);
+        self.current = Arc::clone(&next);
+        Ok(Some(next))
+    }
+}
+
+/// Starts the reload thread: it reloads on `usr1` and every `reload` interval, until
+/// `shutdown`.
+pub fn start(
+    mut reloader: Reloader,
+    control: ShardControl,
+    usr1: Arc<AtomicBool>,
+    shutdown: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    thread::Builder::new()
+        .name("reload".to_string())
+        .spawn(move || {
+            let mut next_check = reloader.interval.map(|r| Instant::now() + pick(r));
+            while !shutdown.load(Ordering::SeqCst) {
+                thread::sleep(TICK);
+                let signalled = usr1.swap(false, Ordering::SeqCst);
+                let due = next_check.is_some_and(|at| Instant::now() >= at);
+                if !signalled && !due {
+                    continue;
+                }
+                match reloader.check() {
+                    Ok(Some(config)) => {
+                        let shards = control.broadcast(&PeerMessage::Reconfigure(config));
+                        tracing::info!("reloading the configuration on {shards} shards");
+                    }
+                    Ok(None) if signalled => {
+                        tracing::info!("reload: the configuration is unchanged")
+                    }
+                    Ok(None) => {}
+                    Err(error) => tracing::error!("reload failed: {error}"),
+                }
+                next_check = reloader.interval.map(|r| Instant::now() + pick(r));
+            }
+        })
+}
+
+/// The next wait: INTERVAL ± a random part of JITTER.
+fn pick(settings: ReloadSettings) -> Duration {
+    let jitter = settings.jitter.as_millis() as i64;
+    let offset = if jitter > 0 {
+        rand::rng().random_range(-jitter..=jitter)
+    } else {
+        0
+    };
+    let millis = settings.interval.as_millis() as i64 + offset;
+    Duration::from_millis(millis.max(1) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_stay_within_the_jitter() {
+        let settings = ReloadSettings {
+            interval: Duration::from_secs(30),
+            jitter: Duration::from_secs(15),
+        };
+        let waits: Vec<Duration> = (0..200).map(|_| pick(settings)).collect();
+        assert!(
+            waits
+                .iter()
+                .all(|w| *w >= Duration::from_secs(15) && *w <= Duration::from_secs(45))
+        );
+        assert!(waits.iter().any(|w| *w < Duration::from_secs(25)));
+        assert!(waits.iter().any(|w| *w > Duration::from_secs(35)));
+    }
+
+    fn write(dir: &std::path::Path, text: &str) -> PathBuf {
+        let path = dir.join("Corefile");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn changes_are_applied_and_restart_only_changes_refused() {
+        let dir = std::env::temp_dir().join(format!("shardns-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = write(
+            &dir,
+            ".:0 {\n bind 127.0.0.1\n cache 30\n forward . 127.0.0.1:1053\n}\n",
+        );
+        let resolv = dir.join("resolv.conf");
+        let started = config::load(Some(&path), &resolv).unwrap();
+        let mut running = started.config.clone();
+        running.listeners[0].addr = "127.0.0.1:40000".parse().unwrap();
+        let mut reloader = Reloader::new(Some(path.clone()), resolv, &started, Arc::new(running));
+        assert!(reloader.check().unwrap().is_none(), "unchanged");
+        // Comments and spacing are not changes.
+        write(
+            &dir,
+            "# a comment\n.:0 {\n   bind 127.0.0.1\n cache 30\n forward . 127.0.0.1:1053\n}\n",
+        );
+        assert!(reloader.check().unwrap().is_none());
+        write(
+            &dir,
+            ".:0 {\n bind 127.0.0.1\n cache 60\n forward . 127.0.0.1:2053\n reload 5s\n}\n",
+        );
+        let next = reloader.check().unwrap().expect("changed");
+        assert_eq!(
+            next.listeners[0].addr,
+            "127.0.0.1:40000".parse().unwrap(),
+            "bound address kept"
+        );
+        assert_eq!(next.upstreams[0].addr, "127.0.0.1:2053".parse().unwrap());
+        assert_eq!(
+            reloader.interval.map(|r| r.interval),
+            Some(Duration::from_secs(5))
+        );
+        write(&dir, ".:0 {\n bind 127.0.0.1\n cache 0\n}\n");
+        let error = reloader.check().unwrap_err().to_string();
+        assert!(error.contains("Corefile:3: bad cache TTL"), "{error}");
+        write(&dir, ".:0 {\n bind 127.0.0.2\n}\n");
+        assert!(matches!(
+            reloader.check(),
+            Err(ReloadError::RestartNeeded(_))
+        ));
+        write(
+            &dir,
+            ".:0 {\n bind 127.0.0.1\n}\nexample.:0 {\n bind 127.0.0.1\n}\n",
+        );
+        assert!(matches!(
+            reloader.check(),
+            Err(ReloadError::RestartNeeded(_))
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
