@@ -51,8 +51,6 @@ impl Gauge {
 pub struct ShardStats {
     /// Client queries received (UDP and TCP), well-formed or not.
     pub queries: Counter,
-    /// Queries answered from the packet cache (fresh or stale).
-    pub cache_hits: Counter,
     /// Queries that needed an upstream answer (including coalesced ones).
     pub cache_misses: Counter,
     /// Misses that joined a query already waiting for the same key (in this shard or, for
@@ -85,6 +83,15 @@ pub struct ShardStats {
 }
 
 impl ShardStats {
+    /// Queries answered from the packet cache (fresh or stale), all server blocks: the sum
+    /// of their hits (one counter less per hit).
+    pub fn cache_hits(&self) -> u64 {
+        self.servers
+            .iter()
+            .map(|s| s.hits[0].get() + s.hits[1].get())
+            .sum()
+    }
+
     /// Counters for a configuration with `servers` server blocks.
     pub fn new(servers: usize) -> ShardStats {
         ShardStats {

@@ -283,7 +283,7 @@ fn miss_then_hit_with_ttl_decrement_and_client_case_and_id() {
         upstream.is_empty(),
         "a hit sends nothing upstream: {upstream:?}"
     );
-    assert_eq!(sim.engine.stats().cache_hits.get(), 1);
+    assert_eq!(sim.engine.stats().cache_hits(), 1);
     assert_eq!(sim.engine.stats().upstream_queries.get(), 1);
 }
 

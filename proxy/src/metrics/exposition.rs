@@ -113,7 +113,7 @@ const SHARD_FAMILIES: &[ShardFamily] = &[
     (
         "shardns_shard_cache_hits_total",
         "Queries answered from the cache (fresh or stale).",
-        |stats| stats.cache_hits.get(),
+        |stats| stats.cache_hits(),
     ),
     (
         "shardns_shard_cache_misses_total",
@@ -421,7 +421,6 @@ mod tests {
                 let stats = ShardStats::new(config.servers.len());
                 let base = 100 * (shard + 1);
                 stats.queries.add(base + 1);
-                stats.cache_hits.add(base + 2);
                 stats.cache_misses.add(base + 3);
                 stats.coalesced.add(base + 4);
                 stats.upstream_queries.add(base + 5);
@@ -529,7 +528,6 @@ mod tests {
         let page = page();
         for (name, offset) in [
             ("shardns_shard_queries_total", 1),
-            ("shardns_shard_cache_hits_total", 2),
             ("shardns_shard_cache_misses_total", 3),
             ("shardns_shard_coalesced_total", 4),
             ("shardns_shard_upstream_queries_total", 5),
@@ -547,6 +545,16 @@ mod tests {
                 200 + offset
             );
         }
+        // Hits are the blocks' hits summed: blocks b = 0..4 add 10 b + base + 2 and + 3.
+        let hits = |base: u64| (0..4).map(|b| 2 * (10 * b + base) + 5).sum::<u64>();
+        assert_eq!(
+            value(&page, "shardns_shard_cache_hits_total{shard=\"0\"}"),
+            hits(100)
+        );
+        assert_eq!(
+            value(&page, "shardns_shard_cache_hits_total{shard=\"1\"}"),
+            hits(200)
+        );
         let peer = |direction: &str, shard: u8| {
             let series = format!(
                 "shardns_shard_peer_messages_total{{direction=\"{direction}\",shard=\"{shard}\"}}"

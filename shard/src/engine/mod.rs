@@ -275,7 +275,6 @@ impl Engine {
                 return CacheAnswer::Miss;
             }
         };
-        self.stats.cache_hits.inc();
         if let Some(stored_at) = refresh {
             self.refresh(now, server, key, hash, stored_at);
         }
