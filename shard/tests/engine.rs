@@ -6,8 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{ttls, wire_name};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, SOA, TXT};
+use hickory_proto::rr::rdata::{A, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -18,20 +21,6 @@ use shardns_shard::engine::{Coalesce, Group};
 use shardns_shard::{
     Client, Config, Engine, Handler, Link, MAX_MESSAGE, Outcome, Protocol, Transmit,
 };
-
-fn wire_name(text: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    for label in text
-        .trim_end_matches('.')
-        .split('.')
-        .filter(|l| !l.is_empty())
-    {
-        out.push(label.len() as u8);
-        out.extend(label.to_ascii_lowercase().bytes());
-    }
-    out.push(0);
-    out
-}
 
 fn server(
     zone: &str,
@@ -172,46 +161,13 @@ fn reply(
     ttl: u32,
     soa_ttl: Option<u32>,
 ) -> Vec<u8> {
-    let mut m = Message::new();
-    let q = upstream_query.queries()[0].clone();
-    m.set_id(upstream_query.id())
-        .set_message_type(MessageType::Response)
-        .set_recursion_desired(true)
-        .set_recursion_available(true)
-        .set_response_code(rcode);
-    for a in answers {
-        m.add_answer(Record::from_rdata(
-            q.name().clone(),
-            ttl,
-            RData::A(A::new(a[0], a[1], a[2], a[3])),
-        ));
-    }
-    if let Some(soa_ttl) = soa_ttl {
-        let zone = Name::from_ascii("example.").unwrap();
-        let soa = SOA::new(
-            zone.clone(),
-            Name::from_ascii("hostmaster.example.").unwrap(),
-            1,
-            60,
-            60,
-            60,
-            30,
-        );
-        m.add_name_server(Record::from_rdata(zone, soa_ttl, RData::SOA(soa)));
-    }
-    m.add_query(q);
-    let mut e = Edns::new();
-    e.set_max_payload(1232);
-    m.set_edns(e);
-    m.to_vec().unwrap()
-}
-
-fn ttls(m: &Message) -> Vec<u32> {
-    m.answers()
-        .iter()
-        .chain(m.name_servers())
-        .map(|r| r.ttl())
-        .collect()
+    let up = common::Upstream {
+        rcode: Some(rcode),
+        answers: answers.iter().map(|a| (*a, ttl)).collect(),
+        soa: soa_ttl,
+        ..common::Upstream::default()
+    };
+    common::reply(upstream_query, &up)
 }
 
 fn cache30() -> Option<CacheConfig> {

@@ -39,6 +39,21 @@ pub(super) enum Delivery {
 }
 
 impl PeerQuestion {
+    /// The question of a miss for `key` (any letter case) in block `server`.
+    pub(super) fn of_key(server: usize, key: &Key<'_>, hash: u64, protocol: Protocol) -> Self {
+        let mut qname: Box<[u8]> = key.qname.into();
+        qname.make_ascii_lowercase();
+        PeerQuestion {
+            server: server as u16,
+            hash,
+            qname,
+            qtype: key.qtype,
+            qclass: key.qclass,
+            flag_bits: key.flag_bits(),
+            protocol,
+        }
+    }
+
     fn key(&self) -> Key<'_> {
         Key {
             qname: &self.qname,
@@ -74,17 +89,7 @@ impl Engine {
         question: PeerQuestion,
         newer_than: Option<u64>,
     ) -> bool {
-        let found = self.inflight.find(
-            question.server as usize,
-            question.hash,
-            (
-                &question.qname,
-                question.qtype,
-                question.qclass,
-                question.flag_bits,
-            ),
-            question.protocol,
-        );
+        let found = self.find(&question);
         if let Some(pending) = found.and_then(|id| self.inflight.get_mut(id)) {
             match requester {
                 Requester::Client(waiter) => pending.waiters.push(waiter),
@@ -187,17 +192,7 @@ impl Engine {
         let Some(protocol) = self.upstream_protocol(server, key.qname, Protocol::Udp) else {
             return;
         };
-        let mut qname: Box<[u8]> = key.qname.into();
-        qname.make_ascii_lowercase();
-        let question = PeerQuestion {
-            server: server as u16,
-            hash,
-            qname,
-            qtype: key.qtype,
-            qclass: key.qclass,
-            flag_bits: key.flag_bits(),
-            protocol,
-        };
+        let question = PeerQuestion::of_key(server, key, hash, protocol);
         self.resolve(now, Requester::Refresh, question, Some(stored_at));
     }
 
@@ -261,17 +256,7 @@ impl Engine {
             PeerResult::Stale(response) => Delivery::Cached(response),
             PeerResult::Failed(code) => Delivery::Failed(code, "the key's owner shard failed"),
         };
-        let found = self.inflight.find(
-            question.server as usize,
-            question.hash,
-            (
-                &question.qname,
-                question.qtype,
-                question.qclass,
-                question.flag_bits,
-            ),
-            question.protocol,
-        );
+        let found = self.find(&question);
         let pending = found
             .filter(|&id| self.inflight.get(id).is_some_and(|p| p.owner.is_some()))
             .and_then(|id| self.inflight.remove(id));
@@ -284,6 +269,14 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The pending resolution of `question`, if any.
+    fn find(&self, question: &PeerQuestion) -> Option<PendingId> {
+        let q = question;
+        let key = (&q.qname[..], q.qtype, q.qclass, q.flag_bits);
+        self.inflight
+            .find(q.server as usize, q.hash, key, q.protocol)
     }
 
     /// Inserts a response into this shard's cache for `question`.
@@ -361,7 +354,18 @@ impl Engine {
                 (response, response.stale_ttl(), true)
             }
         };
-        for waiter in &pending.waiters {
+        self.reply_all(&pending.waiters, response, ttl, authoritative);
+    }
+
+    /// Renders `response` (TTLs set to `ttl`) for every waiter and queues the replies.
+    fn reply_all(
+        &mut self,
+        waiters: &[Waiter],
+        response: &StoredResponse,
+        ttl: Option<u32>,
+        authoritative: bool,
+    ) {
+        for waiter in waiters {
             let view = ClientView {
                 id: waiter.id,
                 flags: waiter.flags,
@@ -387,18 +391,9 @@ impl Engine {
             let Some((_, question)) = self.verify_timers.pop_front() else {
                 break;
             };
-            let found = self.inflight.find(
-                question.server as usize,
-                question.hash,
-                (
-                    &question.qname,
-                    question.qtype,
-                    question.qclass,
-                    question.flag_bits,
-                ),
-                question.protocol,
-            );
-            let Some(id) = found else { continue };
+            let Some(id) = self.find(&question) else {
+                continue;
+            };
             let clock = self.nanos(now);
             let Some(cache) = self.caches[question.server as usize].as_ref() else {
                 continue;
@@ -421,20 +416,7 @@ impl Engine {
                     .served_stale
                     .add(served);
             }
-            for waiter in &waiters {
-                let view = ClientView {
-                    id: waiter.id,
-                    flags: waiter.flags,
-                    qname: &waiter.qname,
-                    edns: waiter.edns,
-                    protocol: waiter.client.protocol,
-                };
-                let len = response.render(ttl, &view, true, &mut self.scratch);
-                self.outbox.push_back(Transmit::Reply {
-                    client: waiter.client,
-                    payload: self.scratch[..len].to_vec(),
-                });
-            }
+            self.reply_all(&waiters, &response, ttl, true);
         }
     }
 

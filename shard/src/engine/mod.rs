@@ -309,17 +309,7 @@ impl Engine {
             qname: q.name.into(),
             edns: message.edns.as_ref().map(|e| (e.payload_size, e.dnssec_ok)),
         };
-        let mut qname: Box<[u8]> = q.name.into();
-        qname.make_ascii_lowercase();
-        let question = PeerQuestion {
-            server: server as u16,
-            hash,
-            qname,
-            qtype: q.qtype,
-            qclass: q.qclass,
-            flag_bits: key.flag_bits(),
-            protocol,
-        };
+        let question = PeerQuestion::of_key(server, &key, hash, protocol);
         let timer = stale_verify.then(|| question.clone());
         if self.resolve(now, Requester::Client(waiter), question, None) {
             if let Some(question) = timer {
