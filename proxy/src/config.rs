@@ -103,6 +103,7 @@ pub fn build_process(file: &str, text: &str) -> Result<ProcessConfig, ConfigErro
                 .map(|addr| upstream_index(&mut config.upstreams, *addr))
                 .collect(),
             force_tcp: forward.force_tcp,
+            ..ForwardConfig::default()
         });
         let binds = if settings.binds.is_empty() {
             vec![

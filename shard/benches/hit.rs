@@ -54,6 +54,7 @@ fn engine() -> Engine {
                 from: root,
                 upstreams: vec![0],
                 force_tcp: true,
+                ..ForwardConfig::default()
             }),
             log_errors: false,
         }],

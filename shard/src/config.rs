@@ -116,15 +116,76 @@ impl CacheConfig {
     }
 }
 
-/// The `forward` directive.
+/// The `forward` directive, with CoreDNS's options (defaults in [`ForwardConfig::default`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardConfig {
     /// Only names at or below this zone are forwarded (lowercase wire form).
     pub from: Vec<u8>,
+    /// `except NAMES...`: names at or below these zones are not forwarded (lowercase wire).
+    pub except: Vec<Vec<u8>>,
     /// Indices into [`Config::upstreams`], in configured order.
     pub upstreams: Vec<usize>,
-    /// Always use TCP to the upstreams; otherwise follow the client's protocol.
+    /// `force_tcp`: always use TCP to the upstreams.
     pub force_tcp: bool,
+    /// `prefer_udp`: always use UDP, and retry over TCP when a reply is truncated. Without
+    /// either, the client's protocol is used.
+    pub prefer_udp: bool,
+    /// `expire`: idle upstream connections are closed after this (CoreDNS: 10 s).
+    pub expire: Duration,
+    /// `max_fails`: an upstream is down after more than this many consecutive failures
+    /// (CoreDNS: 2; 0 = never down).
+    pub max_fails: u32,
+    /// `policy`: the order in which healthy upstreams are tried.
+    pub policy: Policy,
+    /// `health_check DURATION`: how often a down upstream is probed (CoreDNS: 0.5 s).
+    pub health_check: Duration,
+    /// `health_check ... no_rec`: probes without RD.
+    pub health_no_rec: bool,
+    /// `health_check ... domain FQDN`: the probe's name (lowercase wire; CoreDNS: `.`).
+    pub health_domain: Vec<u8>,
+    /// `max_concurrent`: most queries in flight for this block (per process: each shard
+    /// takes its share); beyond, REFUSED. `None`: no limit but the shard's pending cap.
+    pub max_concurrent: Option<usize>,
+    /// `next RCODE...`: upstream replies with these RCODEs are not relayed; with no further
+    /// plugin the client gets SERVFAIL (as CoreDNS).
+    pub next: Vec<u16>,
+    /// `failfast_all_unhealthy_upstreams`: when every upstream is down, SERVFAIL at once
+    /// (otherwise one is tried anyway, as CoreDNS does).
+    pub failfast: bool,
+}
+
+impl Default for ForwardConfig {
+    /// `forward . ` with CoreDNS's defaults and no upstreams.
+    fn default() -> ForwardConfig {
+        ForwardConfig {
+            from: vec![0],
+            except: Vec::new(),
+            upstreams: Vec::new(),
+            force_tcp: false,
+            prefer_udp: false,
+            expire: Duration::from_secs(10),
+            max_fails: 2,
+            policy: Policy::Random,
+            health_check: Duration::from_millis(500),
+            health_no_rec: false,
+            health_domain: vec![0],
+            max_concurrent: None,
+            next: Vec::new(),
+            failfast: false,
+        }
+    }
+}
+
+/// `policy random|round_robin|sequential`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// A random order for each query (CoreDNS's default).
+    #[default]
+    Random,
+    /// The next upstream first, query after query.
+    RoundRobin,
+    /// The configured order.
+    Sequential,
 }
 
 /// One upstream server.

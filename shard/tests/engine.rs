@@ -36,6 +36,7 @@ fn server(
             from: wire_name("."),
             upstreams,
             force_tcp,
+            ..ForwardConfig::default()
         }),
         log_errors: true,
     }

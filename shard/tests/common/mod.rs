@@ -52,6 +52,7 @@ pub fn config_with(cache: Option<CacheConfig>) -> Config {
                 from: wire_name("."),
                 upstreams: vec![0],
                 force_tcp: false,
+                ..ForwardConfig::default()
             }),
             log_errors: false,
         }],
