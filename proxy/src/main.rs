@@ -93,7 +93,12 @@ fn serve(args: &cli::Args, process: config::ProcessConfig) -> anyhow::Result<()>
         metrics_listeners.push(listener);
     }
     let stats: Vec<Arc<ShardStats>> = (0..bound.shards.len())
-        .map(|_| Arc::new(ShardStats::new(config.servers.len())))
+        .map(|_| {
+            Arc::new(ShardStats::new(
+                config.servers.len(),
+                config.upstreams.len(),
+            ))
+        })
         .collect();
     let config = Arc::new(config);
     let shutdown = Arc::new(AtomicBool::new(false));

@@ -17,6 +17,7 @@ pub mod config;
 pub mod driver;
 pub mod engine;
 pub mod handler;
+pub mod health;
 mod names;
 pub mod peer;
 pub mod run;

@@ -80,6 +80,12 @@ pub struct ShardStats {
     pub error_replies: [Counter; 17],
     /// Cache counters per server block (indexed like [`crate::Config::servers`]).
     pub servers: Box<[CacheStats]>,
+    /// Forwarding counters per upstream (indexed like [`crate::Config::upstreams`]).
+    pub upstreams: Box<[UpstreamStats]>,
+    /// `coredns_forward_healthcheck_broken_total`: queries that found every upstream down.
+    pub healthcheck_broken: Counter,
+    /// `coredns_forward_max_concurrent_rejects_total`.
+    pub max_concurrent_rejects: Counter,
 }
 
 impl ShardStats {
@@ -92,10 +98,11 @@ impl ShardStats {
             .sum()
     }
 
-    /// Counters for a configuration with `servers` server blocks.
-    pub fn new(servers: usize) -> ShardStats {
+    /// Counters for a configuration with `servers` server blocks and `upstreams` upstreams.
+    pub fn new(servers: usize, upstreams: usize) -> ShardStats {
         ShardStats {
             servers: (0..servers).map(|_| CacheStats::default()).collect(),
+            upstreams: (0..upstreams).map(|_| UpstreamStats::default()).collect(),
             ..ShardStats::default()
         }
     }
@@ -122,4 +129,57 @@ pub struct CacheStats {
     pub evictions: [Counter; 2],
     /// `coredns_cache_entries{type}`.
     pub entries: [Gauge; 2],
+}
+
+/// Upper bounds (seconds) of `coredns_proxy_request_duration_seconds`'s buckets: CoreDNS's
+/// 0.25 ms × 2^k, k = 0..15 (0.00025 … 8.192 s); a last bucket takes the rest (+Inf).
+pub const DURATION_BUCKETS: [f64; 16] = [
+    0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024,
+    2.048, 4.096, 8.192,
+];
+
+/// Upstream exchanges with one RCODE: a histogram of their durations.
+#[derive(Debug, Default)]
+pub struct DurationHistogram {
+    /// Exchanges per bucket (not cumulative); the last slot is above 8.192 s.
+    pub buckets: [Counter; 17],
+    /// Sum of the durations, in microseconds.
+    pub sum_micros: Counter,
+}
+
+impl DurationHistogram {
+    /// Records one exchange of `micros` microseconds.
+    pub fn observe(&self, micros: u64) {
+        let seconds = micros as f64 / 1e6;
+        let slot = DURATION_BUCKETS
+            .iter()
+            .position(|&le| seconds <= le)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.buckets[slot].inc();
+        self.sum_micros.add(micros);
+    }
+
+    /// Exchanges recorded.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(Counter::get).sum()
+    }
+}
+
+/// One upstream's forwarding counters in one shard, after CoreDNS's `coredns_proxy_*` and
+/// `coredns_forward_*` metrics, plus shardns's gauges.
+#[derive(Debug, Default)]
+pub struct UpstreamStats {
+    /// `coredns_proxy_request_duration_seconds{rcode}`, by RCODE (0..15).
+    pub durations: [DurationHistogram; 16],
+    /// `coredns_proxy_healthcheck_failures_total`.
+    pub healthcheck_failures: Counter,
+    /// `coredns_proxy_conn_cache_hits_total{proto}`: an open connection (or the UDP socket)
+    /// was used (0 udp, 1 tcp).
+    pub conn_cache_hits: [Counter; 2],
+    /// `coredns_proxy_conn_cache_misses_total{proto}`: a new one had to be made.
+    pub conn_cache_misses: [Counter; 2],
+    /// Open TCP connections (`shardns_upstream_connections`).
+    pub open_connections: Gauge,
+    /// Attempts in flight (`shardns_upstream_inflight`).
+    pub inflight: Gauge,
 }

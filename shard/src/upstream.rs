@@ -54,13 +54,18 @@ pub struct Pending {
     pub current: Option<(Link, u16)>,
     pub deadline: Instant,
     pub started: Instant,
+    /// When the current attempt went out.
+    pub attempt_started: Instant,
+    /// Most attempts (CoreDNS: 2 × the number of upstreams; 1 when every upstream is down
+    /// and one is tried anyway).
+    pub max_attempts: usize,
 }
 
 impl Pending {
     /// The upstream for the next attempt, or `None` when attempts are used up
     /// (2 × the number of upstreams, as CoreDNS).
     pub fn next_upstream(&self) -> Option<u16> {
-        (self.attempts < 2 * self.upstreams.len())
+        (self.attempts < self.max_attempts.min(2 * self.upstreams.len()))
             .then(|| self.upstreams[self.attempts % self.upstreams.len()])
     }
 }
@@ -93,6 +98,18 @@ pub struct InFlight {
     overall_timers: VecDeque<(Instant, PendingId, u64)>,
     next_serial: u64,
     count: usize,
+    /// Queries going upstream (not waiting on another shard), per server block.
+    per_server: Vec<usize>,
+    /// Attempts in flight, per upstream.
+    per_upstream: Vec<usize>,
+}
+
+/// Adds `delta` to `counts[index]`, growing the vector as needed.
+fn bump(counts: &mut Vec<usize>, index: usize, delta: isize) {
+    if counts.len() <= index {
+        counts.resize(index + 1, 0);
+    }
+    counts[index] = counts[index].saturating_add_signed(delta);
 }
 
 /// A deadline that passed, from [`InFlight::pop_expired`].
@@ -115,6 +132,8 @@ impl Default for InFlight {
             overall_timers: VecDeque::new(),
             next_serial: 0,
             count: 0,
+            per_server: Vec::new(),
+            per_upstream: Vec::new(),
         }
     }
 }
@@ -123,6 +142,19 @@ impl InFlight {
     /// Number of pending queries.
     pub fn len(&self) -> usize {
         self.count
+    }
+
+    /// Queries of server block `server` going upstream from this shard.
+    pub fn upstream_pending(&self, server: usize) -> usize {
+        self.per_server.get(server).copied().unwrap_or(0)
+    }
+
+    /// Attempts in flight to `upstream`.
+    pub fn attempts_on(&self, upstream: u16) -> usize {
+        self.per_upstream
+            .get(upstream as usize)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Whether nothing is in flight.
@@ -177,7 +209,12 @@ impl InFlight {
             current: None,
             deadline: now + timeout,
             started: now,
+            attempt_started: now,
+            max_attempts: usize::MAX,
         };
+        if pending.owner.is_none() {
+            bump(&mut self.per_server, pending.server, 1);
+        }
         let id = match self.free.pop() {
             Some(id) => {
                 self.slots[id] = Some(pending);
@@ -235,6 +272,8 @@ impl InFlight {
         };
         pending.attempts += 1;
         pending.current = Some((link, id));
+        pending.attempt_started = now;
+        bump(&mut self.per_upstream, link.upstream as usize, 1);
         self.by_wire.insert((link, id), pending_id);
         self.attempt_timers.push_back((
             now + timeout,
@@ -249,6 +288,7 @@ impl InFlight {
     pub fn finish_attempt(&mut self, pending_id: PendingId) -> Option<Link> {
         let pending = self.slots.get_mut(pending_id)?.as_mut()?;
         let (link, id) = pending.current.take()?;
+        bump(&mut self.per_upstream, link.upstream as usize, -1);
         self.by_wire.remove(&(link, id));
         Some(link)
     }
@@ -286,6 +326,9 @@ impl InFlight {
         }
         self.free.push(pending_id);
         self.count -= 1;
+        if pending.owner.is_none() {
+            bump(&mut self.per_server, pending.server, -1);
+        }
         Some(pending)
     }
 
@@ -357,14 +400,16 @@ pub struct TcpPool {
     idle_timers: VecDeque<(Instant, u16, u32)>,
     max_inflight: usize,
     max_conns: usize,
-    idle: Duration,
+    /// Idle time before a connection closes, per upstream (`forward ... { expire }`).
+    idle: Vec<Duration>,
 }
 
 impl TcpPool {
-    /// Pools for `upstreams` upstreams.
-    pub fn new(upstreams: usize, max_inflight: usize, max_conns: usize, idle: Duration) -> TcpPool {
+    /// Pools for `idle.len()` upstreams, `idle[u]` being how long upstream `u`'s connections
+    /// may stay idle.
+    pub fn new(idle: Vec<Duration>, max_inflight: usize, max_conns: usize) -> TcpPool {
         TcpPool {
-            conns: vec![Vec::new(); upstreams],
+            conns: vec![Vec::new(); idle.len()],
             next_id: 1,
             idle_timers: VecDeque::new(),
             max_inflight: max_inflight.max(1),
@@ -374,12 +419,15 @@ impl TcpPool {
     }
 
     /// Picks a connection to `upstream` for one more query: the first with room, else a new
-    /// one while under the cap, else the least loaded. Returns the link.
-    pub fn acquire(&mut self, now: Instant, upstream: u16) -> Link {
+    /// one while under the cap, else the least loaded. Returns the link, and whether it is
+    /// an open connection (false: a new one).
+    pub fn acquire(&mut self, now: Instant, upstream: u16) -> (Link, bool) {
         let conns = &mut self.conns[upstream as usize];
+        let mut reused = true;
         let index = match conns.iter().position(|c| c.inflight < self.max_inflight) {
             Some(i) => i,
             None if conns.len() < self.max_conns => {
+                reused = false;
                 conns.push(TcpConn {
                     id: self.next_id,
                     inflight: 0,
@@ -400,11 +448,12 @@ impl TcpPool {
         let conn = &mut conns[index];
         conn.inflight += 1;
         conn.last_used = now;
-        Link {
+        let link = Link {
             upstream,
             protocol: Protocol::Tcp,
             conn: conn.id,
-        }
+        };
+        (link, reused)
     }
 
     /// A query on `link` is done (answered, timed out or moved).
@@ -416,8 +465,9 @@ impl TcpPool {
             conn.inflight = conn.inflight.saturating_sub(1);
             conn.last_used = now;
             if conn.inflight == 0 {
+                let idle = self.idle_of(link.upstream);
                 self.idle_timers
-                    .push_back((now + self.idle, link.upstream, link.conn));
+                    .push_back((now + idle, link.upstream, link.conn));
             }
         }
     }
@@ -427,6 +477,13 @@ impl TcpPool {
         if let Some(conns) = self.conns.get_mut(link.upstream as usize) {
             conns.retain(|c| c.id != link.conn);
         }
+    }
+
+    fn idle_of(&self, upstream: u16) -> Duration {
+        self.idle
+            .get(upstream as usize)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// When the next idle connection may be due for closing.
@@ -443,10 +500,15 @@ impl TcpPool {
                 break;
             }
             self.idle_timers.pop_front();
+            let idle = self
+                .idle
+                .get(upstream as usize)
+                .copied()
+                .unwrap_or_default();
             let conns = &mut self.conns[upstream as usize];
             if let Some(i) = conns.iter().position(|c| c.id == id)
                 && conns[i].inflight == 0
-                && conns[i].last_used + self.idle <= now
+                && conns[i].last_used + idle <= now
             {
                 conns.remove(i);
                 closed.push(Link {

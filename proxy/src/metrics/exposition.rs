@@ -418,7 +418,7 @@ mod tests {
     fn two_shards(config: &Config) -> Vec<Arc<ShardStats>> {
         (0..2u64)
             .map(|shard| {
-                let stats = ShardStats::new(config.servers.len());
+                let stats = ShardStats::new(config.servers.len(), config.upstreams.len());
                 let base = 100 * (shard + 1);
                 stats.queries.add(base + 1);
                 stats.cache_misses.add(base + 3);

@@ -80,15 +80,16 @@ impl PeerQuestion {
 impl Engine {
     /// Joins or starts the resolution of `question` for `requester`: on this shard when it
     /// owns the key (or when asked by a shard), else through the owner. With `newer_than`,
-    /// only a response stored after that instant will do. Returns false when refused (too
-    /// many queries pending); the requester is then dropped.
+    /// only a response stored after that instant will do. `Err(rcode)`: not resolved, the
+    /// requester gets that RCODE (REFUSED over `max_concurrent` or the pending cap, SERVFAIL
+    /// when every upstream is down under `failfast_all_unhealthy_upstreams`).
     pub(super) fn resolve(
         &mut self,
         now: Instant,
         requester: Requester,
         question: PeerQuestion,
         newer_than: Option<u64>,
-    ) -> bool {
+    ) -> Result<(), u16> {
         let found = self.find(&question);
         if let Some(pending) = found.and_then(|id| self.inflight.get_mut(id)) {
             match requester {
@@ -96,14 +97,15 @@ impl Engine {
                 Requester::Shard(shard) if !pending.shards.contains(&shard) => {
                     pending.shards.push(shard)
                 }
-                Requester::Shard(_) | Requester::Refresh => return true,
+                Requester::Shard(_) | Requester::Refresh => return Ok(()),
             }
             self.stats.coalesced.inc();
-            return true;
+            return Ok(());
         }
+        let refused = rcode::REFUSED as u16;
         let limits = self.config.limits;
         if self.inflight.len() >= limits.max_pending {
-            return false;
+            return Err(refused);
         }
         let owner = match (&requester, self.group.coalesce) {
             (Requester::Shard(_), _) | (_, super::Coalesce::Within) => self.shard,
@@ -141,15 +143,41 @@ impl Engine {
                     newer_than,
                 },
             );
-            return true;
+            return Ok(());
         }
         let config = Arc::clone(&self.config);
         let Some(forward) = config.servers.get(server).and_then(|s| s.forward.as_ref()) else {
-            return false;
+            return Err(refused);
         };
         if forward.upstreams.is_empty() {
-            return false;
+            return Err(refused);
         }
+        if let Some(max) = forward.max_concurrent {
+            // Each shard takes its share of the block's limit.
+            if self.inflight.upstream_pending(server) >= max.div_ceil(self.group.shards) {
+                self.stats.max_concurrent_rejects.inc();
+                return Err(refused);
+            }
+        }
+        let rng = &mut self.rng;
+        let order = self
+            .health
+            .order(server, &forward.upstreams, forward.policy, |n| {
+                rng.random_range(0..n)
+            });
+        let (upstreams, max_attempts) = match order {
+            Some(order) => (order, usize::MAX),
+            None => {
+                // Every upstream is down: the health checks may be wrong (CoreDNS counts
+                // this as "healthcheck broken"). Fail at once, or try one at random, once.
+                self.stats.healthcheck_broken.inc();
+                if forward.failfast {
+                    return Err(rcode::SERVFAIL as u16);
+                }
+                let pick = self.rng.random_range(0..forward.upstreams.len());
+                (vec![forward.upstreams[pick] as u16], 1)
+            }
+        };
         // The first client's RD, CD and AD bits go upstream; shards and refreshes ask for
         // recursion with the key's CD bit.
         let flags = new.waiter.as_ref().map_or_else(
@@ -170,13 +198,13 @@ impl Engine {
         };
         let len = upstream_query(0, flags, &q, question.flag_bits & 1 != 0, &mut self.scratch);
         new.query = self.scratch[..len].to_vec();
-        let start = self.rng.random_range(0..forward.upstreams.len());
-        new.upstreams = (0..forward.upstreams.len())
-            .map(|i| forward.upstreams[(start + i) % forward.upstreams.len()] as u16)
-            .collect();
+        new.upstreams = upstreams;
         let id = self.inflight.insert(now, limits.query_timeout, new);
+        if let Some(pending) = self.inflight.get_mut(id) {
+            pending.max_attempts = max_attempts;
+        }
         self.send_attempt(now, id);
-        true
+        Ok(())
     }
 
     /// Starts a refresh of the entry for `key` stored at `stored_at` (prefetch, or a stale
@@ -193,7 +221,7 @@ impl Engine {
             return;
         };
         let question = PeerQuestion::of_key(server, key, hash, protocol);
-        self.resolve(now, Requester::Refresh, question, Some(stored_at));
+        let _ = self.resolve(now, Requester::Refresh, question, Some(stored_at));
     }
 
     /// Another shard misses a key this shard owns: answer from the cache when it can,
@@ -233,7 +261,7 @@ impl Engine {
                     };
                     self.send_peer(from as usize, answer);
                     if refresh {
-                        self.resolve(now, Requester::Refresh, question, Some(stored_at));
+                        let _ = self.resolve(now, Requester::Refresh, question, Some(stored_at));
                     }
                     return;
                 }
@@ -243,8 +271,12 @@ impl Engine {
         let refused = self
             .upstream_protocol(server, &question.qname, question.protocol)
             .is_none();
-        if refused || !self.resolve(now, Requester::Shard(from), question.clone(), newer_than) {
-            let result = PeerResult::Failed(rcode::REFUSED as u16);
+        let outcome = match refused {
+            true => Err(rcode::REFUSED as u16),
+            false => self.resolve(now, Requester::Shard(from), question.clone(), newer_than),
+        };
+        if let Err(code) = outcome {
+            let result = PeerResult::Failed(code);
             self.send_peer(from as usize, PeerMessage::Answer { question, result });
         }
     }
@@ -485,17 +517,33 @@ impl Engine {
             );
             return;
         };
-        let link = match pending.protocol {
-            Protocol::Udp => Link {
-                upstream,
-                protocol: Protocol::Udp,
-                conn: 0,
-            },
+        let (link, reused) = match pending.protocol {
+            Protocol::Udp => {
+                let used = self.udp_used.get_mut(upstream as usize);
+                let reused = used.as_deref().copied().unwrap_or(true);
+                if let Some(used) = used {
+                    *used = true;
+                }
+                let link = Link {
+                    upstream,
+                    protocol: Protocol::Udp,
+                    conn: 0,
+                };
+                (link, reused)
+            }
             Protocol::Tcp => self.tcp.acquire(now, upstream),
         };
+        if let Some(stats) = self.stats.upstreams.get(upstream as usize) {
+            let proto = (link.protocol == Protocol::Tcp) as usize;
+            match reused {
+                true => stats.conn_cache_hits[proto].inc(),
+                false => stats.conn_cache_misses[proto].inc(),
+            }
+        }
         let mut wire_id = self.rng.random::<u16>();
         for _ in 0..16 {
-            if !self.inflight.wire_id_in_use(link, wire_id) {
+            if !self.inflight.wire_id_in_use(link, wire_id) && !self.health.is_probe(link, wire_id)
+            {
                 break;
             }
             wire_id = self.rng.random::<u16>();
@@ -509,6 +557,7 @@ impl Engine {
         payload[0..2].copy_from_slice(&wire_id.to_be_bytes());
         let addr = self.config.upstreams[upstream as usize].addr;
         self.stats.upstream_queries.inc();
+        self.upstream_gauges(upstream);
         self.outbox.push_back(Transmit::Query {
             link,
             addr,
@@ -518,10 +567,21 @@ impl Engine {
 
     /// Forgets the current attempt of `id`, returning its TCP connection to the pool.
     pub(super) fn end_attempt(&mut self, now: Instant, id: PendingId) {
-        if let Some(link) = self.inflight.finish_attempt(id)
-            && link.protocol == Protocol::Tcp
-        {
-            self.tcp.release(now, link);
+        if let Some(link) = self.inflight.finish_attempt(id) {
+            if link.protocol == Protocol::Tcp {
+                self.tcp.release(now, link);
+            }
+            self.upstream_gauges(link.upstream);
+        }
+    }
+
+    /// Publishes `upstream`'s open connections and attempts in flight.
+    pub(super) fn upstream_gauges(&self, upstream: u16) {
+        if let Some(stats) = self.stats.upstreams.get(upstream as usize) {
+            stats.open_connections.set(self.tcp.open(upstream) as u64);
+            stats
+                .inflight
+                .set(self.inflight.attempts_on(upstream) as u64);
         }
     }
 }

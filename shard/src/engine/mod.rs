@@ -4,6 +4,7 @@
 //! retries and times out. It implements [`Handler`], so drivers only move bytes.
 
 mod miss;
+mod probe;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use shardns_wire::{Header, Key, Message, name_eq_lowercase, opcode, rcode};
 
 use crate::cache::{ClientView, Lookup, PacketCache, StoredResponse};
 use crate::config::Config;
+use crate::health::Health;
 use crate::names::in_zone;
 use crate::peer::{PeerMessage, PeerQuestion};
 use crate::upstream::{Expired, InFlight, TcpPool, Waiter};
@@ -105,6 +107,9 @@ pub struct Engine {
     clock: (Instant, u64),
     inflight: InFlight,
     tcp: TcpPool,
+    health: Health,
+    /// Per upstream: whether its UDP socket has been used (for the connection-cache metric).
+    udp_used: Vec<bool>,
     rng: StdRng,
     outbox: VecDeque<Transmit>,
     stats: Arc<ShardStats>,
@@ -143,14 +148,14 @@ impl Engine {
                 servers
             })
             .collect();
-        let stats = Arc::new(ShardStats::new(config.servers.len()));
+        let stats = Arc::new(ShardStats::new(
+            config.servers.len(),
+            config.upstreams.len(),
+        ));
         Engine {
-            tcp: TcpPool::new(
-                config.upstreams.len(),
-                limits.upstream_tcp_inflight,
-                limits.upstream_tcp_conns,
-                limits.upstream_tcp_idle,
-            ),
+            tcp: tcp_pool(&config),
+            health: Health::new(&config),
+            udp_used: vec![false; config.upstreams.len()],
             config,
             group,
             shard,
@@ -170,7 +175,9 @@ impl Engine {
     /// Counts into `stats` (made by the process, so a metrics scraper holds it too) instead
     /// of the engine's own counters. Ignored unless it has one slot per server block.
     pub fn with_stats(mut self, stats: Arc<ShardStats>) -> Engine {
-        if stats.servers.len() == self.config.servers.len() {
+        if stats.servers.len() == self.config.servers.len()
+            && stats.upstreams.len() == self.config.upstreams.len()
+        {
             self.stats = stats;
         }
         self
@@ -311,15 +318,19 @@ impl Engine {
         };
         let question = PeerQuestion::of_key(server, &key, hash, protocol);
         let timer = stale_verify.then(|| question.clone());
-        if self.resolve(now, Requester::Client(waiter), question, None) {
-            if let Some(question) = timer {
-                self.verify_timers
-                    .push_back((now + STALE_CLIENT_TIMEOUT, question));
+        match self.resolve(now, Requester::Client(waiter), question, None) {
+            Ok(()) => {
+                if let Some(question) = timer {
+                    self.verify_timers
+                        .push_back((now + STALE_CLIENT_TIMEOUT, question));
+                }
+                Outcome::Pending
             }
-            return Outcome::Pending;
+            Err(code) => {
+                let len = error_reply(message, code, out);
+                self.error(code, len)
+            }
         }
-        let len = error_reply(message, rcode::REFUSED as u16, out);
-        self.error(rcode::REFUSED as u16, len)
     }
 
     /// The transport to the upstreams of server block `server` for `qname`, or `None` when
@@ -327,11 +338,16 @@ impl Engine {
     /// TCP client must not be handed the truncated reply of a query that went over UDP.
     fn upstream_protocol(&self, server: usize, qname: &[u8], client: Protocol) -> Option<Protocol> {
         let forward = self.config.servers.get(server)?.forward.as_ref()?;
-        if !in_zone(qname, &forward.from) || forward.upstreams.is_empty() {
+        if !in_zone(qname, &forward.from)
+            || forward.upstreams.is_empty()
+            || forward.except.iter().any(|zone| in_zone(qname, zone))
+        {
             return None;
         }
         Some(if forward.force_tcp {
             Protocol::Tcp
+        } else if forward.prefer_udp {
+            Protocol::Udp
         } else {
             client
         })
@@ -413,7 +429,9 @@ impl Handler for Engine {
             return;
         };
         let Some(id) = self.inflight.by_wire(link, header.id) else {
-            self.stats.upstream_rejected.inc();
+            if !(header.qr() && self.probe_reply(now, link, header.id)) {
+                self.stats.upstream_rejected.inc();
+            }
             return;
         };
         let mut offsets = std::mem::take(&mut self.ttl_offsets);
@@ -443,11 +461,45 @@ impl Handler for Engine {
             return;
         };
         self.stats.upstream_replies.inc();
+        let rcode = message.header.rcode() as usize & 15;
+        if let Some(pending) = self.inflight.get(id)
+            && let Some(stats) = self.stats.upstreams.get(link.upstream as usize)
+        {
+            let took = now.saturating_duration_since(pending.attempt_started);
+            stats.durations[rcode].observe(took.as_micros() as u64);
+        }
+        let forward = self.config.servers[self.inflight.get(id).map_or(0, |p| p.server)]
+            .forward
+            .as_ref();
+        let prefer_udp = forward.is_some_and(|f| f.prefer_udp);
+        let next = forward.is_some_and(|f| f.next.contains(&(rcode as u16)));
+        if message.header.tc() && link.protocol == Protocol::Udp && prefer_udp {
+            // `prefer_udp`: a truncated reply is asked again over TCP (one more attempt).
+            if let Some(pending) = self.inflight.get_mut(id) {
+                pending.protocol = Protocol::Tcp;
+                pending.attempts = pending.attempts.saturating_sub(1);
+            }
+            self.ttl_offsets = offsets;
+            self.send_attempt(now, id);
+            return;
+        }
         self.end_attempt(now, id);
         let Some(pending) = self.inflight.remove(id) else {
             self.ttl_offsets = offsets;
             return;
         };
+        if next {
+            // `next RCODE`: the reply goes to the next plugin; there is none, so SERVFAIL (as
+            // CoreDNS), or a usable cached entry.
+            self.ttl_offsets = offsets;
+            self.deliver(
+                now,
+                pending,
+                Delivery::Failed(rcode::SERVFAIL as u16, "next: no further plugin"),
+            );
+            self.inflight.tidy();
+            return;
+        }
         let clock = self.nanos(now);
         let policy = self
             .caches_name(pending.server, &pending.qname)
@@ -463,6 +515,13 @@ impl Handler for Engine {
         if link.protocol == Protocol::Tcp {
             self.tcp.forget(link);
         }
+        for upstream in self.health.expire(now, Some(link)) {
+            self.probe_failed(now, upstream);
+        }
+        if !self.inflight.on_link(link).is_empty() {
+            self.health.exchange_failed(now, link.upstream);
+        }
+        self.upstream_gauges(link.upstream);
         for id in self.inflight.on_link(link) {
             self.stats.upstream_link_failures.inc();
             // The connection is gone: do not hand it back to the pool.
@@ -500,6 +559,14 @@ impl Handler for Engine {
             match expired {
                 Expired::Attempt(id) => {
                     self.stats.upstream_timeouts.inc();
+                    let upstream = self
+                        .inflight
+                        .get(id)
+                        .and_then(|p| p.current)
+                        .map(|(link, _)| link.upstream);
+                    if let Some(upstream) = upstream {
+                        self.health.exchange_failed(now, upstream);
+                    }
                     self.send_attempt(now, id);
                 }
                 Expired::Overall(id) => {
@@ -516,6 +583,7 @@ impl Handler for Engine {
             self.outbox.push_back(Transmit::Close { link });
         }
         self.stale_client_timeouts(now);
+        self.run_probes(now);
         self.inflight.tidy();
     }
 
@@ -524,6 +592,7 @@ impl Handler for Engine {
             self.inflight.next_deadline(),
             self.tcp.next_deadline(),
             self.verify_timers.front().map(|t| t.0),
+            self.health.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -533,6 +602,26 @@ impl Handler for Engine {
     fn poll_transmit(&mut self) -> Option<Transmit> {
         self.outbox.pop_front()
     }
+}
+
+/// The upstream TCP pool for `config`: each upstream's idle time is the `expire` of the first
+/// `forward` naming it.
+fn tcp_pool(config: &Config) -> TcpPool {
+    let idle = (0..config.upstreams.len())
+        .map(|u| {
+            config
+                .servers
+                .iter()
+                .filter_map(|s| s.forward.as_ref())
+                .find(|f| f.upstreams.contains(&u))
+                .map_or(config.limits.upstream_tcp_idle, |f| f.expire)
+        })
+        .collect();
+    TcpPool::new(
+        idle,
+        config.limits.upstream_tcp_inflight,
+        config.limits.upstream_tcp_conns,
+    )
 }
 
 /// `now` in nanoseconds since `epoch`, memoised in `clock` (a field borrowed apart from the
@@ -616,17 +705,13 @@ impl Engine {
             }
         }
         self.config = Arc::clone(&config);
+        self.health = Health::new(&config);
         if old.upstreams != config.upstreams {
             for link in self.tcp.reset(config.upstreams.len()) {
                 self.outbox.push_back(Transmit::Close { link });
             }
-            self.tcp = TcpPool::new(
-                config.upstreams.len(),
-                config.limits.upstream_tcp_inflight,
-                config.limits.upstream_tcp_conns,
-                config.limits.upstream_tcp_idle,
-            )
-            .continuing(&self.tcp);
+            self.tcp = tcp_pool(&config).continuing(&self.tcp);
+            self.udp_used = vec![false; config.upstreams.len()];
             for id in self.inflight.ids() {
                 self.inflight.finish_attempt(id);
                 let Some(pending) = self.inflight.get_mut(id) else {

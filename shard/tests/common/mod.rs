@@ -63,6 +63,26 @@ pub fn config_with(cache: Option<CacheConfig>) -> Config {
     }
 }
 
+/// One root block with `cache` (if any) forwarding to `upstreams` upstreams
+/// (127.0.0.1:1053, :1054, ...) with `forward`'s options.
+pub fn config_forward(
+    cache: Option<CacheConfig>,
+    upstreams: usize,
+    forward: ForwardConfig,
+) -> Config {
+    let mut config = config_with(cache);
+    config.upstreams = (0..upstreams)
+        .map(|i| UpstreamConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 1053 + i as u16)),
+        })
+        .collect();
+    config.servers[0].forward = Some(ForwardConfig {
+        upstreams: (0..upstreams).collect(),
+        ..forward
+    });
+    config
+}
+
 /// Options of a client query.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Ask {
@@ -163,6 +183,14 @@ pub struct Sent {
     pub query: Message,
 }
 
+/// Whether `query` is a health probe (`. IN NS`).
+pub fn is_probe(query: &Message) -> bool {
+    query
+        .queries()
+        .first()
+        .is_some_and(|q| q.name().is_root() && q.query_type() == RecordType::NS)
+}
+
 /// N engines of one group with a virtual clock.
 pub struct Cluster {
     pub engines: Vec<Engine>,
@@ -170,10 +198,14 @@ pub struct Cluster {
     out: Vec<u8>,
     /// Upstream queries not yet answered, oldest first.
     pub upstream: VecDeque<Sent>,
-    /// Every upstream query ever sent.
+    /// Every upstream query ever sent (health probes apart).
     pub upstream_total: usize,
+    /// Health probes (`. IN NS`) not yet answered or lost, oldest first.
+    pub probes: VecDeque<Sent>,
     /// Client replies not yet checked, in order: (shard, client, reply).
     pub replies: VecDeque<(usize, Client, Message)>,
+    /// Upstream links the engines closed.
+    pub closed: Vec<Link>,
     /// Peer messages to this shard are lost (a shard that stopped).
     pub unreachable: Option<usize>,
     next_id: u16,
@@ -203,8 +235,10 @@ impl Cluster {
             out: vec![0; MAX_MESSAGE],
             upstream: VecDeque::new(),
             upstream_total: 0,
+            probes: VecDeque::new(),
             replies: VecDeque::new(),
             unreachable: None,
+            closed: Vec::new(),
             next_id: 1,
         }
     }
@@ -233,19 +267,21 @@ impl Cluster {
                 while let Some(t) = engine.poll_transmit() {
                     match t {
                         Transmit::Query { link, payload, .. } => {
-                            self.upstream_total += 1;
-                            self.upstream.push_back(Sent {
-                                shard,
-                                link,
-                                query: Message::from_vec(&payload).unwrap(),
-                            });
+                            let query = Message::from_vec(&payload).unwrap();
+                            let sent = Sent { shard, link, query };
+                            if is_probe(&sent.query) {
+                                self.probes.push_back(sent);
+                            } else {
+                                self.upstream_total += 1;
+                                self.upstream.push_back(sent);
+                            }
                         }
                         Transmit::Reply { client, payload } => {
                             let reply = Message::from_vec(&payload).expect("reply parses");
                             self.replies.push_back((shard, client, reply));
                         }
                         Transmit::Peer { shard: to, message } => peers.push((to, message)),
-                        Transmit::Close { .. } => {}
+                        Transmit::Close { link } => self.closed.push(link),
                     }
                 }
             }
@@ -271,6 +307,25 @@ impl Cluster {
         let bytes = reply(&sent.query, up);
         self.engines[sent.shard].handle_response(self.now, sent.link, &bytes);
         self.settle();
+    }
+
+    /// Answers the oldest health probe (any reply means healthy).
+    pub fn answer_probe(&mut self) {
+        let sent = self.probes.pop_front().expect("a probe to answer");
+        let bytes = reply(&sent.query, &Upstream::default());
+        self.engines[sent.shard].handle_response(self.now, sent.link, &bytes);
+        self.settle();
+    }
+
+    /// The oldest unanswered upstream query's connection is refused or reset.
+    pub fn refuse(&mut self) -> Sent {
+        let sent = self
+            .upstream
+            .pop_front()
+            .expect("an upstream query to refuse");
+        self.engines[sent.shard].handle_link_closed(self.now, sent.link);
+        self.settle();
+        sent
     }
 
     /// The oldest unanswered upstream query is lost.

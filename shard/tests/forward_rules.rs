@@ -1,0 +1,273 @@
+//! The upstream path's rules (CoreDNS `forward` options: health checks, policy, failfast,
+//! max_concurrent, next, except, prefer_udp, expire; metrics), one scenario each, on a virtual
+//! clock with the engines of `common::Cluster`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Ask, Cluster, Upstream, config_forward, ttls};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use shardns_shard::Protocol;
+use shardns_shard::config::{ForwardConfig, Policy};
+
+fn a(ttl: u32) -> Upstream {
+    Upstream {
+        answers: vec![([192, 0, 2, 1], ttl)],
+        ..Upstream::default()
+    }
+}
+
+fn cluster(upstreams: usize, forward: ForwardConfig) -> Cluster {
+    Cluster::new(1, config_forward(None, upstreams, forward))
+}
+
+fn ask(cluster: &mut Cluster, name: &str) {
+    cluster.ask_on(0, name, RecordType::A, Ask::default());
+}
+
+fn sequential(max_fails: u32) -> ForwardConfig {
+    ForwardConfig {
+        policy: Policy::Sequential,
+        max_fails,
+        ..ForwardConfig::default()
+    }
+}
+
+/// The upstream the next unanswered query went to.
+fn next_upstream(cluster: &Cluster) -> u16 {
+    cluster
+        .upstream
+        .front()
+        .expect("an upstream query")
+        .link
+        .upstream
+}
+
+#[test]
+fn failed_probes_take_an_upstream_down_and_an_answered_probe_brings_it_back() {
+    let mut c = cluster(2, sequential(1));
+    ask(&mut c, "one.example.");
+    assert_eq!(next_upstream(&c), 0);
+    c.lose();
+    c.wait(Duration::from_secs(2));
+    // The timeout started probing upstream 0; the query moved on to upstream 1.
+    assert_eq!(next_upstream(&c), 1);
+    c.answer(&a(60));
+    assert_eq!(c.next_reply().response_code(), ResponseCode::NoError);
+    assert_eq!(c.probes.len(), 1);
+    assert_eq!(c.probes[0].link.upstream, 0);
+    // Two probes go unanswered (1 s each, 0.5 s apart): more than max_fails = 1.
+    c.probes.clear();
+    c.wait(Duration::from_millis(1500));
+    assert_eq!(c.probes.len(), 1, "second probe after the interval");
+    c.probes.clear();
+    c.wait(Duration::from_secs(1));
+    let stats = &c.engines[0].stats().upstreams[0];
+    assert_eq!(stats.healthcheck_failures.get(), 2);
+    // Down: a new query goes straight to upstream 1.
+    ask(&mut c, "two.example.");
+    assert_eq!(next_upstream(&c), 1);
+    c.answer(&a(60));
+    c.next_reply();
+    // The next probe is answered: upstream 0 is back first in line.
+    c.wait(Duration::from_millis(500));
+    c.answer_probe();
+    ask(&mut c, "three.example.");
+    assert_eq!(next_upstream(&c), 0);
+}
+
+/// Takes every upstream of `c` down: a refused exchange on each, then their probes lost.
+fn all_down(c: &mut Cluster, upstreams: usize) {
+    ask(c, "down.example.");
+    for _ in 0..2 * upstreams {
+        c.refuse();
+    }
+    assert_eq!(c.next_reply().response_code(), ResponseCode::ServFail);
+    for _ in 0..3 {
+        c.probes.clear();
+        c.wait(Duration::from_millis(1500));
+    }
+    for u in 0..upstreams {
+        assert!(c.engines[0].stats().upstreams[u].healthcheck_failures.get() >= 2);
+    }
+}
+
+#[test]
+fn with_failfast_every_upstream_down_means_servfail_at_once() {
+    let mut c = cluster(
+        2,
+        ForwardConfig {
+            failfast: true,
+            max_fails: 1,
+            ..ForwardConfig::default()
+        },
+    );
+    all_down(&mut c, 2);
+    let sent = c.upstream_sent();
+    ask(&mut c, "x.example.");
+    assert_eq!(c.next_reply().response_code(), ResponseCode::ServFail);
+    assert_eq!(c.upstream_sent(), sent, "nothing sent upstream");
+    assert!(c.engines[0].stats().healthcheck_broken.get() >= 1);
+}
+
+#[test]
+fn without_failfast_one_upstream_is_tried_once_and_servfail_comes_within_the_attempt_timeout() {
+    let mut c = cluster(2, sequential(1));
+    all_down(&mut c, 2);
+    let sent = c.upstream_sent();
+    ask(&mut c, "x.example.");
+    assert_eq!(c.upstream_sent(), sent + 1);
+    c.lose();
+    c.wait(Duration::from_millis(1999));
+    assert!(c.replies.is_empty());
+    c.wait(Duration::from_millis(1));
+    assert_eq!(c.next_reply().response_code(), ResponseCode::ServFail);
+    assert_eq!(c.upstream_sent(), sent + 1, "one attempt only");
+}
+
+#[test]
+fn policies_order_the_upstreams() {
+    let firsts = |policy: Policy, queries: usize| {
+        let mut c = cluster(
+            3,
+            ForwardConfig {
+                policy,
+                ..ForwardConfig::default()
+            },
+        );
+        (0..queries)
+            .map(|i| {
+                ask(&mut c, &format!("q{i}.example."));
+                let u = next_upstream(&c);
+                c.answer(&a(60));
+                u
+            })
+            .collect::<Vec<u16>>()
+    };
+    assert_eq!(firsts(Policy::Sequential, 4), vec![0, 0, 0, 0]);
+    assert_eq!(firsts(Policy::RoundRobin, 6), vec![0, 1, 2, 0, 1, 2]);
+    let random = firsts(Policy::Random, 60);
+    for u in 0..3 {
+        let n = random.iter().filter(|&&x| x == u).count();
+        assert!((8..=32).contains(&n), "upstream {u} first {n} times of 60");
+    }
+}
+
+#[test]
+fn max_concurrent_refuses_beyond_the_limit_and_counts_it() {
+    let mut c = cluster(
+        1,
+        ForwardConfig {
+            max_concurrent: Some(2),
+            ..ForwardConfig::default()
+        },
+    );
+    ask(&mut c, "a.example.");
+    ask(&mut c, "b.example.");
+    ask(&mut c, "c.example.");
+    let refused = c.next_reply();
+    assert_eq!(refused.response_code(), ResponseCode::Refused);
+    assert_eq!(refused.queries()[0].name().to_ascii(), "c.example.");
+    assert_eq!(c.engines[0].stats().max_concurrent_rejects.get(), 1);
+    // A client joining a query in flight is not a new one.
+    ask(&mut c, "a.example.");
+    assert!(c.replies.is_empty());
+    c.answer(&a(60));
+    assert_eq!(c.replies.len(), 2);
+    c.replies.clear();
+    ask(&mut c, "c.example.");
+    assert!(c.replies.is_empty(), "room again");
+    assert_eq!(c.upstream.len(), 2);
+}
+
+#[test]
+fn next_rcodes_are_not_relayed() {
+    let mut c = cluster(
+        1,
+        ForwardConfig {
+            next: vec![3],
+            ..ForwardConfig::default()
+        },
+    );
+    ask(&mut c, "gone.example.");
+    c.answer(&Upstream {
+        rcode: Some(ResponseCode::NXDomain),
+        soa: Some(60),
+        ..Upstream::default()
+    });
+    assert_eq!(c.next_reply().response_code(), ResponseCode::ServFail);
+    ask(&mut c, "www.example.");
+    c.answer(&a(60));
+    assert_eq!(c.next_reply().response_code(), ResponseCode::NoError);
+}
+
+#[test]
+fn except_names_are_not_forwarded() {
+    let mut c = cluster(
+        1,
+        ForwardConfig {
+            except: vec![common::wire_name("internal.example.")],
+            ..ForwardConfig::default()
+        },
+    );
+    ask(&mut c, "db.internal.example.");
+    assert_eq!(c.next_reply().response_code(), ResponseCode::Refused);
+    assert_eq!(c.upstream_sent(), 0);
+    ask(&mut c, "www.example.");
+    assert_eq!(c.upstream_sent(), 1);
+}
+
+#[test]
+fn prefer_udp_asks_again_over_tcp_when_truncated() {
+    let mut c = cluster(
+        1,
+        ForwardConfig {
+            prefer_udp: true,
+            ..ForwardConfig::default()
+        },
+    );
+    ask(&mut c, "big.example.");
+    assert_eq!(c.upstream[0].link.protocol, Protocol::Udp);
+    c.answer(&Upstream {
+        truncated: true,
+        ..Upstream::default()
+    });
+    assert!(c.replies.is_empty());
+    assert_eq!(c.upstream.len(), 1);
+    assert_eq!(c.upstream[0].link.protocol, Protocol::Tcp);
+    c.answer(&a(60));
+    let reply = c.next_reply();
+    assert!(!reply.truncated());
+    assert_eq!(ttls(&reply), vec![60]);
+}
+
+#[test]
+fn idle_connections_close_after_expire_and_metrics_follow_the_pool() {
+    let mut c = cluster(
+        1,
+        ForwardConfig {
+            force_tcp: true,
+            expire: Duration::from_secs(3),
+            ..ForwardConfig::default()
+        },
+    );
+    ask(&mut c, "a.example.");
+    c.wait(Duration::from_millis(30));
+    c.answer(&a(60));
+    ask(&mut c, "b.example.");
+    c.answer(&a(60));
+    let stats = &c.engines[0].stats().upstreams[0];
+    assert_eq!(stats.conn_cache_misses[1].get(), 1, "one connection made");
+    assert_eq!(stats.conn_cache_hits[1].get(), 1, "then reused");
+    assert_eq!(stats.open_connections.get(), 1);
+    assert_eq!(stats.inflight.get(), 0);
+    // The first exchange took 30 ms: in the 0.032 s bucket of NOERROR.
+    assert_eq!(stats.durations[0].buckets[7].get(), 1);
+    assert_eq!(stats.durations[0].count(), 2);
+    c.wait(Duration::from_millis(2999));
+    assert!(c.closed.is_empty());
+    c.wait(Duration::from_millis(1));
+    assert_eq!(c.closed.len(), 1);
+}
