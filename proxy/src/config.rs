@@ -102,8 +102,7 @@ pub fn build_process(file: &str, text: &str) -> Result<ProcessConfig, ConfigErro
                 .iter()
                 .map(|addr| upstream_index(&mut config.upstreams, *addr))
                 .collect(),
-            force_tcp: forward.force_tcp,
-            ..ForwardConfig::default()
+            ..forward.options.clone()
         });
         let binds = if settings.binds.is_empty() {
             vec![
@@ -390,6 +389,92 @@ mod tests {
             build("Corefile", text).unwrap_err().to_string(),
             "Corefile:3: bad prefetch percentage \"5%\" (expected a whole number from 10 to 90 \
              followed by %, e.g. 10%)"
+        );
+    }
+
+    #[test]
+    fn forward_blocks() {
+        use std::time::Duration;
+
+        use shardns_shard::config::Policy;
+
+        // As node-local-dns writes it: `forward . __PILLAR__UPSTREAM__SERVERS__` becomes the
+        // node's resolv.conf, here with `max_concurrent`.
+        let resolv = std::env::temp_dir().join(format!(
+            "shardns-config-forward-{}.conf",
+            std::process::id()
+        ));
+        std::fs::write(
+            &resolv,
+            "search default.svc.cluster.local\nnameserver 10.0.0.2\nnameserver 10.0.0.3\n",
+        )
+        .unwrap();
+        let text = format!(
+            "cluster.local:53 {{\n forward . 10.0.0.10 {{\n  force_tcp\n }}\n}}\n\
+             .:53 {{\n forward . {} {{\n  max_concurrent 1000\n }}\n}}\n",
+            resolv.display()
+        );
+        let built = build("Corefile", &text);
+        let _ = std::fs::remove_file(&resolv);
+        let config = built.unwrap();
+        let upstreams: Vec<SocketAddr> = config.upstreams.iter().map(|u| u.addr).collect();
+        assert_eq!(
+            upstreams,
+            [
+                addr("10.0.0.10:53"),
+                addr("10.0.0.2:53"),
+                addr("10.0.0.3:53")
+            ]
+        );
+        assert_eq!(
+            config.servers[0].forward,
+            Some(ForwardConfig {
+                upstreams: vec![0],
+                force_tcp: true,
+                ..ForwardConfig::default()
+            })
+        );
+        assert_eq!(
+            config.servers[1].forward,
+            Some(ForwardConfig {
+                upstreams: vec![1, 2],
+                max_concurrent: Some(1000),
+                ..ForwardConfig::default()
+            })
+        );
+
+        // Every option, shared by the zones of the block.
+        let text = "a.example b.example {\n forward example 10.0.0.10 dns://10.0.0.11:5353 {\n  \
+                    except A.Example. c.b.example\n  prefer_udp\n  expire 30s\n  max_fails 0\n  \
+                    policy round_robin\n  health_check 2s no_rec domain Health.Example\n  \
+                    max_concurrent 50\n  next nxdomain REFUSED\n  \
+                    failfast_all_unhealthy_upstreams\n }\n}\n";
+        let config = build("Corefile", text).unwrap();
+        let expected = ForwardConfig {
+            from: wire("example"),
+            except: wires(&["a.example", "c.b.example"]),
+            upstreams: vec![0, 1],
+            force_tcp: false,
+            prefer_udp: true,
+            expire: Duration::from_secs(30),
+            max_fails: 0,
+            policy: Policy::RoundRobin,
+            health_check: Duration::from_secs(2),
+            health_no_rec: true,
+            health_domain: wire("health.example"),
+            max_concurrent: Some(50),
+            next: vec![3, 5],
+            failfast: true,
+        };
+        assert_eq!(config.servers[0].forward.as_ref(), Some(&expected));
+        assert_eq!(config.servers[1].forward.as_ref(), Some(&expected));
+        let upstreams: Vec<SocketAddr> = config.upstreams.iter().map(|u| u.addr).collect();
+        assert_eq!(upstreams, [addr("10.0.0.10:53"), addr("10.0.0.11:5353")]);
+
+        let text = ".:53 {\n errors\n forward . 10.0.0.10 {\n  force_tcp\n  max_fails x\n }\n}\n";
+        assert_eq!(
+            build("Corefile", text).unwrap_err().to_string(),
+            "Corefile:5: bad max_fails \"x\" (expected a whole number from 0 to 4294967295)"
         );
     }
 

@@ -1,20 +1,19 @@
-//! The directives of a server block: `bind`, `cache` (in [`cache`]), `forward`, `errors`,
-//! `prometheus` and `reload` (in [`reload`]), read into [`BlockSettings`]. Every error names the file and line of the offending token.
+//! The directives of a server block: `bind`, `cache` (in [`cache`]), `forward` (in
+//! [`forward`]), `errors`, `prometheus` and `reload` (in [`reload`]), read into
+//! [`BlockSettings`]. Every error names the file and line of the offending token.
 
 mod cache;
+mod forward;
 mod reload;
 
 use std::net::{IpAddr, SocketAddr};
 
 pub use cache::CacheSettings;
+pub use forward::ForwardSettings;
 pub use reload::ReloadSettings;
 
-use crate::address::{self, UpstreamTarget, Zone};
+use crate::address;
 use crate::corefile::{ConfigError, Directive, Token};
-use crate::resolv;
-
-/// Most upstreams one `forward` may name (CoreDNS's limit).
-pub const MAX_UPSTREAMS: usize = 15;
 
 /// Largest TTL (RFC 2181: 2^31 - 1 seconds).
 const MAX_TTL: u64 = i32::MAX as u64;
@@ -31,13 +30,6 @@ const NOT_YET: &[&str] = &[
     "metadata", "minimal", "nsid", "pprof", "ready", "rewrite", "root",
     "secondary", "sign", "template", "timeouts", "tls", "trace", "transfer", "tsig", "view",
     "whoami",
-];
-
-/// `forward` options of CoreDNS this build does not implement yet.
-#[rustfmt::skip]
-const FORWARD_NOT_YET: &[&str] = &[
-    "except", "prefer_udp", "expire", "max_fails", "tls", "tls_servername", "policy",
-    "health_check", "max_concurrent", "next", "failfast_all_unhealthy_upstreams",
 ];
 
 /// What one server block asks for.
@@ -65,17 +57,6 @@ pub struct PrometheusSettings {
     pub addr: SocketAddr,
     /// The directive's line, for messages about conflicting addresses.
     pub line: usize,
-}
-
-/// A `forward` directive with its targets resolved to addresses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ForwardSettings {
-    /// The `FROM` zone.
-    pub from: Zone,
-    /// Upstreams in order, without duplicates (resolv.conf files expanded).
-    pub to: Vec<SocketAddr>,
-    /// The `force_tcp` option.
-    pub force_tcp: bool,
 }
 
 /// Reads the directives of a server block.
@@ -114,7 +95,7 @@ pub fn block_settings(file: &str, directives: &[Directive]) -> Result<BlockSetti
             }
             "forward" => {
                 once(settings.forward.is_some())?;
-                settings.forward = Some(forward(file, directive)?);
+                settings.forward = Some(forward::parse(file, directive)?);
             }
             "errors" => {
                 if let Some(token) = directive.args.first() {
@@ -185,73 +166,6 @@ fn number(token: &Token, what: &str, min: u64, max: u64) -> Result<u64, String> 
     }
 }
 
-/// `forward FROM TO... { force_tcp }`.
-fn forward(file: &str, directive: &Directive) -> Result<ForwardSettings, ConfigError> {
-    let at = |line: usize, message: String| ConfigError::at(file, line, message);
-    let line = directive.line;
-    let [from, targets @ ..] = directive.args.as_slice() else {
-        return Err(at(
-            line,
-            "forward needs FROM and at least one TO".to_string(),
-        ));
-    };
-    if targets.is_empty() {
-        return Err(at(
-            line,
-            "forward needs FROM and at least one TO".to_string(),
-        ));
-    }
-    let from_text = from.text.strip_prefix("dns://").unwrap_or(&from.text);
-    let from_zone = address::parse_zone(from_text).map_err(|m| at(from.line, m))?;
-    let mut to = Vec::new();
-    for token in targets {
-        let addresses = match address::parse_upstream(&token.text).map_err(|m| at(token.line, m))? {
-            UpstreamTarget::Addr(addr) => vec![addr],
-            UpstreamTarget::ResolvConf(path) => {
-                resolv::read_nameservers(&path).map_err(|e| at(token.line, e.to_string()))?
-            }
-        };
-        for addr in addresses {
-            if !to.contains(&addr) {
-                to.push(addr);
-            }
-        }
-    }
-    if to.len() > MAX_UPSTREAMS {
-        return Err(at(
-            line,
-            format!(
-                "forward allows at most {MAX_UPSTREAMS} upstreams, got {}",
-                to.len()
-            ),
-        ));
-    }
-    let mut force_tcp = false;
-    for option in directive.block.iter().flatten() {
-        match option.name.as_str() {
-            "force_tcp" if option.args.is_empty() && option.block.is_none() => force_tcp = true,
-            "force_tcp" => {
-                return Err(at(
-                    option.line,
-                    "forward option \"force_tcp\" takes no arguments".to_string(),
-                ));
-            }
-            name if FORWARD_NOT_YET.contains(&name) => {
-                return Err(at(
-                    option.line,
-                    format!("forward option {name:?} is not supported yet"),
-                ));
-            }
-            name => return Err(at(option.line, format!("unknown forward option {name:?}"))),
-        }
-    }
-    Ok(ForwardSettings {
-        from: from_zone,
-        to,
-        force_tcp,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -304,7 +218,7 @@ mod tests {
         let forward = got.forward.unwrap();
         assert_eq!(forward.from.text, ".");
         assert_eq!(forward.to, ["10.0.0.10:53".parse::<SocketAddr>().unwrap()]);
-        assert!(forward.force_tcp);
+        assert!(forward.options.force_tcp);
     }
 
     #[test]
@@ -370,7 +284,7 @@ mod tests {
             .unwrap();
         let to: Vec<String> = forward.to.iter().map(ToString::to_string).collect();
         assert_eq!(to, ["1.1.1.1:53", "8.8.8.8:54", "[::1]:5353"]);
-        assert!(!forward.force_tcp);
+        assert!(!forward.options.force_tcp);
         let zone = settings("forward Cluster.Local 10.0.0.1")
             .unwrap()
             .forward
@@ -450,12 +364,17 @@ mod tests {
         );
         assert!(error("forward . 1.2.3.999").starts_with("Corefile:2: bad upstream \"1.2.3.999\""));
         assert_eq!(
-            error("forward . 1.1.1.1 {\n policy sequential\n}"),
-            "Corefile:3: forward option \"policy\" is not supported yet"
+            error("forward . 1.1.1.1 {\n tls_servername dns.google\n}"),
+            "Corefile:3: forward option \"tls_servername\" is not supported yet"
+        );
+        assert!(
+            error("forward . 1.1.1.1 {\n foo\n}")
+                .starts_with("Corefile:3: unknown forward option \"foo\" (expected except,")
         );
         assert_eq!(
-            error("forward . 1.1.1.1 {\n foo\n}"),
-            "Corefile:3: unknown forward option \"foo\""
+            error("errors\nforward . 1.1.1.1 {\n policy first\n}"),
+            "Corefile:4: bad forward policy \"first\" (expected random, round_robin or \
+             sequential)"
         );
         assert!(
             error("forward . /nonexistent/resolv.conf")

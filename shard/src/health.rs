@@ -95,7 +95,7 @@ impl Health {
         ) else {
             return false;
         };
-        spec.max_fails != 0 && state.fails > spec.max_fails
+        spec.max_fails != 0 && !spec.interval.is_zero() && state.fails > spec.max_fails
     }
 
     /// Failed probes in a row.
@@ -110,7 +110,8 @@ impl Health {
         let Some(spec) = self.specs.get(upstream as usize) else {
             return;
         };
-        if spec.max_fails == 0 {
+        // `max_fails 0` or `health_check 0` turn health checking off, as in CoreDNS.
+        if spec.max_fails == 0 || spec.interval.is_zero() {
             return;
         }
         let state = &mut self.states[upstream as usize];
