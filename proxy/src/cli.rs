@@ -34,6 +34,18 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = CoalesceArg::Across)]
     pub coalesce: CoalesceArg,
 
+    /// Most queries in flight on one upstream TCP connection (more open another connection).
+    /// CoreDNS answers a connection's queries one at a time, in order, so a few per
+    /// connection avoids queueing behind a slow one (docs/BENCHMARKS.md has the measurement).
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=65535))]
+    pub upstream_inflight: u32,
+
+    /// Most TCP connections one shard opens to one upstream.
+    #[arg(long, value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub upstream_conns: u32,
+
     /// More logging: -v debug, -vv trace (RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,

@@ -60,6 +60,8 @@ fn main() -> ExitCode {
 /// Binds the sockets, starts the shards (and the metrics endpoints) and waits until they stop.
 fn serve(args: &cli::Args, process: config::ProcessConfig) -> anyhow::Result<()> {
     let mut config = process.config.clone();
+    config.limits.upstream_tcp_inflight = args.upstream_inflight as usize;
+    config.limits.upstream_tcp_conns = args.upstream_conns as usize;
     let metrics_addrs = process.metrics.clone();
     let shard_count = args
         .shards

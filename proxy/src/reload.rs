@@ -92,6 +92,8 @@ impl Reloader {
         for (listener, addr) in next.listeners.iter_mut().zip(&self.bound) {
             listener.addr = *addr;
         }
+        // Limits come from the command line, not the Corefile.
+        next.limits = self.current.limits;
         self.interval = process.reload;
         if next == *self.current {
             return Ok(None);
