@@ -213,6 +213,10 @@ pub struct Limits {
     pub upstream_tcp_idle: Duration,
     /// Most queries one shard keeps in flight upstream; beyond, REFUSED.
     pub max_pending: usize,
+    /// Most clients one shard keeps waiting for upstream answers (over all pending queries);
+    /// beyond, REFUSED. With `max_pending` it bounds the memory of the miss path whatever
+    /// the query mix (docs/ARCHITECTURE.md).
+    pub max_waiters: usize,
 }
 
 impl Default for Limits {
@@ -225,7 +229,8 @@ impl Default for Limits {
             upstream_tcp_inflight: 8,
             upstream_tcp_conns: 16,
             upstream_tcp_idle: Duration::from_secs(10),
-            max_pending: 16384,
+            max_pending: 8192,
+            max_waiters: 16384,
         }
     }
 }

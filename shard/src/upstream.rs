@@ -102,6 +102,8 @@ pub struct InFlight {
     per_server: Vec<usize>,
     /// Attempts in flight, per upstream.
     per_upstream: Vec<usize>,
+    /// Clients waiting, over every pending query.
+    waiters: usize,
 }
 
 /// Adds `delta` to `counts[index]`, growing the vector as needed.
@@ -134,6 +136,7 @@ impl Default for InFlight {
             count: 0,
             per_server: Vec::new(),
             per_upstream: Vec::new(),
+            waiters: 0,
         }
     }
 }
@@ -215,6 +218,7 @@ impl InFlight {
         if pending.owner.is_none() {
             bump(&mut self.per_server, pending.server, 1);
         }
+        self.waiters += pending.waiters.len();
         let id = match self.free.pop() {
             Some(id) => {
                 self.slots[id] = Some(pending);
@@ -310,8 +314,33 @@ impl InFlight {
     /// Keeps only the waiters for which `keep` holds (e.g. drops a closed TCP client's).
     pub fn retain_waiters(&mut self, mut keep: impl FnMut(&Waiter) -> bool) {
         for pending in self.slots.iter_mut().flatten() {
+            let before = pending.waiters.len();
             pending.waiters.retain(&mut keep);
+            self.waiters -= before - pending.waiters.len();
         }
+    }
+
+    /// Clients waiting, over every pending query.
+    pub fn waiters(&self) -> usize {
+        self.waiters
+    }
+
+    /// Adds a waiting client to pending query `id`.
+    pub fn push_waiter(&mut self, id: PendingId, waiter: Waiter) {
+        if let Some(pending) = self.slots.get_mut(id).and_then(Option::as_mut) {
+            pending.waiters.push(waiter);
+            self.waiters += 1;
+        }
+    }
+
+    /// Takes the waiting clients of pending query `id` (it stays in flight).
+    pub fn take_waiters(&mut self, id: PendingId) -> Vec<Waiter> {
+        let Some(pending) = self.slots.get_mut(id).and_then(Option::as_mut) else {
+            return Vec::new();
+        };
+        let waiters = std::mem::take(&mut pending.waiters);
+        self.waiters -= waiters.len();
+        waiters
     }
 
     /// Removes a pending query (answered or failed) and returns it.
@@ -326,6 +355,7 @@ impl InFlight {
         }
         self.free.push(pending_id);
         self.count -= 1;
+        self.waiters -= pending.waiters.len();
         if pending.owner.is_none() {
             bump(&mut self.per_server, pending.server, -1);
         }
@@ -551,5 +581,20 @@ impl TcpPool {
     /// Open connections to `upstream` (as the engine counts them).
     pub fn open(&self, upstream: u16) -> usize {
         self.conns.get(upstream as usize).map_or(0, Vec::len)
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// The miss path's memory bound (docs/ARCHITECTURE.md) rests on these sizes.
+    #[test]
+    fn pending_and_waiter_sizes() {
+        let pending = std::mem::size_of::<Pending>();
+        let waiter = std::mem::size_of::<Waiter>();
+        println!("Pending {pending} B, Waiter {waiter} B");
+        assert!(pending <= 256, "Pending is {pending} bytes");
+        assert!(waiter <= 80, "Waiter is {waiter} bytes");
     }
 }

@@ -271,3 +271,34 @@ fn idle_connections_close_after_expire_and_metrics_follow_the_pool() {
     c.wait(Duration::from_millis(1));
     assert_eq!(c.closed.len(), 1);
 }
+
+#[test]
+fn waiting_clients_are_capped_per_shard() {
+    let mut config = config_forward(None, 1, ForwardConfig::default());
+    config.limits.max_waiters = 3;
+    let mut c = Cluster::new(1, config);
+    for _ in 0..5 {
+        ask(&mut c, "hot.example.");
+    }
+    // Two over the cap were refused at once; the three waiting get the answer.
+    assert_eq!(c.replies.len(), 2);
+    assert!(
+        c.replies
+            .iter()
+            .all(|r| r.2.response_code() == ResponseCode::Refused)
+    );
+    c.replies.clear();
+    c.answer(&a(60));
+    assert_eq!(c.replies.len(), 3);
+    assert!(
+        c.replies
+            .iter()
+            .all(|r| r.2.response_code() == ResponseCode::NoError)
+    );
+    c.replies.clear();
+    // The count went back down: room again.
+    for _ in 0..3 {
+        ask(&mut c, "other.example.");
+    }
+    assert!(c.replies.is_empty());
+}

@@ -90,21 +90,30 @@ impl Engine {
         question: PeerQuestion,
         newer_than: Option<u64>,
     ) -> Result<(), u16> {
-        let found = self.find(&question);
-        if let Some(pending) = found.and_then(|id| self.inflight.get_mut(id)) {
+        let limits = self.config.limits;
+        if let Some(id) = self.find(&question) {
             match requester {
-                Requester::Client(waiter) => pending.waiters.push(waiter),
-                Requester::Shard(shard) if !pending.shards.contains(&shard) => {
-                    pending.shards.push(shard)
+                Requester::Client(_) if self.inflight.waiters() >= limits.max_waiters => {
+                    return Err(rcode::REFUSED as u16);
                 }
-                Requester::Shard(_) | Requester::Refresh => return Ok(()),
+                Requester::Client(waiter) => self.inflight.push_waiter(id, waiter),
+                Requester::Shard(shard) => {
+                    if let Some(pending) = self.inflight.get_mut(id)
+                        && !pending.shards.contains(&shard)
+                    {
+                        pending.shards.push(shard);
+                    }
+                }
+                Requester::Refresh => return Ok(()),
             }
             self.stats.coalesced.inc();
             return Ok(());
         }
         let refused = rcode::REFUSED as u16;
-        let limits = self.config.limits;
-        if self.inflight.len() >= limits.max_pending {
+        let has_waiter = matches!(requester, Requester::Client(_));
+        if self.inflight.len() >= limits.max_pending
+            || (has_waiter && self.inflight.waiters() >= limits.max_waiters)
+        {
             return Err(refused);
         }
         let owner = match (&requester, self.group.coalesce) {
@@ -434,10 +443,7 @@ impl Engine {
                 continue;
             };
             let response = response.clone();
-            let Some(pending) = self.inflight.get_mut(id) else {
-                continue;
-            };
-            let waiters = std::mem::take(&mut pending.waiters);
+            let waiters = self.inflight.take_waiters(id);
             let (ttl, stale) = match response.remaining(clock) {
                 0 => (response.stale_ttl(), true),
                 _ => (response.fresh_ttl(clock), false),
