@@ -448,15 +448,22 @@ impl TcpPool {
         }
     }
 
-    /// Picks a connection to `upstream` for one more query: the first with room, else a new
-    /// one while under the cap, else the least loaded. Returns the link, and whether it is
-    /// an open connection (false: a new one).
+    /// Picks a connection to `upstream` for one more query: the least loaded one with fewer
+    /// than `max_inflight` queries in flight, else a new one while under the cap, else the
+    /// least loaded. With `max_inflight` 1, an upstream that answers a connection's queries
+    /// one at a time, in order (CoreDNS), never makes a query wait behind another until the
+    /// cap is reached. Returns the link, and whether it is an open connection (false: new).
     pub fn acquire(&mut self, now: Instant, upstream: u16) -> (Link, bool) {
         let conns = &mut self.conns[upstream as usize];
         let mut reused = true;
-        let index = match conns.iter().position(|c| c.inflight < self.max_inflight) {
-            Some(i) => i,
-            None if conns.len() < self.max_conns => {
+        let least_loaded = conns
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, c)| c.inflight)
+            .map(|(i, c)| (i, c.inflight));
+        let index = match least_loaded {
+            Some((i, load)) if load < self.max_inflight => i,
+            _ if conns.len() < self.max_conns => {
                 reused = false;
                 conns.push(TcpConn {
                     id: self.next_id,
@@ -466,14 +473,8 @@ impl TcpPool {
                 self.next_id = self.next_id.checked_add(1).unwrap_or(1);
                 conns.len() - 1
             }
-            None => {
-                let (i, _) = conns
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, c)| c.inflight)
-                    .unwrap_or((0, &conns[0]));
-                i
-            }
+            Some((i, _)) => i,
+            None => 0,
         };
         let conn = &mut conns[index];
         conn.inflight += 1;
