@@ -11,6 +11,7 @@ pub mod process;
 pub mod shardns;
 pub mod tempdir;
 pub mod unbound;
+pub mod upstream;
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ pub use dig::{dig, dig_answers, dig_status};
 pub use shardns::{Shardns, ShardnsExit, shardns_binary};
 pub use tempdir::TempDir;
 pub use unbound::{Unbound, zone};
+pub use upstream::{Behaviour, TestUpstream, UpstreamStats, WrongId};
 
 /// The I/O backend a shardns instance runs on (`--io`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
