@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use shardns_shard::IoMode;
@@ -46,6 +47,16 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub upstream_conns: u32,
 
+    /// How long one upstream attempt waits for its reply before the next upstream is tried
+    /// (CoreDNS: 2s).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = positive_duration)]
+    pub upstream_timeout: Duration,
+
+    /// How long a forwarded query may take in all before its clients get SERVFAIL (CoreDNS:
+    /// 5s).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = positive_duration)]
+    pub query_timeout: Duration,
+
     /// More logging: -v debug, -vv trace (RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -57,6 +68,15 @@ pub struct Args {
     /// Parse and build the configuration, print OK and exit.
     #[arg(long)]
     pub validate: bool,
+}
+
+/// A Go-style duration (`2s`, `1500ms`) above zero.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match crate::duration::parse(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be more than 0".to_string()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The `--coalesce` values.
@@ -135,6 +155,13 @@ pub fn init_logging(verbose: u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_must_be_positive() {
+        assert_eq!(positive_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert!(positive_duration("0").is_err());
+        assert!(positive_duration("soon").is_err());
+    }
     use clap::CommandFactory;
 
     #[test]

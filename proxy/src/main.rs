@@ -62,6 +62,8 @@ fn serve(args: &cli::Args, process: config::ProcessConfig) -> anyhow::Result<()>
     let mut config = process.config.clone();
     config.limits.upstream_tcp_inflight = args.upstream_inflight as usize;
     config.limits.upstream_tcp_conns = args.upstream_conns as usize;
+    config.limits.attempt_timeout = args.upstream_timeout;
+    config.limits.query_timeout = args.query_timeout;
     let metrics_addrs = process.metrics.clone();
     let shard_count = args
         .shards

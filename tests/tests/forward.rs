@@ -288,3 +288,23 @@ fn next_rcodes_become_servfail() {
     assert_eq!(reply.response_code(), ResponseCode::NoError);
     shardns.stop();
 }
+
+#[test]
+fn the_attempt_and_query_timeouts_are_configurable() {
+    let silent = TestUpstream::start().unwrap();
+    silent.drop_queries(true);
+    let shardns = start(
+        &[&silent],
+        "        max_fails 0",
+        &["--upstream-timeout", "300ms", "--query-timeout", "3s"],
+    );
+    // Two attempts (2 × 1 upstream) of 300 ms, then SERVFAIL.
+    let (reply, took) = ask(&shardns, &zone::host(1));
+    assert_eq!(reply.response_code(), ResponseCode::ServFail);
+    assert!(
+        took >= Duration::from_millis(550) && took < Duration::from_millis(1200),
+        "{took:?}"
+    );
+    assert_eq!(silent.queries_for(&zone::host(1), None), 2);
+    shardns.stop();
+}
