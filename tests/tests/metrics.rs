@@ -1,6 +1,6 @@
 //! The `prometheus` endpoint of the real binary (`--shards 2`, both I/O backends): CoreDNS's
-//! cache counters and shardns's per-shard counters after known traffic, summed over the
-//! shards; 404 and 400 answers that leave the server running.
+//! cache and forward counters and shardns's per-shard and per-upstream series after known
+//! traffic, summed over the shards; 404 and 400 answers that leave the server running.
 //!
 //! Traffic goes to 127.0.0.1 only; every wait is bounded.
 
@@ -182,8 +182,100 @@ fn counts_queries(io: Io) {
     assert_eq!(family_sum(&page, "shardns_shard_error_replies_total"), 0);
     assert!(family_sum(&page, "shardns_shard_upstream_replies_total") >= 3);
 
+    assert_forward_series(&unbound, metrics);
     shardns.assert_alive();
     shardns.stop();
+}
+
+/// After `counts_queries`'s traffic (two NOERROR misses, one NXDOMAIN miss, `force_tcp`):
+/// CoreDNS's `coredns_proxy_*` and `coredns_forward_*` series for the one upstream, and
+/// shardns's per-upstream gauges for both shards.
+fn assert_forward_series(unbound: &Unbound, metrics: SocketAddr) {
+    let to = unbound.addr().to_string();
+    let histogram = |suffix: &str, rcode: &str, le: &str| {
+        format!(
+            "coredns_proxy_request_duration_seconds{suffix}{{proxy_name=\"forward\",\
+             rcode=\"{rcode}\",to=\"{to}\"{le}}}"
+        )
+    };
+    let noerror = histogram("_count", "NOERROR", "");
+    let nxdomain = histogram("_count", "NXDOMAIN", "");
+    let upstream_queries = "shardns_shard_upstream_queries_total";
+    // Every upstream attempt was answered: one observation per attempt, by RCODE.
+    let page = wait_for(Duration::from_secs(3), || {
+        let page = scrape(metrics);
+        let observed = family_sum(&page, "coredns_proxy_request_duration_seconds_count");
+        (value(&page, &noerror) == Some(2)
+            && value(&page, &nxdomain) == Some(1)
+            && observed == family_sum(&page, upstream_queries))
+        .then_some(page)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{noerror} never reached 2 with every upstream query observed:\n{}",
+            scrape(metrics)
+        )
+    });
+    assert_eq!(family_sum(&page, upstream_queries), 3, "{page}");
+    assert!(
+        page.contains("\n# TYPE coredns_proxy_request_duration_seconds histogram\n"),
+        "{page}"
+    );
+    assert_eq!(
+        value(&page, &histogram("_bucket", "NOERROR", ",le=\"+Inf\"")),
+        Some(2)
+    );
+    let sum = histogram("_sum", "NOERROR", "");
+    let sum = page
+        .lines()
+        .find_map(|line| line.strip_prefix(&sum)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{sum} missing:\n{page}"));
+    let seconds: f64 = sum.parse().expect("a float sum");
+    assert!(seconds > 0.0 && seconds < 10.0, "{sum}");
+
+    // force_tcp: every attempt took a pooled TCP connection or opened one; none used UDP.
+    let conn_cache = |outcome: &str, proto: &str| {
+        let series = format!(
+            "coredns_proxy_conn_cache_{outcome}_total{{proto=\"{proto}\",proxy_name=\"forward\",\
+             to=\"{to}\"}}"
+        );
+        value(&page, &series).unwrap_or_else(|| panic!("{series} missing:\n{page}"))
+    };
+    assert!(conn_cache("misses", "tcp") >= 1, "{page}");
+    assert_eq!(
+        conn_cache("misses", "tcp") + conn_cache("hits", "tcp"),
+        3,
+        "{page}"
+    );
+    assert_eq!(
+        conn_cache("misses", "udp") + conn_cache("hits", "udp"),
+        0,
+        "{page}"
+    );
+    let failures =
+        format!("coredns_proxy_healthcheck_failures_total{{proxy_name=\"forward\",to=\"{to}\"}}");
+    assert_eq!(value(&page, &failures), Some(0), "{page}");
+    assert_eq!(
+        value(&page, "coredns_forward_healthcheck_broken_total"),
+        Some(0)
+    );
+    assert_eq!(
+        value(&page, "coredns_forward_max_concurrent_rejects_total"),
+        Some(0)
+    );
+
+    // One gauge series per shard; no attempt is left in flight.
+    for shard in 0..2 {
+        for name in ["shardns_upstream_connections", "shardns_upstream_inflight"] {
+            let series = format!("{name}{{shard=\"{shard}\",to=\"{to}\"}}");
+            assert!(value(&page, &series).is_some(), "{series} missing:\n{page}");
+        }
+    }
+    assert!(
+        page.contains("\n# TYPE shardns_upstream_connections gauge\n"),
+        "{page}"
+    );
+    assert_eq!(family_sum(&page, "shardns_upstream_inflight"), 0, "{page}");
 }
 
 fn bad_requests_leave_it_running(io: Io) {

@@ -2,8 +2,9 @@
 //! [`ShardStats`](shardns_shard::ShardStats) (single-writer counters, nothing shared on the
 //! query path); a scrape reads them all and sums them.
 //!
-//! - [`exposition`]: the text format 0.0.4 page, CoreDNS's `coredns_cache_*` series plus
-//!   shardns's per-shard `shardns_shard_*` series.
+//! - [`exposition`]: the text format 0.0.4 page, CoreDNS's `coredns_cache_*`,
+//!   `coredns_proxy_*` and `coredns_forward_*` series plus shardns's per-upstream
+//!   `shardns_upstream_*` and per-shard `shardns_shard_*` series.
 //! - [`http`]: a small blocking HTTP/1.1 server on its own thread serving `GET /metrics`.
 
 pub mod exposition;
