@@ -24,12 +24,15 @@ mod shards;
 mod sockets;
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use clap::Parser;
 use shardns_shard::ShardStats;
+
+/// Upstream counter slots allocated per shard at least (a reload may add upstreams).
+const STATS_UPSTREAMS: usize = 32;
 
 /// `EX_USAGE` from sysexits.h: the configuration is wrong.
 const EXIT_USAGE: u8 = 64;
@@ -96,21 +99,19 @@ fn serve(args: &cli::Args, process: config::ProcessConfig) -> anyhow::Result<()>
         tracing::info!("serving metrics on http://{bound}/metrics");
         metrics_listeners.push(listener);
     }
+    // Room for upstreams a reload may add (the blocks cannot change without a restart).
+    let upstream_slots = config.upstreams.len().max(STATS_UPSTREAMS);
     let stats: Vec<Arc<ShardStats>> = (0..bound.shards.len())
-        .map(|_| {
-            Arc::new(ShardStats::new(
-                config.servers.len(),
-                config.upstreams.len(),
-            ))
-        })
+        .map(|_| Arc::new(ShardStats::new(config.servers.len(), upstream_slots)))
         .collect();
     let config = Arc::new(config);
     let shutdown = Arc::new(AtomicBool::new(false));
     shards::install_signal_handlers(&shutdown).context("cannot install signal handlers")?;
+    let exposition = Arc::new(Mutex::new(metrics::Exposition::new(&config, stats.clone())));
     let metrics_thread = if metrics_listeners.is_empty() {
         None
     } else {
-        let exposition = metrics::Exposition::new(&config, stats.clone());
+        let exposition = Arc::clone(&exposition);
         let thread = metrics::start(metrics_listeners, exposition, Arc::clone(&shutdown))
             .context("cannot start the metrics thread")?;
         Some(thread)
@@ -123,7 +124,8 @@ fn serve(args: &cli::Args, process: config::ProcessConfig) -> anyhow::Result<()>
         args.resolv_conf.clone(),
         &process,
         Arc::clone(&config),
-    );
+    )
+    .with_metrics(exposition, stats.clone());
     let mut reload_thread = None;
     let result = shards::run_all(
         config,

@@ -6,18 +6,19 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use shardns_shard::peer::PeerMessage;
-use shardns_shard::{Config, ShardControl};
+use shardns_shard::{Config, ShardControl, ShardStats};
 
 use crate::config::{self, ProcessConfig};
 use crate::corefile::ConfigError;
 use crate::directives::ReloadSettings;
+use crate::metrics::Exposition;
 
 /// How often the reload thread looks at its flags.
 const TICK: Duration = Duration::from_millis(50);
@@ -46,6 +47,8 @@ pub struct Reloader {
     current: Arc<Config>,
     /// `reload` directive of the running configuration.
     pub interval: Option<ReloadSettings>,
+    /// The metrics page, relabelled for the new upstreams on reload, and the counters it reads.
+    page: Option<(Arc<Mutex<Exposition>>, Vec<Arc<ShardStats>>)>,
 }
 
 impl Reloader {
@@ -65,6 +68,25 @@ impl Reloader {
             metrics: started.metrics.clone(),
             current: running,
             interval: started.reload,
+            page: None,
+        }
+    }
+
+    /// Keeps `exposition`'s labels in step with reloads.
+    pub fn with_metrics(
+        mut self,
+        exposition: Arc<Mutex<Exposition>>,
+        stats: Vec<Arc<ShardStats>>,
+    ) -> Reloader {
+        self.page = Some((exposition, stats));
+        self
+    }
+
+    /// Relabels the metrics page for `config`.
+    fn relabel(&self, config: &Config) {
+        if let Some((exposition, stats)) = &self.page {
+            let page = Exposition::new(config, stats.clone());
+            *exposition.lock().unwrap_or_else(PoisonError::into_inner) = page;
         }
     }
 
@@ -125,6 +147,7 @@ pub fn start(
                 }
                 match reloader.check() {
                     Ok(Some(config)) => {
+                        reloader.relabel(&config);
                         let shards = control.broadcast(&PeerMessage::Reconfigure(config));
                         tracing::info!("reloading the configuration on {shards} shards");
                     }

@@ -78,6 +78,50 @@ fn sigusr1_keeps_the_cache_and_applies_the_new_upstream(io: Io) {
     shardns.stop();
 }
 
+/// A plain HTTP GET of `/metrics`; the body.
+fn scrape(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut page = String::new();
+    stream.read_to_string(&mut page).unwrap();
+    page
+}
+
+fn metrics_follow_a_reload_to_new_upstreams(io: Io) {
+    let first = Unbound::start().unwrap();
+    let second = Unbound::start().unwrap();
+    let port = shardns_e2e::unbound::free_port().unwrap();
+    let metrics: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let extra = format!("    prometheus {metrics}\n");
+    let shardns = Shardns::start(
+        &corefile(&first, &extra),
+        &["--shards", "2", "--io", io.as_arg()],
+    )
+    .unwrap();
+    let client = UdpClient::new(shardns.udp_addr()).unwrap();
+    client.query(zone::WWW, RecordType::A).unwrap();
+    std::fs::write(shardns.dir().join("Corefile"), corefile(&second, &extra)).unwrap();
+    send_signal(shardns.pid(), "USR1").unwrap();
+    wait_log(&shardns, "configuration reloaded", 2);
+    client.query(zone::DUAL, RecordType::A).unwrap();
+    let to = |u: &Unbound| format!("to=\"{}\"", u.addr());
+    let page = scrape(metrics);
+    let count = |u: &Unbound| {
+        page.lines()
+            .filter(|l| l.starts_with("coredns_proxy_request_duration_seconds_count{"))
+            .filter(|l| l.contains(&to(u)))
+            .count()
+    };
+    assert_eq!(count(&second), 1, "the new upstream is labelled:\n{page}");
+    shardns.stop();
+}
+
 fn a_broken_corefile_keeps_the_running_configuration(io: Io) {
     let upstream = Unbound::start().unwrap();
     let shardns = Shardns::start(
@@ -140,6 +184,7 @@ fn the_reload_directive_picks_up_a_changed_corefile(io: Io) {
 
 io_tests!(
     sigusr1_keeps_the_cache_and_applies_the_new_upstream,
+    metrics_follow_a_reload_to_new_upstreams,
     a_broken_corefile_keeps_the_running_configuration,
     the_reload_directive_picks_up_a_changed_corefile,
 );

@@ -12,8 +12,8 @@ pub mod http;
 
 use std::io;
 use std::net::TcpListener;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 
 pub use exposition::Exposition;
@@ -22,10 +22,17 @@ pub use exposition::Exposition;
 /// [`crate::sockets::metrics_listener`]) until `shutdown` is set.
 pub fn start(
     listeners: Vec<TcpListener>,
-    exposition: Exposition,
+    exposition: Arc<Mutex<Exposition>>,
     shutdown: Arc<AtomicBool>,
 ) -> io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name("metrics".to_string())
-        .spawn(move || http::serve(&listeners, &shutdown, || exposition.render()))
+        .spawn(move || {
+            http::serve(&listeners, &shutdown, || {
+                exposition
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .render()
+            })
+        })
 }

@@ -173,10 +173,11 @@ impl Engine {
     }
 
     /// Counts into `stats` (made by the process, so a metrics scraper holds it too) instead
-    /// of the engine's own counters. Ignored unless it has one slot per server block.
+    /// of the engine's own counters. Ignored unless it has one slot per server block and a
+    /// slot for every upstream (more is room for upstreams a reload adds).
     pub fn with_stats(mut self, stats: Arc<ShardStats>) -> Engine {
         if stats.servers.len() == self.config.servers.len()
-            && stats.upstreams.len() == self.config.upstreams.len()
+            && stats.upstreams.len() >= self.config.upstreams.len()
         {
             self.stats = stats;
         }
