@@ -34,6 +34,9 @@ pub enum ReloadError {
     RestartNeeded(&'static str),
 }
 
+/// The metrics page shared with the metrics thread, and the counters it reads.
+type MetricsPage = (Arc<Mutex<Exposition>>, Vec<Arc<ShardStats>>);
+
 /// What the running process was started with, and how to read it again.
 #[derive(Debug)]
 pub struct Reloader {
@@ -48,7 +51,7 @@ pub struct Reloader {
     /// `reload` directive of the running configuration.
     pub interval: Option<ReloadSettings>,
     /// The metrics page, relabelled for the new upstreams on reload, and the counters it reads.
-    page: Option<(Arc<Mutex<Exposition>>, Vec<Arc<ShardStats>>)>,
+    page: Option<MetricsPage>,
 }
 
 impl Reloader {
