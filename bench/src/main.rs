@@ -7,6 +7,8 @@
 //! - `resolve`: concurrent lookups through the system resolver (`getaddrinfo`), as a pod sees.
 //! - `compare`: every server pinned to one CPU, the same load on another, one table.
 //! - `names`: a query file of N distinct names under one zone (for `load --zipf`).
+//! - `upstream`: a fast synthetic upstream on UDP and TCP, pipelined or serialising like
+//!   CoreDNS, that counts its queries and connections (for the miss path).
 #![forbid(unsafe_code)]
 
 mod compare;
@@ -14,6 +16,7 @@ mod load;
 mod names;
 mod reflect;
 mod resolve;
+mod upstream;
 
 use clap::{Parser, Subcommand};
 
@@ -37,6 +40,8 @@ enum Command {
     Compare(compare::Args),
     /// Write a query file of N distinct names (`n0.ZONE TYPE` ...) to standard output.
     Names(names::Args),
+    /// Answer every query with one synthetic record (UDP and TCP, pipelined or serialised).
+    Upstream(upstream::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,5 +58,6 @@ fn main() -> anyhow::Result<()> {
         Command::Resolve(args) => resolve::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Names(args) => names::run(args),
+        Command::Upstream(args) => upstream::run(args),
     }
 }

@@ -14,8 +14,8 @@ pub(crate) const MAX_SLOTS: usize = 1 << 16;
 /// A query found by its reply's ID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Landed {
-    /// Index of the query in the query list.
-    pub query: u32,
+    /// Index of the query in the query list (`--unique`: the name's number).
+    pub query: u64,
     /// When it was sent (nanoseconds on the worker's clock).
     pub sent_ns: u64,
 }
@@ -23,7 +23,7 @@ pub(crate) struct Landed {
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
     sent_ns: u64,
-    query: u32,
+    query: u64,
     id: u16,
     busy: bool,
 }
@@ -71,7 +71,7 @@ impl Flight {
     }
 
     /// Takes a slot for query `query` sent at `now`; returns its ID, or `None` when full.
-    pub(crate) fn begin(&mut self, query: u32, now: u64) -> Option<u16> {
+    pub(crate) fn begin(&mut self, query: u64, now: u64) -> Option<u16> {
         let index = self.free.pop_front()?;
         let slot = &mut self.slots[usize::from(index)];
         let generations = (1u32 << (16 - self.bits)) - 1;
@@ -89,7 +89,7 @@ impl Flight {
     }
 
     /// The query waiting for `id`, if any (its slot stays busy).
-    pub(crate) fn query(&self, id: u16) -> Option<u32> {
+    pub(crate) fn query(&self, id: u16) -> Option<u64> {
         let slot = &self.slots[usize::from(id) & (self.slots.len() - 1)];
         (slot.busy && slot.id == id).then_some(slot.query)
     }

@@ -7,7 +7,9 @@
 //! and must have QR set and carry the query's question ([`worker`]); a query unanswered
 //! after `--timeout-ms` is lost and its ID freed ([`flight`]). Latency goes into an HDR
 //! histogram in nanoseconds ([`report`]). Queries go through the file in order, or with
-//! `--zipf S` are drawn at random with Zipf's law over the file's lines ([`zipf`]).
+//! `--zipf S` are drawn at random with Zipf's law over the file's lines ([`zipf`]), or with
+//! `--unique` each asks a name never asked before in the run ([`unique`]), so that a
+//! caching server misses every time.
 
 mod flight;
 mod pacing;
@@ -15,6 +17,7 @@ mod queries;
 mod report;
 mod tcp;
 mod udp;
+mod unique;
 mod wait;
 mod worker;
 mod zipf;
@@ -35,6 +38,7 @@ pub use pacing::Spacing;
 pub use report::{Details, Latency, Report};
 
 pub(crate) use queries::{QueryOptions, build as build_query, qtype_code};
+use unique::UniqueNames;
 use worker::{Plan, Progress, Worker};
 use zipf::Zipf;
 
@@ -56,7 +60,7 @@ pub struct Args {
     #[arg(short = 'p', long = "port", default_value_t = 53)]
     pub port: u16,
     /// Query file: `name TYPE` per line, `#` comments (standard input when absent).
-    #[arg(short = 'd', long = "datafile")]
+    #[arg(short = 'd', long = "datafile", conflicts_with = "unique")]
     pub queries: Option<PathBuf>,
     /// Seconds to send for (after the warm-up).
     #[arg(short = 'l', long = "seconds", default_value_t = 10.0)]
@@ -107,6 +111,16 @@ pub struct Args {
     /// Seed of the --zipf draws (thread i uses SEED + i * 2^32).
     #[arg(long, default_value_t = DEFAULT_SEED)]
     pub seed: u64,
+    /// No query file: every query asks a name never asked before in the run,
+    /// `N.PREFIX.ZONE` (N counts up, PREFIX is random per run), so a cache misses every time.
+    #[arg(long, conflicts_with = "zipf")]
+    pub unique: bool,
+    /// The zone of the --unique names.
+    #[arg(long, value_name = "ZONE", default_value = unique::DEFAULT_ZONE)]
+    pub unique_zone: String,
+    /// The query type of the --unique names.
+    #[arg(long, value_name = "TYPE", default_value = "A")]
+    pub unique_type: String,
 }
 
 /// Default `--seed`: runs repeat their draws unless told otherwise.
@@ -144,6 +158,9 @@ impl Args {
             warmup: 0.0,
             zipf: None,
             seed: DEFAULT_SEED,
+            unique: false,
+            unique_zone: unique::DEFAULT_ZONE.to_owned(),
+            unique_type: "A".to_owned(),
         }
     }
 }
@@ -181,7 +198,21 @@ pub fn measure(args: &Args) -> anyhow::Result<Report> {
         edns: args.edns,
         dnssec: args.dnssec,
     };
-    let queries = queries::load(args.queries.as_deref(), options)?;
+    let unique = if args.unique {
+        let qtype = qtype_code(&args.unique_type)
+            .ok_or_else(|| anyhow::anyhow!("--unique-type: unknown type {:?}", args.unique_type))?;
+        Some(
+            UniqueNames::new(&args.unique_zone, qtype, options)
+                .map_err(|why| anyhow::anyhow!("--unique-zone: {why}"))?,
+        )
+    } else {
+        None
+    };
+    let queries = match &unique {
+        // One stand-in query: the workers never read it, but the list is not empty.
+        Some(names) => vec![names.query(0)],
+        None => queries::load(args.queries.as_deref(), options)?,
+    };
     let zipf = args
         .zipf
         .map(|s| Zipf::new(queries.len(), s))
@@ -204,11 +235,12 @@ pub fn measure(args: &Args) -> anyhow::Result<Report> {
         for (index, plan) in plans.into_iter().enumerate() {
             let (queries, progress, barrier, results) = (&queries, &progress, &barrier, &results);
             let zipf = zipf.as_ref();
+            let unique = unique.as_ref();
             let cpu = args.cpu.map(|n| n + index);
             let protocol = args.protocol;
             handles.push(scope.spawn(move || -> anyhow::Result<()> {
                 let outcome = thread(
-                    queries, zipf, progress, barrier, plan, cpu, protocol, server,
+                    queries, zipf, unique, progress, barrier, plan, cpu, protocol, server,
                 );
                 let stats = outcome?;
                 results
@@ -251,7 +283,10 @@ pub fn measure(args: &Args) -> anyhow::Result<Report> {
         &total,
     );
     report.zipf_s = zipf.as_ref().map(Zipf::exponent);
-    report.details.query_lines = queries.len() as u64;
+    match &unique {
+        Some(names) => report.details.unique_suffix = Some(names.suffix().to_owned()),
+        None => report.details.query_lines = queries.len() as u64,
+    }
     Ok(report)
 }
 
@@ -287,6 +322,8 @@ fn plans(args: &Args, sockets: usize, query_count: usize) -> Vec<Plan> {
                 first_query: i * query_count / threads,
                 seed: 0x5eed + i as u64,
                 zipf_seed: args.seed.wrapping_add((i as u64) << 32),
+                unique_first: i as u64,
+                unique_step: threads as u64,
             }
         })
         .collect()
@@ -297,6 +334,7 @@ fn plans(args: &Args, sockets: usize, query_count: usize) -> Vec<Plan> {
 fn thread(
     queries: &[queries::Query],
     zipf: Option<&Zipf>,
+    unique: Option<&UniqueNames>,
     progress: &Progress,
     barrier: &Barrier,
     plan: Plan,
@@ -307,7 +345,7 @@ fn thread(
     let pinned = cpu.map(pin).transpose();
     barrier.wait();
     pinned?;
-    let mut worker = Worker::new(queries, progress, plan, zipf);
+    let mut worker = Worker::new(queries, progress, plan, zipf, unique);
     match protocol {
         Protocol::Udp => udp::run(&mut worker, server)?,
         Protocol::Tcp => tcp::run(&mut worker, server)?,

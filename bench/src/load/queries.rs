@@ -39,15 +39,20 @@ impl Query {
     /// Whether `reply` carries this query's question (name compared without ASCII case, as
     /// servers may echo 0x20-randomised names; type and class exactly).
     pub(crate) fn question_matches(&self, reply: &[u8]) -> bool {
-        let question = self.question();
-        let Some(theirs) = reply.get(HEADER_LEN..HEADER_LEN + question.len()) else {
-            return false;
-        };
-        let name_len = question.len() - 4;
-        reply.get(4..6) == Some(&[0, 1][..])
-            && theirs[..name_len].eq_ignore_ascii_case(&question[..name_len])
-            && theirs[name_len..] == question[name_len..]
+        question_equal(self.question(), reply)
     }
+}
+
+/// Whether `reply` has one question and it is `question` (wire form: name, type, class; the
+/// name compared without ASCII case, type and class exactly).
+pub(crate) fn question_equal(question: &[u8], reply: &[u8]) -> bool {
+    let Some(theirs) = reply.get(HEADER_LEN..HEADER_LEN + question.len()) else {
+        return false;
+    };
+    let name_len = question.len() - 4;
+    reply.get(4..6) == Some(&[0, 1][..])
+        && theirs[..name_len].eq_ignore_ascii_case(&question[..name_len])
+        && theirs[name_len..] == question[name_len..]
 }
 
 /// Reads the query file at `path` (standard input when `None`, as dnsperf) and builds its

@@ -29,6 +29,8 @@ pub(crate) struct Stats {
     pub latency_ns: Histogram<u64>,
     /// Query-file lines sent at least once (warm-up included).
     pub names: NameSet,
+    /// `--unique`: names sent (each a new one; warm-up included).
+    pub fresh_names: u64,
 }
 
 /// A set of query-file line indices (a bitset).
@@ -85,6 +87,7 @@ impl Stats {
             latency_ns: Histogram::new_with_bounds(1, HIGHEST_NS, 3)
                 .expect("constant histogram bounds are valid"),
             names: NameSet::default(),
+            fresh_names: 0,
         }
     }
 
@@ -104,6 +107,7 @@ impl Stats {
         // Same bounds on both sides: addition cannot fail.
         let _ = self.latency_ns.add(&other.latency_ns);
         self.names.union(&other.names);
+        self.fresh_names += other.fresh_names;
     }
 }
 
@@ -133,6 +137,8 @@ pub struct Details {
     pub recv_errors: u64,
     /// Lines (queries) in the query file.
     pub query_lines: u64,
+    /// `--unique`: what every name ends with (`<random prefix>.<zone>`).
+    pub unique_suffix: Option<String>,
 }
 
 /// The result of one `load` run; serialises to exactly the JSON schema `compare` parses.
@@ -224,7 +230,7 @@ impl Report {
             },
             rcodes,
             latency_us,
-            unique_names: stats.names.count(),
+            unique_names: stats.names.count() + stats.fresh_names,
             zipf_s: None,
             details: Details {
                 min_us: if h.is_empty() { 0.0 } else { us(h.min()) },
@@ -233,6 +239,7 @@ impl Report {
                 send_errors: stats.send_errors,
                 recv_errors: stats.recv_errors,
                 query_lines: 0,
+                unique_suffix: None,
             },
         }
     }
@@ -269,14 +276,22 @@ impl Report {
             pct(self.lost, self.sent)
         );
         let _ = writeln!(out, "  Queries mismatched:   {}", self.mismatched);
-        let order = self
-            .zipf_s
-            .map_or_else(|| "in file order".to_owned(), |s| format!("Zipf s = {s}"));
-        let _ = writeln!(
-            out,
-            "  Unique names sent:    {} of {} lines ({order})",
-            self.unique_names, self.details.query_lines
-        );
+        if let Some(suffix) = &self.details.unique_suffix {
+            let _ = writeln!(
+                out,
+                "  Unique names sent:    {} (--unique: every query a new name, N.{suffix})",
+                self.unique_names
+            );
+        } else {
+            let order = self
+                .zipf_s
+                .map_or_else(|| "in file order".to_owned(), |s| format!("Zipf s = {s}"));
+            let _ = writeln!(
+                out,
+                "  Unique names sent:    {} of {} lines ({order})",
+                self.unique_names, self.details.query_lines
+            );
+        }
         let d = &self.details;
         for (label, n) in [
             ("Late/unknown replies:", d.late),
@@ -373,5 +388,24 @@ mod tests {
         assert_eq!(c.names.count(), 6);
         let report = Report::new("open", "udp", "x".into(), 1.0, Some(1.0), &c);
         assert_eq!(report.unique_names, 6);
+    }
+
+    #[test]
+    fn fresh_names_add_up_across_merges_and_show_in_the_text() {
+        let mut a = Stats::new();
+        a.fresh_names = 10;
+        let mut b = Stats::new();
+        b.fresh_names = 5;
+        a.merge(&b);
+        let mut report = Report::new("closed", "udp", "x".into(), 1.0, None, &a);
+        assert_eq!(report.unique_names, 15);
+        report.details.unique_suffix = Some("abc.miss.test".into());
+        assert!(
+            report.text().contains(
+                "Unique names sent:    15 (--unique: every query a new name, N.abc.miss.test)"
+            ),
+            "{}",
+            report.text()
+        );
     }
 }

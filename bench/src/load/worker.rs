@@ -8,6 +8,7 @@ use super::flight::Flight;
 use super::pacing::{Pacer, Spacing};
 use super::queries::{HEADER_LEN, Query};
 use super::report::{NameSet, Stats};
+use super::unique::UniqueNames;
 use super::zipf::{Zipf, ZipfPicker};
 
 /// Totals every worker adds to about ten times a second, for the progress line.
@@ -43,6 +44,10 @@ pub(crate) struct Plan {
     pub seed: u64,
     /// Seed of this thread's `--zipf` draws.
     pub zipf_seed: u64,
+    /// `--unique`: this thread's first name number and the step between its names (the
+    /// thread's index and the number of threads, so no two threads ask the same name).
+    pub unique_first: u64,
+    pub unique_step: u64,
 }
 
 /// Which query comes next.
@@ -52,6 +57,8 @@ enum Order<'a> {
     Cycle(usize),
     /// Zipf-distributed draws (boxed: the generator state is a few hundred bytes).
     Zipf(Box<ZipfPicker<'a>>),
+    /// `--unique`: a new name each time; the number of the next one.
+    Unique(&'a UniqueNames, u64),
 }
 
 /// Per-thread state shared by the UDP and TCP loops.
@@ -70,23 +77,26 @@ pub(crate) struct Worker<'a> {
 }
 
 impl<'a> Worker<'a> {
-    /// A worker whose clock starts now; it draws queries from `zipf` (a table over all of
-    /// `queries`) when given, else cycles through them from `plan.first_query`.
+    /// A worker whose clock starts now; it asks a new name from `unique` every time when
+    /// given, else draws queries from `zipf` (a table over all of `queries`) when given, else
+    /// cycles through `queries` from `plan.first_query`.
     pub(crate) fn new(
         queries: &'a [Query],
         progress: &'a Progress,
         plan: Plan,
         zipf: Option<&'a Zipf>,
+        unique: Option<&'a UniqueNames>,
     ) -> Self {
         let pacer = plan
             .rate
             .map(|rate| Pacer::new(rate, plan.spacing, 0, plan.seed));
-        let order = match zipf {
-            Some(zipf) => {
+        let order = match (unique, zipf) {
+            (Some(names), _) => Order::Unique(names, plan.unique_first),
+            (None, Some(zipf)) => {
                 debug_assert_eq!(zipf.len(), queries.len());
                 Order::Zipf(Box::new(ZipfPicker::new(zipf, plan.zipf_seed)))
             }
-            None => Order::Cycle(plan.first_query % queries.len()),
+            (None, None) => Order::Cycle(plan.first_query % queries.len()),
         };
         let mut stats = Stats::new();
         stats.names = NameSet::with_len(queries.len());
@@ -215,9 +225,17 @@ impl<'a> Worker<'a> {
                 index
             }
             Order::Zipf(picker) => picker.next_index(),
+            Order::Unique(names, next) => {
+                let n = *next;
+                let id = self.flights[ep].begin(n, now)?;
+                *next = n.wrapping_add(self.plan.unique_step);
+                let len = names.write(n, out);
+                out[..2].copy_from_slice(&id.to_be_bytes());
+                return Some((len, id));
+            }
         };
         let query = &self.queries[index];
-        let id = self.flights[ep].begin(index as u32, now)?;
+        let id = self.flights[ep].begin(index as u64, now)?;
         let len = query.wire.len();
         out[..len].copy_from_slice(&query.wire);
         out[..2].copy_from_slice(&id.to_be_bytes());
@@ -230,9 +248,14 @@ impl<'a> Worker<'a> {
         if self.measured(now) {
             self.stats.sent += sent as u64;
         }
-        for &id in &ids[..sent.min(ids.len())] {
-            if let Some(query) = self.flights[ep].query(id) {
-                self.stats.names.insert(query as usize);
+        if let Order::Unique(..) = self.order {
+            // Every name is new: count them instead of marking query-file lines.
+            self.stats.fresh_names += sent.min(ids.len()) as u64;
+        } else {
+            for &id in &ids[..sent.min(ids.len())] {
+                if let Some(query) = self.flights[ep].query(id) {
+                    self.stats.names.insert(query as usize);
+                }
             }
         }
         for &id in &ids[sent.min(ids.len())..] {
@@ -254,8 +277,11 @@ impl<'a> Worker<'a> {
         if !self.measured(landed.sent_ns) {
             return;
         }
-        let query = &self.queries[landed.query as usize];
-        if reply[2] & 0x80 == 0 || !query.question_matches(reply) {
+        let question_ok = match &self.order {
+            Order::Unique(names, _) => names.question_matches(landed.query, reply),
+            _ => self.queries[landed.query as usize].question_matches(reply),
+        };
+        if reply[2] & 0x80 == 0 || !question_ok {
             self.stats.mismatched += 1;
             return;
         }
