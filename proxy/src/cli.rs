@@ -37,8 +37,9 @@ pub struct Args {
 
     /// Most queries in flight on one upstream TCP connection (more open another connection).
     /// CoreDNS answers a connection's queries one at a time, in order, so a few per
-    /// connection avoids queueing behind a slow one (docs/BENCHMARKS.md has the measurement).
-    #[arg(long, value_name = "N", default_value_t = 8,
+    /// connection avoids queueing behind a slow one: 2 keeps p99 at the one-query-per-
+    /// connection level with half the connections (docs/BENCHMARKS.md, issue 5).
+    #[arg(long, value_name = "N", default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub upstream_inflight: u32,
 

@@ -226,7 +226,7 @@ impl Default for Limits {
             query_timeout: Duration::from_secs(5),
             client_tcp_idle: Duration::from_secs(10),
             client_tcp_max: 1024,
-            upstream_tcp_inflight: 8,
+            upstream_tcp_inflight: 2,
             upstream_tcp_conns: 16,
             upstream_tcp_idle: Duration::from_secs(10),
             max_pending: 8192,
