@@ -66,20 +66,26 @@ pub(crate) fn run_timers<H: Handler>(handler: &mut H, reactor: &mut Reactor, now
 }
 
 /// Drains [`Handler::poll_transmit`]: UDP client replies go to `udp_reply` (the driver's
-/// send path), everything else to the reactor. Then wakes, once each, the shards that peer
-/// messages were queued to.
+/// send path), everything else to the reactor, whose TCP writes go out once per connection
+/// at the end of the round. Then wakes, once each, the shards that peer messages were queued
+/// to.
 pub(crate) fn drain_transmits<H: Handler>(
     handler: &mut H,
     reactor: &mut Reactor,
     now: Instant,
     mut udp_reply: impl FnMut(Client, &[u8]),
 ) {
-    while let Some(t) = handler.poll_transmit() {
-        match t {
-            Transmit::Reply { client, payload } if client.protocol == Protocol::Udp => {
-                udp_reply(client, &payload);
+    loop {
+        while let Some(t) = handler.poll_transmit() {
+            match t {
+                Transmit::Reply { client, payload } if client.protocol == Protocol::Udp => {
+                    udp_reply(client, &payload);
+                }
+                other => reactor.perform(now, other, handler),
             }
-            other => reactor.perform(now, other, handler),
+        }
+        if !reactor.flush_writes(now, handler) {
+            break;
         }
     }
     reactor.flush_peer_wakes();

@@ -82,6 +82,10 @@ pub struct Reactor {
     expired: Vec<u32>,
     next_sweep: Instant,
     peers: Option<PeerLinks>,
+    /// Upstream connections with queries queued since the last [`Reactor::flush_writes`].
+    dirty_upstreams: Vec<u32>,
+    /// Client connections with replies queued since the last [`Reactor::flush_writes`].
+    dirty_clients: Vec<u32>,
 }
 
 impl Reactor {
@@ -108,6 +112,8 @@ impl Reactor {
             expired: Vec::new(),
             next_sweep: Instant::now() + SWEEP_EVERY,
             peers: None,
+            dirty_upstreams: Vec::new(),
+            dirty_clients: Vec::new(),
         })
     }
 
@@ -188,10 +194,11 @@ impl Reactor {
         }
     }
 
-    /// Performs a transmit that is not a UDP client reply (those belong to the driver).
+    /// Performs a transmit that is not a UDP client reply (those belong to the driver). TCP
+    /// data is queued: [`Reactor::flush_writes`] writes it.
     pub fn perform<H: Handler>(&mut self, now: Instant, t: Transmit, handler: &mut H) {
         match t {
-            Transmit::Reply { client, payload } => self.reply_tcp(now, client, &payload, handler),
+            Transmit::Reply { client, payload } => self.reply_tcp(now, client, &payload),
             Transmit::Query {
                 link,
                 addr,
@@ -212,6 +219,41 @@ impl Reactor {
                 None => debug!("peer message for shard {shard} but no peer links; dropped"),
             },
         }
+    }
+
+    /// Writes out what [`Reactor::perform`] queued on TCP connections since the last call: one
+    /// write per connection for all its queries (or replies) of the round, not one each.
+    /// Returns `true` if a connection failed and was closed, which may have given the handler
+    /// more to transmit (retries on other connections): the caller drains it and calls again.
+    pub fn flush_writes<H: Handler>(&mut self, now: Instant, handler: &mut H) -> bool {
+        let mut closed = false;
+        let mut ids = std::mem::take(&mut self.dirty_upstreams);
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids.drain(..) {
+            let Some(conn) = self.up_tcp.get_mut(&id) else {
+                continue;
+            };
+            if conn.connected && flush_upstream(&self.epoll, conn).is_err() {
+                self.close_link(now, id, handler);
+                closed = true;
+            }
+        }
+        self.dirty_upstreams = ids;
+        let mut ids = std::mem::take(&mut self.dirty_clients);
+        ids.sort_unstable();
+        ids.dedup();
+        for t in ids.drain(..) {
+            let Some(conn) = self.clients.get_mut(t) else {
+                continue;
+            };
+            if flush_client(&self.epoll, t, conn, now) || (conn.read_closed && conn.is_quiet()) {
+                self.close_client(now, t, handler);
+                closed = true;
+            }
+        }
+        self.dirty_clients = ids;
+        closed
     }
 
     /// Writes the eventfd of each shard that [`Transmit::Peer`]s were queued to since the
@@ -359,7 +401,7 @@ impl Reactor {
         }
     }
 
-    fn reply_tcp<H: Handler>(&mut self, now: Instant, client: Client, msg: &[u8], h: &mut H) {
+    fn reply_tcp(&mut self, now: Instant, client: Client, msg: &[u8]) {
         let Some(conn) = self.clients.get_mut(client.conn) else {
             debug!("reply for closed client connection {}", client.conn);
             return;
@@ -367,11 +409,8 @@ impl Reactor {
         if !conn.queue_reply(now, msg, true) {
             debug!("reply of {} bytes too long for TCP", msg.len());
         }
-        if flush_client(&self.epoll, client.conn, conn, now)
-            || (conn.read_closed && conn.is_quiet())
-        {
-            self.close_client(now, client.conn, h);
-        }
+        // Written by `flush_writes`, with the connection's other replies of this round.
+        self.dirty_clients.push(client.conn);
     }
 
     fn close_client<H: Handler>(&mut self, now: Instant, t: u32, handler: &mut H) {
@@ -476,9 +515,9 @@ impl Reactor {
         if !conn.out.push_frame(payload) {
             debug!("upstream query of {} bytes too long for TCP", payload.len());
         }
-        if conn.connected && flush_upstream(&self.epoll, conn).is_err() {
-            self.close_link(now, link.conn, handler);
-        }
+        // Written by `flush_writes`, with the connection's other queries of this round (or,
+        // while it connects, when it becomes writable).
+        self.dirty_upstreams.push(link.conn);
     }
 
     fn upstream_tcp_event<H: Handler>(&mut self, now: Instant, id: u32, ev: u32, h: &mut H) {
