@@ -13,6 +13,7 @@
 
 mod compare;
 mod load;
+mod mmsg;
 mod names;
 mod reflect;
 mod resolve;

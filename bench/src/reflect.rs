@@ -8,7 +8,6 @@
 //! so the hot path has no extra `poll` call), after which the flag is checked, so
 //! `reflect` exits with status 0 within about 100 ms of the signal.
 
-use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd as _;
 use std::sync::Arc;
@@ -16,10 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use nix::errno::Errno;
-use nix::sys::socket::{
-    MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg, setsockopt, sockopt,
-};
+use nix::sys::socket::{setsockopt, sockopt};
+
+use crate::mmsg::Batch;
 
 /// Receive buffer per datagram (a longer datagram is echoed truncated).
 const DATAGRAM_MAX: usize = 4096;
@@ -64,87 +62,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// Echoes datagrams with QR set until `stop`; returns how many were sent back.
 fn reflect(socket: &UdpSocket, batch: usize, stop: &AtomicBool) -> anyhow::Result<u64> {
     let fd = socket.as_raw_fd();
-    let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(batch, None);
-    let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(batch, None);
-    let mut buf = vec![0u8; batch * DATAGRAM_MAX];
-    let mut lens = vec![0usize; batch];
-    let mut peers: Vec<Option<SockaddrStorage>> = vec![None; batch];
+    let mut datagrams = Batch::new(batch, DATAGRAM_MAX);
     let mut reflected = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let received = {
-            let mut slices: Vec<[IoSliceMut<'_>; 1]> = buf
-                .chunks_exact_mut(DATAGRAM_MAX)
-                .map(|c| [IoSliceMut::new(c)])
-                .collect();
-            match recvmmsg(
-                fd,
-                &mut recv_headers,
-                &mut slices,
-                MsgFlags::MSG_WAITFORONE,
-                None,
-            ) {
-                Ok(results) => {
-                    let mut n = 0;
-                    for result in results {
-                        // Too short to carry a flags byte, or no sender: not echoed.
-                        lens[n] = if result.bytes >= 3 {
-                            result.bytes.min(DATAGRAM_MAX)
-                        } else {
-                            0
-                        };
-                        peers[n] = result.address;
-                        n += 1;
-                    }
-                    n
-                }
-                // Receive timeout (check the stop flag), signal, or a stray ICMP error.
-                Err(Errno::EAGAIN | Errno::EINTR | Errno::ECONNREFUSED) => continue,
-                Err(e) => return Err(e).context("recvmmsg"),
-            }
+        // None: receive timeout (check the stop flag), signal, or a stray ICMP error.
+        let Some(received) = datagrams.recv(fd)? else {
+            continue;
         };
-        // Compact the echoable datagrams to the front, setting QR.
+        // Compact the echoable datagrams to the front, setting QR. Too short to carry a
+        // flags byte, or no sender: not echoed.
         let mut kept = 0;
         for i in 0..received {
-            if lens[i] == 0 || peers[i].is_none() {
+            let len = datagrams.lens[i];
+            if len < 3 || datagrams.peers[i].is_none() {
                 continue;
             }
             if i != kept {
-                buf.copy_within(
-                    i * DATAGRAM_MAX..i * DATAGRAM_MAX + lens[i],
+                datagrams.buf.copy_within(
+                    i * DATAGRAM_MAX..i * DATAGRAM_MAX + len,
                     kept * DATAGRAM_MAX,
                 );
-                lens[kept] = lens[i];
-                peers[kept] = peers[i];
+                datagrams.lens[kept] = len;
+                datagrams.peers[kept] = datagrams.peers[i];
             }
-            buf[kept * DATAGRAM_MAX + 2] |= 0x80;
+            datagrams.slot_mut(kept)[2] |= 0x80;
             kept += 1;
         }
-        let mut start = 0;
-        while start < kept {
-            let slices: Vec<[IoSlice<'_>; 1]> = buf
-                .chunks_exact(DATAGRAM_MAX)
-                .zip(&lens[..kept])
-                .skip(start)
-                .map(|(chunk, &len)| [IoSlice::new(&chunk[..len])])
-                .collect();
-            match sendmmsg(
-                fd,
-                &mut send_headers,
-                &slices,
-                &peers[start..kept],
-                [],
-                MsgFlags::empty(),
-            ) {
-                Ok(results) => {
-                    let sent = results.count();
-                    reflected += sent as u64;
-                    // A datagram the kernel refused is skipped rather than retried forever.
-                    start += sent.max(1);
-                }
-                Err(Errno::EINTR) => {}
-                Err(_) => start += 1,
-            }
-        }
+        reflected += datagrams.send(fd, kept);
     }
     Ok(reflected)
 }

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod dig;
+pub mod metrics;
 pub mod process;
 pub mod shardns;
 pub mod tempdir;

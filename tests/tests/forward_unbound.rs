@@ -9,12 +9,12 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
+use shardns_e2e::metrics;
 use shardns_e2e::shardns::send_signal;
 use shardns_e2e::unbound::free_port;
 use shardns_e2e::{Shardns, UdpClient, Unbound, build_query, new_id, wait_for, zone};
@@ -43,20 +43,7 @@ fn start(upstreams: &[&Unbound], options: &str, args: &[&str]) -> (Shardns, Sock
 
 /// The sum of every sample of family `name` on the metrics page at `addr`.
 fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .unwrap();
-    let mut page = String::new();
-    stream.read_to_string(&mut page).unwrap();
-    page.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter(|line| line.split(['{', ' ']).next() == Some(name))
-        .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum()
+    metrics::family_sum(&metrics::scrape(addr), name)
 }
 
 /// Names that miss: the fixture's hosts (A records) and names that do not exist (NXDOMAIN).

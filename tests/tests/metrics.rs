@@ -6,17 +6,14 @@
 
 #![forbid(unsafe_code)]
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
+use shardns_e2e::metrics::{HTTP_TIMEOUT, family_sum, http, scrape, value};
 use shardns_e2e::unbound::free_port;
 use shardns_e2e::{Io, Shardns, UdpClient, Unbound, io_tests, wait_for, zone};
-
-/// Time allowed for one HTTP exchange with the metrics endpoint.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// shardns with a cache, forwarding to `unbound`, serving metrics on 127.0.0.1:`port`.
 fn corefile(unbound: &Unbound, port: u16) -> String {
@@ -40,59 +37,6 @@ fn start(unbound: &Unbound, io: Io) -> (Shardns, SocketAddr) {
         }
     }
     panic!("starting shardns: {:#}", last_error.unwrap());
-}
-
-/// Sends `request` on a fresh connection and reads the whole response (the server closes).
-fn http(addr: SocketAddr, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT).expect("connect");
-    stream.set_read_timeout(Some(HTTP_TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(HTTP_TIMEOUT)).unwrap();
-    stream.write_all(request).expect("send the request");
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .expect("read the response");
-    String::from_utf8(response).expect("a UTF-8 response")
-}
-
-/// `GET /metrics`: asserts 200 and the text format's content type, returns the body.
-fn scrape(addr: SocketAddr) -> String {
-    let response = http(
-        addr,
-        b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: e2e\r\n\r\n",
-    );
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no end of head: {response}"));
-    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    assert!(
-        head.contains("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8"),
-        "{head}"
-    );
-    assert!(
-        head.contains(&format!("\r\nContent-Length: {}", body.len())),
-        "{head}"
-    );
-    body.to_string()
-}
-
-/// The value of the one sample whose name and labels are `series`.
-fn value(page: &str, series: &str) -> Option<u64> {
-    let mut found = page
-        .lines()
-        .filter_map(|line| line.strip_prefix(series)?.strip_prefix(' '));
-    let value = found.next()?.parse().expect("an integer value");
-    assert!(found.next().is_none(), "{series} twice:\n{page}");
-    Some(value)
-}
-
-/// The sum of every sample of family `name`.
-fn family_sum(page: &str, name: &str) -> u64 {
-    page.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter(|line| line.split(['{', ' ']).next() == Some(name))
-        .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum()
 }
 
 fn counts_queries(io: Io) {

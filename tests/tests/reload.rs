@@ -78,21 +78,6 @@ fn sigusr1_keeps_the_cache_and_applies_the_new_upstream(io: Io) {
     shardns.stop();
 }
 
-/// A plain HTTP GET of `/metrics`; the body.
-fn scrape(addr: std::net::SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .unwrap();
-    let mut page = String::new();
-    stream.read_to_string(&mut page).unwrap();
-    page
-}
-
 fn metrics_follow_a_reload_to_new_upstreams(io: Io) {
     let first = Unbound::start().unwrap();
     let second = Unbound::start().unwrap();
@@ -111,7 +96,7 @@ fn metrics_follow_a_reload_to_new_upstreams(io: Io) {
     wait_log(&shardns, "configuration reloaded", 2);
     client.query(zone::DUAL, RecordType::A).unwrap();
     let to = |u: &Unbound| format!("to=\"{}\"", u.addr());
-    let page = scrape(metrics);
+    let page = shardns_e2e::metrics::scrape(metrics);
     let count = |u: &Unbound| {
         page.lines()
             .filter(|l| l.starts_with("coredns_proxy_request_duration_seconds_count{"))
