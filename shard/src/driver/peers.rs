@@ -3,9 +3,9 @@
 //! Every shard has an inbox (an unbounded `crossbeam-channel`) and a wake-up eventfd. Its
 //! [`PeerLinks`] holds the inbox's receiving end, its own eventfd, and for every shard of
 //! the group (itself included) a sender plus that shard's eventfd. Sending is two steps: the
-//! message goes on the target's channel at once ([`PeerLinks::queue`]), and the target's
+//! message goes on the target's channel at once (`PeerLinks::queue`), and the target's
 //! eventfd is written once per round of transmits however many messages went to it
-//! ([`PeerLinks::flush_wakes`]). The [`Reactor`](super::Reactor) has the eventfd in its
+//! (`PeerLinks::flush_wakes`). The [`Reactor`](super::Reactor) has the eventfd in its
 //! epoll set, so a woken shard leaves `epoll_wait` (or, on io_uring, its multishot poll on
 //! the epoll descriptor completes), drains the eventfd and then the inbox.
 //!
