@@ -9,7 +9,7 @@ use std::process::Command;
 use support::{BIN, Reflector, load_json, n, query_file};
 
 /// `names COUNT --zone zipf.test` written to a query file.
-fn names_file(count: u32) -> std::path::PathBuf {
+fn names_file(count: u32) -> support::QueryFile {
     let out = Command::new(BIN)
         .args(["names", &count.to_string(), "--zone", "zipf.test."])
         .output()

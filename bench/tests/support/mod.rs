@@ -14,14 +14,36 @@ use std::time::{Duration, Instant};
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_shardns-bench");
 
+/// A query file in the temporary directory, removed on drop.
+pub struct QueryFile(PathBuf);
+
+impl std::ops::Deref for QueryFile {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for QueryFile {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for QueryFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Writes `text` to a fresh file in the temporary directory.
-pub fn query_file(text: &str) -> PathBuf {
+pub fn query_file(text: &str) -> QueryFile {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let path =
         std::env::temp_dir().join(format!("shardns-load-test-{}-{n}.txt", std::process::id()));
     std::fs::write(&path, text).expect("writing query file");
-    path
+    QueryFile(path)
 }
 
 /// Eight names, as in the project's cache-hit benchmark.
