@@ -17,7 +17,7 @@ fn testdata(name: &str) -> String {
 
 /// A Corefile written to a fresh temporary file.
 fn corefile(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("shardns-cli-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("shardns-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
@@ -40,8 +40,8 @@ fn validate_stock_corefile() {
 
 #[test]
 fn bad_config_exits_64_naming_file_and_line() {
-    let path = corefile("bad", ".:53 {\n    errors\n    pprof localhost:6053\n}\n");
-    let path = path.to_str().unwrap();
+    let file = corefile("bad", ".:53 {\n    errors\n    pprof localhost:6053\n}\n");
+    let path = file.to_str().unwrap();
     let output = shardns(&["--validate", "--conf", path]);
     assert_eq!(output.status.code(), Some(64), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -52,6 +52,7 @@ fn bad_config_exits_64_naming_file_and_line() {
         "{stderr}"
     );
     assert!(output.stdout.is_empty());
+    std::fs::remove_dir_all(file.parent().unwrap()).unwrap();
 }
 
 #[test]

@@ -92,4 +92,5 @@ fn serves_on_an_ephemeral_port_and_stops_on_sigterm() {
         .expect("exit after SIGTERM")
         .unwrap();
     assert_eq!(status.code(), Some(0));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
