@@ -5,9 +5,11 @@
 //! - [`exposition`]: the text format 0.0.4 page, CoreDNS's `coredns_cache_*`,
 //!   `coredns_proxy_*` and `coredns_forward_*` series plus shardns's per-upstream
 //!   `shardns_upstream_*` and per-shard `shardns_shard_*` series.
+//! - `families`: the tables of those families (names, help texts, the counters they read).
 //! - [`http`]: a small blocking HTTP/1.1 server on its own thread serving `GET /metrics`.
 
 pub mod exposition;
+mod families;
 pub mod http;
 
 use std::io;
