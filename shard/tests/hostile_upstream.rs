@@ -1,0 +1,264 @@
+//! Hostile upstream replies, as a property test. A reply with the right ID and question (so it
+//! gets past the matching and into the record walk, the TTL and SOA rules and the cache) is
+//! mutated: bytes overwritten after the question or anywhere past the ID, cut short, random
+//! bytes appended, section counts changed. Whatever the bytes:
+//!
+//! - the engine does not panic;
+//! - the client gets exactly one reply, by the 5 s query deadline at the latest, carrying its
+//!   ID, QR and its question as asked (case preserved), which shardns's own parser accepts;
+//! - a name cached before is still answered from the cache, unharmed, without an upstream
+//!   query, and so is the mutated name if it was cached.
+
+#![forbid(unsafe_code)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Ask, Upstream, client, config_with, query, reply};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+use proptest::prelude::*;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use shardns_shard::config::{CacheConfig, ServeStale};
+use shardns_shard::engine::{Coalesce, Group};
+use shardns_shard::{Client, Engine, Handler, Link, MAX_MESSAGE, Outcome, Transmit};
+
+/// The name cached before the hostile reply, and its address.
+const GOOD: &str = "good.example.";
+const GOOD_A: [u8; 4] = [192, 0, 2, 1];
+
+/// One engine on a virtual clock.
+struct Rig {
+    engine: Engine,
+    now: Instant,
+    out: Vec<u8>,
+    /// Upstream queries sent and not yet looked at.
+    queries: Vec<(Link, Vec<u8>)>,
+    /// Client replies sent and not yet looked at.
+    replies: Vec<(Client, Vec<u8>)>,
+}
+
+impl Rig {
+    fn new(serve_stale: bool) -> Rig {
+        let mut cache = CacheConfig::with_ttl(Some(30));
+        if serve_stale {
+            cache.serve_stale = Some(ServeStale {
+                max_stale: Duration::from_secs(3600),
+                verify: false,
+            });
+        }
+        let group = Group::with_seed(1, Coalesce::Across, 0x5eed);
+        let engine = Engine::with_rng(
+            Arc::new(config_with(Some(cache))),
+            group,
+            0,
+            StdRng::seed_from_u64(7),
+        );
+        Rig {
+            engine,
+            now: group.epoch + Duration::from_millis(1),
+            out: vec![0; MAX_MESSAGE],
+            queries: Vec::new(),
+            replies: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(t) = self.engine.poll_transmit() {
+            match t {
+                Transmit::Query { link, payload, .. } => self.queries.push((link, payload)),
+                Transmit::Reply { client, payload } => self.replies.push((client, payload)),
+                Transmit::Peer { .. } | Transmit::Close { .. } => {}
+            }
+        }
+    }
+
+    /// A client query; an immediate reply goes to `replies` like a later one.
+    fn ask(&mut self, client: Client, bytes: &[u8]) {
+        if let Outcome::Reply(len) =
+            self.engine
+                .handle_query(self.now, client, bytes, &mut self.out)
+        {
+            self.replies.push((client, self.out[..len].to_vec()));
+        }
+        self.drain();
+    }
+
+    fn respond(&mut self, link: Link, bytes: &[u8]) {
+        self.engine.handle_response(self.now, link, bytes);
+        self.drain();
+    }
+
+    /// Lets `by` pass, firing every timer due on the way.
+    fn wait(&mut self, by: Duration) {
+        let end = self.now + by;
+        while let Some(at) = self.engine.poll_timeout().filter(|&t| t <= end) {
+            self.now = at.max(self.now);
+            self.engine.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = end;
+    }
+}
+
+/// How the upstream's reply is damaged.
+#[derive(Debug, Clone)]
+struct Damage {
+    /// Overwrites: (position, byte). Positions are taken past the question (or, with
+    /// `anywhere`, past the ID) modulo the room there.
+    edits: Vec<(usize, u8)>,
+    anywhere: bool,
+    /// Cut to this length (modulo the length, after the edits).
+    cut: Option<usize>,
+    /// Appended after the cut.
+    tail: Vec<u8>,
+    /// New ANCOUNT, NSCOUNT, ARCOUNT.
+    counts: Option<(u16, u16, u16)>,
+}
+
+fn damage() -> impl Strategy<Value = Damage> {
+    (
+        prop::collection::vec((any::<usize>(), any::<u8>()), 0..8),
+        prop::bool::weighted(0.15),
+        prop::option::weighted(0.3, any::<usize>()),
+        prop::collection::vec(any::<u8>(), 0..4).prop_flat_map(|short| {
+            prop_oneof![
+                4 => Just(Vec::new()),
+                1 => Just(short),
+                1 => prop::collection::vec(any::<u8>(), 0..64),
+            ]
+        }),
+        prop::option::weighted(0.2, (0u16..6, 0u16..6, 0u16..4)),
+    )
+        .prop_map(|(edits, anywhere, cut, tail, counts)| Damage {
+            edits,
+            anywhere,
+            cut,
+            tail,
+            counts,
+        })
+}
+
+/// What the intact reply would have said.
+fn upstream() -> impl Strategy<Value = Upstream> {
+    (
+        prop::sample::select(vec![
+            ResponseCode::NoError,
+            ResponseCode::NXDomain,
+            ResponseCode::ServFail,
+            ResponseCode::Refused,
+        ]),
+        prop::collection::vec((any::<[u8; 4]>(), 0u32..100_000), 0..4),
+        prop::option::of(0u32..100_000),
+        prop::bool::weighted(0.1),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(rcode, answers, soa, truncated, authentic_data)| Upstream {
+                rcode: Some(rcode),
+                answers,
+                soa,
+                truncated,
+                authentic_data,
+            },
+        )
+}
+
+fn apply(bytes: &mut Vec<u8>, question_end: usize, damage: &Damage) {
+    let from = if damage.anywhere { 2 } else { question_end };
+    if bytes.len() > from {
+        for &(at, value) in &damage.edits {
+            let at = from + at % (bytes.len() - from);
+            bytes[at] = value;
+        }
+    }
+    if let Some((an, ns, ar)) = damage.counts {
+        bytes[6..8].copy_from_slice(&an.to_be_bytes());
+        bytes[8..10].copy_from_slice(&ns.to_be_bytes());
+        bytes[10..12].copy_from_slice(&ar.to_be_bytes());
+    }
+    if let Some(cut) = damage.cut {
+        bytes.truncate(cut % (bytes.len() + 1));
+    }
+    bytes.extend_from_slice(&damage.tail);
+}
+
+/// The client's reply: its ID, QR, and its question as asked; parsed by shardns's parser.
+fn check_reply(reply: &[u8], asked: &[u8]) -> Result<(), TestCaseError> {
+    let got = shardns_wire::Message::parse(reply)
+        .map_err(|e| TestCaseError::fail(format!("reply does not parse: {e:?} {reply:?}")))?;
+    let want = shardns_wire::Message::parse(asked).unwrap();
+    prop_assert_eq!(got.header.id, want.header.id);
+    prop_assert!(got.header.qr());
+    prop_assert_eq!(got.question, want.question);
+    Ok(())
+}
+
+/// The first A record's address in `reply`.
+fn first_a(reply: &[u8]) -> Option<[u8; 4]> {
+    let m = Message::from_vec(reply).ok()?;
+    m.answers().iter().find_map(|r| match r.data().ip_addr()? {
+        std::net::IpAddr::V4(a) => Some(a.octets()),
+        std::net::IpAddr::V6(_) => None,
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn damaged_replies_never_panic_or_harm_the_cache(
+        up in upstream(),
+        damage in damage(),
+        serve_stale in any::<bool>(),
+        name_case in any::<bool>(),
+    ) {
+        let mut rig = Rig::new(serve_stale);
+        // A good answer, cached.
+        let good = query(1, GOOD, RecordType::A, Ask::default());
+        rig.ask(client(4001), &good);
+        let (link, sent) = rig.queries.pop().expect("a miss goes upstream");
+        let sent = Message::from_vec(&sent).unwrap();
+        rig.respond(link, &reply(&sent, &Upstream {
+            answers: vec![(GOOD_A, 300)],
+            ..Upstream::default()
+        }));
+        rig.replies.clear();
+
+        // The damaged one.
+        let name = if name_case { "Victim.Example." } else { "victim.example." };
+        let asked = query(2, name, RecordType::A, Ask { edns: true, ..Ask::default() });
+        let victim = client(4002);
+        rig.ask(victim, &asked);
+        let (link, sent) = rig.queries.pop().expect("a miss goes upstream");
+        let question_end = shardns_wire::Message::parse(&sent).unwrap().question_end;
+        let sent = Message::from_vec(&sent).unwrap();
+        let mut bytes = reply(&sent, &up);
+        apply(&mut bytes, question_end, &damage);
+        rig.respond(link, &bytes);
+        // Retries go unanswered: the deadline ends it.
+        rig.wait(Duration::from_secs(6));
+        prop_assert_eq!(rig.replies.len(), 1, "one reply to the client");
+        let (to, victim_reply) = rig.replies.pop().unwrap();
+        prop_assert_eq!(to, victim);
+        check_reply(&victim_reply, &asked)?;
+
+        // The cache is unharmed; the damaged name, if it was cached, is answered well too.
+        rig.queries.clear();
+        let again = query(3, GOOD, RecordType::A, Ask::default());
+        rig.ask(client(4003), &again);
+        prop_assert!(rig.queries.is_empty(), "the good name is still cached");
+        prop_assert_eq!(rig.replies.len(), 1);
+        let (_, good_reply) = rig.replies.pop().unwrap();
+        check_reply(&good_reply, &again)?;
+        prop_assert_eq!(first_a(&good_reply), Some(GOOD_A));
+        let asked = query(4, name, RecordType::A, Ask { edns: true, ..Ask::default() });
+        rig.ask(client(4004), &asked);
+        if let Some((_, cached)) = rig.replies.pop() {
+            check_reply(&cached, &asked)?;
+        }
+    }
+}
