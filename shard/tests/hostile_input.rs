@@ -1,4 +1,6 @@
-//! Hostile upstream replies, as a property test. A reply with the right ID and question (so it
+//! Hostile input from the network, as property tests on the engine.
+//!
+//! Upstream replies: a reply with the right ID and question (so it
 //! gets past the matching and into the record walk, the TTL and SOA rules and the cache) is
 //! mutated: bytes overwritten after the question or anywhere past the ID, cut short, random
 //! bytes appended, section counts changed. Whatever the bytes:
@@ -8,6 +10,15 @@
 //!   ID, QR and its question as asked (case preserved), which shardns's own parser accepts;
 //! - a name cached before is still answered from the cache, unharmed, without an upstream
 //!   query, and so is the mutated name if it was cached.
+//!
+//! Client queries, over UDP and TCP, damaged the same way anywhere (header included):
+//!
+//! - no panic;
+//! - dropped without a reply only when RFC 1035 says so: shorter than a header, or a response
+//!   (QR set);
+//! - otherwise one reply, at once or once the upstream answered, with the client's ID and QR
+//!   set, that shardns's header parser accepts;
+//! - the cache is unharmed.
 
 #![forbid(unsafe_code)]
 
@@ -24,7 +35,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use shardns_shard::config::{CacheConfig, ServeStale};
 use shardns_shard::engine::{Coalesce, Group};
-use shardns_shard::{Client, Engine, Handler, Link, MAX_MESSAGE, Outcome, Transmit};
+use shardns_shard::{Client, Engine, Handler, Link, MAX_MESSAGE, Outcome, Protocol, Transmit};
 
 /// The name cached before the hostile reply, and its address.
 const GOOD: &str = "good.example.";
@@ -169,6 +180,11 @@ fn upstream() -> impl Strategy<Value = Upstream> {
 
 fn apply(bytes: &mut Vec<u8>, question_end: usize, damage: &Damage) {
     let from = if damage.anywhere { 2 } else { question_end };
+    damage_from(bytes, from, damage);
+}
+
+/// Applies `damage` with edits at or past `from`.
+fn damage_from(bytes: &mut Vec<u8>, from: usize, damage: &Damage) {
     if bytes.len() > from {
         for &(at, value) in &damage.edits {
             let at = from + at % (bytes.len() - from);
@@ -216,17 +232,7 @@ proptest! {
         serve_stale in any::<bool>(),
         name_case in any::<bool>(),
     ) {
-        let mut rig = Rig::new(serve_stale);
-        // A good answer, cached.
-        let good = query(1, GOOD, RecordType::A, Ask::default());
-        rig.ask(client(4001), &good);
-        let (link, sent) = rig.queries.pop().expect("a miss goes upstream");
-        let sent = Message::from_vec(&sent).unwrap();
-        rig.respond(link, &reply(&sent, &Upstream {
-            answers: vec![(GOOD_A, 300)],
-            ..Upstream::default()
-        }));
-        rig.replies.clear();
+        let mut rig = rig_with_good_name(serve_stale);
 
         // The damaged one.
         let name = if name_case { "Victim.Example." } else { "victim.example." };
@@ -247,18 +253,115 @@ proptest! {
         check_reply(&victim_reply, &asked)?;
 
         // The cache is unharmed; the damaged name, if it was cached, is answered well too.
-        rig.queries.clear();
-        let again = query(3, GOOD, RecordType::A, Ask::default());
-        rig.ask(client(4003), &again);
-        prop_assert!(rig.queries.is_empty(), "the good name is still cached");
-        prop_assert_eq!(rig.replies.len(), 1);
-        let (_, good_reply) = rig.replies.pop().unwrap();
-        check_reply(&good_reply, &again)?;
-        prop_assert_eq!(first_a(&good_reply), Some(GOOD_A));
+        good_name_still_cached(&mut rig)?;
         let asked = query(4, name, RecordType::A, Ask { edns: true, ..Ask::default() });
         rig.ask(client(4004), &asked);
         if let Some((_, cached)) = rig.replies.pop() {
             check_reply(&cached, &asked)?;
         }
+    }
+}
+
+/// The good name is still cached and answered well.
+fn good_name_still_cached(rig: &mut Rig) -> Result<(), TestCaseError> {
+    rig.queries.clear();
+    rig.replies.clear();
+    let again = query(3, GOOD, RecordType::A, Ask::default());
+    rig.ask(client(4003), &again);
+    prop_assert!(rig.queries.is_empty(), "the good name is still cached");
+    prop_assert_eq!(rig.replies.len(), 1);
+    let (_, good_reply) = rig.replies.pop().unwrap();
+    check_reply(&good_reply, &again)?;
+    prop_assert_eq!(first_a(&good_reply), Some(GOOD_A));
+    Ok(())
+}
+
+/// A rig with the good name cached.
+fn rig_with_good_name(serve_stale: bool) -> Rig {
+    let mut rig = Rig::new(serve_stale);
+    let good = query(1, GOOD, RecordType::A, Ask::default());
+    rig.ask(client(4001), &good);
+    let (link, sent) = rig.queries.pop().expect("a miss goes upstream");
+    let sent = Message::from_vec(&sent).unwrap();
+    rig.respond(
+        link,
+        &reply(
+            &sent,
+            &Upstream {
+                answers: vec![(GOOD_A, 300)],
+                ..Upstream::default()
+            },
+        ),
+    );
+    rig.replies.clear();
+    rig
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn damaged_queries_get_one_well_formed_reply_or_a_lawful_drop(
+        damage in damage(),
+        edns in any::<bool>(),
+        dnssec_ok in any::<bool>(),
+        rtype in prop::sample::select(vec![
+            RecordType::A, RecordType::AAAA, RecordType::MX, RecordType::ANY, RecordType::NS,
+        ]),
+        tcp in any::<bool>(),
+    ) {
+        let mut rig = rig_with_good_name(false);
+        let mut bytes = query(0x4242, "victim.example.", rtype, Ask {
+            edns,
+            dnssec_ok,
+            ..Ask::default()
+        });
+        // Anywhere at all, the header included, unless the damage says past the question.
+        let from = if damage.anywhere {
+            shardns_wire::Message::parse(&bytes).unwrap().question_end
+        } else {
+            0
+        };
+        damage_from(&mut bytes, from, &damage);
+        let mut victim = client(4002);
+        if tcp {
+            victim.protocol = Protocol::Tcp;
+            victim.conn = 7;
+        }
+        let outcome = rig.engine.handle_query(rig.now, victim, &bytes, &mut rig.out);
+        match outcome {
+            Outcome::Reply(len) => rig.replies.push((victim, rig.out[..len].to_vec())),
+            Outcome::Drop => {
+                prop_assert!(
+                    bytes.len() < 12 || bytes[2] & 0x80 != 0,
+                    "dropped without a reason: {bytes:?}"
+                );
+            }
+            Outcome::Pending => {}
+        }
+        rig.drain();
+        // Whatever went upstream is answered well.
+        for (link, sent) in std::mem::take(&mut rig.queries) {
+            if let Ok(sent) = Message::from_vec(&sent) {
+                let answer = reply(&sent, &Upstream {
+                    answers: vec![([192, 0, 2, 9], 60)],
+                    ..Upstream::default()
+                });
+                rig.respond(link, &answer);
+            }
+        }
+        rig.wait(Duration::from_secs(6));
+        if !matches!(outcome, Outcome::Drop) {
+            prop_assert_eq!(rig.replies.len(), 1, "one reply to {:?}", bytes);
+            let (to, got) = rig.replies.pop().unwrap();
+            prop_assert_eq!(to, victim);
+            let header = shardns_wire::Header::parse(&got)
+                .map_err(|e| TestCaseError::fail(format!("reply header: {e:?}")))?;
+            prop_assert_eq!(header.id, u16::from_be_bytes([bytes[0], bytes[1]]));
+            prop_assert!(header.qr());
+        } else {
+            prop_assert!(rig.replies.is_empty());
+        }
+        good_name_still_cached(&mut rig)?;
     }
 }
