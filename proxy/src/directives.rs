@@ -4,6 +4,7 @@
 
 mod cache;
 mod forward;
+mod options;
 mod reload;
 
 use std::net::{IpAddr, SocketAddr};

@@ -21,10 +21,10 @@ use std::time::Duration;
 
 use shardns_shard::config::{CacheConfig, CacheSection, Prefetch, ServeStale};
 
+use super::options::{Failure, OptionBlock, duration_arg, fail};
 use super::{MAX_CAPACITY, MAX_TTL, number};
 use crate::address::{self, Zone};
 use crate::corefile::{ConfigError, Directive, Token};
-use crate::duration;
 
 /// The longest a SERVFAIL may be cached (RFC 2308 section 7.1; CoreDNS refuses more).
 const MAX_SERVFAIL: Duration = Duration::from_secs(5 * 60);
@@ -76,32 +76,15 @@ pub fn parse(file: &str, directive: &Directive) -> Result<CacheSettings, ConfigE
         disable_success: Vec::new(),
         disable_denial: Vec::new(),
     };
-    // Options seen so far and their lines, to refuse repeats.
-    let mut seen: Vec<(&str, usize)> = Vec::new();
+    let mut block = OptionBlock::new("cache", &["disable"]);
     for option in directive.block.iter().flatten() {
         let name = option.name.as_str();
         let line = option.line;
-        if option.block.is_some() {
-            return Err(at(
-                line,
-                format!("cache option {name:?} takes no options block"),
-            ));
-        }
-        if name != "disable" {
-            if let Some((_, first)) = seen.iter().find(|(seen, _)| *seen == name) {
-                return Err(at(
-                    line,
-                    format!("cache option {name:?} appears twice (first at line {first})"),
-                ));
-            }
-            seen.push((name, line));
-        }
+        block.admit(option).map_err(|(line, m)| at(line, m))?;
         let arity = |min: usize, max: usize, syntax: &str| {
-            if (min..=max).contains(&option.args.len()) {
-                Ok(())
-            } else {
-                Err(at(line, format!("cache option {name:?} takes {syntax}")))
-            }
+            block
+                .arity(option, min, max, syntax)
+                .map_err(|(line, m)| at(line, m))
         };
         let result = match name {
             "success" | "denial" => {
@@ -150,13 +133,6 @@ pub fn parse(file: &str, directive: &Directive) -> Result<CacheSettings, ConfigE
     Ok(settings)
 }
 
-/// A message about the token at a line.
-type Failure = (usize, String);
-
-fn fail(token: &Token, message: String) -> Failure {
-    (token.line, message)
-}
-
 /// Zone arguments, without duplicates.
 fn zones(args: &[Token]) -> Result<Vec<Zone>, Failure> {
     let mut zones: Vec<Zone> = Vec::new();
@@ -182,16 +158,6 @@ fn section_values(section: &mut CacheSection, args: &[Token]) -> Result<(), Fail
         section.min_ttl = value(2, "cache minimum TTL", 0, MAX_TTL)? as u32;
     }
     Ok(())
-}
-
-/// A duration argument; `expected` describes the accepted values.
-fn duration_arg(token: &Token, what: &str, expected: &str) -> Result<Duration, Failure> {
-    duration::parse(&token.text).map_err(|error| {
-        fail(
-            token,
-            format!("bad {what} {:?}: {error} (expected {expected})", token.text),
-        )
-    })
 }
 
 /// `prefetch AMOUNT [DURATION [PERCENTAGE%]]` (1 to 3 arguments); AMOUNT 0 turns it off.

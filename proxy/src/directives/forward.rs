@@ -29,14 +29,14 @@
 //! value (all but `except` and `next`, whose repeated lines add up) may not be given twice.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use shardns_shard::config::{ForwardConfig, Policy};
 
 use super::number;
+use super::options::{Failure, OptionBlock, duration_arg, fail};
 use crate::address::{self, UpstreamTarget, Zone};
 use crate::corefile::{ConfigError, Directive, Token};
-use crate::{duration, resolv};
+use crate::resolv;
 
 /// Most upstreams one `forward` may name (CoreDNS's limit).
 pub const MAX_UPSTREAMS: usize = 15;
@@ -106,13 +106,6 @@ pub struct ForwardSettings {
     pub options: ForwardConfig,
 }
 
-/// A message about the token at a line.
-type Failure = (usize, String);
-
-fn fail(token: &Token, message: String) -> Failure {
-    (token.line, message)
-}
-
 /// Reads a `forward` directive.
 pub fn parse(file: &str, directive: &Directive) -> Result<ForwardSettings, ConfigError> {
     let at = |line: usize, message: String| ConfigError::at(file, line, message);
@@ -145,8 +138,7 @@ pub fn parse(file: &str, directive: &Directive) -> Result<ForwardSettings, Confi
         from: from_zone.wire.clone(),
         ..ForwardConfig::default()
     };
-    // Options seen so far and their lines, to refuse repeats.
-    let mut seen: Vec<(&str, usize)> = Vec::new();
+    let mut block = OptionBlock::new("forward", &["except", "next"]);
     for option in directive.block.iter().flatten() {
         let name = option.name.as_str();
         let line = option.line;
@@ -159,27 +151,11 @@ pub fn parse(file: &str, directive: &Directive) -> Result<ForwardSettings, Confi
         if !OPTIONS.contains(&name) {
             return Err(at(line, unknown(name)));
         }
-        if option.block.is_some() {
-            return Err(at(
-                line,
-                format!("forward option {name:?} takes no options block"),
-            ));
-        }
-        if name != "except" && name != "next" {
-            if let Some((_, first)) = seen.iter().find(|(seen, _)| *seen == name) {
-                return Err(at(
-                    line,
-                    format!("forward option {name:?} appears twice (first at line {first})"),
-                ));
-            }
-            seen.push((name, line));
-        }
+        block.admit(option).map_err(|(line, m)| at(line, m))?;
         let arity = |min: usize, max: usize, syntax: &str| {
-            if (min..=max).contains(&option.args.len()) {
-                Ok(())
-            } else {
-                Err(at(line, format!("forward option {name:?} takes {syntax}")))
-            }
+            block
+                .arity(option, min, max, syntax)
+                .map_err(|(line, m)| at(line, m))
         };
         let args = option.args.as_slice();
         let result = match name {
@@ -280,16 +256,6 @@ fn except(except: &mut Vec<Vec<u8>>, args: &[Token]) -> Result<(), Failure> {
         }
     }
     Ok(())
-}
-
-/// A duration argument; `expected` describes the accepted values.
-fn duration_arg(token: &Token, what: &str, expected: &str) -> Result<Duration, Failure> {
-    duration::parse(&token.text).map_err(|error| {
-        fail(
-            token,
-            format!("bad {what} {:?}: {error} (expected {expected})", token.text),
-        )
-    })
 }
 
 /// `policy random|round_robin|sequential` (case-sensitive, as CoreDNS).
@@ -400,6 +366,7 @@ fn next(next: &mut Vec<u16>, args: &[Token]) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
+    use std::time::Duration;
 
     use super::*;
     use crate::corefile;
