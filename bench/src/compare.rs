@@ -25,7 +25,6 @@ mod stats;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
@@ -133,10 +132,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.rounds == 0 || args.seconds.is_nan() || args.seconds <= 0.0 {
         bail!("--rounds and -l must be positive");
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))?;
-    }
+    let stop = crate::stop_flag()?;
     let exe = std::env::current_exe()?;
     let mut skipped = Vec::new();
     let clients = choose_clients(&args, &exe, &mut skipped)?;

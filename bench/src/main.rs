@@ -19,7 +19,20 @@ mod reflect;
 mod resolve;
 mod upstream;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+
+/// A flag that SIGTERM and SIGINT set, for the tools that run until stopped.
+pub(crate) fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("signal handler")?;
+    }
+    Ok(stop)
+}
 
 /// shardns's load tools.
 #[derive(Debug, Parser)]

@@ -10,7 +10,6 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -44,10 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(cpu) = args.cpu {
         crate::load::pin(cpu)?;
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).context("signal handler")?;
-    }
+    let stop = crate::stop_flag()?;
     let socket = UdpSocket::bind(args.addr).with_context(|| format!("binding {}", args.addr))?;
     socket.set_read_timeout(Some(Duration::from_millis(100)))?;
     let _ = setsockopt(&socket, sockopt::RcvBuf, &SOCKET_BUFFER);

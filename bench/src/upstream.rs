@@ -21,8 +21,7 @@ mod udp;
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -122,10 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(cpu) = args.cpu {
         crate::load::pin(cpu)?;
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).context("signal handler")?;
-    }
+    let stop = crate::stop_flag()?;
     let (listener, socket) = bind(args.addr)?;
     socket.set_read_timeout(Some(tcp::STOP_CHECK))?;
     let _ = setsockopt(&socket, sockopt::RcvBuf, &SOCKET_BUFFER);
