@@ -174,6 +174,12 @@ mod tests {
         assert_eq!(args.io, IoArg::Epoll);
         assert_eq!(args.resolv_conf, PathBuf::from("/etc/resolv.conf"));
         assert!(!args.validate);
+        // The upstream limits: K = 2 by measurement (docs/BENCHMARKS.md, issue 5), CoreDNS's
+        // 2 s attempt and 5 s query timeouts.
+        assert_eq!(args.upstream_inflight, 2);
+        assert_eq!(args.upstream_conns, 16);
+        assert_eq!(args.upstream_timeout, Duration::from_secs(2));
+        assert_eq!(args.query_timeout, Duration::from_secs(5));
         let args = Args::try_parse_from([
             "shardns",
             "--conf",
