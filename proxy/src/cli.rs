@@ -73,7 +73,7 @@ pub struct Args {
 
 /// A Go-style duration (`2s`, `1500ms`) above zero.
 fn positive_duration(text: &str) -> Result<Duration, String> {
-    match crate::duration::parse(text) {
+    match crate::corefile::duration::parse(text) {
         Ok(d) if !d.is_zero() => Ok(d),
         Ok(_) => Err("must be more than 0".to_string()),
         Err(e) => Err(e.to_string()),

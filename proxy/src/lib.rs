@@ -2,24 +2,18 @@
 //! k8s-dns-node-cache (NodeLocal DNSCache). The binary parses its [`Args`] and calls [`run`].
 //!
 //! - `cli`: command-line arguments and logging.
-//! - `corefile`: the Corefile tokenizer and parser.
-//! - `directives`, `address`, `duration`, `resolv`: what the directives mean.
-//! - `config`: Corefile → [`shardns_shard::Config`] (plus the process-level settings).
+//! - `corefile`: the Corefile language: tokenizer, parser, directives, and the build of
+//!   [`shardns_shard::Config`] (plus the process-level settings).
 //! - `sockets`: every listening socket is created there.
 //! - `shards`: the pinned shard threads and the signals that stop them.
 //! - `reload`: SIGUSR1 and the `reload` directive: a new configuration for every shard.
 //! - `metrics`: the Prometheus `/metrics` endpoint summing the shards' counters.
 #![forbid(unsafe_code)]
 
-mod address;
 mod cli;
-mod config;
 mod corefile;
-mod directives;
-mod duration;
 mod metrics;
 mod reload;
-mod resolv;
 mod shards;
 mod sockets;
 
@@ -43,7 +37,7 @@ const EXIT_USAGE: u8 = 64;
 /// until SIGTERM or SIGINT (status 0) or until a shard fails (status 1).
 pub fn run(args: Args) -> ExitCode {
     cli::init_logging(args.verbose);
-    let config = match config::load(args.conf.as_deref(), &args.resolv_conf) {
+    let config = match corefile::load(args.conf.as_deref(), &args.resolv_conf) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("shardns: {error}");
@@ -64,7 +58,7 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 /// Binds the sockets, starts the shards (and the metrics endpoints) and waits until they stop.
-fn serve(args: &Args, process: config::ProcessConfig) -> anyhow::Result<()> {
+fn serve(args: &Args, process: corefile::ProcessConfig) -> anyhow::Result<()> {
     let mut config = process.config.clone();
     config.limits.upstream_tcp_inflight = args.upstream_inflight as usize;
     config.limits.upstream_tcp_conns = args.upstream_conns as usize;

@@ -15,9 +15,7 @@ use rand::Rng;
 use shardns_shard::peer::PeerMessage;
 use shardns_shard::{Config, ShardControl, ShardStats};
 
-use crate::config::{self, ProcessConfig};
-use crate::corefile::ConfigError;
-use crate::directives::ReloadSettings;
+use crate::corefile::{self, ConfigError, ProcessConfig, ReloadSettings};
 use crate::metrics::Exposition;
 
 /// How often the reload thread looks at its flags.
@@ -96,7 +94,7 @@ impl Reloader {
     /// Reads and builds the Corefile again. `Ok(Some(config))`: it changed, and `config` is
     /// what the shards must now run; `Ok(None)`: nothing changed.
     pub fn check(&mut self) -> Result<Option<Arc<Config>>, ReloadError> {
-        let process = config::load(self.conf.as_deref(), &self.resolv_conf)?;
+        let process = corefile::load(self.conf.as_deref(), &self.resolv_conf)?;
         let mut next = process.config;
         let written: Vec<SocketAddr> = next.listeners.iter().map(|l| l.addr).collect();
         if written != self.written {
@@ -212,7 +210,7 @@ mod tests {
             ".:0 {\n bind 127.0.0.1\n cache 30\n forward . 127.0.0.1:1053\n}\n",
         );
         let resolv = dir.join("resolv.conf");
-        let started = config::load(Some(&path), &resolv).unwrap();
+        let started = corefile::load(Some(&path), &resolv).unwrap();
         let mut running = started.config.clone();
         running.listeners[0].addr = "127.0.0.1:40000".parse().unwrap();
         let mut reloader = Reloader::new(Some(path.clone()), resolv, &started, Arc::new(running));

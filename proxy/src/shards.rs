@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn no_shards_is_success() {
-        let config = crate::config::build("t", ". {\n}").unwrap();
+        let config = crate::corefile::build("t", ". {\n}").unwrap();
         let shutdown = Arc::new(AtomicBool::new(true));
         assert!(
             run_all(

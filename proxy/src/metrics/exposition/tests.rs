@@ -2,7 +2,7 @@
 //! counts), the cache, shard and format checks here, the upstream series in [`upstream`].
 
 use super::*;
-use crate::config::build;
+use crate::corefile::build;
 
 mod upstream;
 

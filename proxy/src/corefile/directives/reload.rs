@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use crate::corefile::{ConfigError, Directive};
-use crate::duration;
+use crate::corefile::parser::Directive;
+use crate::corefile::{ConfigError, duration};
 
 const INTERVAL: Duration = Duration::from_secs(30);
 const JITTER: Duration = Duration::from_secs(15);
@@ -68,11 +68,11 @@ pub fn parse(file: &str, directive: &Directive) -> Result<ReloadSettings, Config
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corefile;
+    use crate::corefile::parser;
 
     fn reload(line: &str) -> Result<ReloadSettings, String> {
         let text = format!(". {{\n    {line}\n}}\n");
-        let blocks = corefile::parse("Corefile", &text).map_err(|e| e.to_string())?;
+        let blocks = parser::parse("Corefile", &text).map_err(|e| e.to_string())?;
         parse("Corefile", &blocks[0].directives[0]).map_err(|e| e.to_string())
     }
 

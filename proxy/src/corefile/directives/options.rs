@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use crate::corefile::{Directive, Token};
-use crate::duration;
+use crate::corefile::duration;
+use crate::corefile::parser::Directive;
+use crate::corefile::tokenizer::Token;
 
 /// A message about something at a line; the caller adds the file.
 pub(super) type Failure = (usize, String);

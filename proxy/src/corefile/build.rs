@@ -1,59 +1,18 @@
 //! From Corefile text to the engine's [`Config`]: one server per block key, listeners grouped
 //! by bind address and port, upstreams deduplicated, and each block's `cache` zones clipped to
-//! the key's zone ([`cache_for_zone`]). Process-level settings (the `prometheus` endpoints)
-//! go beside it in [`ProcessConfig`], out of the shards' configuration.
+//! the key's zone ([`cache_for_zone`]). Process-level settings (the `prometheus` endpoints,
+//! `reload`) go beside it in [`ProcessConfig`], out of the shards' configuration.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::Path;
 
 use shardns_shard::Config;
 use shardns_shard::config::{
     CacheConfig, ForwardConfig, Limits, ListenerConfig, ServerConfig, UpstreamConfig,
 };
 
-use crate::address::{self, Zone};
-use crate::corefile::{self, ConfigError};
-use crate::directives::{self, CacheSettings, ReloadSettings};
-
-/// The name used in messages about the built-in Corefile.
-pub const DEFAULT_COREFILE_NAME: &str = "<built-in Corefile>";
-
-/// The Corefile used without `--conf`: a cache on 127.0.0.1:5353 forwarding to the
-/// nameservers of `resolv_conf`.
-pub fn default_corefile(resolv_conf: &Path) -> String {
-    let path = resolv_conf.display().to_string().replace('"', "\\\"");
-    format!(
-        ".:5353 {{\n    bind 127.0.0.1\n    cache 30\n    forward . \"{path}\"\n    errors\n}}\n"
-    )
-}
-
-/// A built Corefile: the shards' configuration and what the process serves beside them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcessConfig {
-    /// What every shard runs on.
-    pub config: Config,
-    /// Addresses of the Prometheus `/metrics` endpoints, one per distinct `prometheus`
-    /// address, in order of appearance. An unspecified IP (`0.0.0.0`) means every address.
-    pub metrics: Vec<SocketAddr>,
-    /// The `reload` directive: how often the Corefile is checked (the shortest of all
-    /// blocks'); `None`: only on SIGUSR1.
-    pub reload: Option<ReloadSettings>,
-}
-
-/// Reads and builds the Corefile at `conf`, or the built-in one when there is none.
-pub fn load(conf: Option<&Path>, resolv_conf: &Path) -> Result<ProcessConfig, ConfigError> {
-    match conf {
-        Some(path) => {
-            let file = path.display().to_string();
-            let text = std::fs::read_to_string(path).map_err(|error| ConfigError::File {
-                file: file.clone(),
-                message: format!("cannot read the Corefile: {error}"),
-            })?;
-            build_process(&file, &text)
-        }
-        None => build_process(DEFAULT_COREFILE_NAME, &default_corefile(resolv_conf)),
-    }
-}
+use super::address::{self, Zone};
+use super::directives::{self, CacheSettings, ReloadSettings};
+use super::{ConfigError, ProcessConfig, parser};
 
 /// The shards' configuration described by Corefile `text` ([`build_process`] without the
 /// process-level settings).
@@ -76,7 +35,7 @@ pub fn build_process(file: &str, text: &str) -> Result<ProcessConfig, ConfigErro
     // Each distinct `prometheus` address with the line that first named it.
     let mut metrics: Vec<(SocketAddr, usize)> = Vec::new();
     let mut reload: Option<ReloadSettings> = None;
-    for block in corefile::parse(file, text)? {
+    for block in parser::parse(file, text)? {
         let mut keys = Vec::with_capacity(block.keys.len());
         for key in &block.keys {
             keys.push(address::parse_key(&key.text).map_err(|m| at(key.line, m))?);
@@ -263,7 +222,7 @@ mod tests {
 
     /// The stock node-local-dns Corefile (placeholders filled, unsupported directives
     /// removed; in-addr.arpa and ip6.arpa share one block).
-    const STOCK: &str = include_str!("../testdata/stock.Corefile");
+    const STOCK: &str = include_str!("../../testdata/stock.Corefile");
 
     fn addr(text: &str) -> SocketAddr {
         text.parse().unwrap()
@@ -531,41 +490,6 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("not supported yet")
-        );
-    }
-
-    #[test]
-    fn default_corefile_reads_resolv_conf() {
-        let resolv = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/resolv.conf");
-        let process = load(None, Path::new(resolv)).unwrap();
-        assert!(process.metrics.is_empty());
-        let config = process.config;
-        assert_eq!(config.listeners.len(), 1);
-        assert_eq!(config.listeners[0].addr, addr("127.0.0.1:5353"));
-        assert_eq!(
-            config.servers[0].cache,
-            Some(shardns_shard::config::CacheConfig::with_ttl(Some(30)))
-        );
-        assert!(config.servers[0].log_errors);
-        let upstreams: Vec<SocketAddr> = config.upstreams.iter().map(|u| u.addr).collect();
-        assert_eq!(upstreams, [addr("10.96.0.10:53"), addr("[fd00::10]:53")]);
-
-        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
-        let error = load(None, Path::new(manifest)).unwrap_err().to_string();
-        assert!(
-            error.starts_with("<built-in Corefile>:4: resolv.conf"),
-            "{error}"
-        );
-        assert!(error.ends_with("has no usable nameserver line"), "{error}");
-    }
-
-    #[test]
-    fn unreadable_corefile() {
-        let error = load(Some(Path::new("/nonexistent/Corefile")), Path::new("/")).unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .starts_with("/nonexistent/Corefile: cannot read the Corefile:")
         );
     }
 

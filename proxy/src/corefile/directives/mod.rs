@@ -1,20 +1,25 @@
-//! The directives of a server block: `bind`, `cache` (in [`cache`]), `forward` (in
-//! [`forward`]), `errors`, `prometheus` and `reload` (in [`reload`]), read into
-//! [`BlockSettings`]. Every error names the file and line of the offending token.
+//! The directives of a server block, read into [`BlockSettings`]: `bind` and `errors` here,
+//! the others one file each: `cache` (in [`cache`]), `forward` (in [`forward`]), `prometheus`
+//! (in [`prometheus`]) and `reload` (in [`reload`]); [`options`] holds the rules of options
+//! blocks. Every error names the file and line of the offending token.
 
 mod cache;
 mod forward;
 mod options;
+mod prometheus;
 mod reload;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 pub use cache::CacheSettings;
 pub use forward::ForwardSettings;
+pub use prometheus::PrometheusSettings;
 pub use reload::ReloadSettings;
 
-use crate::address;
-use crate::corefile::{ConfigError, Directive, Token};
+use crate::corefile::ConfigError;
+use crate::corefile::address;
+use crate::corefile::parser::Directive;
+use crate::corefile::tokenizer::Token;
 
 /// Largest TTL (RFC 2181: 2^31 - 1 seconds).
 const MAX_TTL: u64 = i32::MAX as u64;
@@ -49,15 +54,6 @@ pub struct BlockSettings {
     pub prometheus: Option<PrometheusSettings>,
     /// The `reload` directive (process-level: the shortest interval of all blocks is used).
     pub reload: Option<ReloadSettings>,
-}
-
-/// A `prometheus [ADDRESS]` directive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PrometheusSettings {
-    /// Where `/metrics` is served ([`address::parse_metrics_listen`]).
-    pub addr: SocketAddr,
-    /// The directive's line, for messages about conflicting addresses.
-    pub line: usize,
 }
 
 /// Reads the directives of a server block.
@@ -119,7 +115,7 @@ pub fn block_settings(file: &str, directives: &[Directive]) -> Result<BlockSetti
             }
             "prometheus" => {
                 once(settings.prometheus.is_some())?;
-                settings.prometheus = Some(prometheus(directive).map_err(|m| at(line, m))?);
+                settings.prometheus = Some(prometheus::parse(directive).map_err(|m| at(line, m))?);
             }
             _ if NOT_YET.contains(&name) => {
                 return Err(at(line, format!("directive {name:?} is not supported yet")));
@@ -130,30 +126,12 @@ pub fn block_settings(file: &str, directives: &[Directive]) -> Result<BlockSetti
     Ok(settings)
 }
 
+/// Refuses an options block on a directive that takes none.
 fn no_block(directive: &Directive) -> Result<(), String> {
     match directive.block {
         Some(_) => Err(format!("{} takes no options block", directive.name)),
         None => Ok(()),
     }
-}
-
-/// `prometheus [ADDRESS]`; the address defaults to CoreDNS's `localhost:9153`.
-fn prometheus(directive: &Directive) -> Result<PrometheusSettings, String> {
-    no_block(directive)?;
-    let addr = match directive.args.as_slice() {
-        [] => address::parse_metrics_listen(address::PROMETHEUS_DEFAULT)?,
-        [token] => address::parse_metrics_listen(&token.text)?,
-        [_, extra, ..] => {
-            return Err(format!(
-                "prometheus takes at most one address, got also {:?}",
-                extra.text
-            ));
-        }
-    };
-    Ok(PrometheusSettings {
-        addr,
-        line: directive.line,
-    })
 }
 
 /// A whole number in `min..=max`.
@@ -169,20 +147,21 @@ fn number(token: &Token, what: &str, min: u64, max: u64) -> Result<u64, String> 
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
     use std::time::Duration;
 
     use shardns_shard::config::{CacheConfig, CacheSection, Prefetch, ServeStale};
 
     use super::*;
-    use crate::corefile;
+    use crate::corefile::parser;
 
-    fn settings(body: &str) -> Result<BlockSettings, String> {
-        let blocks = corefile::parse("Corefile", &format!(".:53 {{\n{body}\n}}"))
+    pub(super) fn settings(body: &str) -> Result<BlockSettings, String> {
+        let blocks = parser::parse("Corefile", &format!(".:53 {{\n{body}\n}}"))
             .map_err(|e| e.to_string())?;
         block_settings("Corefile", &blocks[0].directives).map_err(|e| e.to_string())
     }
 
-    fn error(body: &str) -> String {
+    pub(super) fn error(body: &str) -> String {
         settings(body).unwrap_err()
     }
 
@@ -382,57 +361,5 @@ mod tests {
                 .starts_with("Corefile:2: cannot read resolv.conf")
         );
         assert!(error("forward . 1.1.1.1\nforward . 1.1.1.1").contains("appears twice"));
-    }
-
-    #[test]
-    fn prometheus_forms() {
-        let addr = |body: &str| settings(body).unwrap().prometheus.unwrap().addr.to_string();
-        assert_eq!(settings("errors").unwrap().prometheus, None);
-        assert_eq!(addr("prometheus"), "127.0.0.1:9153");
-        assert_eq!(addr("prometheus :9253"), "0.0.0.0:9253");
-        assert_eq!(addr("prometheus 0.0.0.0:9253"), "0.0.0.0:9253");
-        assert_eq!(addr("prometheus [::]:9253"), "0.0.0.0:9253");
-        assert_eq!(addr("prometheus 169.254.20.10:9253"), "169.254.20.10:9253");
-        assert_eq!(addr("prometheus LocalHost:9154"), "127.0.0.1:9154");
-        assert_eq!(addr("prometheus [::1]:9253"), "[::1]:9253");
-        let prometheus = settings("errors\nprometheus :9253").unwrap().prometheus;
-        assert_eq!(prometheus.map(|p| p.line), Some(3));
-    }
-
-    #[test]
-    fn bad_prometheus() {
-        assert_eq!(
-            error("prometheus :9253\nprometheus :9253"),
-            "Corefile:3: directive \"prometheus\" appears twice in this server block"
-        );
-        assert_eq!(
-            error("prometheus :9253 :9254"),
-            "Corefile:2: prometheus takes at most one address, got also \":9254\""
-        );
-        assert_eq!(
-            error("prometheus :9253 {\n}"),
-            "Corefile:2: prometheus takes no options block"
-        );
-        for (text, why) in [
-            (
-                "metrics.example:9253",
-                "hostnames other than localhost are not supported",
-            ),
-            ("9253", "no port"),
-            ("127.0.0.1", "no port"),
-            (":http", "bad port"),
-            (":99999", "bad port"),
-            ("::1:9253", "IPv6 addresses go in brackets"),
-            ("[127.0.0.1]:9253", "\"127.0.0.1\" is not an IPv6 address"),
-            ("1.2.3.400:9253", "\"1.2.3.400\" is not an IP address"),
-        ] {
-            let got = error(&format!("prometheus {text}"));
-            assert!(
-                got.starts_with(&format!(
-                    "Corefile:2: bad prometheus address {text:?}: {why}"
-                )),
-                "{text}: {got}"
-            );
-        }
     }
 }

@@ -1,5 +1,5 @@
-//! The Corefile (Caddyfile) format: a tokenizer and a parser into server blocks and
-//! directives. Nothing here knows what a directive means; see [`crate::directives`].
+//! The Corefile parser: the lexemes of [`super::tokenizer`] into server blocks and directives.
+//! Nothing here knows what a directive means; see [`super::directives`].
 //!
 //! The grammar, as CoreDNS reads it:
 //!
@@ -12,63 +12,11 @@
 //! }
 //! ```
 //!
-//! Tokens are separated by white space; a directive's arguments end at the end of its line;
-//! `#` starts a comment; `"..."` quotes a token (`\"` inside); `{$NAME}` inside a token is
-//! replaced by the environment variable `NAME` (empty if unset). A `{` or `}` is structural
-//! only as a token of its own and unquoted.
+//! A directive's arguments end at the end of its line; server block keys end at the end of
+//! the line unless it ends with a comma.
 
-use std::fmt;
-
-/// A Corefile that cannot be read or is not valid; every message names the file and, when
-/// it has one, the line.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// Something wrong at a given line.
-    #[error("{file}:{line}: {message}")]
-    At {
-        /// The file as named on the command line.
-        file: String,
-        /// 1-based line number.
-        line: usize,
-        /// What was wrong or what was expected.
-        message: String,
-    },
-    /// Something wrong with the file as a whole.
-    #[error("{file}: {message}")]
-    File {
-        /// The file as named on the command line.
-        file: String,
-        /// What was wrong.
-        message: String,
-    },
-}
-
-impl ConfigError {
-    /// An error at `line` of `file`.
-    pub fn at(file: &str, line: usize, message: impl Into<String>) -> ConfigError {
-        ConfigError::At {
-            file: file.to_string(),
-            line,
-            message: message.into(),
-        }
-    }
-}
-
-/// One word of a Corefile.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Token {
-    /// The text, quotes removed and environment variables substituted.
-    pub text: String,
-    /// The line it starts on (1-based).
-    pub line: usize,
-}
-
-impl fmt::Display for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
-    }
-}
+use super::ConfigError;
+use super::tokenizer::{Lexeme, Token, tokenize};
 
 /// A `KEYS { ... }` server block.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,102 +60,6 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<ServerBlock>, ConfigError> {
         });
     }
     Ok(blocks)
-}
-
-/// A token with its structural role.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Lexeme {
-    Word(Token),
-    Open(usize),
-    Close(usize),
-}
-
-impl Lexeme {
-    fn line(&self) -> usize {
-        match self {
-            Lexeme::Word(token) => token.line,
-            Lexeme::Open(line) | Lexeme::Close(line) => *line,
-        }
-    }
-}
-
-/// Splits `text` into lexemes.
-fn tokenize(file: &str, text: &str) -> Result<Vec<Lexeme>, ConfigError> {
-    let mut lexemes = Vec::new();
-    let mut chars = text.chars().peekable();
-    let mut line = 1;
-    while let Some(&ch) = chars.peek() {
-        if ch == '\n' {
-            line += 1;
-            chars.next();
-        } else if ch.is_whitespace() {
-            chars.next();
-        } else if ch == '#' {
-            while chars.next_if(|&c| c != '\n').is_some() {}
-        } else if ch == '"' {
-            let start = line;
-            chars.next();
-            let mut value = String::new();
-            loop {
-                match chars.next() {
-                    None => {
-                        let message = "unterminated quoted string (expected '\"')";
-                        return Err(ConfigError::at(file, start, message));
-                    }
-                    Some('"') => break,
-                    Some('\\') if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        value.push('"');
-                    }
-                    Some(c) => {
-                        if c == '\n' {
-                            line += 1;
-                        }
-                        value.push(c);
-                    }
-                }
-            }
-            let text = substitute_env(&value);
-            lexemes.push(Lexeme::Word(Token { text, line: start }));
-        } else {
-            let mut value = String::new();
-            while let Some(c) = chars.next_if(|&c| !c.is_whitespace() && c != '#') {
-                value.push(c);
-            }
-            match value.as_str() {
-                "{" => lexemes.push(Lexeme::Open(line)),
-                "}" => lexemes.push(Lexeme::Close(line)),
-                _ if value.contains("{$") => {
-                    // An unquoted substitution may expand to several words.
-                    for word in substitute_env(&value).split_whitespace() {
-                        lexemes.push(Lexeme::Word(Token {
-                            text: word.to_string(),
-                            line,
-                        }));
-                    }
-                }
-                _ => lexemes.push(Lexeme::Word(Token { text: value, line })),
-            }
-        }
-    }
-    Ok(lexemes)
-}
-
-/// Replaces every `{$NAME}` with the value of the environment variable `NAME`.
-fn substitute_env(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("{$") {
-        let Some(length) = rest[start + 2..].find('}') else {
-            break;
-        };
-        out.push_str(&rest[..start]);
-        let name = &rest[start + 2..start + 2 + length];
-        out.push_str(&std::env::var(name).unwrap_or_default());
-        rest = &rest[start + 3 + length..];
-    }
-    out.push_str(rest);
-    out
 }
 
 struct Parser<'a> {
@@ -344,6 +196,7 @@ impl<'a> Parser<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::corefile::tokenizer::substitute_env;
 
     fn words(directive: &Directive) -> Vec<&str> {
         directive
@@ -359,7 +212,7 @@ mod tests {
 
     #[test]
     fn stock_node_local_dns_shape() {
-        let text = include_str!("../testdata/stock.Corefile");
+        let text = include_str!("../../testdata/stock.Corefile");
         let blocks = parse("Corefile", text).unwrap();
         assert_eq!(blocks.len(), 3);
         assert_eq!(blocks[0].keys[0].text, "cluster.local:53");

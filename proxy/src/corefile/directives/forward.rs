@@ -34,9 +34,11 @@ use shardns_shard::config::{ForwardConfig, Policy};
 
 use super::number;
 use super::options::{Failure, OptionBlock, duration_arg, fail};
-use crate::address::{self, UpstreamTarget, Zone};
-use crate::corefile::{ConfigError, Directive, Token};
-use crate::resolv;
+use crate::corefile::ConfigError;
+use crate::corefile::address::{self, UpstreamTarget, Zone};
+use crate::corefile::parser::Directive;
+use crate::corefile::resolv;
+use crate::corefile::tokenizer::Token;
 
 /// Most upstreams one `forward` may name (CoreDNS's limit).
 pub const MAX_UPSTREAMS: usize = 15;
@@ -102,7 +104,7 @@ pub struct ForwardSettings {
     /// Upstreams in order, without duplicates (resolv.conf files expanded).
     pub to: Vec<SocketAddr>,
     /// Every option, with `from` set to the FROM zone and `upstreams` empty (upstream indices
-    /// are assigned where the whole configuration is built, [`crate::config`]).
+    /// are assigned where the whole configuration is built, [`crate::corefile::build`]).
     pub options: ForwardConfig,
 }
 
@@ -369,10 +371,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::corefile;
+    use crate::corefile::parser;
 
     fn settings(body: &str) -> Result<ForwardSettings, String> {
-        let blocks = corefile::parse("Corefile", &format!(".:53 {{\n{body}\n}}"))
+        let blocks = parser::parse("Corefile", &format!(".:53 {{\n{body}\n}}"))
             .map_err(|e| e.to_string())?;
         let directives = &blocks[0].directives;
         let forward = directives.iter().find(|d| d.name == "forward");

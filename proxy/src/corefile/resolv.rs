@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::path::Path;
 
-use crate::address::DNS_PORT;
+use super::address::DNS_PORT;
 
 /// A resolv.conf file that cannot be used.
 #[derive(Debug, thiserror::Error)]

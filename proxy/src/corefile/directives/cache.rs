@@ -13,9 +13,9 @@
 //! ```
 //!
 //! Zones are kept as written: which of them apply to a server block zone is decided where the
-//! per-zone server is built ([`crate::config`]). Unlike CoreDNS, an option that can only hold
-//! one value (all but `disable`) may not be given twice, and repeated `disable` lines add up
-//! (CoreDNS keeps the last one of each kind).
+//! per-zone server is built ([`crate::corefile::build`]). Unlike CoreDNS, an option that can
+//! only hold one value (all but `disable`) may not be given twice, and repeated `disable` lines
+//! add up (CoreDNS keeps the last one of each kind).
 
 use std::time::Duration;
 
@@ -23,8 +23,10 @@ use shardns_shard::config::{CacheConfig, CacheSection, Prefetch, ServeStale};
 
 use super::options::{Failure, OptionBlock, duration_arg, fail};
 use super::{MAX_CAPACITY, MAX_TTL, number};
-use crate::address::{self, Zone};
-use crate::corefile::{ConfigError, Directive, Token};
+use crate::corefile::ConfigError;
+use crate::corefile::address::{self, Zone};
+use crate::corefile::parser::Directive;
+use crate::corefile::tokenizer::Token;
 
 /// The longest a SERVFAIL may be cached (RFC 2308 section 7.1; CoreDNS refuses more).
 const MAX_SERVFAIL: Duration = Duration::from_secs(5 * 60);
@@ -280,10 +282,10 @@ fn disable(settings: &mut CacheSettings, args: &[Token]) -> Result<(), Failure> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corefile;
+    use crate::corefile::parser;
 
     fn settings(body: &str) -> Result<CacheSettings, String> {
-        let blocks = corefile::parse("Corefile", &format!(".:53 {{\n{body}\n}}"))
+        let blocks = parser::parse("Corefile", &format!(".:53 {{\n{body}\n}}"))
             .map_err(|e| e.to_string())?;
         parse("Corefile", &blocks[0].directives[0]).map_err(|e| e.to_string())
     }
