@@ -7,11 +7,13 @@
 //! - `sockets`: every listening socket is created there.
 //! - `shards`: the pinned shard threads and the signals that stop them.
 //! - `reload`: SIGUSR1 and the `reload` directive: a new configuration for every shard.
-//! - `metrics`: the Prometheus `/metrics` endpoint summing the shards' counters.
+//! - `http`: the one HTTP server and its routes (`/metrics`).
+//! - `metrics`: the Prometheus page summing the shards' counters.
 #![forbid(unsafe_code)]
 
 mod cli;
 mod corefile;
+mod http;
 mod metrics;
 mod reload;
 mod shards;
@@ -108,8 +110,8 @@ fn serve(args: &Args, process: corefile::ProcessConfig) -> anyhow::Result<()> {
     let metrics_thread = if metrics_listeners.is_empty() {
         None
     } else {
-        let exposition = Arc::clone(&exposition);
-        let thread = metrics::start(metrics_listeners, exposition, Arc::clone(&shutdown))
+        let router = http::routes(Arc::clone(&exposition));
+        let thread = http::start(metrics_listeners, router, Arc::clone(&shutdown))
             .context("cannot start the metrics thread")?;
         Some(thread)
     };

@@ -1,4 +1,5 @@
-//! The Prometheus endpoint (`prometheus [ADDRESS]`): every shard counts into its own
+//! The Prometheus page, what the `/metrics` route renders (the route itself is in
+//! [`crate::http`]): every shard counts into its own
 //! [`ShardStats`](shardns_shard::ShardStats) (single-writer counters, nothing shared on the
 //! query path); a scrape reads them all and sums them.
 //!
@@ -6,35 +7,18 @@
 //!   `coredns_proxy_*` and `coredns_forward_*` series plus shardns's per-upstream
 //!   `shardns_upstream_*` and per-shard `shardns_shard_*` series.
 //! - `families`: the tables of those families (names, help texts, the counters they read).
-//! - [`http`]: a small blocking HTTP/1.1 server on its own thread serving `GET /metrics`.
 
 pub mod exposition;
 mod families;
-pub mod http;
 
-use std::io;
-use std::net::TcpListener;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::{self, JoinHandle};
+use std::sync::{Mutex, PoisonError};
 
-pub use exposition::Exposition;
+pub use exposition::{CONTENT_TYPE, Exposition};
 
-/// Starts the thread that serves `exposition` on `listeners` (non-blocking, from
-/// [`crate::sockets::metrics_listener`]) until `shutdown` is set.
-pub fn start(
-    listeners: Vec<TcpListener>,
-    exposition: Arc<Mutex<Exposition>>,
-    shutdown: Arc<AtomicBool>,
-) -> io::Result<JoinHandle<()>> {
-    thread::Builder::new()
-        .name("metrics".to_string())
-        .spawn(move || {
-            http::serve(&listeners, &shutdown, || {
-                exposition
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .render()
-            })
-        })
+/// The page as a scrape sees it now (`exposition` is relabelled by reloads, hence the lock).
+pub fn render(exposition: &Mutex<Exposition>) -> String {
+    exposition
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .render()
 }
