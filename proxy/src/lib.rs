@@ -4,9 +4,9 @@
 //! - `cli`: command-line arguments and logging.
 //! - `corefile`: the Corefile language: tokenizer, parser, directives, and the build of
 //!   [`shardns_shard::Config`] (plus the process-level settings).
-//! - `sockets`: every listening socket is created there.
-//! - `shards`: the pinned shard threads and the signals that stop them.
-//! - `reload`: SIGUSR1 and the `reload` directive: a new configuration for every shard.
+//! - `runtime`: running the process: `sockets` (every listening socket is created there),
+//!   `shards` (the pinned shard threads), `signals` (every signal handler), `reload` (SIGUSR1
+//!   and the `reload` directive: a new configuration for every shard).
 //! - `http`: the one HTTP server and its routes (`/metrics`).
 //! - `metrics`: the Prometheus page summing the shards' counters.
 #![forbid(unsafe_code)]
@@ -15,16 +15,16 @@ mod cli;
 mod corefile;
 mod http;
 mod metrics;
-mod reload;
-mod shards;
-mod sockets;
+mod runtime;
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use shardns_shard::ShardStats;
+
+use runtime::{reload, shards, signals, sockets};
 
 pub use cli::{Args, CoalesceArg, IoArg};
 
@@ -104,8 +104,8 @@ fn serve(args: &Args, process: corefile::ProcessConfig) -> anyhow::Result<()> {
         .map(|_| Arc::new(ShardStats::new(config.servers.len(), upstream_slots)))
         .collect();
     let config = Arc::new(config);
-    let shutdown = Arc::new(AtomicBool::new(false));
-    shards::install_signal_handlers(&shutdown).context("cannot install signal handlers")?;
+    let signals = signals::install()?;
+    let shutdown = signals.shutdown;
     let exposition = Arc::new(Mutex::new(metrics::Exposition::new(&config, stats.clone())));
     let metrics_thread = if metrics_listeners.is_empty() {
         None
@@ -115,9 +115,6 @@ fn serve(args: &Args, process: corefile::ProcessConfig) -> anyhow::Result<()> {
             .context("cannot start the metrics thread")?;
         Some(thread)
     };
-    let usr1 = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&usr1))
-        .context("cannot install the SIGUSR1 handler")?;
     let reloader = reload::Reloader::new(
         args.conf.clone(),
         args.resolv_conf.clone(),
@@ -133,7 +130,7 @@ fn serve(args: &Args, process: corefile::ProcessConfig) -> anyhow::Result<()> {
         bound.shards,
         stats,
         Arc::clone(&shutdown),
-        |control| match reload::start(reloader, control, usr1, Arc::clone(&shutdown)) {
+        |control| match reload::start(reloader, control, signals.reload, Arc::clone(&shutdown)) {
             Ok(thread) => reload_thread = Some(thread),
             Err(error) => tracing::error!(%error, "cannot start the reload thread"),
         },

@@ -1,6 +1,6 @@
 //! The one HTTP server of the process: every endpoint is a route of one [`Router`], served on
 //! one thread from every listener (the `prometheus` addresses, made by
-//! [`crate::sockets::metrics_listener`]).
+//! [`crate::runtime::sockets::metrics_listener`]).
 //!
 //! - [`routes`]: the table of every route (today `/metrics`); a new endpoint is one more line
 //!   there and the handler it names.
@@ -32,7 +32,7 @@ pub fn routes(exposition: Arc<Mutex<Exposition>>) -> Router {
 }
 
 /// Starts the thread that serves `router` on `listeners` (non-blocking, from
-/// [`crate::sockets::metrics_listener`]) until `shutdown` is set.
+/// [`crate::runtime::sockets::metrics_listener`]) until `shutdown` is set.
 pub fn start(
     listeners: Vec<TcpListener>,
     router: Router,

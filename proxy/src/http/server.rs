@@ -153,7 +153,8 @@ mod tests {
 
     #[test]
     fn serves_until_shutdown() {
-        let listener = crate::sockets::metrics_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener =
+            crate::runtime::sockets::metrics_listener("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = Arc::new(AtomicBool::new(false));
         let (done, stopped) = mpsc::channel();

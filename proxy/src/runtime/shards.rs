@@ -1,5 +1,5 @@
 //! Shard threads: one per core of the affinity mask, pinned, each running an
-//! [`Engine`] on its own sockets until SIGTERM or SIGINT.
+//! [`Engine`] on its own sockets until the shutdown flag is set.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,17 +30,6 @@ pub fn allowed_cores() -> Vec<CoreId> {
 /// The default shard count: one per allowed core, at least one.
 pub fn default_count() -> usize {
     allowed_cores().len().max(1)
-}
-
-/// Makes the first SIGTERM or SIGINT set `shutdown`; a second one exits at once with status 1.
-pub fn install_signal_handlers(shutdown: &Arc<AtomicBool>) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    for signal in [SIGTERM, SIGINT] {
-        // Registered first, so it runs before the flag is set and sees the previous state.
-        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(shutdown))?;
-        signal_hook::flag::register(signal, Arc::clone(shutdown))?;
-    }
-    Ok(())
 }
 
 /// Sends its shard index when dropped, so the main thread learns of every exit, panics too.

@@ -1,0 +1,60 @@
+//! Every signal the process handles, in one place. Handlers only set flags (through
+//! `signal_hook`); the threads that act on them read the flags:
+//!
+//! - SIGTERM and SIGINT: the first sets the shutdown flag, on which every thread stops; a
+//!   second one exits at once with status 1.
+//! - SIGUSR1: sets the reload flag, which the reload thread reads and clears.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+
+/// The flags the signals set.
+#[derive(Debug)]
+pub struct Signals {
+    /// Set by SIGTERM or SIGINT; the process sets it too when it stops for another reason.
+    pub shutdown: Arc<AtomicBool>,
+    /// Set by SIGUSR1: the configuration is to be reloaded.
+    pub reload: Arc<AtomicBool>,
+}
+
+/// Installs every handler and returns the flags they set.
+pub fn install() -> anyhow::Result<Signals> {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    stop_on_term_and_int(&shutdown).context("cannot install signal handlers")?;
+    let reload = Arc::new(AtomicBool::new(false));
+    reload_on_usr1(&reload).context("cannot install the SIGUSR1 handler")?;
+    Ok(Signals { shutdown, reload })
+}
+
+/// Makes the first SIGTERM or SIGINT set `shutdown`; a second one exits at once with status 1.
+fn stop_on_term_and_int(shutdown: &Arc<AtomicBool>) -> std::io::Result<()> {
+    for signal in [SIGTERM, SIGINT] {
+        // Registered first, so it runs before the flag is set and sees the previous state.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(shutdown))?;
+        signal_hook::flag::register(signal, Arc::clone(shutdown))?;
+    }
+    Ok(())
+}
+
+/// Makes SIGUSR1 set `reload`.
+fn reload_on_usr1(reload: &Arc<AtomicBool>) -> std::io::Result<()> {
+    signal_hook::flag::register(SIGUSR1, Arc::clone(reload)).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+
+    #[test]
+    fn usr1_sets_the_reload_flag() {
+        let reload = Arc::new(AtomicBool::new(false));
+        reload_on_usr1(&reload).unwrap();
+        signal_hook::low_level::raise(SIGUSR1).unwrap();
+        assert!(reload.load(Ordering::SeqCst));
+    }
+}
