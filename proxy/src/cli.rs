@@ -1,4 +1,5 @@
-//! Command-line arguments and logging setup.
+//! Command-line arguments (and how their limits apply to the configuration) and logging
+//! setup.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -6,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use shardns_shard::IoMode;
+use shardns_shard::config::Limits;
 use shardns_shard::engine::Coalesce;
 use tracing_subscriber::EnvFilter;
 
@@ -69,6 +71,17 @@ pub struct Args {
     /// Parse and build the configuration, print OK and exit.
     #[arg(long)]
     pub validate: bool,
+}
+
+impl Args {
+    /// Applies the limits given on the command line to `limits`, the shards' configuration
+    /// (they are not in the Corefile, and a reload keeps them).
+    pub fn apply_limits(&self, limits: &mut Limits) {
+        limits.upstream_tcp_inflight = self.upstream_inflight as usize;
+        limits.upstream_tcp_conns = self.upstream_conns as usize;
+        limits.attempt_timeout = self.upstream_timeout;
+        limits.query_timeout = self.query_timeout;
+    }
 }
 
 /// A Go-style duration (`2s`, `1500ms`) above zero.
@@ -201,6 +214,34 @@ mod tests {
         assert!(args.validate);
         assert!(Args::try_parse_from(["shardns", "--shards", "0"]).is_err());
         assert!(Args::try_parse_from(["shardns", "--io", "poll"]).is_err());
+    }
+
+    #[test]
+    fn limits_come_from_the_command_line() {
+        let args = Args::try_parse_from([
+            "shardns",
+            "--upstream-inflight",
+            "3",
+            "--upstream-conns",
+            "4",
+            "--upstream-timeout",
+            "1500ms",
+            "--query-timeout",
+            "7s",
+        ])
+        .unwrap();
+        let mut limits = Limits::default();
+        args.apply_limits(&mut limits);
+        assert_eq!(
+            Limits {
+                upstream_tcp_inflight: 3,
+                upstream_tcp_conns: 4,
+                attempt_timeout: Duration::from_millis(1500),
+                query_timeout: Duration::from_secs(7),
+                ..Limits::default()
+            },
+            limits
+        );
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Running the process: from a built configuration to the end of the run.
 //!
+//! - [`lifecycle`]: the phases of start-up and shutdown, in order, and how a run ended.
 //! - [`sockets`]: the one place sockets are created (DNS listeners of every shard, the HTTP
 //!   listeners).
 //! - [`shards`]: the counters, spawning and pinning the shard threads, and joining them.
 //! - [`signals`]: every signal handler (SIGTERM, SIGINT, SIGUSR1).
 //! - [`reload`]: the reload thread (SIGUSR1 and the `reload` directive).
 
+pub mod lifecycle;
 pub mod reload;
 pub mod shards;
 pub mod signals;

@@ -1,16 +1,30 @@
 //! Shard threads: one per core of the affinity mask, pinned, each running an
 //! [`Engine`] on its own sockets until the shutdown flag is set.
+//!
+//! In steps, so that the lifecycle can start other threads in between and wait on its own
+//! terms: [`counters`] for every shard, [`Shards::new`] links them (the peer mesh, and the
+//! [`ShardControl`] that reaches them all), [`Shards::start`] spawns the threads, and the
+//! [`RunningShards`] they become are waited for ([`RunningShards::wait_until_started`],
+//! [`RunningShards::wait_for_stop`]) and joined ([`RunningShards::join`]).
 
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::thread;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use core_affinity::CoreId;
 use shardns_shard::engine::{Coalesce, Group};
 use shardns_shard::{
     Config, Engine, IoMode, ShardControl, ShardSockets, ShardSpec, ShardStats, peer_mesh,
 };
+
+/// Upstream counter slots allocated per shard at least (a reload may add upstreams).
+const STATS_UPSTREAMS: usize = 32;
+
+/// How often the main thread looks at the shutdown flag while the shards run.
+const STOP_POLL: Duration = Duration::from_millis(50);
 
 /// Shards that stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -32,119 +46,250 @@ pub fn default_count() -> usize {
     allowed_cores().len().max(1)
 }
 
-/// Sends its shard index when dropped, so the main thread learns of every exit, panics too.
-struct Exit {
-    index: usize,
-    sender: mpsc::Sender<usize>,
+/// One set of counters per shard for `config`, made by the process so that the metrics page
+/// reads them.
+pub fn counters(config: &Config, shards: usize) -> Vec<Arc<ShardStats>> {
+    // Room for upstreams a reload may add (the blocks cannot change without a restart).
+    let upstream_slots = config.upstreams.len().max(STATS_UPSTREAMS);
+    (0..shards)
+        .map(|_| Arc::new(ShardStats::new(config.servers.len(), upstream_slots)))
+        .collect()
 }
 
-impl Drop for Exit {
-    fn drop(&mut self) {
-        let _ = self.sender.send(self.index);
+/// What a shard thread tells the main thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    /// The shard's engine is built and about to run.
+    Started(usize),
+    /// The thread is ending (returned, failed or panicked).
+    Exited(usize),
+}
+
+/// A shard thread's line to the main thread: it reports [`Event::Started`] when told and
+/// [`Event::Exited`] when dropped, so the main thread learns of every exit, panics too.
+struct Reporter {
+    index: usize,
+    sender: mpsc::Sender<Event>,
+}
+
+impl Reporter {
+    fn started(&self) {
+        let _ = self.sender.send(Event::Started(self.index));
     }
 }
 
-/// Runs one shard per entry of `sockets` until `shutdown` is set, shard `i` counting into
-/// `stats[i]` (made by the process, so the metrics endpoint reads them; a shard without one
-/// counts into its own). `on_start` gets the handle that reaches every shard (for reloads)
-/// before they start. A shard that fails sets `shutdown`, so the others stop too, and the
-/// whole run reports failure.
-pub fn run_all(
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        let _ = self.sender.send(Event::Exited(self.index));
+    }
+}
+
+/// The shards, linked but not started.
+#[derive(Debug)]
+pub struct Shards {
     config: Arc<Config>,
-    io: IoMode,
     coalesce: Coalesce,
-    sockets: Vec<ShardSockets>,
+    /// What each shard runs on, in shard order.
+    specs: Vec<ShardSpec>,
     stats: Vec<Arc<ShardStats>>,
     shutdown: Arc<AtomicBool>,
-    on_start: impl FnOnce(ShardControl),
-) -> Result<(), ShardsFailed> {
-    let cores = allowed_cores();
-    let group = Group::new(sockets.len(), coalesce);
-    let total = sockets.len();
-    let mesh = match peer_mesh(total) {
-        Ok(mesh) => mesh,
-        Err(error) => {
-            tracing::error!(%error, "cannot build the shards' peer mesh");
-            shutdown.store(true, Ordering::SeqCst);
-            return Err(ShardsFailed {
-                failed: total,
-                total,
-            });
-        }
-    };
-    if let Some(first) = mesh.first() {
-        on_start(first.control());
-    }
-    let (sender, exits) = mpsc::channel();
-    let mut handles = Vec::with_capacity(total);
-    let mut failed = 0;
-    for (index, (sockets, peers)) in sockets.into_iter().zip(mesh).enumerate() {
-        let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
-        let exit = Exit {
-            index,
-            sender: sender.clone(),
-        };
-        let config = Arc::clone(&config);
-        let stats = stats.get(index).map(Arc::clone);
-        let spec = ShardSpec {
-            index,
-            io,
-            sockets,
-            shutdown: Arc::clone(&shutdown),
-            limits: config.limits,
-            peers,
-        };
-        let spawned = thread::Builder::new()
-            .name(format!("shard-{index}"))
-            .spawn(move || {
-                let _exit = exit;
-                if let Some(core) = core
-                    && !core_affinity::set_for_current(core)
-                {
-                    tracing::warn!(
-                        shard = index,
-                        core = core.id,
-                        "cannot pin shard to its core"
-                    );
-                }
-                let engine = Engine::new(config, group, index);
-                let engine = match stats {
-                    Some(stats) => engine.with_stats(stats),
-                    None => engine,
-                };
-                shardns_shard::run_shard(spec, engine)
-            });
-        match spawned {
-            Ok(handle) => handles.push(Some(handle)),
+}
+
+impl Shards {
+    /// One shard per entry of `sockets`, shard `i` counting into `stats[i]` (a shard without
+    /// one counts into its own), each stopping once `shutdown` is set. Fails, after logging
+    /// why and setting `shutdown`, when the peer mesh that links them cannot be built.
+    pub fn new(
+        config: Arc<Config>,
+        io: IoMode,
+        coalesce: Coalesce,
+        sockets: Vec<ShardSockets>,
+        stats: Vec<Arc<ShardStats>>,
+        shutdown: Arc<AtomicBool>,
+    ) -> Result<Shards, ShardsFailed> {
+        let total = sockets.len();
+        let mesh = match peer_mesh(total) {
+            Ok(mesh) => mesh,
             Err(error) => {
-                tracing::error!(shard = index, %error, "cannot start shard thread");
+                tracing::error!(%error, "cannot build the shards' peer mesh");
                 shutdown.store(true, Ordering::SeqCst);
-                failed += total - index;
-                break;
+                return Err(ShardsFailed {
+                    failed: total,
+                    total,
+                });
+            }
+        };
+        let specs = sockets
+            .into_iter()
+            .zip(mesh)
+            .enumerate()
+            .map(|(index, (sockets, peers))| ShardSpec {
+                index,
+                io,
+                sockets,
+                shutdown: Arc::clone(&shutdown),
+                limits: config.limits,
+                peers,
+            })
+            .collect();
+        Ok(Shards {
+            config,
+            coalesce,
+            specs,
+            stats,
+            shutdown,
+        })
+    }
+
+    /// The handle that reaches every shard (for reloads); `None` without shards.
+    pub fn control(&self) -> Option<ShardControl> {
+        self.specs.first().map(|spec| spec.peers.control())
+    }
+
+    /// Spawns one thread per shard, pinned to a core of the affinity mask. A thread that
+    /// cannot be spawned sets the shutdown flag (the others stop) and counts as failed, with
+    /// every shard after it.
+    pub fn start(self) -> RunningShards {
+        let Shards {
+            config,
+            coalesce,
+            specs,
+            stats,
+            shutdown,
+        } = self;
+        let cores = allowed_cores();
+        let total = specs.len();
+        let group = Group::new(total, coalesce);
+        let (sender, events) = mpsc::channel();
+        let mut handles = Vec::with_capacity(total);
+        let mut failed = 0;
+        for spec in specs {
+            let index = spec.index;
+            let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
+            let reporter = Reporter {
+                index,
+                sender: sender.clone(),
+            };
+            let config = Arc::clone(&config);
+            let stats = stats.get(index).map(Arc::clone);
+            let spawned = thread::Builder::new()
+                .name(format!("shard-{index}"))
+                .spawn(move || {
+                    if let Some(core) = core
+                        && !core_affinity::set_for_current(core)
+                    {
+                        tracing::warn!(
+                            shard = index,
+                            core = core.id,
+                            "cannot pin shard to its core"
+                        );
+                    }
+                    let engine = Engine::new(config, group, index);
+                    let engine = match stats {
+                        Some(stats) => engine.with_stats(stats),
+                        None => engine,
+                    };
+                    reporter.started();
+                    shardns_shard::run_shard(spec, engine)
+                });
+            match spawned {
+                Ok(handle) => handles.push(Some(handle)),
+                Err(error) => {
+                    tracing::error!(shard = index, %error, "cannot start shard thread");
+                    shutdown.store(true, Ordering::SeqCst);
+                    failed += total - index;
+                    break;
+                }
+            }
+        }
+        RunningShards {
+            handles,
+            events,
+            shutdown,
+            failed,
+            total,
+        }
+    }
+}
+
+/// The shard threads, spawned.
+#[derive(Debug)]
+pub struct RunningShards {
+    /// Each spawned thread by shard index, `None` once joined.
+    handles: Vec<Option<JoinHandle<io::Result<()>>>>,
+    events: mpsc::Receiver<Event>,
+    shutdown: Arc<AtomicBool>,
+    /// Shards that failed or could not start, so far.
+    failed: usize,
+    total: usize,
+}
+
+impl RunningShards {
+    /// Waits until every spawned shard has started, or until one exits first (it is joined,
+    /// and a failure sets the shutdown flag).
+    pub fn wait_until_started(&mut self) {
+        let mut started = 0;
+        while started < self.handles.len() {
+            match self.events.recv() {
+                Ok(Event::Started(_)) => started += 1,
+                Ok(Event::Exited(index)) => {
+                    self.reap(index);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        tracing::debug!("{started} of {} shards started", self.total);
+    }
+
+    /// Waits until the shutdown flag is set: by a signal, or here when a shard fails, so
+    /// that the others stop too. A shard that leaves cleanly before (shards only do on
+    /// shutdown) is joined and the wait goes on, until no shard is left.
+    pub fn wait_for_stop(&mut self) {
+        while !self.shutdown.load(Ordering::SeqCst) {
+            match self.events.recv_timeout(STOP_POLL) {
+                Ok(Event::Exited(index)) => self.reap(index),
+                Ok(Event::Started(_)) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
             }
         }
     }
-    drop(sender);
-    for index in exits {
-        let Some(handle) = handles.get_mut(index).and_then(Option::take) else {
-            continue;
+
+    /// Joins every shard thread (they leave their loops once the shutdown flag is set). The
+    /// run failed if any shard failed, panicked or could not start.
+    pub fn join(&mut self) -> Result<(), ShardsFailed> {
+        while let Ok(event) = self.events.recv() {
+            if let Event::Exited(index) = event {
+                self.reap(index);
+            }
+        }
+        if self.failed == 0 {
+            Ok(())
+        } else {
+            Err(ShardsFailed {
+                failed: self.failed,
+                total: self.total,
+            })
+        }
+    }
+
+    /// Joins the thread of shard `index`, which has exited; a failure sets the shutdown flag
+    /// so the others stop too.
+    fn reap(&mut self, index: usize) {
+        let Some(handle) = self.handles.get_mut(index).and_then(Option::take) else {
+            return;
         };
         let error = match handle.join() {
             Ok(Ok(())) => {
                 tracing::debug!(shard = index, "shard stopped");
-                continue;
+                return;
             }
             Ok(Err(error)) => error.to_string(),
             Err(panic) => panic_message(panic.as_ref()),
         };
         tracing::error!(shard = index, %error, "shard failed, stopping");
-        failed += 1;
-        shutdown.store(true, Ordering::SeqCst);
-    }
-    if failed == 0 {
-        Ok(())
-    } else {
-        Err(ShardsFailed { failed, total })
+        self.failed += 1;
+        self.shutdown.store(true, Ordering::SeqCst);
     }
 }
 
@@ -179,17 +324,46 @@ mod tests {
     fn no_shards_is_success() {
         let config = crate::corefile::build("t", ". {\n}").unwrap();
         let shutdown = Arc::new(AtomicBool::new(true));
-        assert!(
-            run_all(
-                Arc::new(config),
-                IoMode::Epoll,
-                Coalesce::Across,
-                Vec::new(),
-                Vec::new(),
-                shutdown,
-                |_| {}
-            )
-            .is_ok()
-        );
+        let shards = Shards::new(
+            Arc::new(config),
+            IoMode::Epoll,
+            Coalesce::Across,
+            Vec::new(),
+            Vec::new(),
+            shutdown,
+        )
+        .unwrap();
+        assert!(shards.start().join().is_ok());
+    }
+
+    #[test]
+    fn started_shards_stop_on_the_flag() {
+        let config = crate::corefile::build("t", ".:0 {\n bind 127.0.0.1\n}").unwrap();
+        let addrs: Vec<_> = config.listeners.iter().map(|l| l.addr).collect();
+        let bound = crate::runtime::sockets::bind_all(&addrs, 2).unwrap();
+        let stats = counters(&config, 2);
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let shards = Shards::new(
+            Arc::new(config),
+            IoMode::Epoll,
+            Coalesce::Across,
+            bound.shards,
+            stats,
+            Arc::clone(&shutdown),
+        )
+        .unwrap();
+        assert!(shards.control().is_some());
+        let mut running = shards.start();
+        running.wait_until_started();
+        assert!(!shutdown.load(Ordering::SeqCst), "no shard failed");
+        let flag = Arc::clone(&shutdown);
+        let signal = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(100));
+            flag.store(true, Ordering::SeqCst);
+        });
+        running.wait_for_stop();
+        assert!(shutdown.load(Ordering::SeqCst));
+        assert!(running.join().is_ok());
+        signal.join().unwrap();
     }
 }
