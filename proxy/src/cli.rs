@@ -76,7 +76,7 @@ pub struct Args {
 impl Args {
     /// Applies the limits given on the command line to `limits`, the shards' configuration
     /// (they are not in the Corefile, and a reload keeps them).
-    pub fn apply_limits(&self, limits: &mut Limits) {
+    pub(crate) fn apply_limits(&self, limits: &mut Limits) {
         limits.upstream_tcp_inflight = self.upstream_inflight as usize;
         limits.upstream_tcp_conns = self.upstream_conns as usize;
         limits.attempt_timeout = self.upstream_timeout;
@@ -104,7 +104,7 @@ pub enum CoalesceArg {
 
 impl CoalesceArg {
     /// The engine's value.
-    pub fn mode(self) -> Coalesce {
+    pub(crate) fn mode(self) -> Coalesce {
         match self {
             CoalesceArg::Across => Coalesce::Across,
             CoalesceArg::Within => Coalesce::Within,
@@ -125,7 +125,7 @@ pub enum IoArg {
 
 impl IoArg {
     /// The engine's name for this mode.
-    pub fn mode(self) -> IoMode {
+    pub(crate) fn mode(self) -> IoMode {
         match self {
             IoArg::Auto => IoMode::Auto,
             IoArg::Uring => IoMode::Uring,
@@ -134,7 +134,7 @@ impl IoArg {
     }
 
     /// The name as written on the command line.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             IoArg::Auto => "auto",
             IoArg::Uring => "uring",
@@ -144,7 +144,7 @@ impl IoArg {
 }
 
 /// The log filter for a verbosity level, unless `RUST_LOG` is set.
-pub fn default_filter(verbose: u8) -> &'static str {
+pub(crate) fn default_filter(verbose: u8) -> &'static str {
     match verbose {
         0 => "warn,shardns=info,shardns_shard=info",
         1 => "warn,shardns=debug,shardns_shard=debug",
@@ -154,7 +154,7 @@ pub fn default_filter(verbose: u8) -> &'static str {
 
 /// Logs to stderr (colours only on a terminal) with the filter from `RUST_LOG`, else from
 /// the verbosity.
-pub fn init_logging(verbose: u8) {
+pub(crate) fn init_logging(verbose: u8) {
     let filter = match std::env::var(EnvFilter::DEFAULT_ENV) {
         Ok(text) if !text.is_empty() => EnvFilter::new(text),
         _ => EnvFilter::new(default_filter(verbose)),

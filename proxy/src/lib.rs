@@ -1,15 +1,37 @@
 //! `shardns`: a node-local DNS caching proxy for Kubernetes, a drop-in for
-//! k8s-dns-node-cache (NodeLocal DNSCache). The binary parses its [`Args`] and calls [`run`].
+//! k8s-dns-node-cache (NodeLocal DNSCache).
 //!
-//! - `cli`: command-line arguments and logging.
-//! - `corefile`: the Corefile language: tokenizer, parser, directives, and the build of
-//!   [`shardns_shard::Config`] (plus the process-level settings).
-//! - `runtime`: running the process: `sockets` (every listening socket is created there),
-//!   `shards` (the pinned shard threads), `signals` (every signal handler), `reload` (SIGUSR1
-//!   and the `reload` directive: a new configuration for every shard).
-//! - `http`: the one HTTP server and its routes (`/metrics`).
-//! - `metrics`: the Prometheus page summing the shards' counters.
+//! # Contract
+//!
+//! The binary parses its command line into [`Args`] and calls [`run`], once per process:
+//! `run` sets up logging, loads the Corefile (a bad one exits with status 64 and a
+//! `FILE:LINE: message` on stderr; `--validate` prints `OK` and exits 0), then serves until
+//! SIGTERM or SIGINT (status 0; a second signal exits at once with status 1) or until a shard
+//! fails (status 1, `N of M shards failed`). SIGUSR1 reloads the Corefile. Nothing else is
+//! public.
+//!
+//! # Map
+//!
+//! - `cli`: the command-line arguments, how their limits apply to the configuration
+//!   (`Args::apply_limits`), and logging.
+//! - `corefile/`: the Corefile language, from text to the shards' [`shardns_shard::Config`]
+//!   and the process-level settings beside it (`ProcessConfig`). `tokenizer` and `parser`
+//!   make server blocks of directives; `directives/` has one file per directive (`cache`,
+//!   `forward`, `prometheus`, `reload`; `bind` and `errors` in its `mod.rs`), which is where
+//!   a directive is parsed; `build` turns the blocks into the configuration; `address`,
+//!   `duration` and `resolv` are the value syntaxes they share. `mod.rs` is the surface:
+//!   `load`, `ProcessConfig`, `ConfigError`, the built-in Corefile.
+//! - `runtime/`: running the process. `lifecycle` holds the phases of start-up (configure,
+//!   bind, serve, ready) and shutdown (stop reading, drain, teardown) in order, and how a run
+//!   ended; `sockets` is the one place sockets are made; `shards` spawns, pins, waits for and
+//!   joins the shard threads; `signals` is every signal handler; `reload` the reload thread.
+//! - `http/`: the one HTTP server: `mod.rs` has the route table (`routes`: `/metrics`) and
+//!   starts the thread; `router` maps path and method to a handler (404, 405 with `Allow`,
+//!   `HEAD` from `GET`); `request` reads the request head; `server` the accept loop.
+//! - `metrics/`: the Prometheus page the `/metrics` route renders, summing the shards'
+//!   counters.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 mod cli;
 mod corefile;

@@ -5,11 +5,11 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The DNS port, used when a key or an upstream names none.
-pub const DNS_PORT: u16 = 53;
+pub(super) const DNS_PORT: u16 = 53;
 
 /// A zone in the two forms the engine wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Zone {
+pub(super) struct Zone {
     /// Lowercase uncompressed wire form (`b"\0"` for the root).
     pub wire: Vec<u8>,
     /// Presentation form with a trailing dot (`cluster.local.`, `.`).
@@ -18,7 +18,7 @@ pub struct Zone {
 
 impl Zone {
     /// Whether `self` is `other` or an ancestor of it.
-    pub fn contains(&self, other: &Zone) -> bool {
+    pub(super) fn contains(&self, other: &Zone) -> bool {
         other.text == self.text
             || self.text == "."
             || other.text.ends_with(&format!(".{}", self.text))
@@ -26,7 +26,7 @@ impl Zone {
 
     /// The names `self` and `other` have in common, as a zone: the deeper of the two when one
     /// contains the other, else none.
-    pub fn overlap<'a>(&'a self, other: &'a Zone) -> Option<&'a Zone> {
+    pub(super) fn overlap<'a>(&'a self, other: &'a Zone) -> Option<&'a Zone> {
         if self.contains(other) {
             Some(other)
         } else if other.contains(self) {
@@ -38,7 +38,7 @@ impl Zone {
 }
 
 /// Parses a zone name (`cluster.local`, `cluster.local.`, `.`; case-insensitive).
-pub fn parse_zone(text: &str) -> Result<Zone, String> {
+pub(super) fn parse_zone(text: &str) -> Result<Zone, String> {
     let lower = text.to_ascii_lowercase();
     let trimmed = lower.strip_suffix('.').unwrap_or(&lower);
     if trimmed.is_empty() {
@@ -95,7 +95,7 @@ fn strip_scheme<'a>(text: &'a str, what: &str) -> Result<&'a str, String> {
 }
 
 /// Parses a server block key: `[dns://]ZONE[:PORT]`; the port defaults to 53, 0 picks one.
-pub fn parse_key(text: &str) -> Result<(Zone, u16), String> {
+pub(super) fn parse_key(text: &str) -> Result<(Zone, u16), String> {
     let rest = strip_scheme(text, "server block key")?;
     let (zone, port) = match rest.split_once(':') {
         Some((zone, port)) => {
@@ -111,7 +111,7 @@ pub fn parse_key(text: &str) -> Result<(Zone, u16), String> {
 
 /// What an upstream argument of `forward` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpstreamTarget {
+pub(super) enum UpstreamTarget {
     /// An address (`IP`, `IP:PORT`, `[V6]:PORT`, `dns://...`).
     Addr(SocketAddr),
     /// A file to read `nameserver` lines from.
@@ -120,7 +120,7 @@ pub enum UpstreamTarget {
 
 /// Parses a `forward` target. Anything that is not an address and does not look like one
 /// is taken as a resolv.conf path if it contains a `/` or names an existing file.
-pub fn parse_upstream(text: &str) -> Result<UpstreamTarget, String> {
+pub(super) fn parse_upstream(text: &str) -> Result<UpstreamTarget, String> {
     let rest = strip_scheme(text, "upstream")?;
     if let Ok(addr) = rest.parse::<SocketAddr>() {
         return Ok(UpstreamTarget::Addr(addr));
@@ -149,7 +149,7 @@ pub fn parse_upstream(text: &str) -> Result<UpstreamTarget, String> {
 }
 
 /// Parses a `bind` address: a plain IP.
-pub fn parse_bind(text: &str) -> Result<IpAddr, String> {
+pub(super) fn parse_bind(text: &str) -> Result<IpAddr, String> {
     let bare = text
         .strip_prefix('[')
         .and_then(|inner| inner.strip_suffix(']'))
@@ -159,13 +159,13 @@ pub fn parse_bind(text: &str) -> Result<IpAddr, String> {
 }
 
 /// Where `prometheus` without an address serves `/metrics` (CoreDNS's default).
-pub const PROMETHEUS_DEFAULT: &str = "localhost:9153";
+pub(super) const PROMETHEUS_DEFAULT: &str = "localhost:9153";
 
 /// Parses a `prometheus` address, `HOST:PORT`: HOST is an IPv4 address, an IPv6 address in
 /// brackets, `localhost` (127.0.0.1) or empty. An empty or unspecified HOST (`:9253`,
 /// `0.0.0.0:9253`, `[::]:9253`) means every address of both families, as Go's `net.Listen`
 /// has it for CoreDNS; all three come back as `0.0.0.0:PORT`.
-pub fn parse_metrics_listen(text: &str) -> Result<SocketAddr, String> {
+pub(super) fn parse_metrics_listen(text: &str) -> Result<SocketAddr, String> {
     let bad = |why: &str| {
         format!(
             "bad prometheus address {text:?}: {why} (expected HOST:PORT with HOST an IP address, \

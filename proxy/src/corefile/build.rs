@@ -17,12 +17,12 @@ use super::{ConfigError, ProcessConfig, parser};
 /// The shards' configuration described by Corefile `text` ([`build_process`] without the
 /// process-level settings).
 #[cfg(test)]
-pub fn build(file: &str, text: &str) -> Result<Config, ConfigError> {
+pub(crate) fn build(file: &str, text: &str) -> Result<Config, ConfigError> {
     build_process(file, text).map(|process| process.config)
 }
 
 /// Builds the configuration described by Corefile `text`; `file` names it in errors.
-pub fn build_process(file: &str, text: &str) -> Result<ProcessConfig, ConfigError> {
+pub(super) fn build_process(file: &str, text: &str) -> Result<ProcessConfig, ConfigError> {
     let at = |line: usize, message: String| ConfigError::at(file, line, message);
     let mut config = Config {
         listeners: Vec::new(),

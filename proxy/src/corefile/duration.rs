@@ -17,7 +17,7 @@ const MAX_FRACTION_DIGITS: usize = 18;
 /// Why a text is not an accepted duration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum DurationError {
+pub(crate) enum DurationError {
     /// Not of the form NUMBER UNIT [NUMBER UNIT...].
     #[error("not a duration")]
     Malformed,
@@ -36,7 +36,7 @@ pub enum DurationError {
 }
 
 /// Parses a non-negative Go-style duration.
-pub fn parse(text: &str) -> Result<Duration, DurationError> {
+pub(crate) fn parse(text: &str) -> Result<Duration, DurationError> {
     let (negative, unsigned) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),
         Some(b'+') => (false, &text[1..]),

@@ -34,7 +34,7 @@ pub(crate) use directives::ReloadSettings;
 /// it has one, the line.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     /// Something wrong at a given line.
     #[error("{file}:{line}: {message}")]
     At {
@@ -57,7 +57,7 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// An error at `line` of `file`.
-    pub fn at(file: &str, line: usize, message: impl Into<String>) -> ConfigError {
+    pub(crate) fn at(file: &str, line: usize, message: impl Into<String>) -> ConfigError {
         ConfigError::At {
             file: file.to_string(),
             line,
@@ -68,7 +68,7 @@ impl ConfigError {
 
 /// A built Corefile: the shards' configuration and what the process serves beside them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcessConfig {
+pub(crate) struct ProcessConfig {
     /// What every shard runs on.
     pub config: Config,
     /// Addresses of the Prometheus `/metrics` endpoints, one per distinct `prometheus`
@@ -80,11 +80,11 @@ pub struct ProcessConfig {
 }
 
 /// The name used in messages about the built-in Corefile.
-pub const DEFAULT_COREFILE_NAME: &str = "<built-in Corefile>";
+pub(crate) const DEFAULT_COREFILE_NAME: &str = "<built-in Corefile>";
 
 /// The Corefile used without `--conf`: a cache on 127.0.0.1:5353 forwarding to the
 /// nameservers of `resolv_conf`.
-pub fn default_corefile(resolv_conf: &Path) -> String {
+pub(crate) fn default_corefile(resolv_conf: &Path) -> String {
     let path = resolv_conf.display().to_string().replace('"', "\\\"");
     format!(
         ".:5353 {{\n    bind 127.0.0.1\n    cache 30\n    forward . \"{path}\"\n    errors\n}}\n"
@@ -92,7 +92,7 @@ pub fn default_corefile(resolv_conf: &Path) -> String {
 }
 
 /// Reads and builds the Corefile at `conf`, or the built-in one when there is none.
-pub fn load(conf: Option<&Path>, resolv_conf: &Path) -> Result<ProcessConfig, ConfigError> {
+pub(crate) fn load(conf: Option<&Path>, resolv_conf: &Path) -> Result<ProcessConfig, ConfigError> {
     match conf {
         Some(path) => {
             let file = path.display().to_string();

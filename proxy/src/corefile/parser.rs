@@ -20,7 +20,7 @@ use super::tokenizer::{Lexeme, Token, tokenize};
 
 /// A `KEYS { ... }` server block.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerBlock {
+pub(super) struct ServerBlock {
     /// The zone keys (`cluster.local:53`), trailing commas removed.
     pub keys: Vec<Token>,
     /// The directives in order.
@@ -30,7 +30,7 @@ pub struct ServerBlock {
 /// A directive (or an option inside a directive's block): a name, its arguments on the same
 /// line, and an optional `{ ... }` block.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Directive {
+pub(super) struct Directive {
     /// The directive's name.
     pub name: String,
     /// The line the name is on.
@@ -42,7 +42,7 @@ pub struct Directive {
 }
 
 /// Parses a whole Corefile. `file` is only used in error messages.
-pub fn parse(file: &str, text: &str) -> Result<Vec<ServerBlock>, ConfigError> {
+pub(super) fn parse(file: &str, text: &str) -> Result<Vec<ServerBlock>, ConfigError> {
     let lexemes = tokenize(file, text)?;
     let mut parser = Parser {
         file,

@@ -12,7 +12,7 @@ use super::address::DNS_PORT;
 /// A resolv.conf file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ResolvError {
+pub(super) enum ResolvError {
     /// The file could not be read.
     #[error("cannot read resolv.conf {path:?}: {source}")]
     Read {
@@ -30,7 +30,7 @@ pub enum ResolvError {
 }
 
 /// Reads the nameservers of the resolv.conf file at `path`, in file order.
-pub fn read_nameservers(path: &str) -> Result<Vec<SocketAddr>, ResolvError> {
+pub(super) fn read_nameservers(path: &str) -> Result<Vec<SocketAddr>, ResolvError> {
     let text = std::fs::read_to_string(path).map_err(|source| ResolvError::Read {
         path: path.to_string(),
         source,
@@ -45,7 +45,7 @@ pub fn read_nameservers(path: &str) -> Result<Vec<SocketAddr>, ResolvError> {
 }
 
 /// The nameservers named in resolv.conf `text`.
-pub fn parse_nameservers(text: &str) -> Vec<SocketAddr> {
+pub(super) fn parse_nameservers(text: &str) -> Vec<SocketAddr> {
     text.lines()
         .filter_map(|line| {
             let line = line.split(['#', ';']).next().unwrap_or_default();

@@ -10,7 +10,7 @@ use super::ConfigError;
 
 /// One word of a Corefile.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Token {
+pub(super) struct Token {
     /// The text, quotes removed and environment variables substituted.
     pub text: String,
     /// The line it starts on (1-based).

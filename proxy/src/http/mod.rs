@@ -19,12 +19,12 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
-pub use router::{Page, Router};
+pub(crate) use router::{Page, Router};
 
 use crate::metrics::{self, Exposition};
 
 /// Every route the server answers: `/metrics`, the Prometheus page of `exposition`.
-pub fn routes(exposition: Arc<Mutex<Exposition>>) -> Router {
+pub(crate) fn routes(exposition: Arc<Mutex<Exposition>>) -> Router {
     Router::new().get("/metrics", move || Page {
         content_type: metrics::CONTENT_TYPE,
         body: metrics::render(&exposition),
@@ -33,7 +33,7 @@ pub fn routes(exposition: Arc<Mutex<Exposition>>) -> Router {
 
 /// Starts the thread that serves `router` on `listeners` (non-blocking, from
 /// [`crate::runtime::sockets::metrics_listener`]) until `shutdown` is set.
-pub fn start(
+pub(crate) fn start(
     listeners: Vec<TcpListener>,
     router: Router,
     shutdown: Arc<AtomicBool>,

@@ -5,11 +5,11 @@
 //! [`MAX_REQUEST`] bytes 431. Nothing here panics on what a client sends.
 
 /// Largest request head read (request line and headers).
-pub const MAX_REQUEST: usize = 8 * 1024;
+pub(super) const MAX_REQUEST: usize = 8 * 1024;
 
 /// What the router needs of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
+pub(crate) struct Request {
     /// `GET`, `HEAD`, ... (upper-case letters only).
     pub method: String,
     /// The target's path: no query string or fragment, the scheme and authority of an
@@ -19,7 +19,7 @@ pub struct Request {
 
 /// The request head at the start of `buffer`: `None` while it is incomplete (and shorter than
 /// [`MAX_REQUEST`]), else the request or the error status it gets.
-pub fn parse(buffer: &[u8]) -> Option<Result<Request, u16>> {
+pub(super) fn parse(buffer: &[u8]) -> Option<Result<Request, u16>> {
     let full = buffer.len() >= MAX_REQUEST;
     let mut lines = buffer.split_inclusive(|&byte| byte == b'\n');
     let request_line = match lines.next() {

@@ -15,7 +15,7 @@ const ALLOW: &str = "GET, HEAD";
 
 /// What a handler returns: a page sent with `200 OK`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
+pub(crate) struct Page {
     /// The `Content-Type` header.
     pub content_type: &'static str,
     /// The body.
@@ -33,13 +33,13 @@ struct Route {
 
 /// Every route of the server.
 #[derive(Default)]
-pub struct Router {
+pub(crate) struct Router {
     routes: Vec<Route>,
 }
 
 /// What the server sends for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// The page of the route at `path` (`head`: the headers without the body).
     Page {
         /// The route's path.
@@ -53,12 +53,12 @@ pub enum Answer {
 
 impl Router {
     /// A router without routes: every request is 404.
-    pub fn new() -> Router {
+    pub(crate) fn new() -> Router {
         Router::default()
     }
 
     /// Adds the route `path`, answered by `handler` for `GET` and `HEAD`.
-    pub fn get(
+    pub(crate) fn get(
         mut self,
         path: &'static str,
         handler: impl Fn() -> Page + Send + 'static,
@@ -71,7 +71,7 @@ impl Router {
     }
 
     /// What to send for a request head: the request, or the error status it got.
-    pub fn answer(&self, head: Result<Request, u16>) -> Answer {
+    pub(crate) fn answer(&self, head: Result<Request, u16>) -> Answer {
         let request = match head {
             Ok(request) => request,
             Err(status) => return Answer::Status(status),
@@ -93,7 +93,7 @@ impl Router {
     }
 
     /// The whole response for `answer`.
-    pub fn respond(&self, answer: Answer) -> Vec<u8> {
+    pub(crate) fn respond(&self, answer: Answer) -> Vec<u8> {
         let (status, page, head) = match answer {
             Answer::Page { path, head } => match self.route(path) {
                 Some(route) => (200, (route.get)(), head),

@@ -17,18 +17,18 @@ use super::request::{self, MAX_REQUEST, Request};
 use super::router::Router;
 
 /// Time a client has to send its request head.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time a client has to take the response.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Sleep between polls of the listeners when no connection is waiting.
-pub const IDLE_POLL: Duration = Duration::from_millis(50);
+pub(super) const IDLE_POLL: Duration = Duration::from_millis(50);
 /// After answering, input still arriving is read and dropped for at most this long (and
 /// [`DRAIN_LIMIT`] bytes), so that closing does not reset the connection under the answer.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(200);
 const DRAIN_LIMIT: usize = 64 * 1024;
 
 /// Serves the routes of `router` on `listeners` until `shutdown` is set.
-pub fn serve(listeners: &[TcpListener], shutdown: &AtomicBool, router: &Router) {
+pub(super) fn serve(listeners: &[TcpListener], shutdown: &AtomicBool, router: &Router) {
     while !shutdown.load(Ordering::Relaxed) {
         let mut accepted = false;
         for listener in listeners {

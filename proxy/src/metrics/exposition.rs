@@ -42,7 +42,7 @@ use super::families::{
 };
 
 /// The `Content-Type` of the page.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The labels of one set of cache series and the server blocks counted under them (one,
 /// unless two blocks share a first address and zones).
@@ -56,7 +56,7 @@ struct CacheSeries {
 /// What `/metrics` shows: the label values worked out once from the configuration, and
 /// every shard's counters.
 #[derive(Debug)]
-pub struct Exposition {
+pub(crate) struct Exposition {
     caches: Vec<CacheSeries>,
     /// The `to` label of each upstream, indexed like [`Config::upstreams`]; only the indices
     /// every shard counts.
@@ -67,7 +67,7 @@ pub struct Exposition {
 impl Exposition {
     /// The page for `config` (with its listeners' bound addresses) over `shards`, indexed by
     /// shard.
-    pub fn new(config: &Config, shards: Vec<Arc<ShardStats>>) -> Exposition {
+    pub(crate) fn new(config: &Config, shards: Vec<Arc<ShardStats>>) -> Exposition {
         let mut caches: Vec<CacheSeries> = Vec::new();
         for (block, server) in config.servers.iter().enumerate() {
             let Some(cache) = &server.cache else { continue };
@@ -221,7 +221,7 @@ impl Exposition {
     }
 
     /// The page, summing the shards' counters now.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::with_capacity(4096 + 2048 * self.shards.len());
         for family in CACHE_FAMILIES {
             if self.caches.is_empty() {

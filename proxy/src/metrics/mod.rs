@@ -8,15 +8,15 @@
 //!   `shardns_upstream_*` and per-shard `shardns_shard_*` series.
 //! - `families`: the tables of those families (names, help texts, the counters they read).
 
-pub mod exposition;
+pub(crate) mod exposition;
 mod families;
 
 use std::sync::{Mutex, PoisonError};
 
-pub use exposition::{CONTENT_TYPE, Exposition};
+pub(crate) use exposition::{CONTENT_TYPE, Exposition};
 
 /// The page as a scrape sees it now (`exposition` is relabelled by reloads, hence the lock).
-pub fn render(exposition: &Mutex<Exposition>) -> String {
+pub(crate) fn render(exposition: &Mutex<Exposition>) -> String {
     exposition
         .lock()
         .unwrap_or_else(PoisonError::into_inner)

@@ -42,7 +42,7 @@ use crate::metrics::Exposition;
 
 /// How a run ended.
 #[derive(Debug)]
-pub enum Ending {
+pub(crate) enum Ending {
     /// The shutdown flag was set (by SIGTERM or SIGINT) and every shard stopped cleanly.
     Stopped,
     /// Shards failed: returned an error, panicked or could not start. The shutdown flag was
@@ -53,7 +53,7 @@ pub enum Ending {
 /// One run of the process: the command line and the built Corefile, taken through the
 /// phases.
 #[derive(Debug)]
-pub struct Lifecycle<'a> {
+pub(crate) struct Lifecycle<'a> {
     args: &'a Args,
     /// The Corefile as built (listening addresses as written).
     process: ProcessConfig,
@@ -85,7 +85,7 @@ struct Running {
 
 impl<'a> Lifecycle<'a> {
     /// A run of `process` (the Corefile as built) with the settings of `args`.
-    pub fn new(args: &'a Args, process: ProcessConfig) -> Lifecycle<'a> {
+    pub(crate) fn new(args: &'a Args, process: ProcessConfig) -> Lifecycle<'a> {
         let shard_count = args
             .shards
             .map_or_else(shards::default_count, |count| count as usize);
@@ -98,7 +98,7 @@ impl<'a> Lifecycle<'a> {
 
     /// Runs every phase in order and returns how the run ended, once every thread has
     /// stopped. An error is a start-up that failed before the shards ran.
-    pub fn run(self) -> anyhow::Result<Ending> {
+    pub(crate) fn run(self) -> anyhow::Result<Ending> {
         let config = phase("configure", || self.configure());
         let bound = phase("bind", || self.bind(config))?;
         let mut running = phase("serve", || self.serve(bound))?;

@@ -7,8 +7,8 @@
 //! - [`signals`]: every signal handler (SIGTERM, SIGINT, SIGUSR1).
 //! - [`reload`]: the reload thread (SIGUSR1 and the `reload` directive).
 
-pub mod lifecycle;
-pub mod reload;
-pub mod shards;
-pub mod signals;
-pub mod sockets;
+pub(crate) mod lifecycle;
+pub(crate) mod reload;
+pub(crate) mod shards;
+pub(crate) mod signals;
+pub(crate) mod sockets;

@@ -23,7 +23,7 @@ const TICK: Duration = Duration::from_millis(50);
 
 /// Why a reload was not applied.
 #[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
+pub(crate) enum ReloadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(
@@ -37,7 +37,7 @@ type MetricsPage = (Arc<Mutex<Exposition>>, Vec<Arc<ShardStats>>);
 
 /// What the running process was started with, and how to read it again.
 #[derive(Debug)]
-pub struct Reloader {
+pub(crate) struct Reloader {
     conf: Option<PathBuf>,
     resolv_conf: PathBuf,
     /// The listening addresses as the Corefile writes them (port 0 included).
@@ -55,7 +55,7 @@ pub struct Reloader {
 impl Reloader {
     /// `started` is the configuration as built from the Corefile; `running` the same with the
     /// bound addresses, as the shards run it.
-    pub fn new(
+    pub(crate) fn new(
         conf: Option<PathBuf>,
         resolv_conf: PathBuf,
         started: &ProcessConfig,
@@ -74,7 +74,7 @@ impl Reloader {
     }
 
     /// Keeps `exposition`'s labels in step with reloads.
-    pub fn with_metrics(
+    pub(crate) fn with_metrics(
         mut self,
         exposition: Arc<Mutex<Exposition>>,
         stats: Vec<Arc<ShardStats>>,
@@ -93,7 +93,7 @@ impl Reloader {
 
     /// Reads and builds the Corefile again. `Ok(Some(config))`: it changed, and `config` is
     /// what the shards must now run; `Ok(None)`: nothing changed.
-    pub fn check(&mut self) -> Result<Option<Arc<Config>>, ReloadError> {
+    pub(crate) fn check(&mut self) -> Result<Option<Arc<Config>>, ReloadError> {
         let process = corefile::load(self.conf.as_deref(), &self.resolv_conf)?;
         let mut next = process.config;
         let written: Vec<SocketAddr> = next.listeners.iter().map(|l| l.addr).collect();
@@ -129,7 +129,7 @@ impl Reloader {
 
 /// Starts the reload thread: it reloads on `usr1` and every `reload` interval, until
 /// `shutdown`.
-pub fn start(
+pub(crate) fn start(
     mut reloader: Reloader,
     control: ShardControl,
     usr1: Arc<AtomicBool>,

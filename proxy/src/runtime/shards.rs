@@ -29,7 +29,7 @@ const STOP_POLL: Duration = Duration::from_millis(50);
 /// Shards that stopped badly.
 #[derive(Debug, thiserror::Error)]
 #[error("{failed} of {total} shards failed")]
-pub struct ShardsFailed {
+pub(crate) struct ShardsFailed {
     /// How many returned an error, panicked or could not start.
     pub failed: usize,
     /// How many there were.
@@ -37,18 +37,18 @@ pub struct ShardsFailed {
 }
 
 /// The cores this process may run on, in order (empty if unknown).
-pub fn allowed_cores() -> Vec<CoreId> {
+pub(crate) fn allowed_cores() -> Vec<CoreId> {
     core_affinity::get_core_ids().unwrap_or_default()
 }
 
 /// The default shard count: one per allowed core, at least one.
-pub fn default_count() -> usize {
+pub(crate) fn default_count() -> usize {
     allowed_cores().len().max(1)
 }
 
 /// One set of counters per shard for `config`, made by the process so that the metrics page
 /// reads them.
-pub fn counters(config: &Config, shards: usize) -> Vec<Arc<ShardStats>> {
+pub(crate) fn counters(config: &Config, shards: usize) -> Vec<Arc<ShardStats>> {
     // Room for upstreams a reload may add (the blocks cannot change without a restart).
     let upstream_slots = config.upstreams.len().max(STATS_UPSTREAMS);
     (0..shards)
@@ -86,7 +86,7 @@ impl Drop for Reporter {
 
 /// The shards, linked but not started.
 #[derive(Debug)]
-pub struct Shards {
+pub(crate) struct Shards {
     config: Arc<Config>,
     coalesce: Coalesce,
     /// What each shard runs on, in shard order.
@@ -99,7 +99,7 @@ impl Shards {
     /// One shard per entry of `sockets`, shard `i` counting into `stats[i]` (a shard without
     /// one counts into its own), each stopping once `shutdown` is set. Fails, after logging
     /// why and setting `shutdown`, when the peer mesh that links them cannot be built.
-    pub fn new(
+    pub(crate) fn new(
         config: Arc<Config>,
         io: IoMode,
         coalesce: Coalesce,
@@ -142,14 +142,14 @@ impl Shards {
     }
 
     /// The handle that reaches every shard (for reloads); `None` without shards.
-    pub fn control(&self) -> Option<ShardControl> {
+    pub(crate) fn control(&self) -> Option<ShardControl> {
         self.specs.first().map(|spec| spec.peers.control())
     }
 
     /// Spawns one thread per shard, pinned to a core of the affinity mask. A thread that
     /// cannot be spawned sets the shutdown flag (the others stop) and counts as failed, with
     /// every shard after it.
-    pub fn start(self) -> RunningShards {
+    pub(crate) fn start(self) -> RunningShards {
         let Shards {
             config,
             coalesce,
@@ -214,7 +214,7 @@ impl Shards {
 
 /// The shard threads, spawned.
 #[derive(Debug)]
-pub struct RunningShards {
+pub(crate) struct RunningShards {
     /// Each spawned thread by shard index, `None` once joined.
     handles: Vec<Option<JoinHandle<io::Result<()>>>>,
     events: mpsc::Receiver<Event>,
@@ -227,7 +227,7 @@ pub struct RunningShards {
 impl RunningShards {
     /// Waits until every spawned shard has started, or until one exits first (it is joined,
     /// and a failure sets the shutdown flag).
-    pub fn wait_until_started(&mut self) {
+    pub(crate) fn wait_until_started(&mut self) {
         let mut started = 0;
         while started < self.handles.len() {
             match self.events.recv() {
@@ -245,7 +245,7 @@ impl RunningShards {
     /// Waits until the shutdown flag is set: by a signal, or here when a shard fails, so
     /// that the others stop too. A shard that leaves cleanly before (shards only do on
     /// shutdown) is joined and the wait goes on, until no shard is left.
-    pub fn wait_for_stop(&mut self) {
+    pub(crate) fn wait_for_stop(&mut self) {
         while !self.shutdown.load(Ordering::SeqCst) {
             match self.events.recv_timeout(STOP_POLL) {
                 Ok(Event::Exited(index)) => self.reap(index),
@@ -257,7 +257,7 @@ impl RunningShards {
 
     /// Joins every shard thread (they leave their loops once the shutdown flag is set). The
     /// run failed if any shard failed, panicked or could not start.
-    pub fn join(&mut self) -> Result<(), ShardsFailed> {
+    pub(crate) fn join(&mut self) -> Result<(), ShardsFailed> {
         while let Ok(event) = self.events.recv() {
             if let Event::Exited(index) = event {
                 self.reap(index);

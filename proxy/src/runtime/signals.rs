@@ -13,7 +13,7 @@ use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 
 /// The flags the signals set.
 #[derive(Debug)]
-pub struct Signals {
+pub(crate) struct Signals {
     /// Set by SIGTERM or SIGINT; the process sets it too when it stops for another reason.
     pub shutdown: Arc<AtomicBool>,
     /// Set by SIGUSR1: the configuration is to be reloaded.
@@ -21,7 +21,7 @@ pub struct Signals {
 }
 
 /// Installs every handler and returns the flags they set.
-pub fn install() -> anyhow::Result<Signals> {
+pub(crate) fn install() -> anyhow::Result<Signals> {
     let shutdown = Arc::new(AtomicBool::new(false));
     stop_on_term_and_int(&shutdown).context("cannot install signal handlers")?;
     let reload = Arc::new(AtomicBool::new(false));

@@ -14,14 +14,14 @@ use shardns_shard::ShardSockets;
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// `listen(2)` backlog of the TCP listeners.
-pub const TCP_BACKLOG: i32 = 1024;
+pub(crate) const TCP_BACKLOG: i32 = 1024;
 
 /// `listen(2)` backlog of a metrics listener (a scraper or two).
-pub const METRICS_BACKLOG: i32 = 64;
+pub(crate) const METRICS_BACKLOG: i32 = 64;
 
 /// Receive and send buffer asked for on UDP sockets (the kernel caps it at
 /// `net.core.rmem_max` / `wmem_max`).
-pub const UDP_BUFFER_BYTES: usize = 4 << 20;
+pub(crate) const UDP_BUFFER_BYTES: usize = 4 << 20;
 
 /// How many ephemeral ports are tried for a port-0 listener before giving up.
 const EPHEMERAL_ATTEMPTS: usize = 8;
@@ -32,7 +32,7 @@ const EAFNOSUPPORT: i32 = 97;
 /// A socket that could not be created or bound.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr} ({protocol}): {source}")]
-pub struct SocketError {
+pub(crate) struct SocketError {
     /// The address.
     pub addr: SocketAddr,
     /// "udp" or "tcp".
@@ -43,7 +43,7 @@ pub struct SocketError {
 
 /// The sockets of every shard, and where each listener ended up.
 #[derive(Debug)]
-pub struct Bound {
+pub(crate) struct Bound {
     /// One entry per shard; sockets are tagged with their listener index.
     pub shards: Vec<ShardSockets>,
     /// The bound address of each listener (the real port for port 0), or `None` for an IPv6
@@ -52,7 +52,7 @@ pub struct Bound {
 }
 
 /// Creates the sockets of `shard_count` shards for `listeners` (indexed as in the config).
-pub fn bind_all(listeners: &[SocketAddr], shard_count: usize) -> Result<Bound, SocketError> {
+pub(crate) fn bind_all(listeners: &[SocketAddr], shard_count: usize) -> Result<Bound, SocketError> {
     let mut shards: Vec<ShardSockets> = (0..shard_count).map(|_| ShardSockets::default()).collect();
     let mut addrs = Vec::with_capacity(listeners.len());
     for (index, &addr) in listeners.iter().enumerate() {
@@ -167,7 +167,7 @@ fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
 /// `net.Listen` does for CoreDNS), or on every IPv4 address where the host has no IPv6.
 /// Without `SO_REUSEPORT`: a second process on the port is an error, not a silent split of
 /// the scrapes.
-pub fn metrics_listener(addr: SocketAddr) -> Result<TcpListener, SocketError> {
+pub(crate) fn metrics_listener(addr: SocketAddr) -> Result<TcpListener, SocketError> {
     let error = |addr, source| SocketError {
         addr,
         protocol: "http",

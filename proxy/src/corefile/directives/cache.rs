@@ -43,7 +43,7 @@ const OPTIONS: &str = "success, denial, prefetch, serve_stale, servfail, disable
 
 /// A `cache` directive before it is applied to the zones of its server block.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheSettings {
+pub(crate) struct CacheSettings {
     /// Every option; its zone lists (`zones`, `disable_success`, `disable_denial`) are empty,
     /// since they depend on the server block zone.
     pub options: CacheConfig,
@@ -57,7 +57,7 @@ pub struct CacheSettings {
 }
 
 /// Reads a `cache` directive.
-pub fn parse(file: &str, directive: &Directive) -> Result<CacheSettings, ConfigError> {
+pub(super) fn parse(file: &str, directive: &Directive) -> Result<CacheSettings, ConfigError> {
     let at = |line: usize, message: String| ConfigError::at(file, line, message);
     let mut args = directive.args.as_slice();
     let mut ttl = None;

@@ -41,7 +41,7 @@ use crate::corefile::resolv;
 use crate::corefile::tokenizer::Token;
 
 /// Most upstreams one `forward` may name (CoreDNS's limit).
-pub const MAX_UPSTREAMS: usize = 15;
+pub(super) const MAX_UPSTREAMS: usize = 15;
 
 /// The options a `forward` block may hold.
 const OPTIONS: &[&str] = &[
@@ -98,7 +98,7 @@ const MAX_CONCURRENT: u64 = i64::MAX as u64;
 
 /// A `forward` directive with its targets resolved to addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ForwardSettings {
+pub(crate) struct ForwardSettings {
     /// The `FROM` zone.
     pub from: Zone,
     /// Upstreams in order, without duplicates (resolv.conf files expanded).
@@ -109,7 +109,7 @@ pub struct ForwardSettings {
 }
 
 /// Reads a `forward` directive.
-pub fn parse(file: &str, directive: &Directive) -> Result<ForwardSettings, ConfigError> {
+pub(super) fn parse(file: &str, directive: &Directive) -> Result<ForwardSettings, ConfigError> {
     let at = |line: usize, message: String| ConfigError::at(file, line, message);
     let line = directive.line;
     let [from, targets @ ..] = directive.args.as_slice() else {

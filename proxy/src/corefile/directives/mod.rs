@@ -11,10 +11,10 @@ mod reload;
 
 use std::net::IpAddr;
 
-pub use cache::CacheSettings;
-pub use forward::ForwardSettings;
-pub use prometheus::PrometheusSettings;
-pub use reload::ReloadSettings;
+pub(super) use cache::CacheSettings;
+pub(super) use forward::ForwardSettings;
+pub(super) use prometheus::PrometheusSettings;
+pub(crate) use reload::ReloadSettings;
 
 use crate::corefile::ConfigError;
 use crate::corefile::address;
@@ -40,7 +40,7 @@ const NOT_YET: &[&str] = &[
 
 /// What one server block asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BlockSettings {
+pub(super) struct BlockSettings {
     /// `bind` addresses, in order, without duplicates; empty means the wildcards.
     pub binds: Vec<IpAddr>,
     /// The `cache` directive.
@@ -57,7 +57,10 @@ pub struct BlockSettings {
 }
 
 /// Reads the directives of a server block.
-pub fn block_settings(file: &str, directives: &[Directive]) -> Result<BlockSettings, ConfigError> {
+pub(super) fn block_settings(
+    file: &str,
+    directives: &[Directive],
+) -> Result<BlockSettings, ConfigError> {
     let at = |line: usize, message: String| ConfigError::at(file, line, message);
     let mut settings = BlockSettings::default();
     for directive in directives {

@@ -10,7 +10,7 @@ use crate::corefile::parser::Directive;
 
 /// A `prometheus [ADDRESS]` directive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PrometheusSettings {
+pub(crate) struct PrometheusSettings {
     /// Where `/metrics` is served ([`address::parse_metrics_listen`]).
     pub addr: SocketAddr,
     /// The directive's line, for messages about conflicting addresses.
@@ -18,7 +18,7 @@ pub struct PrometheusSettings {
 }
 
 /// `prometheus [ADDRESS]`; the address defaults to CoreDNS's `localhost:9153`.
-pub fn parse(directive: &Directive) -> Result<PrometheusSettings, String> {
+pub(super) fn parse(directive: &Directive) -> Result<PrometheusSettings, String> {
     no_block(directive)?;
     let addr = match directive.args.as_slice() {
         [] => address::parse_metrics_listen(address::PROMETHEUS_DEFAULT)?,

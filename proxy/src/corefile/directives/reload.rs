@@ -15,13 +15,13 @@ const MIN_JITTER: Duration = Duration::from_secs(1);
 
 /// How often the Corefile is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReloadSettings {
+pub(crate) struct ReloadSettings {
     pub interval: Duration,
     pub jitter: Duration,
 }
 
 /// Reads a `reload` directive.
-pub fn parse(file: &str, directive: &Directive) -> Result<ReloadSettings, ConfigError> {
+pub(super) fn parse(file: &str, directive: &Directive) -> Result<ReloadSettings, ConfigError> {
     let at = |line: usize, message: String| ConfigError::at(file, line, message);
     if directive.block.is_some() {
         return Err(at(
