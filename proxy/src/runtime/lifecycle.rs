@@ -102,8 +102,8 @@ impl<'a> Lifecycle<'a> {
         let config = phase("configure", || self.configure());
         let bound = phase("bind", || self.bind(config))?;
         let mut running = phase("serve", || self.serve(bound))?;
-        // Node setup (the node-local interface and its iptables rules) becomes a phase here:
-        // after serve, so that the sockets answer, and before ready.
+        // Node setup (the node-local interface, the iptables rules) goes here, as a phase of
+        // its own between serve and ready.
         phase("ready", || self.ready(&mut running));
         running.shards.wait_for_stop();
         phase("stop reading", || self.stop_reading(&running));
@@ -160,7 +160,8 @@ impl<'a> Lifecycle<'a> {
         })
     }
 
-    /// Serve: the counters, the signal handlers, then the HTTP, reload and shard threads.
+    /// Serve: the counters, the signal handlers and the shards' peer mesh, then the HTTP,
+    /// reload and shard threads.
     fn serve(&self, bound: Bound) -> anyhow::Result<Running> {
         let Bound {
             config,
