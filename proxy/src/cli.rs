@@ -6,9 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use shardns_shard::IoMode;
 use shardns_shard::config::Limits;
-use shardns_shard::engine::Coalesce;
+use shardns_shard::{Coalesce, IoMode};
 use tracing_subscriber::EnvFilter;
 
 /// shardns: a node-local DNS caching proxy for Kubernetes.

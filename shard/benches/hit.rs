@@ -11,8 +11,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use shardns_shard::config::{
     CacheConfig, ForwardConfig, Limits, ListenerConfig, ServerConfig, UpstreamConfig,
 };
-use shardns_shard::engine::{Coalesce, Group};
-use shardns_shard::{Client, Config, Engine, Handler, MAX_MESSAGE, Outcome, Protocol, Transmit};
+use shardns_shard::{
+    Client, Coalesce, Config, Engine, Group, Handler, MAX_MESSAGE, Outcome, Protocol, Transmit,
+};
 
 const NAME: &[u8] = b"\x03www\x07example\x03com\x00";
 

@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use shardns_wire::Rcode;
+
 /// Everything a shard needs to serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -14,6 +16,49 @@ pub struct Config {
     /// Every upstream named by any `forward`; a [`crate::Link::upstream`] indexes this.
     pub upstreams: Vec<UpstreamConfig>,
     pub limits: Limits,
+}
+
+/// Why a configuration cannot replace the running one without a restart.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestartNeeded {
+    #[error("the listening addresses changed (a restart is needed)")]
+    Listeners,
+    #[error("the server blocks changed (a restart is needed)")]
+    Servers,
+}
+
+impl RestartNeeded {
+    /// What changed, for messages: `the listening addresses`, `the server blocks`.
+    pub fn what(&self) -> &'static str {
+        match self {
+            RestartNeeded::Listeners => "the listening addresses",
+            RestartNeeded::Servers => "the server blocks",
+        }
+    }
+}
+
+impl Config {
+    /// Whether running shards can switch from this configuration to `next` (a reload), or
+    /// why a restart is needed: the listeners and the server blocks (their zones, in order)
+    /// must stay the same, so that the indices the drivers and the other shards hold keep
+    /// their meaning. Everything else (caches, upstreams, options) may change. The one rule,
+    /// applied by the process before it broadcasts a reload and by every shard when it
+    /// receives one.
+    pub fn check_reload(&self, next: &Config) -> Result<(), RestartNeeded> {
+        if self.listeners != next.listeners {
+            return Err(RestartNeeded::Listeners);
+        }
+        let same_blocks = self.servers.len() == next.servers.len()
+            && self
+                .servers
+                .iter()
+                .zip(&next.servers)
+                .all(|(a, b)| a.zone == b.zone);
+        if !same_blocks {
+            return Err(RestartNeeded::Servers);
+        }
+        Ok(())
+    }
 }
 
 /// One listening address (UDP and TCP) and the server blocks bound to it.
@@ -148,7 +193,7 @@ pub struct ForwardConfig {
     pub max_concurrent: Option<usize>,
     /// `next RCODE...`: upstream replies with these RCODEs are not relayed; with no further
     /// plugin the client gets SERVFAIL (as CoreDNS).
-    pub next: Vec<u16>,
+    pub next: Vec<Rcode>,
     /// `failfast_all_unhealthy_upstreams`: when every upstream is down, SERVFAIL at once
     /// (otherwise one is tried anyway, as CoreDNS does).
     pub failfast: bool,

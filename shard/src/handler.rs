@@ -1,11 +1,16 @@
 //! The boundary between the drivers (which move bytes) and the engine (which decides).
 //! Drivers are generic over [`Handler`], so tests can drive them with a simple handler and the
 //! real [`crate::Engine`] is monomorphised into the loop.
+//!
+//! Input goes in through the `handle_*` methods; output comes out of three polls, each
+//! drained by the driver after every batch of input: [`Handler::poll_transmit`] for the
+//! network (replies, upstream queries, closes), [`Handler::poll_peer`] for the other shards,
+//! and [`Handler::poll_timeout`] for when to call [`Handler::handle_timeout`] next.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::peer::PeerMessage;
+use crate::Control;
 
 /// Largest DNS message (TCP framing limit). Reply buffers handed to
 /// [`Handler::handle_query`] are at least this long.
@@ -51,7 +56,7 @@ pub enum Outcome {
     Pending,
 }
 
-/// Output of the engine that is not an immediate reply.
+/// Network output of the engine that is not an immediate reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transmit {
     /// A reply to a client whose query waited for an upstream (or timed out). If the client's
@@ -66,16 +71,15 @@ pub enum Transmit {
     },
     /// The engine is done with a TCP link (idle or broken); the driver closes it.
     Close { link: Link },
-    /// A message for shard `shard` of the group (see [`crate::peer`]). The driver queues it
-    /// and wakes that shard, which hands it to its [`Handler::handle_peer`].
-    Peer {
-        shard: usize,
-        message: Box<PeerMessage>,
-    },
 }
 
 /// The protocol logic a driver serves. Every method takes `now`; none does I/O.
 pub trait Handler {
+    /// What the shards of one group send each other. The drivers carry it from
+    /// [`Handler::poll_peer`] of one shard to [`Handler::handle_peer`] of another and never
+    /// look inside.
+    type Peer: Send + 'static;
+
     /// A query arrived from `client`. A reply, if immediate, is written into `out`
     /// (at least [`MAX_MESSAGE`] bytes).
     fn handle_query(
@@ -90,14 +94,20 @@ pub trait Handler {
     /// An upstream link failed or closed (connection refused, reset, EOF, ICMP error on UDP).
     /// Queries in flight on it are retried elsewhere or failed.
     fn handle_link_closed(&mut self, now: Instant, link: Link);
+    /// A message from the process arrived (read before any waiting peer message).
+    fn handle_control(&mut self, now: Instant, control: Control);
     /// A message from another shard arrived.
-    fn handle_peer(&mut self, now: Instant, message: PeerMessage);
+    fn handle_peer(&mut self, now: Instant, message: Self::Peer);
     /// A client TCP connection closed: replies still pending for it can be discarded.
     fn handle_client_closed(&mut self, now: Instant, client: Client);
     /// Time has reached (or passed) the deadline returned by [`Handler::poll_timeout`].
     fn handle_timeout(&mut self, now: Instant);
     /// The earliest instant at which [`Handler::handle_timeout`] must be called.
     fn poll_timeout(&self) -> Option<Instant>;
-    /// The next output to perform. Drivers drain it after every batch of input.
+    /// The next network output to perform. Drivers drain it after every batch of input.
     fn poll_transmit(&mut self) -> Option<Transmit>;
+    /// The next message for another shard of the group: its index and the message.
+    /// Drivers drain it after every batch of input, queue each message to its shard and
+    /// wake each shard once.
+    fn poll_peer(&mut self) -> Option<(usize, Self::Peer)>;
 }

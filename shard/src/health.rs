@@ -8,48 +8,49 @@ use std::time::{Duration, Instant};
 
 use crate::Link;
 use crate::config::{Config, Policy};
+use crate::timer::{Timer, TimerTable};
 
 /// How long a probe waits for its reply.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the probes of one upstream look like (from the first `forward` naming it).
 #[derive(Debug, Clone)]
-pub struct ProbeSpec {
-    pub interval: Duration,
-    pub max_fails: u32,
+pub(crate) struct ProbeSpec {
+    pub(crate) interval: Duration,
+    pub(crate) max_fails: u32,
     /// The probe's name, lowercase wire form.
-    pub name: Vec<u8>,
-    pub recursion: bool,
-    pub tcp: bool,
+    pub(crate) name: Vec<u8>,
+    pub(crate) recursion: bool,
+    pub(crate) tcp: bool,
+}
+
+impl ProbeSpec {
+    /// `max_fails 0` or `health_check 0` turn health checking off, as in CoreDNS.
+    fn enabled(&self) -> bool {
+        self.max_fails != 0 && !self.interval.is_zero()
+    }
 }
 
 #[derive(Debug, Clone, Default)]
 struct State {
     fails: u32,
-    /// Probing until a probe succeeds: when the next one is due.
-    next_probe: Option<Instant>,
-    /// The probe in flight: link, wire ID, deadline.
-    probe: Option<(Link, u16, Instant)>,
+    /// The probe in flight: link and wire ID (its deadline is a [`Timer::ProbeReply`]).
+    probe: Option<(Link, u16)>,
 }
 
-/// Health of every upstream of the configuration.
+/// Health of every upstream of the configuration. While an upstream is being probed, it
+/// has either a probe in flight or a [`Timer::ProbeDue`] in the engine's table.
 #[derive(Debug, Clone)]
-pub struct Health {
+pub(crate) struct Health {
     specs: Vec<ProbeSpec>,
     states: Vec<State>,
     /// Round-robin position per server block.
     rotation: Vec<usize>,
 }
 
-/// A probe to send, from [`Health::due`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Probe {
-    pub upstream: u16,
-}
-
 impl Health {
     /// Everything healthy.
-    pub fn new(config: &Config) -> Health {
+    pub(crate) fn new(config: &Config) -> Health {
         let specs = (0..config.upstreams.len())
             .map(|u| {
                 let forward = config
@@ -83,112 +84,112 @@ impl Health {
     }
 
     /// The probe settings of `upstream`.
-    pub fn spec(&self, upstream: u16) -> Option<&ProbeSpec> {
+    pub(crate) fn spec(&self, upstream: u16) -> Option<&ProbeSpec> {
         self.specs.get(upstream as usize)
     }
 
     /// Whether `upstream` is down (more than `max_fails` failed probes in a row).
-    pub fn is_down(&self, upstream: u16) -> bool {
+    pub(crate) fn is_down(&self, upstream: u16) -> bool {
         let (Some(spec), Some(state)) = (
             self.specs.get(upstream as usize),
             self.states.get(upstream as usize),
         ) else {
             return false;
         };
-        spec.max_fails != 0 && !spec.interval.is_zero() && state.fails > spec.max_fails
-    }
-
-    /// Failed probes in a row.
-    pub fn fails(&self, upstream: u16) -> u32 {
-        self.states.get(upstream as usize).map_or(0, |s| s.fails)
+        spec.enabled() && state.fails > spec.max_fails
     }
 
     /// An exchange with `upstream` failed (timeout, refused, reset): probe it now, unless
-    /// already probing (CoreDNS starts its health checker the same way; `max_fails 0`
-    /// disables it).
-    pub fn exchange_failed(&mut self, now: Instant, upstream: u16) {
-        let Some(spec) = self.specs.get(upstream as usize) else {
+    /// already probing (CoreDNS starts its health checker the same way).
+    pub(crate) fn exchange_failed(&mut self, now: Instant, upstream: u16, timers: &mut TimerTable) {
+        let (Some(spec), Some(state)) = (
+            self.specs.get(upstream as usize),
+            self.states.get(upstream as usize),
+        ) else {
             return;
         };
-        // `max_fails 0` or `health_check 0` turn health checking off, as in CoreDNS.
-        if spec.max_fails == 0 || spec.interval.is_zero() {
-            return;
-        }
-        let state = &mut self.states[upstream as usize];
-        if state.next_probe.is_none() && state.probe.is_none() {
-            state.next_probe = Some(now);
+        let probing = state.probe.is_some() || timers.get(Timer::ProbeDue(upstream)).is_some();
+        if spec.enabled() && !probing {
+            timers.set(Timer::ProbeDue(upstream), now);
         }
     }
 
-    /// Upstreams whose probe is due at `now` (each is then marked as sent by
-    /// [`Health::probe_sent`]).
-    pub fn due(&self, now: Instant) -> Vec<Probe> {
-        self.states
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.probe.is_none() && s.next_probe.is_some_and(|t| t <= now))
-            .map(|(u, _)| Probe { upstream: u as u16 })
-            .collect()
-    }
-
-    /// A probe went out on `link` with wire ID `id`.
-    pub fn probe_sent(&mut self, now: Instant, upstream: u16, link: Link, id: u16) {
+    /// A probe went out to `upstream` on `link` with wire ID `id`.
+    pub(crate) fn probe_sent(
+        &mut self,
+        now: Instant,
+        upstream: u16,
+        (link, id): (Link, u16),
+        timers: &mut TimerTable,
+    ) {
         if let Some(state) = self.states.get_mut(upstream as usize) {
-            state.next_probe = None;
-            state.probe = Some((link, id, now + PROBE_TIMEOUT));
+            state.probe = Some((link, id));
+            timers.clear(Timer::ProbeDue(upstream));
+            timers.set(Timer::ProbeReply(upstream), now + PROBE_TIMEOUT);
         }
     }
 
     /// Whether wire ID `id` on `link` belongs to a probe in flight.
-    pub fn is_probe(&self, link: Link, id: u16) -> bool {
-        self.states
-            .iter()
-            .any(|s| s.probe.is_some_and(|(l, i, _)| l == link && i == id))
+    pub(crate) fn is_probe(&self, link: Link, id: u16) -> bool {
+        self.states.iter().any(|s| s.probe == Some((link, id)))
     }
 
-    /// A reply (any parseable one) to the probe on `link` with ID `id`: healthy again.
-    /// Returns the upstream.
-    pub fn probe_answered(&mut self, link: Link, id: u16) -> Option<u16> {
+    /// A reply (any parseable one) to the probe on `link` with ID `id`: healthy again, and
+    /// probing stops. Returns the upstream.
+    pub(crate) fn probe_answered(
+        &mut self,
+        link: Link,
+        id: u16,
+        timers: &mut TimerTable,
+    ) -> Option<u16> {
         let (upstream, state) = self
             .states
             .iter_mut()
             .enumerate()
-            .find(|(_, s)| s.probe.is_some_and(|(l, i, _)| l == link && i == id))?;
+            .find(|(_, s)| s.probe == Some((link, id)))?;
         *state = State::default();
-        Some(upstream as u16)
+        let upstream = upstream as u16;
+        timers.clear(Timer::ProbeReply(upstream));
+        timers.clear(Timer::ProbeDue(upstream));
+        Some(upstream)
     }
 
-    /// Probes that got no reply by `now`, or whose link closed (`closed`): each counts a
-    /// failure and the next probe is scheduled. Returns the upstreams that failed one.
-    pub fn expire(&mut self, now: Instant, closed: Option<Link>) -> Vec<u16> {
-        let mut failed = Vec::new();
-        for (upstream, state) in self.states.iter_mut().enumerate() {
-            let Some((link, _, deadline)) = state.probe else {
-                continue;
-            };
-            if deadline <= now || closed == Some(link) {
-                state.probe = None;
-                state.fails = state.fails.saturating_add(1);
-                state.next_probe = Some(now + self.specs[upstream].interval);
-                failed.push(upstream as u16);
-            }
+    /// The probe of `upstream` failed (no reply by its deadline, or its link closed): one
+    /// more failure, and the next probe is due after the interval.
+    pub(crate) fn probe_failed(&mut self, now: Instant, upstream: u16, timers: &mut TimerTable) {
+        let (Some(spec), Some(state)) = (
+            self.specs.get(upstream as usize),
+            self.states.get_mut(upstream as usize),
+        ) else {
+            return;
+        };
+        state.probe = None;
+        state.fails = state.fails.saturating_add(1);
+        timers.clear(Timer::ProbeReply(upstream));
+        timers.set(Timer::ProbeDue(upstream), now + spec.interval);
+    }
+
+    /// `link` closed: the probes in flight on it failed. Returns their upstreams.
+    pub(crate) fn link_closed(
+        &mut self,
+        now: Instant,
+        link: Link,
+        timers: &mut TimerTable,
+    ) -> Vec<u16> {
+        let failed: Vec<u16> = (0..self.states.len())
+            .filter(|&u| self.states[u].probe.is_some_and(|(l, _)| l == link))
+            .map(|u| u as u16)
+            .collect();
+        for &upstream in &failed {
+            self.probe_failed(now, upstream, timers);
         }
         failed
-    }
-
-    /// The earliest probe deadline or due time.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.states
-            .iter()
-            .flat_map(|s| [s.next_probe, s.probe.map(|p| p.2)])
-            .flatten()
-            .min()
     }
 
     /// The upstreams a query of server block `server` tries, in order: the healthy ones of
     /// `upstreams` ordered by `policy` (`random` draws from `pick`, called with the number of
     /// choices). `None`: every one is down.
-    pub fn order(
+    pub(crate) fn order(
         &mut self,
         server: usize,
         upstreams: &[usize],
@@ -264,38 +265,62 @@ mod tests {
     #[test]
     fn failed_probes_take_an_upstream_down_and_one_answer_brings_it_back() {
         let t0 = Instant::now();
+        let mut timers = TimerTable::default();
         let mut health = Health::new(&config(2));
-        assert!(health.due(t0).is_empty());
-        health.exchange_failed(t0, 1);
+        assert_eq!(timers.next_deadline(), None);
+        health.exchange_failed(t0, 1, &mut timers);
+        health.exchange_failed(t0, 1, &mut timers);
         let mut now = t0;
         for round in 1..=3u32 {
             assert_eq!(
-                health.due(now),
-                vec![Probe { upstream: 1 }],
+                timers.pop_due(now),
+                Some(Timer::ProbeDue(1)),
                 "round {round}"
             );
-            health.probe_sent(now, 1, link(1), round as u16);
+            health.probe_sent(now, 1, (link(1), round as u16), &mut timers);
             assert!(health.is_probe(link(1), round as u16));
-            assert!(health.due(now).is_empty(), "one probe at a time");
+            health.exchange_failed(now, 1, &mut timers);
+            assert_eq!(timers.len(), 1, "one probe at a time");
             now += PROBE_TIMEOUT;
-            assert_eq!(health.expire(now, None), vec![1]);
-            assert_eq!(health.fails(1), round);
+            assert_eq!(timers.pop_due(now), Some(Timer::ProbeReply(1)));
+            health.probe_failed(now, 1, &mut timers);
+            assert_eq!(health.states[1].fails, round);
             assert_eq!(health.is_down(1), round > 2);
             now += Duration::from_millis(500);
         }
-        assert_eq!(health.next_deadline(), Some(now));
-        health.probe_sent(now, 1, link(1), 9);
-        assert_eq!(health.probe_answered(link(1), 9), Some(1));
+        assert_eq!(timers.next_deadline(), Some(now));
+        assert_eq!(timers.pop_due(now), Some(Timer::ProbeDue(1)));
+        health.probe_sent(now, 1, (link(1), 9), &mut timers);
+        assert_eq!(health.probe_answered(link(1), 9, &mut timers), Some(1));
         assert!(!health.is_down(1));
-        assert_eq!(health.next_deadline(), None, "probing stops");
+        assert_eq!(timers.next_deadline(), None, "probing stops");
+    }
+
+    #[test]
+    fn a_closed_link_fails_its_probe() {
+        let now = Instant::now();
+        let mut timers = TimerTable::default();
+        let mut health = Health::new(&config(2));
+        health.exchange_failed(now, 2, &mut timers);
+        assert_eq!(timers.pop_due(now), Some(Timer::ProbeDue(2)));
+        health.probe_sent(now, 2, (link(2), 5), &mut timers);
+        assert!(health.link_closed(now, link(1), &mut timers).is_empty());
+        assert_eq!(health.link_closed(now, link(2), &mut timers), vec![2]);
+        assert_eq!(health.states[2].fails, 1);
+        assert_eq!(timers.get(Timer::ProbeReply(2)), None);
+        assert_eq!(
+            timers.get(Timer::ProbeDue(2)),
+            Some(now + Duration::from_millis(500))
+        );
     }
 
     #[test]
     fn max_fails_zero_never_probes_nor_goes_down() {
         let now = Instant::now();
+        let mut timers = TimerTable::default();
         let mut health = Health::new(&config(0));
-        health.exchange_failed(now, 0);
-        assert!(health.due(now).is_empty());
+        health.exchange_failed(now, 0, &mut timers);
+        assert_eq!(timers.next_deadline(), None);
         assert!(!health.is_down(0));
     }
 
@@ -319,10 +344,11 @@ mod tests {
             Some(vec![1, 0, 2])
         );
         // Take upstream 0 down: two failed probes with max_fails 1.
-        health.exchange_failed(now, 0);
+        let mut timers = TimerTable::default();
+        health.exchange_failed(now, 0, &mut timers);
         for id in 0..2 {
-            health.probe_sent(now, 0, link(0), id);
-            health.expire(now + PROBE_TIMEOUT, Some(link(0)));
+            health.probe_sent(now, 0, (link(0), id), &mut timers);
+            health.link_closed(now + PROBE_TIMEOUT, link(0), &mut timers);
         }
         assert!(health.is_down(0));
         assert_eq!(

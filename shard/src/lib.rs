@@ -1,32 +1,58 @@
 //! The per-core engine of shardns.
 //!
+//! # Contract
+//!
+//! A shard is an [`Engine`] (the protocol logic) run by a driver on one thread. The engine is
+//! sans-IO, after quinn-proto: it never reads the clock and never touches a socket. It takes
+//! `now` and bytes through the [`Handler`] methods and hands back what to do through three
+//! polls: [`Handler::poll_transmit`] (network output: replies, upstream queries, closes),
+//! [`Handler::poll_peer`] (messages to the other shards of its [`Group`]) and
+//! [`Handler::poll_timeout`] (when to call [`Handler::handle_timeout`] next). So every
+//! behaviour is tested with a virtual clock, and the drivers only move bytes.
+//!
+//! [`run_shard`] runs a [`Handler`] on ready-made sockets ([`ShardSockets`]) with an I/O
+//! driver ([`IoMode`]: io_uring or epoll); [`peer_mesh`] links the shards of a group, and the
+//! process reaches them all through a [`ShardControl`] with [`Control`] messages (a reload).
+//! Each shard counts into its own [`ShardStats`], which a scraper sums.
+//!
+//! # Map
+//!
+//! - `engine/`: the query decision (`query`), the miss path (`miss`), upstream attempts
+//!   (`attempt`), health probes (`probe`) and reloads (`reload`).
+//! - `cache/`: the per-shard packet cache that answers by patching ID, case and TTLs.
+//! - `upstream/`: the in-flight table and the upstream TCP pool; `health`: upstream health.
+//! - `timer`: every deadline, one enum in one table. `question`: the owned question of a
+//!   miss. `peer`, `control`: messages between shards, and from the process.
+//! - `tcp`: RFC 7766 framing and client connection bookkeeping (sans-IO).
+//! - `driver/`: the io_uring and epoll drivers; all of the project's `unsafe` lives there.
 //! - [`config`]: the immutable configuration a shard runs on (swapped whole on reload).
-//! - [`engine`]: the sans-IO query logic: answer from the packet cache, forward a miss, match
-//!   upstream replies, retry and time out. It takes `now` and bytes and returns actions.
-//! - [`cache`]: the per-shard packet cache that answers by patching ID, case and TTLs.
-//! - [`peer`]: messages between shards (a miss goes to the key's owner shard).
-//! - [`upstream`]: the in-flight table of queries sent upstream.
-//! - [`tcp`]: RFC 7766 framing and client connection bookkeeping (sans-IO).
-//! - [`driver`]: the io_uring and epoll drivers that move bytes for a [`Handler`]. All of the
-//!   project's `unsafe` lives there.
-//! - [`run`]: starting a shard thread's loop on ready-made sockets.
 #![deny(unsafe_code)]
+#![warn(unreachable_pub)]
 
-pub mod cache;
+mod cache;
 pub mod config;
-pub mod driver;
-pub mod engine;
-pub mod handler;
-pub mod health;
+mod control;
+mod driver;
+mod engine;
+mod handler;
+mod health;
 mod names;
-pub mod peer;
-pub mod run;
-pub mod stats;
-pub mod tcp;
-pub mod upstream;
+mod peer;
+mod question;
+mod run;
+mod stats;
+mod tcp;
+mod timer;
+mod upstream;
 
-pub use config::Config;
-pub use engine::Engine;
+pub use cache::PacketCache;
+pub use config::{Config, RestartNeeded};
+pub use control::Control;
+pub use driver::{PeerLinks, ShardControl, peer_mesh, uring_available};
+pub use engine::{Coalesce, Engine, Group};
 pub use handler::{Client, Handler, Link, MAX_MESSAGE, Outcome, Protocol, Transmit};
-pub use run::{IoMode, PeerLinks, ShardControl, ShardSockets, ShardSpec, peer_mesh, run_shard};
-pub use stats::ShardStats;
+pub use peer::PeerMessage;
+pub use run::{IoMode, ShardSockets, ShardSpec, run_shard};
+pub use stats::{
+    CacheStats, Counter, DURATION_BUCKETS, DurationHistogram, Gauge, ShardStats, UpstreamStats,
+};

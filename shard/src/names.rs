@@ -3,7 +3,7 @@
 use shardns_wire::name_eq_ignore_case;
 
 /// Whether `name` is `zone` or below it (both uncompressed wire names; ASCII case ignored).
-pub fn in_zone(name: &[u8], zone: &[u8]) -> bool {
+pub(crate) fn in_zone(name: &[u8], zone: &[u8]) -> bool {
     if zone == b"\0" {
         return true; // the root contains every name
     }
@@ -22,7 +22,7 @@ pub fn in_zone(name: &[u8], zone: &[u8]) -> bool {
 }
 
 /// Presentation form of an uncompressed wire name (for logs), e.g. `www.example.`.
-pub fn to_text(name: &[u8]) -> String {
+pub(crate) fn to_text(name: &[u8]) -> String {
     let mut text = String::new();
     let mut pos = 0;
     while let Some(&len) = name.get(pos) {

@@ -9,8 +9,7 @@ use tracing::info;
 
 use crate::Handler;
 use crate::config::Limits;
-pub use crate::driver::{PeerLinks, ShardControl, peer_mesh};
-use crate::driver::{Reactor, epoll, uring::Uring};
+use crate::driver::{PeerLinks, Reactor, epoll, uring::Uring};
 
 /// Which I/O driver a shard uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,9 +29,9 @@ pub struct ShardSockets {
     pub tcp: Vec<(u16, TcpListener)>,
 }
 
-/// What a shard thread needs to run.
+/// What a shard thread needs to run; `M` is its handler's peer message type.
 #[derive(Debug)]
-pub struct ShardSpec {
+pub struct ShardSpec<M> {
     pub index: usize,
     pub io: IoMode,
     pub sockets: ShardSockets,
@@ -40,9 +39,9 @@ pub struct ShardSpec {
     pub shutdown: Arc<AtomicBool>,
     /// Client TCP idle timeout and connection cap (the rest is the handler's business).
     pub limits: Limits,
-    /// This shard's end of the group's peer mesh: entry `index` of [`peer_mesh`]`(shards)`
+    /// This shard's end of the group's peer mesh: entry `index` of [`crate::peer_mesh`]`(shards)`
     /// ([`PeerLinks::single`] for a shard on its own).
-    pub peers: PeerLinks,
+    pub peers: PeerLinks<M>,
 }
 
 /// Runs a shard's event loop on the calling thread until `spec.shutdown` is set.
@@ -53,9 +52,10 @@ pub struct ShardSpec {
 /// listening socket is logged as `listening on udp ADDR (shard N, DRIVER)`.
 ///
 /// `spec.peers` must belong to shard `spec.index` (else `InvalidInput`): its eventfd joins
-/// the reactor's epoll set, messages from other shards go to [`Handler::handle_peer`], and
-/// [`crate::Transmit::Peer`]s are queued to their shard, which is woken once per round.
-pub fn run_shard<H: Handler>(spec: ShardSpec, mut handler: H) -> io::Result<()> {
+/// the reactor's epoll set, messages from the process go to [`Handler::handle_control`] and
+/// from other shards to [`Handler::handle_peer`], and what [`Handler::poll_peer`] returns is
+/// queued to its shard, which is woken once per round.
+pub fn run_shard<H: Handler>(spec: ShardSpec<H::Peer>, mut handler: H) -> io::Result<()> {
     let ShardSpec {
         index,
         io: mode,

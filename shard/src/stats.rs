@@ -5,6 +5,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use shardns_wire::Rcode;
+
 /// A monotonic counter with a single writer (its shard) and any number of readers.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -76,7 +78,8 @@ pub struct ShardStats {
     pub peer_sent: Counter,
     /// Messages received from other shards.
     pub peer_received: Counter,
-    /// Error replies sent, by RCODE (0..16; BADVERS counted at 16).
+    /// Error replies sent, by RCODE: slot `n` for RCODE `n` up to 15, slot 16 for BADVERS
+    /// (`Rcode::new(slot)` names a slot).
     pub error_replies: [Counter; 17],
     /// Cache counters per server block (indexed like [`crate::Config::servers`]).
     pub servers: Box<[CacheStats]>,
@@ -98,6 +101,11 @@ impl ShardStats {
             .sum()
     }
 
+    /// Counts an error reply with `rcode` (codes above BADVERS in its slot).
+    pub(crate) fn count_error_reply(&self, rcode: Rcode) {
+        self.error_replies[usize::from(rcode.value().min(16))].inc();
+    }
+
     /// Counters for a configuration with `servers` server blocks and `upstreams` upstreams.
     pub fn new(servers: usize, upstreams: usize) -> ShardStats {
         ShardStats {
@@ -109,7 +117,7 @@ impl ShardStats {
 }
 
 /// One server block's cache counters in one shard, named after CoreDNS's `coredns_cache_*`
-/// metrics. Arrays are indexed by [`crate::cache::Kind`] (0 success, 1 denial).
+/// metrics. Arrays are indexed by the kind of entry (0 success, 1 denial).
 /// `coredns_cache_requests_total` is not counted: every query that consults the cache is
 /// exactly one hit or one miss, so it is their sum (one counter less per hit).
 #[derive(Debug, Default)]
@@ -169,8 +177,9 @@ impl DurationHistogram {
 /// `coredns_forward_*` metrics, plus shardns's gauges.
 #[derive(Debug, Default)]
 pub struct UpstreamStats {
-    /// `coredns_proxy_request_duration_seconds{rcode}`, by RCODE (0..15).
-    pub durations: [DurationHistogram; 16],
+    /// `coredns_proxy_request_duration_seconds{rcode}`, by the reply header's RCODE (0..15;
+    /// `Rcode::new(slot)` names a slot).
+    pub durations: [DurationHistogram; UpstreamStats::RCODES],
     /// `coredns_proxy_healthcheck_failures_total`.
     pub healthcheck_failures: Counter,
     /// `coredns_proxy_conn_cache_hits_total{proto}`: an open connection (or the UDP socket)
@@ -182,4 +191,9 @@ pub struct UpstreamStats {
     pub open_connections: Gauge,
     /// Attempts in flight (`shardns_upstream_inflight`).
     pub inflight: Gauge,
+}
+
+impl UpstreamStats {
+    /// Slots of [`UpstreamStats::durations`]: the RCODEs a reply header carries (0..15).
+    pub const RCODES: usize = 16;
 }

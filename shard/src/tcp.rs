@@ -15,19 +15,19 @@ use crate::handler::{Client, MAX_MESSAGE, Protocol};
 /// slice; the handler decides what to do with it). Memory stays bounded: once the complete
 /// messages are taken out, at most one partial message plus the last chunk is buffered.
 #[derive(Debug, Default)]
-pub struct FrameDecoder {
+pub(crate) struct FrameDecoder {
     buf: Vec<u8>,
     start: usize,
 }
 
 impl FrameDecoder {
     /// An empty decoder.
-    pub fn new() -> FrameDecoder {
+    pub(crate) fn new() -> FrameDecoder {
         FrameDecoder::default()
     }
 
     /// Appends a chunk of the stream.
-    pub fn push(&mut self, chunk: &[u8]) {
+    pub(crate) fn push(&mut self, chunk: &[u8]) {
         if self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
@@ -39,7 +39,7 @@ impl FrameDecoder {
     }
 
     /// The next complete message, without its length prefix, if one is buffered.
-    pub fn next_message(&mut self) -> Option<&[u8]> {
+    pub(crate) fn next_message(&mut self) -> Option<&[u8]> {
         let avail = &self.buf[self.start..];
         if avail.len() < 2 {
             return None;
@@ -54,7 +54,8 @@ impl FrameDecoder {
     }
 
     /// Bytes received but not yet returned as a message (a partial message).
-    pub fn buffered(&self) -> usize {
+    #[cfg(test)]
+    fn buffered(&self) -> usize {
         self.buf.len() - self.start
     }
 }
@@ -62,7 +63,7 @@ impl FrameDecoder {
 /// Bytes waiting to be written to a stream socket, with the position of the first unwritten
 /// byte, so a partial write continues where it stopped.
 #[derive(Debug, Default)]
-pub struct OutBuf {
+pub(crate) struct OutBuf {
     buf: Vec<u8>,
     pos: usize,
 }
@@ -70,7 +71,7 @@ pub struct OutBuf {
 impl OutBuf {
     /// Appends `msg` with its 2-byte big-endian length prefix. Returns `false` (and queues
     /// nothing) if `msg` is longer than [`MAX_MESSAGE`].
-    pub fn push_frame(&mut self, msg: &[u8]) -> bool {
+    pub(crate) fn push_frame(&mut self, msg: &[u8]) -> bool {
         let Ok(len) = u16::try_from(msg.len()) else {
             return false;
         };
@@ -84,12 +85,12 @@ impl OutBuf {
     }
 
     /// The bytes still to be written.
-    pub fn pending(&self) -> &[u8] {
+    pub(crate) fn pending(&self) -> &[u8] {
         &self.buf[self.pos..]
     }
 
     /// Marks `n` bytes of [`OutBuf::pending`] as written.
-    pub fn consume(&mut self, n: usize) {
+    pub(crate) fn consume(&mut self, n: usize) {
         self.pos = (self.pos + n).min(self.buf.len());
         if self.pos == self.buf.len() {
             self.buf.clear();
@@ -101,19 +102,20 @@ impl OutBuf {
     }
 
     /// Whether everything queued has been written.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.pos == self.buf.len()
     }
 
     /// Number of bytes still to be written.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.buf.len() - self.pos
     }
 }
 
 /// Frames `msg` for TCP: returns the 2-byte length prefix followed by the message, or `None`
 /// if it is longer than [`MAX_MESSAGE`].
-pub fn frame(msg: &[u8]) -> Option<Vec<u8>> {
+#[cfg(test)]
+fn frame(msg: &[u8]) -> Option<Vec<u8>> {
     let len = u16::try_from(msg.len()).ok()?;
     let mut v = Vec::with_capacity(2 + msg.len());
     v.extend_from_slice(&len.to_be_bytes());
@@ -123,7 +125,7 @@ pub fn frame(msg: &[u8]) -> Option<Vec<u8>> {
 
 /// One client TCP connection: the driver's I/O object `T` and its protocol state.
 #[derive(Debug)]
-pub struct ClientConn<T> {
+pub(crate) struct ClientConn<T> {
     /// The socket (or whatever the driver uses).
     pub io: T,
     /// The identity handed to the handler for queries on this connection.
@@ -144,12 +146,12 @@ pub struct ClientConn<T> {
 
 impl<T> ClientConn<T> {
     /// Nothing is owed to the client: no reply pending upstream and nothing left to write.
-    pub fn is_quiet(&self) -> bool {
+    pub(crate) fn is_quiet(&self) -> bool {
         self.pending == 0 && self.out.is_empty()
     }
 
     /// Queues a framed reply; a reply for a `Pending` query also settles one pending count.
-    pub fn queue_reply(&mut self, now: Instant, msg: &[u8], was_pending: bool) -> bool {
+    pub(crate) fn queue_reply(&mut self, now: Instant, msg: &[u8], was_pending: bool) -> bool {
         if was_pending {
             self.pending = self.pending.saturating_sub(1);
         }
@@ -160,7 +162,7 @@ impl<T> ClientConn<T> {
 
 /// What to do with a newly accepted connection, see [`ClientTable::admit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
+pub(crate) enum Admission {
     /// Below the cap: insert it.
     Room,
     /// At the cap: close this (the longest-idle quiet) connection first, then insert.
@@ -179,7 +181,7 @@ pub enum Admission {
 /// Cap policy: at `max` connections, a new connection evicts the longest-idle quiet
 /// connection; if none is quiet, the new connection is refused (closed at once).
 #[derive(Debug)]
-pub struct ClientTable<T> {
+pub(crate) struct ClientTable<T> {
     conns: HashMap<u32, ClientConn<T>>,
     next_token: u32,
     max: usize,
@@ -189,7 +191,7 @@ pub struct ClientTable<T> {
 
 impl<T> ClientTable<T> {
     /// A table holding at most `max` connections (at least 1), closing them after `idle`.
-    pub fn new(max: usize, idle: Duration, grace: Duration) -> ClientTable<T> {
+    pub(crate) fn new(max: usize, idle: Duration, grace: Duration) -> ClientTable<T> {
         ClientTable {
             conns: HashMap::new(),
             next_token: 1,
@@ -200,17 +202,13 @@ impl<T> ClientTable<T> {
     }
 
     /// Number of open connections.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.conns.len()
     }
 
-    /// Whether no connection is open.
-    pub fn is_empty(&self) -> bool {
-        self.conns.is_empty()
-    }
-
     /// Decides whether a new connection fits (see the cap policy on [`ClientTable`]).
-    pub fn admit(&self) -> Admission {
+    pub(crate) fn admit(&self) -> Admission {
         if self.conns.len() < self.max {
             return Admission::Room;
         }
@@ -222,7 +220,7 @@ impl<T> ClientTable<T> {
     }
 
     /// Inserts a connection from `peer` on listener `listener`; returns its token.
-    pub fn insert(&mut self, now: Instant, io: T, listener: u16, peer: SocketAddr) -> u32 {
+    pub(crate) fn insert(&mut self, now: Instant, io: T, listener: u16, peer: SocketAddr) -> u32 {
         let mut token = self.next_token;
         while token == 0 || self.conns.contains_key(&token) {
             token = token.wrapping_add(1);
@@ -249,17 +247,17 @@ impl<T> ClientTable<T> {
     }
 
     /// The connection with this token.
-    pub fn get_mut(&mut self, token: u32) -> Option<&mut ClientConn<T>> {
+    pub(crate) fn get_mut(&mut self, token: u32) -> Option<&mut ClientConn<T>> {
         self.conns.get_mut(&token)
     }
 
     /// Removes and returns a connection.
-    pub fn remove(&mut self, token: u32) -> Option<ClientConn<T>> {
+    pub(crate) fn remove(&mut self, token: u32) -> Option<ClientConn<T>> {
         self.conns.remove(&token)
     }
 
     /// Whether a connection is due to be closed at `now` under the idle policy.
-    pub fn is_expired(&self, conn: &ClientConn<T>, now: Instant) -> bool {
+    pub(crate) fn is_expired(&self, conn: &ClientConn<T>, now: Instant) -> bool {
         let idle_for = now.saturating_duration_since(conn.last_active);
         if conn.is_quiet() {
             idle_for >= self.idle
@@ -270,7 +268,7 @@ impl<T> ClientTable<T> {
 
     /// Appends to `out` the tokens of the connections to close at `now`: expired ones, and
     /// half-closed ones with nothing left to write.
-    pub fn expired(&self, now: Instant, out: &mut Vec<u32>) {
+    pub(crate) fn expired(&self, now: Instant, out: &mut Vec<u32>) {
         for (token, conn) in &self.conns {
             if self.is_expired(conn, now) || (conn.read_closed && conn.is_quiet()) {
                 out.push(*token);
@@ -279,7 +277,7 @@ impl<T> ClientTable<T> {
     }
 
     /// Removes every connection, returning them (for shutdown).
-    pub fn drain(&mut self) -> impl Iterator<Item = ClientConn<T>> + '_ {
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = ClientConn<T>> + '_ {
         self.conns.drain().map(|(_, c)| c)
     }
 }

@@ -1,16 +1,17 @@
-//! The cache's rules (CoreDNS `cache` semantics, serve-stale, prefetch, eviction, coalescing
-//! across shards), one scenario per rule, written as data: client queries, upstream replies,
-//! time passing, and the expected answers with their TTLs. Virtual clock, no sockets.
+//! The cache's rules (CoreDNS `cache` semantics, serve-stale, prefetch, eviction, reloads),
+//! one scenario per rule, written as data: client queries, upstream replies, time passing,
+//! and the expected answers with their TTLs. Virtual clock, no sockets. Misses across shards
+//! are in `coalescing.rs`.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Ask, Cluster, Upstream, config_with, ttls};
-use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::{RData, RecordType};
-use shardns_shard::config::{CacheConfig, Prefetch, ServeStale};
-use shardns_shard::engine::Coalesce;
+use common::scenario::{Want, a, a_at, cache, check, code, hit, prefetch, rcode, relayed, stale};
+use common::{Ask, Rig, Upstream, config_with};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use shardns_shard::config::CacheConfig;
 
 /// One step of a scenario.
 #[derive(Debug, Clone)]
@@ -34,153 +35,46 @@ enum Step {
 }
 use Step::*;
 
-/// What a client reply must show (`None`: not checked).
-#[derive(Debug, Clone, Default)]
-struct Want {
-    rcode: Option<ResponseCode>,
-    /// Every answer and authority TTL.
-    ttl: Option<u32>,
-    /// Number of answer records.
-    answers: Option<usize>,
-    aa: Option<bool>,
-    ad: Option<bool>,
-    /// The question name exactly as the client wrote it.
-    name: Option<&'static str>,
-    /// The first A record's address.
-    addr: Option<[u8; 4]>,
-}
-
-/// An A answer with this TTL from the upstream (address 192.0.2.1).
-fn a(ttl: u32) -> Upstream {
-    a_at([192, 0, 2, 1], ttl)
-}
-
-fn a_at(addr: [u8; 4], ttl: u32) -> Upstream {
-    Upstream {
-        answers: vec![(addr, ttl)],
-        ..Upstream::default()
-    }
-}
-
-fn rcode(code: ResponseCode, soa: Option<u32>) -> Upstream {
-    Upstream {
-        rcode: Some(code),
-        soa,
-        ..Upstream::default()
-    }
-}
-
-/// The first reply to a miss (relayed, AA clear) with this TTL.
-fn relayed(ttl: u32) -> Want {
-    Want {
-        rcode: Some(ResponseCode::NoError),
-        ttl: Some(ttl),
-        aa: Some(false),
-        ..Want::default()
-    }
-}
-
-/// A reply from the cache (AA set) with this TTL.
-fn hit(ttl: u32) -> Want {
-    Want {
-        rcode: Some(ResponseCode::NoError),
-        ttl: Some(ttl),
-        aa: Some(true),
-        ..Want::default()
-    }
-}
-
-fn code(code: ResponseCode) -> Want {
-    Want {
-        rcode: Some(code),
-        ..Want::default()
-    }
-}
-
 fn secs(s: u64) -> Step {
     Wait(s * 1000)
 }
 
-fn check(step: usize, reply: &Message, want: &Want) {
-    let at = format!("step {step}: {reply:?}");
-    if let Some(rcode) = want.rcode {
-        assert_eq!(reply.response_code(), rcode, "rcode, {at}");
-    }
-    if let Some(ttl) = want.ttl {
-        let got = ttls(reply);
-        assert!(!got.is_empty(), "records expected, {at}");
-        assert!(got.iter().all(|&t| t == ttl), "TTLs {got:?} != {ttl}, {at}");
-    }
-    if let Some(n) = want.answers {
-        assert_eq!(reply.answers().len(), n, "answers, {at}");
-    }
-    if let Some(aa) = want.aa {
-        assert_eq!(reply.authoritative(), aa, "AA, {at}");
-    }
-    if let Some(ad) = want.ad {
-        assert_eq!(reply.authentic_data(), ad, "AD, {at}");
-    }
-    if let Some(name) = want.name {
-        assert_eq!(reply.queries()[0].name().to_ascii(), name, "question, {at}");
-    }
-    if let Some(addr) = want.addr {
-        match reply.answers().first().map(|r| r.data()) {
-            Some(RData::A(a)) => assert_eq!(a.0.octets(), addr, "address, {at}"),
-            other => panic!("expected an A record, got {other:?}, {at}"),
-        }
-    }
+/// Runs `steps` on a one-engine rig with `cache`.
+fn run(cache: CacheConfig, steps: &[Step]) -> Rig {
+    let mut rig = Rig::new(1, config_with(Some(cache)));
+    play(&mut rig, steps);
+    rig
 }
 
-/// Runs `steps` on a one-shard cluster with `cache`.
-fn run(cache: CacheConfig, steps: &[Step]) -> Cluster {
-    let mut cluster = Cluster::new(1, config_with(Some(cache)));
-    play(&mut cluster, steps);
-    cluster
-}
-
-fn play(cluster: &mut Cluster, steps: &[Step]) {
+fn play(rig: &mut Rig, steps: &[Step]) {
     for (i, step) in steps.iter().enumerate() {
         match step {
             Ask(name) => {
-                cluster.ask_on(0, name, RecordType::A, Ask::default());
+                rig.ask_on(0, name, RecordType::A, Ask::default());
             }
             AskWith(name, ask) => {
-                cluster.ask_on(0, name, RecordType::A, *ask);
+                rig.ask_on(0, name, RecordType::A, *ask);
             }
-            Reply(up) => cluster.answer(up),
+            Reply(up) => rig.answer(up),
             Lose => {
-                cluster.lose();
+                rig.lose();
             }
-            Wait(ms) => cluster.wait(Duration::from_millis(*ms)),
+            Wait(ms) => rig.wait(Duration::from_millis(*ms)),
             Expect(want) => {
-                let reply = cluster
+                let reply = rig
                     .replies
                     .pop_front()
                     .unwrap_or_else(|| panic!("step {i}: no reply (expected {want:?})"))
-                    .2;
+                    .message();
                 check(i, &reply, want);
             }
             Quiet => assert!(
-                cluster.replies.is_empty(),
+                rig.replies.is_empty(),
                 "step {i}: unexpected reply {:?}",
-                cluster.replies
+                rig.replies
             ),
-            Sent(n) => assert_eq!(cluster.upstream_sent(), *n, "step {i}: upstream queries"),
+            Sent(n) => assert_eq!(rig.upstream_sent(), *n, "step {i}: upstream queries"),
         }
-    }
-}
-
-fn cache(ttl: Option<u32>) -> CacheConfig {
-    CacheConfig::with_ttl(ttl)
-}
-
-fn stale(max_secs: u64, verify: bool) -> CacheConfig {
-    CacheConfig {
-        serve_stale: Some(ServeStale {
-            max_stale: Duration::from_secs(max_secs),
-            verify,
-        }),
-        ..cache(None)
     }
 }
 
@@ -633,16 +527,16 @@ fn disable_keeps_one_kind_out_of_the_cache_for_its_zones() {
 #[test]
 fn names_outside_the_cache_zones_are_forwarded_uncached() {
     let zoned = CacheConfig {
-        zones: vec![common::wire_name("cluster.local.")],
+        zones: vec![common::wire_name("rig.local.")],
         ..cache(None)
     };
     run(
         zoned,
         &[
-            Ask("svc.cluster.local."),
+            Ask("svc.rig.local."),
             Reply(a(60)),
             Expect(relayed(60)),
-            Ask("svc.cluster.local."),
+            Ask("svc.rig.local."),
             Expect(hit(60)),
             Ask("www.example."),
             Reply(a(60)),
@@ -801,17 +695,6 @@ fn without_serve_stale_an_expired_entry_is_a_miss() {
     );
 }
 
-fn prefetch(amount: u32, percentage: u8) -> CacheConfig {
-    CacheConfig {
-        prefetch: Some(Prefetch {
-            amount,
-            window: Duration::from_secs(60),
-            percentage,
-        }),
-        ..cache(None)
-    }
-}
-
 #[test]
 fn prefetch_refreshes_a_popular_entry_once_before_it_expires() {
     run(
@@ -932,22 +815,23 @@ fn eviction_takes_an_expired_entry_before_a_cold_fresh_one() {
 
 #[test]
 fn memory_stays_bounded_by_capacity_whatever_the_mix() {
-    let mut cluster = Cluster::new(1, config_with(Some(capacity(10))));
+    let mut rig = Rig::new(1, config_with(Some(capacity(10))));
     for i in 0..500 {
         let name = format!("n{i}.test.");
-        cluster.ask_on(0, &name, RecordType::A, Ask::default());
+        rig.ask_on(0, &name, RecordType::A, Ask::default());
         let up = if i % 3 == 0 {
             rcode(ResponseCode::NXDomain, Some(60))
         } else {
             a(300)
         };
-        cluster.answer(&up);
-        cluster.replies.clear();
-        let cache = cluster.engines[0].cache(0).unwrap();
+        rig.answer(&up);
+        rig.replies.clear();
+        let cache = rig.engines[0].cache(0).unwrap();
         assert!(cache.len() <= 10 + 9984, "entries {}", cache.len());
-        assert!(cache.len_of(shardns_shard::cache::Kind::Success) <= 10);
+        let success = rig.engines[0].stats().servers[0].entries[0].get();
+        assert!(success <= 10, "success entries {success}");
     }
-    let stats = &cluster.engines[0].stats().servers[0];
+    let stats = &rig.engines[0].stats().servers[0];
     assert_eq!(stats.entries[0].get(), 10);
     assert!(
         stats.evictions[0].get() >= 300,
@@ -957,129 +841,13 @@ fn memory_stays_bounded_by_capacity_whatever_the_mix() {
 }
 
 #[test]
-fn a_thousand_concurrent_misses_on_all_shards_make_one_upstream_query() {
-    let mut cluster = Cluster::new(4, config_with(Some(cache(None))));
-    for i in 0..1000 {
-        cluster.ask_on(i % 4, "hot.example.", RecordType::A, Ask::default());
-    }
-    assert_eq!(cluster.upstream_sent(), 1);
-    assert!(cluster.replies.is_empty());
-    cluster.answer(&a(60));
-    assert_eq!(cluster.replies.len(), 1000);
-    let mut per_shard = [0; 4];
-    for (shard, _, reply) in cluster.replies.drain(..) {
-        per_shard[shard] += 1;
-        check(0, &reply, &relayed(60));
-    }
-    assert_eq!(per_shard, [250; 4]);
-    // Every shard now answers from its own cache.
-    for shard in 0..4 {
-        cluster.ask_on(shard, "hot.example.", RecordType::A, Ask::default());
-        check(shard, &cluster.next_reply(), &hit(60));
-    }
-    assert_eq!(cluster.upstream_sent(), 1);
-    let coalesced: u64 = cluster
-        .engines
-        .iter()
-        .map(|e| e.stats().coalesced.get())
-        .sum();
-    assert!(coalesced >= 996, "coalesced {coalesced}");
-}
-
-#[test]
-fn a_later_miss_on_another_shard_is_answered_from_the_owners_cache() {
-    let mut cluster = Cluster::new(2, config_with(Some(cache(None))));
-    let owner = cluster.owner_of("www.example.");
-    let other = 1 - owner;
-    cluster.ask_on(owner, "www.example.", RecordType::A, Ask::default());
-    cluster.answer(&a(60));
-    check(0, &cluster.next_reply(), &relayed(60));
-    cluster.wait(Duration::from_secs(5));
-    cluster.ask_on(other, "www.example.", RecordType::A, Ask::default());
-    // The owner's entry, with its remaining lifetime; no upstream query.
-    check(1, &cluster.next_reply(), &relayed(55));
-    assert_eq!(cluster.upstream_sent(), 1);
-    cluster.ask_on(other, "www.example.", RecordType::A, Ask::default());
-    check(2, &cluster.next_reply(), &hit(55));
-}
-
-#[test]
-fn within_mode_resolves_each_shards_misses_itself() {
-    let mut cluster = Cluster::with_mode(2, config_with(Some(cache(None))), Coalesce::Within);
-    for shard in [0, 1, 0, 1] {
-        cluster.ask_on(shard, "hot.example.", RecordType::A, Ask::default());
-    }
-    assert_eq!(cluster.upstream_sent(), 2);
-}
-
-#[test]
-fn a_silent_owner_means_servfail_after_the_overall_deadline() {
-    let mut cluster = Cluster::new(2, config_with(Some(cache(None))));
-    let owner = cluster.owner_of("www.example.");
-    cluster.unreachable = Some(owner);
-    cluster.ask_on(1 - owner, "www.example.", RecordType::A, Ask::default());
-    assert_eq!(cluster.upstream_sent(), 0);
-    cluster.wait(Duration::from_millis(5_900));
-    assert!(cluster.replies.is_empty());
-    cluster.wait(Duration::from_millis(200));
-    check(0, &cluster.next_reply(), &code(ResponseCode::ServFail));
-}
-
-#[test]
-fn the_owners_stale_entry_serves_other_shards_while_the_upstream_is_down() {
-    let mut cluster = Cluster::new(2, config_with(Some(stale(3600, false))));
-    let owner = cluster.owner_of("www.example.");
-    let other = 1 - owner;
-    cluster.ask_on(owner, "www.example.", RecordType::A, Ask::default());
-    cluster.answer(&a(10));
-    cluster.next_reply();
-    cluster.wait(Duration::from_secs(20));
-    // The other shard never held the entry; the owner serves it stale and refreshes.
-    cluster.ask_on(other, "www.example.", RecordType::A, Ask::default());
-    check(0, &cluster.next_reply(), &hit(30));
-    assert_eq!(cluster.upstream_sent(), 2);
-    cluster.lose();
-    cluster.wait(Duration::from_secs(6));
-    cluster.ask_on(owner, "www.example.", RecordType::A, Ask::default());
-    check(1, &cluster.next_reply(), &hit(30));
-}
-
-#[test]
-fn prefetch_on_several_shards_is_one_upstream_query() {
-    let mut cluster = Cluster::new(2, config_with(Some(prefetch(1, 50))));
-    for shard in [0, 1] {
-        cluster.ask_on(shard, "www.example.", RecordType::A, Ask::default());
-    }
-    cluster.answer(&a(100));
-    cluster.replies.clear();
-    cluster.wait(Duration::from_secs(60));
-    for shard in [0, 1, 0, 1] {
-        cluster.ask_on(shard, "www.example.", RecordType::A, Ask::default());
-    }
-    assert_eq!(cluster.upstream_sent(), 2, "one miss and one refresh");
-    cluster.answer(&a_at([192, 0, 2, 8], 100));
-    cluster.replies.clear();
-    for shard in [0, 1] {
-        cluster.ask_on(shard, "www.example.", RecordType::A, Ask::default());
-        check(
-            shard,
-            &cluster.next_reply(),
-            &Want {
-                addr: Some([192, 0, 2, 8]),
-                ..hit(100)
-            },
-        );
-    }
-}
-
-#[test]
 fn a_reload_keeps_the_cache_and_in_flight_queries() {
-    let mut cluster = Cluster::new(1, config_with(Some(cache(None))));
-    cluster.ask_on(0, "www.example.", RecordType::A, Ask::default());
-    cluster.answer(&a(300));
-    check(0, &cluster.next_reply(), &relayed(300));
-    cluster.ask_on(0, "pending.example.", RecordType::A, Ask::default());
-    assert_eq!(cluster.upstream.len(), 1);
+    let mut rig = Rig::new(1, config_with(Some(cache(None))));
+    rig.ask_on(0, "www.example.", RecordType::A, Ask::default());
+    rig.answer(&a(300));
+    check(0, &rig.next_reply(), &relayed(300));
+    rig.ask_on(0, "pending.example.", RecordType::A, Ask::default());
+    assert_eq!(rig.upstream.len(), 1);
 
     // New options and a new upstream address: same blocks, same listeners.
     let mut next = config_with(Some(CacheConfig {
@@ -1087,54 +855,54 @@ fn a_reload_keeps_the_cache_and_in_flight_queries() {
         ..cache(Some(60))
     }));
     next.upstreams[0].addr = "127.0.0.1:2053".parse().unwrap();
-    let now = cluster.now;
-    cluster.engines[0]
+    let now = rig.now;
+    rig.engines[0]
         .reconfigure(now, std::sync::Arc::new(next))
         .expect("same blocks reload");
-    cluster.settle();
+    rig.settle();
     // The in-flight query went again, to the new upstream; the old attempt is void.
-    assert_eq!(cluster.upstream_sent(), 3);
-    cluster.lose();
-    cluster.answer(&a(30));
-    check(1, &cluster.next_reply(), &relayed(30));
+    assert_eq!(rig.upstream_sent(), 3);
+    rig.lose();
+    rig.answer(&a(30));
+    check(1, &rig.next_reply(), &relayed(30));
     // The entry cached before the reload is still a hit.
-    cluster.wait(Duration::from_secs(10));
-    cluster.ask_on(0, "www.example.", RecordType::A, Ask::default());
-    check(2, &cluster.next_reply(), &hit(290));
-    assert_eq!(cluster.upstream_sent(), 3);
+    rig.wait(Duration::from_secs(10));
+    rig.ask_on(0, "www.example.", RecordType::A, Ask::default());
+    check(2, &rig.next_reply(), &hit(290));
+    assert_eq!(rig.upstream_sent(), 3);
 
     // Changing the blocks needs a restart.
     let mut other = config_with(Some(cache(None)));
     other.servers[0].zone = common::wire_name("example.");
-    let now = cluster.now;
+    let now = rig.now;
     assert!(
-        cluster.engines[0]
+        rig.engines[0]
             .reconfigure(now, std::sync::Arc::new(other))
             .is_err()
     );
-    cluster.ask_on(0, "www.example.", RecordType::A, Ask::default());
-    check(3, &cluster.next_reply(), &hit(290));
+    rig.ask_on(0, "www.example.", RecordType::A, Ask::default());
+    check(3, &rig.next_reply(), &hit(290));
 }
 
 #[test]
 fn a_reload_with_a_smaller_capacity_evicts_the_coldest() {
-    let mut cluster = Cluster::new(1, config_with(Some(capacity(4))));
+    let mut rig = Rig::new(1, config_with(Some(capacity(4))));
     for name in ["a.test.", "b.test.", "c.test.", "d.test."] {
-        cluster.ask_on(0, name, RecordType::A, Ask::default());
-        cluster.answer(&a(300));
+        rig.ask_on(0, name, RecordType::A, Ask::default());
+        rig.answer(&a(300));
     }
     for name in ["b.test.", "d.test."] {
-        cluster.ask_on(0, name, RecordType::A, Ask::default());
+        rig.ask_on(0, name, RecordType::A, Ask::default());
     }
-    cluster.replies.clear();
-    let now = cluster.now;
-    cluster.engines[0]
+    rig.replies.clear();
+    let now = rig.now;
+    rig.engines[0]
         .reconfigure(now, std::sync::Arc::new(config_with(Some(capacity(2)))))
         .unwrap();
-    assert_eq!(cluster.engines[0].cache(0).unwrap().len(), 2);
+    assert_eq!(rig.engines[0].cache(0).unwrap().len(), 2);
     for name in ["b.test.", "d.test."] {
-        cluster.ask_on(0, name, RecordType::A, Ask::default());
-        check(0, &cluster.next_reply(), &hit(300));
+        rig.ask_on(0, name, RecordType::A, Ask::default());
+        check(0, &rig.next_reply(), &hit(300));
     }
-    assert_eq!(cluster.upstream_sent(), 4);
+    assert_eq!(rig.upstream_sent(), 4);
 }

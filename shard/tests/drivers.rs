@@ -14,11 +14,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use shardns_shard::config::Limits;
-use shardns_shard::peer::{PeerMessage, PeerQuestion, PeerResult};
-use shardns_shard::tcp::FrameDecoder;
 use shardns_shard::{
-    Client, Config, Handler, IoMode, Link, Outcome, PeerLinks, Protocol, ShardSockets, ShardSpec,
-    Transmit, peer_mesh, run_shard,
+    Client, Config, Control, Handler, IoMode, Link, Outcome, PeerLinks, Protocol, ShardSockets,
+    ShardSpec, Transmit, peer_mesh, run_shard,
 };
 
 /// Reply at once (copy with QR set).
@@ -33,7 +31,7 @@ const LATER: u8 = 3;
 const DROP: u8 = 4;
 /// Like [`UP_TCP`], and close the link (`Transmit::Close`) once the response is in.
 const UP_TCP_CLOSE: u8 = 5;
-/// Ask shard `arg` (a [`PeerMessage::Miss`]); reply when its [`PeerMessage::Answer`] is in.
+/// Ask shard `arg` (a [`TestPeer::Ask`]); reply when its [`TestPeer::Answer`] is in.
 const PEER: u8 = 6;
 /// Like [`PEER`] with [`FAN_OUT`] misses at once; reply when all are answered.
 const PEER_FAN: u8 = 7;
@@ -52,6 +50,36 @@ fn query(id: u16, action: u8, arg: u8) -> Vec<u8> {
 
 fn id_of(m: &[u8]) -> u16 {
     u16::from_be_bytes([m[0], m[1]])
+}
+
+/// `msg` with its 2-byte TCP length prefix.
+fn frame(msg: &[u8]) -> Vec<u8> {
+    let mut framed = (msg.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(msg);
+    framed
+}
+
+/// Takes the complete length-prefixed messages off the front of `stream`.
+fn unframe(stream: &mut Vec<u8>) -> Vec<Vec<u8>> {
+    let mut messages = Vec::new();
+    while stream.len() >= 2 {
+        let len = usize::from(u16::from_be_bytes([stream[0], stream[1]]));
+        if stream.len() < 2 + len {
+            break;
+        }
+        messages.push(stream[2..2 + len].to_vec());
+        stream.drain(..2 + len);
+    }
+    messages
+}
+
+/// What the test handlers of a group send each other (the drivers only carry it).
+#[derive(Debug)]
+enum TestPeer {
+    /// Shard `from` asks about `key`.
+    Ask { from: usize, key: u64 },
+    /// Shard `by` − 1 answers about `key`.
+    Answer { key: u64, by: u8 },
 }
 
 #[derive(Debug, Default)]
@@ -82,6 +110,7 @@ struct TestHandler {
     pending: HashMap<u16, (Client, [u8; 2], Link, bool)>,
     timers: Vec<(Instant, Client, Vec<u8>)>,
     out: VecDeque<Transmit>,
+    peers_out: VecDeque<(usize, TestPeer)>,
     events: Arc<Mutex<Events>>,
     /// Key of the next peer question → the client waiting for it.
     next_key: u64,
@@ -103,6 +132,7 @@ impl TestHandler {
             pending: HashMap::new(),
             timers: Vec::new(),
             out: VecDeque::new(),
+            peers_out: VecDeque::new(),
             events,
             next_key: 0,
             peer_waiters: HashMap::new(),
@@ -123,29 +153,16 @@ impl TestHandler {
                 remaining: count,
             },
         );
-        let question = PeerQuestion {
-            server: 0,
-            hash: key,
-            qname: q.into(),
-            qtype: 1,
-            qclass: 1,
-            flag_bits: 0,
-            protocol: client.protocol,
-        };
         for _ in 0..count {
-            self.out.push_back(Transmit::Peer {
-                shard: to,
-                message: Box::new(PeerMessage::Miss {
-                    from: self.shard as u16,
-                    question: question.clone(),
-                    newer_than: None,
-                }),
-            });
+            let from = self.shard;
+            self.peers_out.push_back((to, TestPeer::Ask { from, key }));
         }
     }
 }
 
 impl Handler for TestHandler {
+    type Peer = TestPeer;
+
     fn handle_query(&mut self, now: Instant, client: Client, q: &[u8], out: &mut [u8]) -> Outcome {
         if q.len() < 5 || q[2] & 0x80 != 0 {
             return Outcome::Drop;
@@ -243,36 +260,33 @@ impl Handler for TestHandler {
         }
     }
 
-    fn handle_peer(&mut self, _now: Instant, message: PeerMessage) {
-        let mut events = self.events.lock().expect("lock");
-        match &message {
-            PeerMessage::Reconfigure(_) => events.reconfigured += 1,
-            _ => events.peer_in += 1,
+    fn handle_control(&mut self, _now: Instant, control: Control) {
+        match control {
+            Control::Reconfigure(_) => self.events.lock().expect("lock").reconfigured += 1,
+            _ => unreachable!("the only control message"),
         }
-        drop(events);
+    }
+
+    fn handle_peer(&mut self, _now: Instant, message: TestPeer) {
+        self.events.lock().expect("lock").peer_in += 1;
         match message {
-            PeerMessage::Reconfigure(_) => {}
-            PeerMessage::Miss { from, question, .. } => {
-                let result = PeerResult::Failed(1 + self.shard as u16);
-                self.out.push_back(Transmit::Peer {
-                    shard: usize::from(from),
-                    message: Box::new(PeerMessage::Answer { question, result }),
-                });
+            TestPeer::Ask { from, key } => {
+                let by = 1 + self.shard as u8;
+                self.peers_out
+                    .push_back((from, TestPeer::Answer { key, by }));
             }
-            PeerMessage::Answer { question, result } => {
-                let Some(w) = self.peer_waiters.get_mut(&question.hash) else {
+            TestPeer::Answer { key, by } => {
+                let Some(w) = self.peer_waiters.get_mut(&key) else {
                     return;
                 };
                 w.remaining -= 1;
                 if w.remaining > 0 {
                     return;
                 }
-                let Some(mut w) = self.peer_waiters.remove(&question.hash) else {
+                let Some(mut w) = self.peer_waiters.remove(&key) else {
                     return;
                 };
-                if let PeerResult::Failed(by) = result {
-                    w.reply[5] = by as u8;
-                }
+                w.reply[5] = by;
                 self.out.push_back(Transmit::Reply {
                     client: w.client,
                     payload: w.reply,
@@ -304,6 +318,10 @@ impl Handler for TestHandler {
     fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
     }
+
+    fn poll_peer(&mut self) -> Option<(usize, TestPeer)> {
+        self.peers_out.pop_front()
+    }
 }
 
 /// A shard running on its own thread; shut down and joined on drop.
@@ -326,7 +344,7 @@ fn start_shard(
     limits: Limits,
     up_udp: SocketAddr,
     up_tcp: SocketAddr,
-    peers: PeerLinks,
+    peers: PeerLinks<TestPeer>,
 ) -> Server {
     let index = peers.index();
     let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
@@ -427,18 +445,17 @@ fn upstreams() -> Upstreams {
 fn serve_tcp_upstream(mut stream: TcpStream, stop: &AtomicBool) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
-    let mut d = FrameDecoder::new();
+    let mut received = Vec::new();
     let mut buf = [0u8; 4096];
     while !stop.load(Ordering::Relaxed) {
         match stream.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => {
-                d.push(&buf[..n]);
+                received.extend_from_slice(&buf[..n]);
                 let mut out = Vec::new();
-                while let Some(m) = d.next_message() {
-                    let mut r = m.to_vec();
+                for mut r in unframe(&mut received) {
                     r[2] |= 0x80;
-                    out.extend_from_slice(&shardns_shard::tcp::frame(&r).expect("frame"));
+                    out.extend_from_slice(&frame(&r));
                 }
                 if stream.write_all(&out).is_err() {
                     return;
@@ -492,8 +509,7 @@ fn tcp_client(addr: SocketAddr) -> TcpStream {
 }
 
 fn send_tcp(s: &mut TcpStream, m: &[u8]) {
-    s.write_all(&shardns_shard::tcp::frame(m).expect("frame"))
-        .expect("write");
+    s.write_all(&frame(m)).expect("write");
 }
 
 fn read_tcp(s: &mut TcpStream) -> Vec<u8> {
@@ -562,12 +578,12 @@ fn udp_drop_and_timer_reply(mode: IoMode) {
 fn tcp_pipelined_and_split(mode: IoMode) {
     let (_up, srv) = default_server(mode);
     let mut s = tcp_client(srv.tcp);
-    let mut two = shardns_shard::tcp::frame(&query(10, ECHO, 0)).expect("frame");
-    two.extend(shardns_shard::tcp::frame(&query(11, ECHO, 0)).expect("frame"));
+    let mut two = frame(&query(10, ECHO, 0));
+    two.extend(frame(&query(11, ECHO, 0)));
     s.write_all(&two).expect("write");
     assert_reply(&read_tcp(&mut s), 10);
     assert_reply(&read_tcp(&mut s), 11);
-    let one = shardns_shard::tcp::frame(&query(12, ECHO, 0)).expect("frame");
+    let one = frame(&query(12, ECHO, 0));
     for part in [&one[..1], &one[1..5], &one[5..]] {
         s.write_all(part).expect("write");
         thread::sleep(Duration::from_millis(20));
@@ -843,7 +859,7 @@ fn control_reaches_idle_shards(mode: IoMode) {
         limits: Limits::default(),
     });
     let t0 = Instant::now();
-    assert_eq!(control.broadcast(&PeerMessage::Reconfigure(config)), 2);
+    assert_eq!(control.broadcast(&Control::Reconfigure(config)), 2);
     let reconfigured = |srv: &Server| srv.events.lock().expect("lock").reconfigured;
     while group.iter().any(|s| reconfigured(s) == 0) && t0.elapsed() < Duration::from_secs(2) {
         thread::sleep(Duration::from_millis(1));
@@ -907,7 +923,7 @@ fn skip(mode: IoMode) -> bool {
     if mode != IoMode::Uring {
         return false;
     }
-    match shardns_shard::driver::uring_available() {
+    match shardns_shard::uring_available() {
         Ok(()) => false,
         Err(why) => {
             println!("skipping io_uring test: {why}");

@@ -1,26 +1,20 @@
-//! Engine scenarios driven by a virtual clock: the engine gets `now` and bytes and returns
-//! actions; no sockets, no sleeping. Upstream replies are built with hickory-proto, and the
-//! engine's replies parsed with it.
+//! Engine scenarios driven by a virtual clock (the common [`Rig`] with one engine): the
+//! engine gets `now` and bytes and returns actions; no sockets, no sleeping. Upstream replies
+//! are built with hickory-proto, and the engine's replies parsed with it.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 
-use common::{ttls, wire_name};
+use common::{Rig, ttls, wire_name};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use shardns_shard::config::{
     CacheConfig, ForwardConfig, Limits, ListenerConfig, ServerConfig, UpstreamConfig,
 };
-use shardns_shard::engine::{Coalesce, Group};
-use shardns_shard::{
-    Client, Config, Engine, Handler, Link, MAX_MESSAGE, Outcome, Protocol, Transmit,
-};
+use shardns_shard::{Client, Config, Handler, Link, Outcome, Protocol};
 
 fn server(
     zone: &str,
@@ -55,87 +49,6 @@ fn config(upstreams: usize, force_tcp: bool, cache: Option<CacheConfig>) -> Conf
             })
             .collect(),
         limits: Limits::default(),
-    }
-}
-
-struct Sim {
-    engine: Engine,
-    now: Instant,
-    out: Vec<u8>,
-}
-
-impl Sim {
-    fn new(config: Config) -> Sim {
-        let group = Group::with_seed(1, Coalesce::Across, 7);
-        let engine = Engine::with_rng(Arc::new(config), group, 0, StdRng::seed_from_u64(7));
-        Sim {
-            engine,
-            now: Instant::now(),
-            out: vec![0; MAX_MESSAGE],
-        }
-    }
-
-    fn advance(&mut self, by: Duration) {
-        self.now += by;
-        if self.engine.poll_timeout().is_some_and(|t| t <= self.now) {
-            self.engine.handle_timeout(self.now);
-        }
-    }
-
-    fn query(&mut self, client: Client, bytes: &[u8]) -> Option<Message> {
-        match self
-            .engine
-            .handle_query(self.now, client, bytes, &mut self.out)
-        {
-            Outcome::Reply(len) => {
-                Some(Message::from_vec(&self.out[..len]).expect("engine reply parses"))
-            }
-            Outcome::Drop => None,
-            Outcome::Pending => None,
-        }
-    }
-
-    fn outcome(&mut self, client: Client, bytes: &[u8]) -> Outcome {
-        self.engine
-            .handle_query(self.now, client, bytes, &mut self.out)
-    }
-
-    /// What the engine emitted, health probes apart (tests/health.rs covers those).
-    fn transmits(&mut self) -> Vec<Transmit> {
-        std::iter::from_fn(|| self.engine.poll_transmit())
-            .filter(|t| match t {
-                Transmit::Query { payload, .. } => {
-                    !common::is_probe(&Message::from_vec(payload).unwrap())
-                }
-                _ => true,
-            })
-            .collect()
-    }
-
-    /// The single upstream query emitted since the last call.
-    fn upstream_query(&mut self) -> (Link, SocketAddr, Message) {
-        let mut sent = self.transmits();
-        assert_eq!(sent.len(), 1, "expected one upstream query, got {sent:?}");
-        match sent.remove(0) {
-            Transmit::Query {
-                link,
-                addr,
-                payload,
-            } => (link, addr, Message::from_vec(&payload).unwrap()),
-            other => panic!("expected a query, got {other:?}"),
-        }
-    }
-
-    fn replies(&mut self) -> Vec<(Client, Message)> {
-        self.transmits()
-            .into_iter()
-            .map(|t| match t {
-                Transmit::Reply { client, payload } => {
-                    (client, Message::from_vec(&payload).unwrap())
-                }
-                other => panic!("expected a reply, got {other:?}"),
-            })
-            .collect()
     }
 }
 
@@ -185,13 +98,13 @@ fn cache30() -> Option<CacheConfig> {
 
 #[test]
 fn miss_then_hit_with_ttl_decrement_and_client_case_and_id() {
-    let mut sim = Sim::new(config(1, true, cache30()));
+    let mut rig = Rig::one(config(1, true, cache30()));
     let c = client(4000, Protocol::Udp);
     assert_eq!(
-        sim.outcome(c, &query(11, "www.Example.", RecordType::A, false)),
+        rig.outcome(c, &query(11, "www.Example.", RecordType::A, false)),
         Outcome::Pending
     );
-    let (link, addr, up) = sim.upstream_query();
+    let (link, addr, up) = rig.upstream_query();
     assert_eq!(link.protocol, Protocol::Tcp, "force_tcp");
     assert_eq!(addr, SocketAddr::from(([127, 0, 0, 1], 1000)));
     assert_ne!(
@@ -199,8 +112,7 @@ fn miss_then_hit_with_ttl_decrement_and_client_case_and_id() {
         11,
         "upstream query gets its own ID (seeded rng; 11 would be a coincidence)"
     );
-    sim.engine.handle_response(
-        sim.now,
+    rig.respond(
         link,
         &reply(
             &up,
@@ -210,7 +122,7 @@ fn miss_then_hit_with_ttl_decrement_and_client_case_and_id() {
             None,
         ),
     );
-    let replies = sim.replies();
+    let replies = rig.take_replies();
     assert_eq!(replies.len(), 1);
     let (to, first) = &replies[0];
     assert_eq!(*to, c);
@@ -226,8 +138,8 @@ fn miss_then_hit_with_ttl_decrement_and_client_case_and_id() {
         "no OPT for a client without EDNS"
     );
 
-    sim.advance(Duration::from_millis(10_500));
-    let hit = sim
+    rig.wait(Duration::from_millis(10_500));
+    let hit = rig
         .query(
             client(4001, Protocol::Udp),
             &query(12, "WWW.EXAMPLE.", RecordType::A, true),
@@ -239,81 +151,71 @@ fn miss_then_hit_with_ttl_decrement_and_client_case_and_id() {
     assert!(hit.authoritative());
     assert!(hit.extensions().is_some(), "OPT for an EDNS client");
     assert_eq!(hit.answers().len(), 2);
-    let upstream: Vec<Transmit> = sim
-        .transmits()
-        .into_iter()
-        .filter(|t| matches!(t, Transmit::Query { .. }))
-        .collect();
     assert!(
-        upstream.is_empty(),
-        "a hit sends nothing upstream: {upstream:?}"
+        rig.upstream.is_empty(),
+        "a hit sends nothing upstream: {:?}",
+        rig.upstream
     );
-    assert_eq!(sim.engine.stats().cache_hits(), 1);
-    assert_eq!(sim.engine.stats().upstream_queries.get(), 1);
+    assert_eq!(rig.engines[0].stats().cache_hits(), 1);
+    assert_eq!(rig.engines[0].stats().upstream_queries.get(), 1);
 }
 
 #[test]
 fn entries_expire_and_are_fetched_again() {
-    let mut sim = Sim::new(config(1, false, cache30()));
+    let mut rig = Rig::one(config(1, false, cache30()));
     let c = client(4000, Protocol::Udp);
-    sim.outcome(c, &query(1, "a.example.", RecordType::A, false));
-    let (link, _, up) = sim.upstream_query();
+    rig.outcome(c, &query(1, "a.example.", RecordType::A, false));
+    let (link, _, up) = rig.upstream_query();
     assert_eq!(
         link.protocol,
         Protocol::Udp,
         "follows the client's protocol"
     );
-    sim.engine.handle_response(
-        sim.now,
+    rig.respond(
         link,
         &reply(&up, ResponseCode::NoError, &[[1, 1, 1, 1]], 30, None),
     );
-    sim.replies();
-    sim.advance(Duration::from_millis(29_999));
+    rig.take_replies();
+    rig.wait(Duration::from_millis(29_999));
     assert_eq!(
         ttls(
-            &sim.query(c, &query(2, "a.example.", RecordType::A, false))
+            &rig.query(c, &query(2, "a.example.", RecordType::A, false))
                 .unwrap()
         ),
         vec![1]
     );
-    sim.advance(Duration::from_millis(1));
+    rig.wait(Duration::from_millis(1));
     assert_eq!(
-        sim.outcome(c, &query(3, "a.example.", RecordType::A, false)),
+        rig.outcome(c, &query(3, "a.example.", RecordType::A, false)),
         Outcome::Pending
     );
-    sim.upstream_query();
+    rig.upstream_query();
 }
 
 #[test]
 fn ttl_floor_and_denial_ttl_from_soa() {
-    let mut sim = Sim::new(config(1, false, Some(CacheConfig::with_ttl(None))));
+    let mut rig = Rig::one(config(1, false, Some(CacheConfig::with_ttl(None))));
     let c = client(4000, Protocol::Udp);
-    sim.outcome(c, &query(1, "low.example.", RecordType::A, false));
-    let (link, _, up) = sim.upstream_query();
-    sim.engine.handle_response(
-        sim.now,
+    rig.outcome(c, &query(1, "low.example.", RecordType::A, false));
+    let (link, _, up) = rig.upstream_query();
+    rig.respond(
         link,
         &reply(&up, ResponseCode::NoError, &[[1, 1, 1, 1]], 1, None),
     );
     assert_eq!(
-        ttls(&sim.replies()[0].1),
+        ttls(&rig.take_replies()[0].1),
         vec![5],
         "MINTTL 5 raises a TTL of 1"
     );
 
-    sim.outcome(c, &query(2, "gone.example.", RecordType::A, false));
-    let (link, _, up) = sim.upstream_query();
-    sim.engine.handle_response(
-        sim.now,
-        link,
-        &reply(&up, ResponseCode::NXDomain, &[], 0, Some(120)),
-    );
-    let nx = &sim.replies()[0].1;
+    rig.outcome(c, &query(2, "gone.example.", RecordType::A, false));
+    let (link, _, up) = rig.upstream_query();
+    rig.respond(link, &reply(&up, ResponseCode::NXDomain, &[], 0, Some(120)));
+    let nx = &rig.take_replies()[0].1;
     assert_eq!(nx.response_code(), ResponseCode::NXDomain);
     assert_eq!(ttls(nx), vec![120]);
-    sim.advance(Duration::from_secs(100));
-    let hit = sim
+    rig.wait(Duration::from_secs(100));
+    let hit = rig
         .query(c, &query(3, "gone.example.", RecordType::A, false))
         .expect("denial hit");
     assert_eq!(hit.response_code(), ResponseCode::NXDomain);
@@ -325,50 +227,47 @@ fn uncacheable_answers_are_relayed_but_not_stored() {
     // SERVFAIL is not cached with `servfail 0` (its caching is tested in cache_rules.rs).
     let mut cache = CacheConfig::with_ttl(Some(30));
     cache.servfail_ttl = 0;
-    let mut sim = Sim::new(config(1, false, Some(cache)));
+    let mut rig = Rig::one(config(1, false, Some(cache)));
     let c = client(4000, Protocol::Udp);
     for (rcode, soa) in [
         (ResponseCode::NXDomain, None),
         (ResponseCode::ServFail, None),
         (ResponseCode::Refused, None),
     ] {
-        sim.outcome(c, &query(1, "x.example.", RecordType::A, false));
-        let (link, _, up) = sim.upstream_query();
-        sim.engine
-            .handle_response(sim.now, link, &reply(&up, rcode, &[], 0, soa));
-        assert_eq!(sim.replies()[0].1.response_code(), rcode);
+        rig.outcome(c, &query(1, "x.example.", RecordType::A, false));
+        let (link, _, up) = rig.upstream_query();
+        rig.respond(link, &reply(&up, rcode, &[], 0, soa));
+        assert_eq!(rig.take_replies()[0].1.response_code(), rcode);
         assert_eq!(
-            sim.outcome(c, &query(2, "x.example.", RecordType::A, false)),
+            rig.outcome(c, &query(2, "x.example.", RecordType::A, false)),
             Outcome::Pending,
             "{rcode:?} not cached"
         );
-        let (link, _, up) = sim.upstream_query();
-        sim.engine
-            .handle_response(sim.now, link, &reply(&up, rcode, &[], 0, soa));
-        sim.replies();
+        let (link, _, up) = rig.upstream_query();
+        rig.respond(link, &reply(&up, rcode, &[], 0, soa));
+        rig.take_replies();
     }
 }
 
 #[test]
 fn do_bit_separates_cache_entries() {
-    let mut sim = Sim::new(config(1, false, cache30()));
+    let mut rig = Rig::one(config(1, false, cache30()));
     let c = client(4000, Protocol::Udp);
-    sim.outcome(c, &query(1, "d.example.", RecordType::A, false));
-    let (link, _, up) = sim.upstream_query();
-    sim.engine.handle_response(
-        sim.now,
+    rig.outcome(c, &query(1, "d.example.", RecordType::A, false));
+    let (link, _, up) = rig.upstream_query();
+    rig.respond(
         link,
         &reply(&up, ResponseCode::NoError, &[[1, 1, 1, 1]], 60, None),
     );
-    sim.replies();
+    rig.take_replies();
     let mut with_do = Message::from_vec(&query(2, "d.example.", RecordType::A, true)).unwrap();
     with_do
         .extensions_mut()
         .as_mut()
         .unwrap()
         .set_dnssec_ok(true);
-    assert_eq!(sim.outcome(c, &with_do.to_vec().unwrap()), Outcome::Pending);
-    let (_, _, up) = sim.upstream_query();
+    assert_eq!(rig.outcome(c, &with_do.to_vec().unwrap()), Outcome::Pending);
+    let (_, _, up) = rig.upstream_query();
     assert!(
         up.extensions().as_ref().unwrap().flags().dnssec_ok,
         "DO forwarded"
@@ -377,74 +276,73 @@ fn do_bit_separates_cache_entries() {
 
 #[test]
 fn attempt_timeout_moves_to_next_upstream_then_servfail_at_5s() {
-    let mut sim = Sim::new(config(2, true, cache30()));
-    let start = sim.now;
+    let mut rig = Rig::one(config(2, true, cache30()));
+    let start = rig.now;
     let c = client(4000, Protocol::Udp);
-    sim.outcome(c, &query(9, "slow.example.", RecordType::A, true));
-    let (first, _, _) = sim.upstream_query();
+    rig.outcome(c, &query(9, "slow.example.", RecordType::A, true));
+    let (first, _, _) = rig.upstream_query();
     assert_eq!(
-        sim.engine.poll_timeout(),
+        rig.engines[0].poll_timeout(),
         Some(start + Duration::from_secs(2))
     );
-    sim.advance(Duration::from_millis(1999));
-    assert!(sim.transmits().is_empty());
-    sim.advance(Duration::from_millis(1));
-    let (second, _, _) = sim.upstream_query();
+    rig.wait(Duration::from_millis(1999));
+    assert!(rig.upstream.is_empty() && rig.replies.is_empty());
+    rig.wait(Duration::from_millis(1));
+    let (second, _, _) = rig.upstream_query();
     assert_ne!(
         first.upstream, second.upstream,
         "the next attempt goes to the other upstream"
     );
-    sim.advance(Duration::from_secs(2));
-    let (third, _, _) = sim.upstream_query();
+    rig.wait(Duration::from_secs(2));
+    let (third, _, _) = rig.upstream_query();
     assert_eq!(third.upstream, first.upstream);
     // (The timeouts started health probes, so the next deadline may be a probe's.)
-    assert!(sim.engine.poll_timeout() <= Some(start + Duration::from_secs(5)));
-    sim.advance(Duration::from_millis(999));
-    assert!(sim.transmits().is_empty());
-    sim.advance(Duration::from_millis(1));
-    let replies = sim.replies();
+    assert!(rig.engines[0].poll_timeout() <= Some(start + Duration::from_secs(5)));
+    rig.wait(Duration::from_millis(999));
+    assert!(rig.upstream.is_empty() && rig.replies.is_empty());
+    rig.wait(Duration::from_millis(1));
+    let replies = rig.take_replies();
     assert_eq!(replies.len(), 1);
     let servfail = &replies[0].1;
     assert_eq!(servfail.response_code(), ResponseCode::ServFail);
     assert_eq!(servfail.id(), 9);
     assert_eq!(servfail.queries()[0].name().to_ascii(), "slow.example.");
     assert!(servfail.extensions().is_some());
-    assert_eq!(sim.engine.pending(), 0);
-    assert_eq!(sim.engine.stats().upstream_timeouts.get(), 2);
+    assert_eq!(rig.engines[0].pending(), 0);
+    assert_eq!(rig.engines[0].stats().upstream_timeouts.get(), 2);
 }
 
 #[test]
 fn refused_connection_fails_over_at_once_and_servfails_when_all_are_down() {
-    let mut sim = Sim::new(config(2, true, cache30()));
+    let mut rig = Rig::one(config(2, true, cache30()));
     let c = client(4000, Protocol::Udp);
-    sim.outcome(c, &query(5, "down.example.", RecordType::A, false));
+    rig.outcome(c, &query(5, "down.example.", RecordType::A, false));
     let mut seen = Vec::new();
     for _ in 0..4 {
-        let (link, _, _) = sim.upstream_query();
+        let (link, _, _) = rig.upstream_query();
         seen.push(link.upstream);
-        sim.engine.handle_link_closed(sim.now, link);
+        rig.close_link(link);
     }
     assert_eq!(
         seen.iter().filter(|&&u| u == 0).count(),
         2,
         "2 × #upstreams attempts: {seen:?}"
     );
-    let replies = sim.replies();
+    let replies = rig.take_replies();
     assert_eq!(replies.len(), 1);
     assert_eq!(replies[0].1.response_code(), ResponseCode::ServFail);
-    assert_eq!(sim.engine.stats().upstream_link_failures.get(), 4);
+    assert_eq!(rig.engines[0].stats().upstream_link_failures.get(), 4);
 }
 
 #[test]
 fn replies_with_wrong_id_or_question_are_ignored() {
-    let mut sim = Sim::new(config(1, false, cache30()));
+    let mut rig = Rig::one(config(1, false, cache30()));
     let c = client(4000, Protocol::Udp);
-    sim.outcome(c, &query(5, "q.example.", RecordType::A, false));
-    let (link, _, up) = sim.upstream_query();
+    rig.outcome(c, &query(5, "q.example.", RecordType::A, false));
+    let (link, _, up) = rig.upstream_query();
     let mut wrong_id = up.clone();
     wrong_id.set_id(up.id().wrapping_add(1));
-    sim.engine.handle_response(
-        sim.now,
+    rig.respond(
         link,
         &reply(&wrong_id, ResponseCode::NoError, &[[6, 6, 6, 6]], 60, None),
     );
@@ -454,21 +352,18 @@ fn replies_with_wrong_id_or_question_are_ignored() {
         Name::from_ascii("evil.example.").unwrap(),
         RecordType::A,
     ));
-    sim.engine.handle_response(
-        sim.now,
+    rig.respond(
         link,
         &reply(&wrong_q, ResponseCode::NoError, &[[6, 6, 6, 6]], 60, None),
     );
-    sim.engine
-        .handle_response(sim.now, link, b"\x00\x01garbage");
-    assert!(sim.transmits().is_empty());
-    assert_eq!(sim.engine.stats().upstream_rejected.get(), 3);
-    sim.engine.handle_response(
-        sim.now,
+    rig.respond(link, b"\x00\x01garbage");
+    assert!(rig.upstream.is_empty() && rig.replies.is_empty());
+    assert_eq!(rig.engines[0].stats().upstream_rejected.get(), 3);
+    rig.respond(
         link,
         &reply(&up, ResponseCode::NoError, &[[1, 2, 3, 4]], 60, None),
     );
-    let replies = sim.replies();
+    let replies = rig.take_replies();
     assert_eq!(replies.len(), 1);
     assert_eq!(
         replies[0].1.answers()[0].data(),
@@ -478,7 +373,7 @@ fn replies_with_wrong_id_or_question_are_ignored() {
 
 #[test]
 fn concurrent_identical_misses_share_one_upstream_query() {
-    let mut sim = Sim::new(config(1, true, cache30()));
+    let mut rig = Rig::one(config(1, true, cache30()));
     let clients: Vec<Client> = (0..5).map(|i| client(5000 + i, Protocol::Udp)).collect();
     for (i, c) in clients.iter().enumerate() {
         let name = if i % 2 == 0 {
@@ -487,17 +382,16 @@ fn concurrent_identical_misses_share_one_upstream_query() {
             "SAME.example."
         };
         assert_eq!(
-            sim.outcome(*c, &query(100 + i as u16, name, RecordType::A, false)),
+            rig.outcome(*c, &query(100 + i as u16, name, RecordType::A, false)),
             Outcome::Pending
         );
     }
-    let (link, _, up) = sim.upstream_query();
-    sim.engine.handle_response(
-        sim.now,
+    let (link, _, up) = rig.upstream_query();
+    rig.respond(
         link,
         &reply(&up, ResponseCode::NoError, &[[1, 2, 3, 4]], 60, None),
     );
-    let replies = sim.replies();
+    let replies = rig.take_replies();
     assert_eq!(replies.len(), 5);
     for (i, (to, m)) in replies.iter().enumerate() {
         assert_eq!(*to, clients[i]);
@@ -509,24 +403,24 @@ fn concurrent_identical_misses_share_one_upstream_query() {
         };
         assert_eq!(m.queries()[0].name().to_ascii(), expect);
     }
-    assert_eq!(sim.engine.stats().coalesced.get(), 4);
+    assert_eq!(rig.engines[0].stats().coalesced.get(), 4);
 }
 
 #[test]
 fn bad_input_gets_formerr_notimp_or_silence_and_service_continues() {
-    let mut sim = Sim::new(config(1, false, cache30()));
+    let mut rig = Rig::one(config(1, false, cache30()));
     let c = client(4000, Protocol::Udp);
     let good = query(77, "ok.example.", RecordType::A, false);
     // Short header and responses: dropped.
-    assert_eq!(sim.outcome(c, &good[..5]), Outcome::Drop);
+    assert_eq!(rig.outcome(c, &good[..5]), Outcome::Drop);
     let mut response = good.clone();
     response[2] |= 0x80;
-    assert_eq!(sim.outcome(c, &response), Outcome::Drop);
+    assert_eq!(rig.outcome(c, &response), Outcome::Drop);
     // qdcount 0 and 2: FORMERR, header only.
     for count in [0u8, 2] {
         let mut bad = good.clone();
         bad[5] = count;
-        let m = sim.query(c, &bad).expect("FORMERR");
+        let m = rig.query(c, &bad).expect("FORMERR");
         assert_eq!(
             (m.id(), m.response_code(), m.queries().len()),
             (77, ResponseCode::FormErr, 0)
@@ -547,25 +441,25 @@ fn bad_input_gets_formerr_notimp_or_silence_and_service_continues() {
     long_name.extend_from_slice(&[0, 0, 1, 0, 1]);
     for bad in [looped, long_label, long_name] {
         assert_eq!(
-            sim.query(c, &bad).expect("FORMERR").response_code(),
+            rig.query(c, &bad).expect("FORMERR").response_code(),
             ResponseCode::FormErr
         );
     }
     // Unknown opcode: NOTIMP, question echoed.
     let mut notify = Message::from_vec(&good).unwrap();
     notify.set_op_code(OpCode::Notify);
-    let m = sim.query(c, &notify.to_vec().unwrap()).expect("NOTIMP");
+    let m = rig.query(c, &notify.to_vec().unwrap()).expect("NOTIMP");
     assert_eq!(m.response_code(), ResponseCode::NotImp);
     let mut status = good.clone();
     status[2] = (status[2] & 0x87) | (2 << 3);
     assert_eq!(
-        sim.query(c, &status).unwrap().response_code(),
+        rig.query(c, &status).unwrap().response_code(),
         ResponseCode::NotImp
     );
     // EDNS version 1: BADVERS.
     let mut v1 = Message::from_vec(&query(78, "ok.example.", RecordType::A, true)).unwrap();
     v1.extensions_mut().as_mut().unwrap().set_version(1);
-    let m = sim.query(c, &v1.to_vec().unwrap()).expect("BADVERS");
+    let m = rig.query(c, &v1.to_vec().unwrap()).expect("BADVERS");
     assert_eq!(
         u16::from(m.response_code()),
         16,
@@ -577,23 +471,23 @@ fn bad_input_gets_formerr_notimp_or_silence_and_service_continues() {
     q.set_query_class(DNSClass::CH);
     chaos.set_id(3).add_query(q);
     assert_eq!(
-        sim.query(c, &chaos.to_vec().unwrap())
+        rig.query(c, &chaos.to_vec().unwrap())
             .unwrap()
             .response_code(),
         ResponseCode::Refused
     );
     // And a valid query still goes out.
-    assert_eq!(sim.outcome(c, &good), Outcome::Pending);
-    sim.upstream_query();
-    assert_eq!(sim.engine.stats().dropped.get(), 2);
+    assert_eq!(rig.outcome(c, &good), Outcome::Pending);
+    rig.upstream_query();
+    assert_eq!(rig.engines[0].stats().dropped.get(), 2);
 }
 
 #[test]
 fn large_answers_are_truncated_for_udp_clients_only() {
-    let mut sim = Sim::new(config(1, true, cache30()));
+    let mut rig = Rig::one(config(1, true, cache30()));
     let udp = client(4000, Protocol::Udp);
-    sim.outcome(udp, &query(1, "big.example.", RecordType::TXT, false));
-    let (link, _, up) = sim.upstream_query();
+    rig.outcome(udp, &query(1, "big.example.", RecordType::TXT, false));
+    let (link, _, up) = rig.upstream_query();
     let mut m = Message::new();
     let q = up.queries()[0].clone();
     m.set_id(up.id())
@@ -606,9 +500,8 @@ fn large_answers_are_truncated_for_udp_clients_only() {
             RData::TXT(TXT::new(vec![format!("{i:0>60}")])),
         ));
     }
-    sim.engine
-        .handle_response(sim.now, link, &m.to_vec().unwrap());
-    let (_, small) = sim.replies().remove(0);
+    rig.respond(link, &m.to_vec().unwrap());
+    let (_, small) = rig.take_replies().remove(0);
     assert!(small.truncated());
     assert!(small.answers().is_empty());
     assert_eq!(small.queries().len(), 1);
@@ -618,12 +511,12 @@ fn large_answers_are_truncated_for_udp_clients_only() {
         conn: 3,
         ..udp
     };
-    let whole = sim
+    let whole = rig
         .query(tcp, &query(2, "big.example.", RecordType::TXT, false))
         .unwrap();
     assert!(!whole.truncated());
     assert_eq!(whole.answers().len(), 15);
-    let edns = sim
+    let edns = rig
         .query(udp, &query(3, "big.example.", RecordType::TXT, true))
         .unwrap();
     assert!(!edns.truncated());
@@ -638,13 +531,13 @@ fn most_specific_zone_wins_and_unrouted_names_are_refused() {
         server("example.", vec![1], false, cache30()),
     ];
     config.listeners[0].servers = vec![1, 0];
-    let mut sim = Sim::new(config);
+    let mut rig = Rig::one(config);
     let c = client(4000, Protocol::Udp);
-    sim.outcome(c, &query(1, "svc.Cluster.Local.", RecordType::A, false));
-    assert_eq!(sim.upstream_query().0.upstream, 0);
-    sim.outcome(c, &query(2, "www.example.", RecordType::A, false));
-    assert_eq!(sim.upstream_query().0.upstream, 1);
-    let refused = sim
+    rig.outcome(c, &query(1, "svc.Cluster.Local.", RecordType::A, false));
+    assert_eq!(rig.upstream_query().0.upstream, 0);
+    rig.outcome(c, &query(2, "www.example.", RecordType::A, false));
+    assert_eq!(rig.upstream_query().0.upstream, 1);
+    let refused = rig
         .query(c, &query(3, "other.org.", RecordType::A, false))
         .unwrap();
     assert_eq!(refused.response_code(), ResponseCode::Refused);
@@ -654,15 +547,15 @@ fn most_specific_zone_wins_and_unrouted_names_are_refused() {
 fn tcp_upstream_connections_carry_several_queries_and_close_when_idle() {
     let mut config = config(1, true, cache30());
     config.limits.upstream_tcp_inflight = 4;
-    let mut sim = Sim::new(config);
+    let mut rig = Rig::one(config);
     let c = client(4000, Protocol::Udp);
     let mut sent = Vec::new();
     for i in 0..10 {
-        sim.outcome(
+        rig.outcome(
             c,
             &query(i, &format!("n{i}.example."), RecordType::A, false),
         );
-        sent.push(sim.upstream_query());
+        sent.push(rig.upstream_query());
     }
     let mut conns: Vec<u32> = sent.iter().map(|(l, _, _)| l.conn).collect();
     conns.dedup();
@@ -672,26 +565,24 @@ fn tcp_upstream_connections_carry_several_queries_and_close_when_idle() {
         "4 in flight per connection, then another one: {conns:?}"
     );
     for (link, _, up) in &sent {
-        sim.engine.handle_response(
-            sim.now,
+        rig.respond(
             *link,
             &reply(up, ResponseCode::NoError, &[[1, 1, 1, 1]], 60, None),
         );
     }
-    assert_eq!(sim.replies().len(), 10);
-    sim.advance(Duration::from_secs(10));
-    let closed: Vec<Transmit> = sim.transmits();
+    assert_eq!(rig.take_replies().len(), 10);
+    rig.wait(Duration::from_secs(10));
     assert_eq!(
-        closed.len(),
+        rig.closed.len(),
         3,
-        "every idle connection closed after `expire`: {closed:?}"
+        "every idle connection closed after `expire`: {:?}",
+        rig.closed
     );
-    assert!(closed.iter().all(|t| matches!(t, Transmit::Close { .. })));
 }
 
 #[test]
 fn clients_coalesce_only_onto_a_query_over_their_own_upstream_transport() {
-    let mut sim = Sim::new(config(1, false, cache30()));
+    let mut rig = Rig::one(config(1, false, cache30()));
     let udp = client(4000, Protocol::Udp);
     let tcp = Client {
         protocol: Protocol::Tcp,
@@ -700,28 +591,25 @@ fn clients_coalesce_only_onto_a_query_over_their_own_upstream_transport() {
     };
     let udp2 = client(4002, Protocol::Udp);
     assert_eq!(
-        sim.outcome(udp, &query(1, "t.example.", RecordType::A, false)),
+        rig.outcome(udp, &query(1, "t.example.", RecordType::A, false)),
         Outcome::Pending
     );
     assert_eq!(
-        sim.outcome(tcp, &query(2, "t.example.", RecordType::A, false)),
+        rig.outcome(tcp, &query(2, "t.example.", RecordType::A, false)),
         Outcome::Pending
     );
     assert_eq!(
-        sim.outcome(udp2, &query(3, "t.example.", RecordType::A, false)),
+        rig.outcome(udp2, &query(3, "t.example.", RecordType::A, false)),
         Outcome::Pending
     );
-    let sent: Vec<(Link, Message)> = sim
-        .transmits()
-        .into_iter()
-        .map(|t| match t {
-            Transmit::Query { link, payload, .. } => (link, Message::from_vec(&payload).unwrap()),
-            other => panic!("expected queries, got {other:?}"),
-        })
+    let sent: Vec<(Link, Message)> = rig
+        .upstream
+        .drain(..)
+        .map(|s| (s.link, s.query()))
         .collect();
     assert_eq!(sent.len(), 2, "one query per upstream transport");
     assert_eq!(
-        sim.engine.stats().coalesced.get(),
+        rig.engines[0].stats().coalesced.get(),
         1,
         "the second UDP client joined the first"
     );
@@ -732,9 +620,8 @@ fn clients_coalesce_only_onto_a_query_over_their_own_upstream_transport() {
     let mut truncated =
         Message::from_vec(&reply(udp_query, ResponseCode::NoError, &[], 0, None)).unwrap();
     truncated.set_truncated(true);
-    sim.engine
-        .handle_response(sim.now, *udp_link, &truncated.to_vec().unwrap());
-    let replies = sim.replies();
+    rig.respond(*udp_link, &truncated.to_vec().unwrap());
+    let replies = rig.take_replies();
     assert_eq!(
         replies
             .iter()
@@ -747,12 +634,11 @@ fn clients_coalesce_only_onto_a_query_over_their_own_upstream_transport() {
         .iter()
         .find(|(l, _)| l.protocol == Protocol::Tcp)
         .unwrap();
-    sim.engine.handle_response(
-        sim.now,
+    rig.respond(
         *tcp_link,
         &reply(tcp_query, ResponseCode::NoError, &[[9, 9, 9, 9]], 60, None),
     );
-    let replies = sim.replies();
+    let replies = rig.take_replies();
     assert_eq!(replies.len(), 1);
     assert_eq!(replies[0].0, tcp);
     assert!(!replies[0].1.truncated());

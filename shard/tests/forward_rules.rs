@@ -1,16 +1,17 @@
 //! The upstream path's rules (CoreDNS `forward` options: health checks, policy, failfast,
 //! max_concurrent, next, except, prefer_udp, expire; metrics), one scenario each, on a virtual
-//! clock with the engines of `common::Cluster`.
+//! clock with the engines of `common::Rig`.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Ask, Cluster, Upstream, config_forward, ttls};
+use common::{Ask, Rig, Upstream, config_forward, ttls};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use shardns_shard::Protocol;
 use shardns_shard::config::{ForwardConfig, Policy};
+use shardns_wire::Rcode;
 
 fn a(ttl: u32) -> Upstream {
     Upstream {
@@ -19,12 +20,12 @@ fn a(ttl: u32) -> Upstream {
     }
 }
 
-fn cluster(upstreams: usize, forward: ForwardConfig) -> Cluster {
-    Cluster::new(1, config_forward(None, upstreams, forward))
+fn rig(upstreams: usize, forward: ForwardConfig) -> Rig {
+    Rig::new(1, config_forward(None, upstreams, forward))
 }
 
-fn ask(cluster: &mut Cluster, name: &str) {
-    cluster.ask_on(0, name, RecordType::A, Ask::default());
+fn ask(rig: &mut Rig, name: &str) {
+    rig.ask_on(0, name, RecordType::A, Ask::default());
 }
 
 fn sequential(max_fails: u32) -> ForwardConfig {
@@ -36,9 +37,8 @@ fn sequential(max_fails: u32) -> ForwardConfig {
 }
 
 /// The upstream the next unanswered query went to.
-fn next_upstream(cluster: &Cluster) -> u16 {
-    cluster
-        .upstream
+fn next_upstream(rig: &Rig) -> u16 {
+    rig.upstream
         .front()
         .expect("an upstream query")
         .link
@@ -47,7 +47,7 @@ fn next_upstream(cluster: &Cluster) -> u16 {
 
 #[test]
 fn failed_probes_take_an_upstream_down_and_an_answered_probe_brings_it_back() {
-    let mut c = cluster(2, sequential(1));
+    let mut c = rig(2, sequential(1));
     ask(&mut c, "one.example.");
     assert_eq!(next_upstream(&c), 0);
     c.lose();
@@ -79,7 +79,7 @@ fn failed_probes_take_an_upstream_down_and_an_answered_probe_brings_it_back() {
 }
 
 /// Takes every upstream of `c` down: a refused exchange on each, then their probes lost.
-fn all_down(c: &mut Cluster, upstreams: usize) {
+fn all_down(c: &mut Rig, upstreams: usize) {
     ask(c, "down.example.");
     for _ in 0..2 * upstreams {
         c.refuse();
@@ -96,7 +96,7 @@ fn all_down(c: &mut Cluster, upstreams: usize) {
 
 #[test]
 fn with_failfast_every_upstream_down_means_servfail_at_once() {
-    let mut c = cluster(
+    let mut c = rig(
         2,
         ForwardConfig {
             failfast: true,
@@ -114,7 +114,7 @@ fn with_failfast_every_upstream_down_means_servfail_at_once() {
 
 #[test]
 fn without_failfast_one_upstream_is_tried_once_and_servfail_comes_within_the_attempt_timeout() {
-    let mut c = cluster(2, sequential(1));
+    let mut c = rig(2, sequential(1));
     all_down(&mut c, 2);
     let sent = c.upstream_sent();
     ask(&mut c, "x.example.");
@@ -130,7 +130,7 @@ fn without_failfast_one_upstream_is_tried_once_and_servfail_comes_within_the_att
 #[test]
 fn policies_order_the_upstreams() {
     let firsts = |policy: Policy, queries: usize| {
-        let mut c = cluster(
+        let mut c = rig(
             3,
             ForwardConfig {
                 policy,
@@ -157,7 +157,7 @@ fn policies_order_the_upstreams() {
 
 #[test]
 fn max_concurrent_refuses_beyond_the_limit_and_counts_it() {
-    let mut c = cluster(
+    let mut c = rig(
         1,
         ForwardConfig {
             max_concurrent: Some(2),
@@ -184,10 +184,10 @@ fn max_concurrent_refuses_beyond_the_limit_and_counts_it() {
 
 #[test]
 fn next_rcodes_are_not_relayed() {
-    let mut c = cluster(
+    let mut c = rig(
         1,
         ForwardConfig {
-            next: vec![3],
+            next: vec![Rcode::NXDOMAIN],
             ..ForwardConfig::default()
         },
     );
@@ -205,7 +205,7 @@ fn next_rcodes_are_not_relayed() {
 
 #[test]
 fn except_names_are_not_forwarded() {
-    let mut c = cluster(
+    let mut c = rig(
         1,
         ForwardConfig {
             except: vec![common::wire_name("internal.example.")],
@@ -221,7 +221,7 @@ fn except_names_are_not_forwarded() {
 
 #[test]
 fn prefer_udp_asks_again_over_tcp_when_truncated() {
-    let mut c = cluster(
+    let mut c = rig(
         1,
         ForwardConfig {
             prefer_udp: true,
@@ -245,7 +245,7 @@ fn prefer_udp_asks_again_over_tcp_when_truncated() {
 
 #[test]
 fn idle_connections_close_after_expire_and_metrics_follow_the_pool() {
-    let mut c = cluster(
+    let mut c = rig(
         1,
         ForwardConfig {
             force_tcp: true,
@@ -276,7 +276,7 @@ fn idle_connections_close_after_expire_and_metrics_follow_the_pool() {
 fn waiting_clients_are_capped_per_shard() {
     let mut config = config_forward(None, 1, ForwardConfig::default());
     config.limits.max_waiters = 3;
-    let mut c = Cluster::new(1, config);
+    let mut c = Rig::new(1, config);
     for _ in 0..5 {
         ask(&mut c, "hot.example.");
     }
@@ -285,7 +285,7 @@ fn waiting_clients_are_capped_per_shard() {
     assert!(
         c.replies
             .iter()
-            .all(|r| r.2.response_code() == ResponseCode::Refused)
+            .all(|r| r.message().response_code() == ResponseCode::Refused)
     );
     c.replies.clear();
     c.answer(&a(60));
@@ -293,7 +293,7 @@ fn waiting_clients_are_capped_per_shard() {
     assert!(
         c.replies
             .iter()
-            .all(|r| r.2.response_code() == ResponseCode::NoError)
+            .all(|r| r.message().response_code() == ResponseCode::NoError)
     );
     c.replies.clear();
     // The count went back down: room again.

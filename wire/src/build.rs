@@ -2,7 +2,7 @@
 //! caller-provided buffer and return the number of bytes written; callers size buffers with
 //! [`MAX_REPLY_OVERHEAD`] in mind.
 
-use crate::{HEADER_LEN, Header, Message, Question, opcode, rtype};
+use crate::{HEADER_LEN, Header, Message, Question, Rcode, opcode, rtype};
 
 /// The UDP payload size shardns advertises (the DNS Flag Day 2020 value).
 pub const EDNS_PAYLOAD: u16 = 1232;
@@ -12,19 +12,19 @@ pub const OPT_LEN: usize = 11;
 pub const MAX_REPLY_OVERHEAD: usize = HEADER_LEN + 255 + 4 + OPT_LEN;
 
 /// Flags of a reply to a query with `query_flags`: QR and RA set; opcode, RD and CD copied.
-fn reply_flags(query_flags: u16, rcode: u16) -> u16 {
+fn reply_flags(query_flags: u16, rcode: Rcode) -> u16 {
     let kept = query_flags & (0x7800 | Header::RD | Header::CD);
-    kept | Header::QR | Header::RA | (rcode & 0xf)
+    kept | Header::QR | Header::RA | rcode.header_bits()
 }
 
 /// An error reply to a query whose header parsed but whose question did not (FORMERR): the
 /// header alone, counts zero (RFC 1035 §4.1.1). `out` must hold 12 bytes; returns `None` if
 /// `query` has no full header (then there is no one to answer: drop).
-pub fn header_only_reply(query: &[u8], rcode: u8, out: &mut [u8]) -> Option<usize> {
+pub fn header_only_reply(query: &[u8], rcode: Rcode, out: &mut [u8]) -> Option<usize> {
     let header = Header::parse(query).ok()?;
     Header {
         id: header.id,
-        flags: reply_flags(header.flags, rcode as u16),
+        flags: reply_flags(header.flags, rcode),
         qdcount: 0,
         ancount: 0,
         nscount: 0,
@@ -37,8 +37,8 @@ pub fn header_only_reply(query: &[u8], rcode: u8, out: &mut [u8]) -> Option<usiz
 /// An error reply carrying the query's question and, when the query had EDNS, an OPT record
 /// (RFC 6891 §6.1.1: BADVERS and other extended codes use its upper bits). `rcode` may be an
 /// extended code (e.g. BADVERS = 16). `out` needs [`MAX_REPLY_OVERHEAD`] bytes.
-pub fn error_reply(query: &Message<'_>, rcode: u16, out: &mut [u8]) -> usize {
-    let edns = query.edns.as_ref().map(|e| (e.dnssec_ok, rcode >> 4));
+pub fn error_reply(query: &Message<'_>, rcode: Rcode, out: &mut [u8]) -> usize {
+    let edns = query.edns.as_ref().map(|e| e.dnssec_ok);
     reply_with_question(
         query.header.id,
         query.header.flags,
@@ -50,18 +50,19 @@ pub fn error_reply(query: &Message<'_>, rcode: u16, out: &mut [u8]) -> usize {
 }
 
 /// An error reply built from its parts: the client's ID and flags, the question, and
-/// `edns` = Some((DO, extended rcode bits)) when an OPT record must be included.
+/// `edns` = Some(DO) when an OPT record must be included (it carries the upper bits of an
+/// extended `rcode`).
 pub fn reply_with_question(
     id: u16,
     query_flags: u16,
     question: &Question<'_>,
-    rcode: u16,
-    edns: Option<(bool, u16)>,
+    rcode: Rcode,
+    edns: Option<bool>,
     out: &mut [u8],
 ) -> usize {
     let mut len = write_question_message(id, reply_flags(query_flags, rcode), question, out);
-    if let Some((dnssec_ok, ext)) = edns {
-        len = append_opt(out, len, EDNS_PAYLOAD, ext as u8, dnssec_ok);
+    if let Some(dnssec_ok) = edns {
+        len = append_opt(out, len, EDNS_PAYLOAD, rcode.extended_bits(), dnssec_ok);
     }
     len
 }
@@ -145,7 +146,6 @@ pub fn upstream_query(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rcode;
 
     fn query(with_edns: bool) -> Vec<u8> {
         let q = Question {
@@ -166,11 +166,11 @@ mod tests {
         let raw = query(true);
         let msg = Message::parse(&raw).unwrap();
         let mut out = [0u8; MAX_REPLY_OVERHEAD];
-        let len = error_reply(&msg, rcode::BADVERS, &mut out);
+        let len = error_reply(&msg, Rcode::BADVERS, &mut out);
         let reply = Message::parse(&out[..len]).unwrap();
         assert_eq!(reply.header.id, 0xbeef);
         assert!(reply.header.qr() && reply.header.rd());
-        assert_eq!(reply.rcode(), rcode::BADVERS);
+        assert_eq!(reply.rcode(), Rcode::BADVERS);
         assert_eq!(reply.question, msg.question);
         assert!(reply.dnssec_ok());
         assert_eq!(reply.edns.unwrap().payload_size, EDNS_PAYLOAD);
@@ -181,9 +181,9 @@ mod tests {
         let raw = query(false);
         let msg = Message::parse(&raw).unwrap();
         let mut out = [0u8; MAX_REPLY_OVERHEAD];
-        let len = error_reply(&msg, rcode::SERVFAIL as u16, &mut out);
+        let len = error_reply(&msg, Rcode::SERVFAIL, &mut out);
         let reply = Message::parse(&out[..len]).unwrap();
-        assert_eq!(reply.rcode(), rcode::SERVFAIL as u16);
+        assert_eq!(reply.rcode(), Rcode::SERVFAIL);
         assert!(reply.edns.is_none());
         assert_eq!(reply.header.arcount, 0);
     }
@@ -192,15 +192,15 @@ mod tests {
     fn header_only_reply_needs_a_header() {
         let mut out = [0u8; 12];
         assert_eq!(
-            header_only_reply(&[1, 2, 3], rcode::FORMERR, &mut out),
+            header_only_reply(&[1, 2, 3], Rcode::FORMERR, &mut out),
             None
         );
         let raw = query(false);
-        assert_eq!(header_only_reply(&raw, rcode::FORMERR, &mut out), Some(12));
+        assert_eq!(header_only_reply(&raw, Rcode::FORMERR, &mut out), Some(12));
         let h = Header::parse(&out).unwrap();
         assert_eq!(
             (h.id, h.rcode(), h.qdcount, h.qr()),
-            (0xbeef, rcode::FORMERR, 0, true)
+            (0xbeef, Rcode::FORMERR, 0, true)
         );
     }
 

@@ -1,4 +1,4 @@
-use crate::ParseError;
+use crate::{ParseError, Rcode};
 
 /// Length of the fixed DNS header.
 pub const HEADER_LEN: usize = 12;
@@ -7,18 +7,6 @@ pub const HEADER_LEN: usize = 12;
 pub mod opcode {
     /// A standard query.
     pub const QUERY: u8 = 0;
-}
-
-/// Response codes (RFC 1035, RFC 6891).
-pub mod rcode {
-    pub const NOERROR: u8 = 0;
-    pub const FORMERR: u8 = 1;
-    pub const SERVFAIL: u8 = 2;
-    pub const NXDOMAIN: u8 = 3;
-    pub const NOTIMP: u8 = 4;
-    pub const REFUSED: u8 = 5;
-    /// Extended RCODE 16; its upper 8 bits (value 1) live in the OPT record.
-    pub const BADVERS: u16 = 16;
 }
 
 /// Record types the proxy looks at.
@@ -104,9 +92,10 @@ impl Header {
     pub fn cd(&self) -> bool {
         self.flags & CD != 0
     }
-    /// The low 4 bits of the response code (the header part).
-    pub fn rcode(&self) -> u8 {
-        (self.flags & 0xf) as u8
+    /// The response code as far as the header carries it (its low 4 bits; see
+    /// [`crate::Message::rcode`] for the extended code).
+    pub fn rcode(&self) -> Rcode {
+        Rcode::from_parts((self.flags & 0xf) as u8, 0)
     }
 
     /// Flag bit masks, for callers that patch the flags word in place.

@@ -17,7 +17,51 @@ pub struct Key<'a> {
     pub checking_disabled: bool,
 }
 
+/// The DO and CD bits of a query: the part of its cache key beside the question. The one
+/// place the two bits are packed and unpacked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct KeyFlags(u8);
+
+impl KeyFlags {
+    const DNSSEC_OK: u8 = 1;
+    const CHECKING_DISABLED: u8 = 2;
+
+    /// The flags of a query with these DO and CD bits.
+    pub const fn new(dnssec_ok: bool, checking_disabled: bool) -> KeyFlags {
+        KeyFlags(
+            (dnssec_ok as u8 * KeyFlags::DNSSEC_OK)
+                | (checking_disabled as u8 * KeyFlags::CHECKING_DISABLED),
+        )
+    }
+
+    /// The DO bit (EDNS "DNSSEC OK").
+    pub const fn dnssec_ok(self) -> bool {
+        self.0 & KeyFlags::DNSSEC_OK != 0
+    }
+
+    /// The CD bit (checking disabled).
+    pub const fn checking_disabled(self) -> bool {
+        self.0 & KeyFlags::CHECKING_DISABLED != 0
+    }
+
+    /// Both bits packed: DO in bit 0, CD in bit 1 (what the hash mixes in).
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+}
+
 impl<'a> Key<'a> {
+    /// The key of a question with these flags.
+    pub fn from_parts(qname: &'a [u8], qtype: u16, qclass: u16, flags: KeyFlags) -> Key<'a> {
+        Key {
+            qname,
+            qtype,
+            qclass,
+            dnssec_ok: flags.dnssec_ok(),
+            checking_disabled: flags.checking_disabled(),
+        }
+    }
+
     /// The key of a parsed message.
     pub fn of(message: &Message<'a>) -> Key<'a> {
         Key {
@@ -29,9 +73,9 @@ impl<'a> Key<'a> {
         }
     }
 
-    /// DO and CD packed into two bits.
-    pub fn flag_bits(&self) -> u8 {
-        self.dnssec_ok as u8 | (self.checking_disabled as u8) << 1
+    /// The DO and CD bits.
+    pub fn flags(&self) -> KeyFlags {
+        KeyFlags::new(self.dnssec_ok, self.checking_disabled)
     }
 
     /// The key's hash under `state`; equal (case-insensitively) keys hash equally.
@@ -53,16 +97,16 @@ impl<'a> Key<'a> {
         hash = folded_multiply(hash ^ lowercase_word(tail_word(name, whole)), MIX);
         let fields = (self.qtype as u64) << 32
             | (self.qclass as u64) << 16
-            | (self.flag_bits() as u64) << 8
+            | (self.flags().bits() as u64) << 8
             | self.qname.len() as u64;
         folded_multiply(hash ^ fields, MIX ^ seed.rotate_left(32))
     }
 
     /// Whether this key equals a stored one (whose name may be in any case).
-    pub fn matches(&self, qname: &[u8], qtype: u16, qclass: u16, flag_bits: u8) -> bool {
+    pub fn matches(&self, qname: &[u8], qtype: u16, qclass: u16, flags: KeyFlags) -> bool {
         self.qtype == qtype
             && self.qclass == qclass
-            && self.flag_bits() == flag_bits
+            && self.flags() == flags
             && name_eq_ignore_case(self.qname, qname)
     }
 
@@ -73,11 +117,11 @@ impl<'a> Key<'a> {
         lower_qname: &[u8],
         qtype: u16,
         qclass: u16,
-        flag_bits: u8,
+        flags: KeyFlags,
     ) -> bool {
         self.qtype == qtype
             && self.qclass == qclass
-            && self.flag_bits() == flag_bits
+            && self.flags() == flags
             && name_eq_lowercase(self.qname, lower_qname)
     }
 }
@@ -118,7 +162,7 @@ mod tests {
         let lower = key(b"\x07example\x03com\x00", false);
         let mixed = key(b"\x07ExAmPlE\x03COM\x00", false);
         assert_eq!(lower.hash_with(&state), mixed.hash_with(&state));
-        assert!(mixed.matches(lower.qname, 1, 1, 0));
+        assert!(mixed.matches(lower.qname, 1, 1, KeyFlags::default()));
     }
 
     #[test]
@@ -145,9 +189,29 @@ mod tests {
     #[test]
     fn lowercase_matching_needs_a_lowercase_stored_name() {
         let query = key(b"\x03WwW\x07Example\x00", false);
-        assert!(query.matches_lowercase(b"\x03www\x07example\x00", 1, 1, 0));
-        assert!(!query.matches_lowercase(b"\x03WWW\x07example\x00", 1, 1, 0));
-        assert!(!query.matches_lowercase(b"\x03www\x07example\x00", 28, 1, 0));
+        let none = KeyFlags::default();
+        assert!(query.matches_lowercase(b"\x03www\x07example\x00", 1, 1, none));
+        assert!(!query.matches_lowercase(b"\x03WWW\x07example\x00", 1, 1, none));
+        assert!(!query.matches_lowercase(b"\x03www\x07example\x00", 28, 1, none));
+    }
+
+    #[test]
+    fn flags_pack_and_unpack() {
+        for (dnssec_ok, checking_disabled) in
+            [(false, false), (true, false), (false, true), (true, true)]
+        {
+            let flags = KeyFlags::new(dnssec_ok, checking_disabled);
+            assert_eq!(
+                (flags.dnssec_ok(), flags.checking_disabled()),
+                (dnssec_ok, checking_disabled)
+            );
+            let key = Key::from_parts(b"\x01a\x00", 1, 1, flags);
+            assert_eq!(key.flags(), flags);
+            assert_eq!(
+                flags.bits(),
+                dnssec_ok as u8 | (checking_disabled as u8) << 1
+            );
+        }
     }
 
     #[test]
@@ -156,7 +220,7 @@ mod tests {
         let plain = key(b"\x01a\x00", false);
         let dnssec = key(b"\x01a\x00", true);
         assert_ne!(plain.hash_with(&state), dnssec.hash_with(&state));
-        assert!(!dnssec.matches(plain.qname, 1, 1, plain.flag_bits()));
-        assert!(!plain.matches(plain.qname, 28, 1, 0));
+        assert!(!dnssec.matches(plain.qname, 1, 1, plain.flags()));
+        assert!(!plain.matches(plain.qname, 28, 1, KeyFlags::default()));
     }
 }

@@ -9,6 +9,7 @@
 //! - [`RecordWalk`]: a walk over answer/authority/additional records that reports each
 //!   TTL's byte offset, following compression pointers safely.
 //! - [`Key`]: the cache key (lowercased qname, qtype, qclass, DO, CD) and its hash.
+//! - [`Rcode`]: response codes with their names.
 //! - [`build`]: error replies, truncation, OPT append, upstream query construction.
 #![forbid(unsafe_code)]
 
@@ -18,13 +19,15 @@ mod header;
 mod key;
 mod message;
 mod name;
+mod rcode;
 mod walk;
 
 pub use error::ParseError;
-pub use header::{HEADER_LEN, Header, opcode, rcode, rtype};
-pub use key::Key;
+pub use header::{HEADER_LEN, Header, opcode, rtype};
+pub use key::{Key, KeyFlags};
 pub use message::{Edns, Message, Question};
 pub use name::{
     MAX_NAME_LEN, name_eq_ignore_case, name_eq_lowercase, question_name_len, skip_name,
 };
+pub use rcode::Rcode;
 pub use walk::{Record, RecordWalk, Section, WalkSummary};

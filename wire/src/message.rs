@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use crate::{HEADER_LEN, Header, ParseError, WalkSummary, question_name_len};
+use crate::{HEADER_LEN, Header, ParseError, Rcode, WalkSummary, question_name_len};
 
 /// The single question, borrowed from the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,9 +100,9 @@ impl<'a> Message<'a> {
     }
 
     /// The full response code: the header's 4 bits plus the OPT record's upper 8 bits.
-    pub fn rcode(&self) -> u16 {
-        let upper = self.edns.as_ref().map_or(0, |e| e.ext_rcode as u16);
-        (upper << 4) | self.header.rcode() as u16
+    pub fn rcode(&self) -> Rcode {
+        let upper = self.edns.as_ref().map_or(0, |e| e.ext_rcode);
+        Rcode::from_parts((self.header.flags & 0xf) as u8, upper)
     }
 
     /// Whether the DO bit is set.

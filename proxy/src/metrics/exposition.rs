@@ -33,12 +33,11 @@ use std::fmt::{Display, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use shardns_shard::stats::{DURATION_BUCKETS, UpstreamStats};
-use shardns_shard::{Config, ShardStats};
+use shardns_shard::{Config, DURATION_BUCKETS, ShardStats, UpstreamStats};
 
 use super::families::{
     CACHE_FAMILIES, CACHE_TYPES, DURATION_FAMILY, FORWARD_FAMILIES, PROTOCOLS, PROXY_NAME,
-    SHARD_FAMILIES, UPSTREAM_FAMILIES, UPSTREAM_GAUGES, UPSTREAM_RCODES,
+    SHARD_FAMILIES, UPSTREAM_FAMILIES, UPSTREAM_GAUGES, error_rcode_label, upstream_rcode_label,
 };
 
 /// The `Content-Type` of the page.
@@ -188,7 +187,8 @@ impl Exposition {
             .chain(["+Inf".to_string()])
             .collect();
         for (index, to) in self.upstreams.iter().enumerate() {
-            for (rcode, rcode_label) in UPSTREAM_RCODES.iter().enumerate() {
+            for rcode in 0..UpstreamStats::RCODES {
+                let rcode_label = upstream_rcode_label(rcode);
                 let mut buckets = [0u64; 17];
                 let mut sum_micros = 0u64;
                 for stats in self.shards.iter().filter_map(|s| s.upstreams.get(index)) {
@@ -204,7 +204,7 @@ impl Exposition {
                 }
                 let labels = [
                     ("proxy_name", PROXY_NAME),
-                    ("rcode", rcode_label),
+                    ("rcode", rcode_label.as_str()),
                     ("to", to.as_str()),
                 ];
                 let mut cumulative = 0u64;
@@ -291,7 +291,8 @@ impl Exposition {
             for (rcode, counter) in stats.error_replies.iter().enumerate() {
                 let count = counter.get();
                 if count != 0 {
-                    let labels = [("rcode", rcode_name(rcode)), ("shard", shard.as_str())];
+                    let rcode = error_rcode_label(rcode);
+                    let labels = [("rcode", rcode.as_str()), ("shard", shard.as_str())];
                     sample(&mut out, name, &labels, count);
                 }
             }
@@ -334,30 +335,6 @@ fn zone_text(wire: &[u8]) -> String {
         text.push('.');
     }
     text
-}
-
-/// RCODE names as CoreDNS's `rcode` labels spell them (index 16 counts BADVERS).
-fn rcode_name(rcode: usize) -> &'static str {
-    const NAMES: [&str; 17] = [
-        "NOERROR",
-        "FORMERR",
-        "SERVFAIL",
-        "NXDOMAIN",
-        "NOTIMP",
-        "REFUSED",
-        "YXDOMAIN",
-        "YXRRSET",
-        "NXRRSET",
-        "NOTAUTH",
-        "NOTZONE",
-        "DSOTYPENI",
-        "RCODE12",
-        "RCODE13",
-        "RCODE14",
-        "RCODE15",
-        "BADVERS",
-    ];
-    NAMES.get(rcode).copied().unwrap_or("RCODE")
 }
 
 /// The `# HELP` and `# TYPE` lines of a family.

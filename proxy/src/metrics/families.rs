@@ -2,8 +2,8 @@
 //! each family's name, help text (CoreDNS's own for CoreDNS's families), type, and the
 //! counter of [`ShardStats`] it reads, with the fixed label values some of them take.
 
-use shardns_shard::ShardStats;
-use shardns_shard::stats::{CacheStats, UpstreamStats};
+use shardns_shard::{CacheStats, ShardStats, UpstreamStats};
+use shardns_wire::Rcode;
 
 /// Values of the cache `type` label, indexed like the arrays of [`CacheStats`].
 pub(super) const CACHE_TYPES: [&str; 2] = ["success", "denial"];
@@ -14,27 +14,22 @@ pub(super) const PROXY_NAME: &str = "forward";
 /// Values of the `proto` label, indexed like [`UpstreamStats::conn_cache_hits`].
 pub(super) const PROTOCOLS: [&str; 2] = ["udp", "tcp"];
 
-/// `coredns_proxy_request_duration_seconds`'s `rcode` label, indexed like
-/// [`UpstreamStats::durations`]: miekg/dns's name (`dns.RcodeToString`), else the number,
-/// as CoreDNS's proxy writes it.
-pub(super) const UPSTREAM_RCODES: [&str; 16] = [
-    "NOERROR",
-    "FORMERR",
-    "SERVFAIL",
-    "NXDOMAIN",
-    "NOTIMP",
-    "REFUSED",
-    "YXDOMAIN",
-    "YXRRSET",
-    "NXRRSET",
-    "NOTAUTH",
-    "NOTZONE",
-    "DSOTYPENI",
-    "12",
-    "13",
-    "14",
-    "15",
-];
+/// `coredns_proxy_request_duration_seconds`'s `rcode` label of slot `slot` of
+/// [`UpstreamStats::durations`]: the code's name as miekg/dns spells it
+/// (`dns.RcodeToString`), else the number, as CoreDNS's proxy writes it (`12`).
+pub(super) fn upstream_rcode_label(slot: usize) -> String {
+    let rcode = Rcode::new(slot as u16);
+    rcode
+        .name()
+        .map_or_else(|| slot.to_string(), str::to_string)
+}
+
+/// `shardns_shard_error_replies_total`'s `rcode` label of slot `slot` of
+/// [`ShardStats::error_replies`]: the name, else `RCODE` and the number, as CoreDNS's
+/// `rcode.ToString` writes it (`RCODE12`).
+pub(super) fn error_rcode_label(slot: usize) -> String {
+    Rcode::new(slot as u16).to_string()
+}
 
 /// The histogram of upstream exchange durations.
 pub(super) const DURATION_FAMILY: &str = "coredns_proxy_request_duration_seconds";

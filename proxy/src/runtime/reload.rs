@@ -2,7 +2,9 @@
 //! read and built again; if what it says changed, every shard gets the new [`Config`] and
 //! swaps it keeping its cache (CoreDNS empties its cache on reload). A Corefile that does not
 //! build is logged with its FILE:LINE and the running configuration stays. Listening
-//! addresses, metrics endpoints and server blocks need a restart: such a change is refused.
+//! addresses and metrics endpoints (checked here) and server blocks (checked by
+//! [`Config::check_reload`], the rule every shard applies too) need a restart: such a change is
+//! refused.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,8 +14,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use shardns_shard::peer::PeerMessage;
-use shardns_shard::{Config, ShardControl, ShardStats};
+use shardns_shard::{Config, Control, ShardControl, ShardStats};
 
 use crate::corefile::{self, ConfigError, ProcessConfig, ReloadSettings};
 use crate::metrics::Exposition;
@@ -103,18 +104,14 @@ impl Reloader {
         if process.metrics != self.metrics {
             return Err(ReloadError::RestartNeeded("the prometheus addresses"));
         }
-        let same_blocks = next.servers.len() == self.current.servers.len()
-            && next
-                .servers
-                .iter()
-                .zip(&self.current.servers)
-                .all(|(a, b)| a.zone == b.zone);
-        if !same_blocks || next.listeners.len() != self.bound.len() {
-            return Err(ReloadError::RestartNeeded("the server blocks"));
-        }
+        // As written they are the same, so they are the same as bound (port 0 included).
         for (listener, addr) in next.listeners.iter_mut().zip(&self.bound) {
             listener.addr = *addr;
         }
+        // What the shards may take without a restart: the rule they apply themselves.
+        self.current
+            .check_reload(&next)
+            .map_err(|restart| ReloadError::RestartNeeded(restart.what()))?;
         // Limits come from the command line, not the Corefile.
         next.limits = self.current.limits;
         self.interval = process.reload;
@@ -149,7 +146,7 @@ pub(crate) fn start(
                 match reloader.check() {
                     Ok(Some(config)) => {
                         reloader.relabel(&config);
-                        let shards = control.broadcast(&PeerMessage::Reconfigure(config));
+                        let shards = control.broadcast(&Control::Reconfigure(config));
                         tracing::info!("reloading the configuration on {shards} shards");
                     }
                     Ok(None) if signalled => {

@@ -15,9 +15,9 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use core_affinity::CoreId;
-use shardns_shard::engine::{Coalesce, Group};
 use shardns_shard::{
-    Config, Engine, IoMode, ShardControl, ShardSockets, ShardSpec, ShardStats, peer_mesh,
+    Coalesce, Config, Engine, Group, IoMode, PeerMessage, ShardControl, ShardSockets, ShardSpec,
+    ShardStats, peer_mesh,
 };
 
 /// Upstream counter slots allocated per shard at least (a reload may add upstreams).
@@ -90,7 +90,7 @@ pub(crate) struct Shards {
     config: Arc<Config>,
     coalesce: Coalesce,
     /// What each shard runs on, in shard order.
-    specs: Vec<ShardSpec>,
+    specs: Vec<ShardSpec<PeerMessage>>,
     stats: Vec<Arc<ShardStats>>,
     shutdown: Arc<AtomicBool>,
 }

@@ -20,7 +20,7 @@ use super::{UDP_QUERY_MAX, drain_transmits, run_timers, wait_timeout};
 use crate::handler::{Client, Handler, MAX_MESSAGE, Outcome, Protocol};
 
 /// Datagrams per `recvmmsg`/`sendmmsg` call.
-pub const BATCH: usize = 64;
+pub(crate) const BATCH: usize = 64;
 /// Receive batches per readiness event before serving other sockets.
 const RECV_ROUNDS: usize = 8;
 /// Size of one send slot (a handler output buffer).
@@ -226,9 +226,9 @@ impl Udp<'_> {
 }
 
 /// Runs the epoll driver until `shutdown` is set.
-pub fn run<H: Handler>(
+pub(crate) fn run<H: Handler>(
     sockets: &[(u16, UdpSocket)],
-    reactor: &mut Reactor,
+    reactor: &mut Reactor<H::Peer>,
     handler: &mut H,
     shutdown: &AtomicBool,
 ) -> io::Result<()> {

@@ -7,33 +7,34 @@
 //!   UDP sockets and TCP connections), an epoll set. The epoll driver puts its UDP listeners
 //!   into the same set; the io_uring driver watches the set's descriptor with a multishot
 //!   poll on the ring.
-//! - [`peers`]: the peer mesh that carries [`crate::peer::PeerMessage`]s between shard
-//!   threads (a channel and a wake-up eventfd per shard, the eventfd in the reactor's set).
+//! - [`peers`]: the peer mesh that carries the handler's peer messages between shard threads
+//!   and [`crate::Control`]s from the process (channels and a wake-up eventfd per shard, the
+//!   eventfd in the reactor's set).
 //!
 //! All of the crate's `unsafe` code lives in this module tree.
 
 #[allow(unsafe_code)]
 mod bufring;
 #[allow(unsafe_code)]
-pub mod epoll;
-pub mod peers;
-pub mod reactor;
+pub(crate) mod epoll;
+mod peers;
+mod reactor;
 #[allow(unsafe_code)]
-pub(crate) mod sys;
+mod sys;
 #[allow(unsafe_code)]
-pub mod uring;
+pub(crate) mod uring;
 
 use std::time::{Duration, Instant};
 
 use crate::handler::{Client, Handler, Protocol, Transmit};
 pub use peers::{PeerLinks, ShardControl, peer_mesh};
-pub use reactor::Reactor;
+pub(crate) use reactor::Reactor;
 
 /// The longest a driver sleeps before looking at the shutdown flag and its timers again.
-pub const MAX_WAIT: Duration = Duration::from_millis(100);
+const MAX_WAIT: Duration = Duration::from_millis(100);
 
 /// Largest UDP query accepted from a client; longer datagrams are dropped.
-pub const UDP_QUERY_MAX: usize = 4096;
+const UDP_QUERY_MAX: usize = 4096;
 
 /// Whether io_uring can serve on this machine: `Err` names why not.
 ///
@@ -58,20 +59,25 @@ pub(crate) fn wait_timeout<H: Handler>(handler: &H, now: Instant) -> Duration {
 }
 
 /// Fires the handler's timer if due and closes idle client connections.
-pub(crate) fn run_timers<H: Handler>(handler: &mut H, reactor: &mut Reactor, now: Instant) {
+pub(crate) fn run_timers<H: Handler>(
+    handler: &mut H,
+    reactor: &mut Reactor<H::Peer>,
+    now: Instant,
+) {
     if handler.poll_timeout().is_some_and(|t| t <= now) {
         handler.handle_timeout(now);
     }
     reactor.sweep(now, handler);
 }
 
-/// Drains [`Handler::poll_transmit`]: UDP client replies go to `udp_reply` (the driver's
-/// send path), everything else to the reactor, whose TCP writes go out once per connection
-/// at the end of the round. Then wakes, once each, the shards that peer messages were queued
-/// to.
+/// Drains the handler's output after a batch of input. [`Handler::poll_transmit`]: UDP
+/// client replies go to `udp_reply` (the driver's send path), everything else to the
+/// reactor, whose TCP writes go out once per connection at the end of the round.
+/// [`Handler::poll_peer`]: each message is queued to its shard, and every shard queued to is
+/// woken once.
 pub(crate) fn drain_transmits<H: Handler>(
     handler: &mut H,
-    reactor: &mut Reactor,
+    reactor: &mut Reactor<H::Peer>,
     now: Instant,
     mut udp_reply: impl FnMut(Client, &[u8]),
 ) {
@@ -84,7 +90,11 @@ pub(crate) fn drain_transmits<H: Handler>(
                 other => reactor.perform(now, other, handler),
             }
         }
-        if !reactor.flush_writes(now, handler) {
+        let closed = reactor.flush_writes(now, handler);
+        while let Some((shard, message)) = handler.poll_peer() {
+            reactor.queue_peer(shard, message);
+        }
+        if !closed {
             break;
         }
     }

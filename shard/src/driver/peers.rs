@@ -1,4 +1,5 @@
-//! The peer mesh: how shard threads hand [`PeerMessage`]s to each other.
+//! The peer mesh: how shard threads hand messages to each other, and how the process hands
+//! them [`Control`]s.
 //!
 //! Every shard has an inbox (an unbounded `crossbeam-channel`) and a wake-up eventfd. Its
 //! [`PeerLinks`] holds the inbox's receiving end, its own eventfd, and for every shard of
@@ -7,7 +8,8 @@
 //! eventfd is written once per round of transmits however many messages went to it
 //! (`PeerLinks::flush_wakes`). The [`Reactor`](super::Reactor) has the eventfd in its
 //! epoll set, so a woken shard leaves `epoll_wait` (or, on io_uring, its multishot poll on
-//! the epoll descriptor completes), drains the eventfd and then the inbox.
+//! the epoll descriptor completes), drains the eventfd, then its control channel (messages
+//! from the process, through a [`ShardControl`], which share the eventfd), then the inbox.
 //!
 //! No message is lost to a race: the sender enqueues before it writes the eventfd, and the
 //! receiver reads the eventfd before it empties the inbox, so a message that arrives after
@@ -22,28 +24,31 @@ use crossbeam_channel::{Receiver, Sender};
 use tracing::debug;
 
 use super::sys::EventFd;
-use crate::peer::PeerMessage;
+use crate::Control;
 
 /// One shard of the group as seen by another: where to put messages and how to wake it.
-struct Peer {
-    sender: Sender<Box<PeerMessage>>,
+struct Peer<M> {
+    sender: Sender<M>,
+    control: Sender<Control>,
     wake: Arc<EventFd>,
     /// Queued to since the last [`PeerLinks::flush_wakes`].
     marked: bool,
 }
 
-/// A shard's end of the peer mesh (see the module documentation). Built by [`peer_mesh`];
-/// entry `i` of its result belongs to shard `i`.
-pub struct PeerLinks {
+/// A shard's end of the peer mesh (see the module documentation), carrying messages of type
+/// `M` (the handler's [`crate::Handler::Peer`]) between shards and [`Control`]s from the
+/// process. Built by [`peer_mesh`]; entry `i` of its result belongs to shard `i`.
+pub struct PeerLinks<M> {
     index: usize,
-    inbox: Receiver<Box<PeerMessage>>,
+    inbox: Receiver<M>,
+    control: Receiver<Control>,
     wake: Arc<EventFd>,
-    peers: Vec<Peer>,
+    peers: Vec<Peer<M>>,
     /// Indices of the marked peers, in marking order.
     to_wake: Vec<usize>,
 }
 
-impl fmt::Debug for PeerLinks {
+impl<M> fmt::Debug for PeerLinks<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PeerLinks")
             .field("index", &self.index)
@@ -56,23 +61,26 @@ impl fmt::Debug for PeerLinks {
 
 /// Builds the links of a group of `shards` shards: entry `i` is shard `i`'s. Each link can
 /// reach every shard of the group, itself included.
-pub fn peer_mesh(shards: usize) -> io::Result<Vec<PeerLinks>> {
+pub fn peer_mesh<M>(shards: usize) -> io::Result<Vec<PeerLinks<M>>> {
     let mut ends = Vec::with_capacity(shards);
     for _ in 0..shards {
         let (sender, receiver) = crossbeam_channel::unbounded();
-        ends.push((sender, receiver, Arc::new(EventFd::new()?)));
+        let control = crossbeam_channel::unbounded();
+        ends.push((sender, receiver, control, Arc::new(EventFd::new()?)));
     }
     let links = ends
         .iter()
         .enumerate()
-        .map(|(index, (_, inbox, wake))| PeerLinks {
+        .map(|(index, (_, inbox, (_, control), wake))| PeerLinks {
             index,
             inbox: inbox.clone(),
+            control: control.clone(),
             wake: Arc::clone(wake),
             peers: ends
                 .iter()
-                .map(|(sender, _, wake)| Peer {
+                .map(|(sender, _, (control, _), wake)| Peer {
                     sender: sender.clone(),
+                    control: control.clone(),
                     wake: Arc::clone(wake),
                     marked: false,
                 })
@@ -83,11 +91,11 @@ pub fn peer_mesh(shards: usize) -> io::Result<Vec<PeerLinks>> {
     Ok(links)
 }
 
-/// The process's handle on every shard of a group: it hands them messages from outside the
-/// shard threads (a new configuration on reload).
+/// The process's handle on every shard of a group: it hands them [`Control`]s from outside
+/// the shard threads (a new configuration on reload).
 #[derive(Clone)]
 pub struct ShardControl {
-    shards: Vec<(Sender<Box<PeerMessage>>, Arc<EventFd>)>,
+    shards: Vec<(Sender<Control>, Arc<EventFd>)>,
 }
 
 impl fmt::Debug for ShardControl {
@@ -99,12 +107,12 @@ impl fmt::Debug for ShardControl {
 }
 
 impl ShardControl {
-    /// Sends a copy of `message` to every shard and wakes it; returns how many shards
+    /// Sends a copy of `control` to every shard and wakes it; returns how many shards
     /// took it (a stopped shard does not).
-    pub fn broadcast(&self, message: &PeerMessage) -> usize {
+    pub fn broadcast(&self, control: &Control) -> usize {
         let mut delivered = 0;
         for (shard, (sender, wake)) in self.shards.iter().enumerate() {
-            if sender.send(Box::new(message.clone())).is_err() {
+            if sender.send(control.clone()).is_err() {
                 debug!("control message for stopped shard {shard}; dropped");
                 continue;
             }
@@ -117,20 +125,20 @@ impl ShardControl {
     }
 }
 
-impl PeerLinks {
+impl<M> PeerLinks<M> {
     /// A handle the process keeps to reach every shard of this link's group.
     pub fn control(&self) -> ShardControl {
         ShardControl {
             shards: self
                 .peers
                 .iter()
-                .map(|p| (p.sender.clone(), Arc::clone(&p.wake)))
+                .map(|p| (p.control.clone(), Arc::clone(&p.wake)))
                 .collect(),
         }
     }
 
     /// The links of a group of one (a shard with no peers).
-    pub fn single() -> io::Result<PeerLinks> {
+    pub fn single() -> io::Result<PeerLinks<M>> {
         let mut mesh = peer_mesh(1)?;
         Ok(mesh.pop().expect("a mesh of one has one link"))
     }
@@ -145,9 +153,9 @@ impl PeerLinks {
         self.peers.len()
     }
 
-    /// Messages waiting in this shard's inbox.
+    /// Messages (control and peer) waiting for this shard.
     pub fn queued(&self) -> usize {
-        self.inbox.len()
+        self.inbox.len() + self.control.len()
     }
 
     /// The descriptor that becomes readable when this shard is woken.
@@ -158,7 +166,7 @@ impl PeerLinks {
     /// Puts `message` on shard `shard`'s channel and marks that shard for the next
     /// [`PeerLinks::flush_wakes`]. Returns `false` (after a debug log) if the message was
     /// dropped: no such shard, or it has stopped.
-    pub(crate) fn queue(&mut self, shard: usize, message: Box<PeerMessage>) -> bool {
+    pub(crate) fn queue(&mut self, shard: usize, message: M) -> bool {
         let Some(peer) = self.peers.get_mut(shard) else {
             debug!(
                 "peer message for shard {shard} of a group of {}; dropped",
@@ -188,7 +196,7 @@ impl PeerLinks {
         }
     }
 
-    /// Consumes this shard's pending wake-ups (call before emptying the inbox).
+    /// Consumes this shard's pending wake-ups (call before emptying the channels).
     pub(crate) fn clear_wake(&self) {
         if let Err(e) = self.wake.drain() {
             debug!("peer eventfd read: {e}");
@@ -202,8 +210,14 @@ impl PeerLinks {
         }
     }
 
+    /// The next message from the process, if any (read before peer messages).
+    pub(crate) fn try_recv_control(&self) -> Option<Control> {
+        // Never disconnected while `self` lives: it holds a sender to its own channel.
+        self.control.try_recv().ok()
+    }
+
     /// The next message in this shard's inbox, if any.
-    pub(crate) fn try_recv(&self) -> Option<Box<PeerMessage>> {
+    pub(crate) fn try_recv(&self) -> Option<M> {
         // Never disconnected while `self` lives: it holds a sender to its own inbox.
         self.inbox.try_recv().ok()
     }
@@ -212,44 +226,18 @@ impl PeerLinks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Protocol;
-    use crate::peer::PeerQuestion;
-
-    fn message(n: u64) -> Box<PeerMessage> {
-        Box::new(PeerMessage::Miss {
-            from: 0,
-            question: PeerQuestion {
-                server: 0,
-                hash: n,
-                qname: Box::new([0]),
-                qtype: 1,
-                qclass: 1,
-                flag_bits: 0,
-                protocol: Protocol::Udp,
-            },
-            newer_than: None,
-        })
-    }
-
-    fn hash_of(m: &PeerMessage) -> u64 {
-        match m {
-            PeerMessage::Miss { question, .. } | PeerMessage::Answer { question, .. } => {
-                question.hash
-            }
-            PeerMessage::Reconfigure(_) => u64::MAX,
-        }
-    }
+    use crate::Config;
 
     #[test]
     fn mesh_delivers_and_wakes_once_per_round() {
-        let mut mesh = peer_mesh(3).expect("mesh");
+        let mut mesh = peer_mesh::<u64>(3).expect("mesh");
         assert_eq!(mesh.len(), 3);
         assert!(mesh.iter().enumerate().all(|(i, l)| l.index() == i));
         assert!(mesh.iter().all(|l| l.shards() == 3));
         for n in 0..5 {
-            assert!(mesh[0].queue(2, message(n)));
+            assert!(mesh[0].queue(2, n));
         }
-        assert!(mesh[0].queue(1, message(100)));
+        assert!(mesh[0].queue(1, 100));
         assert_eq!(mesh[2].queued(), 5);
         // Nothing is woken before the round ends.
         assert_eq!(mesh[2].wake.drain().expect("drain"), 0);
@@ -261,35 +249,63 @@ mod tests {
         );
         assert_eq!(mesh[1].wake.drain().expect("drain"), 1);
         assert_eq!(mesh[0].wake.drain().expect("drain"), 0);
-        let got: Vec<u64> = std::iter::from_fn(|| mesh[2].try_recv())
-            .map(|m| hash_of(&m))
-            .collect();
+        let got: Vec<u64> = std::iter::from_fn(|| mesh[2].try_recv()).collect();
         assert_eq!(got, vec![0, 1, 2, 3, 4]);
         // A second round wakes again.
-        assert!(mesh[0].queue(2, message(9)));
+        assert!(mesh[0].queue(2, 9));
         mesh[0].flush_wakes();
         mesh[0].flush_wakes();
         assert_eq!(mesh[2].wake.drain().expect("drain"), 1);
         // To itself, through the same path.
-        assert!(mesh[1].queue(1, message(7)));
+        assert!(mesh[1].queue(1, 7));
         mesh[1].flush_wakes();
         assert_eq!(mesh[1].wake.drain().expect("drain"), 1);
-        assert_eq!(mesh[1].try_recv().map(|m| hash_of(&m)), Some(100));
-        assert_eq!(mesh[1].try_recv().map(|m| hash_of(&m)), Some(7));
+        assert_eq!(mesh[1].try_recv(), Some(100));
+        assert_eq!(mesh[1].try_recv(), Some(7));
         assert!(mesh[1].try_recv().is_none());
     }
 
     #[test]
+    fn control_messages_travel_apart_and_wake_every_shard() {
+        let mesh = peer_mesh::<u64>(2).expect("mesh");
+        let control = mesh[1].control();
+        let config = Arc::new(Config {
+            listeners: Vec::new(),
+            servers: Vec::new(),
+            upstreams: Vec::new(),
+            limits: Default::default(),
+        });
+        assert_eq!(control.broadcast(&Control::Reconfigure(config)), 2);
+        for link in &mesh {
+            assert_eq!(link.wake.drain().expect("drain"), 1);
+            assert_eq!(link.queued(), 1);
+            assert!(link.try_recv().is_none(), "not a peer message");
+            assert!(matches!(
+                link.try_recv_control(),
+                Some(Control::Reconfigure(_))
+            ));
+        }
+    }
+
+    #[test]
     fn stopped_or_unknown_shard_drops() {
-        let mut mesh = peer_mesh(2).expect("mesh");
+        let mut mesh = peer_mesh::<u64>(2).expect("mesh");
         let gone = mesh.pop().expect("link 1");
+        let control = gone.control();
         drop(gone);
-        assert!(!mesh[0].queue(1, message(1)), "stopped shard");
-        assert!(!mesh[0].queue(5, message(1)), "no such shard");
+        assert!(!mesh[0].queue(1, 1), "stopped shard");
+        assert!(!mesh[0].queue(5, 1), "no such shard");
         mesh[0].flush_wakes();
+        let config = Arc::new(Config {
+            listeners: Vec::new(),
+            servers: Vec::new(),
+            upstreams: Vec::new(),
+            limits: Default::default(),
+        });
+        assert_eq!(control.broadcast(&Control::Reconfigure(config)), 1);
         let mut one = PeerLinks::single().expect("single");
         assert_eq!((one.index(), one.shards()), (0, 1));
-        assert!(one.queue(0, message(3)));
+        assert!(one.queue(0, 3u64));
         one.flush_wakes();
         assert_eq!(one.wake.drain().expect("drain"), 1);
     }

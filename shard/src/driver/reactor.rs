@@ -46,7 +46,7 @@ const MAX_CLIENT_BACKLOG: usize = 1 << 20;
 const READ_BUDGET: usize = 32;
 /// Peer messages handed to the handler per wake-up before serving other sockets; the rest
 /// wait for the next turn (the shard wakes itself).
-pub const PEER_BUDGET: usize = 1024;
+pub(crate) const PEER_BUDGET: usize = 1024;
 /// How often idle client connections are looked for.
 const SWEEP_EVERY: Duration = Duration::from_millis(50);
 
@@ -68,9 +68,10 @@ struct UpstreamUdp {
     addr: SocketAddr,
 }
 
-/// The shared slow path: see the module documentation.
+/// The shared slow path: see the module documentation. `M` is the shard group's peer
+/// message type.
 #[derive(Debug)]
-pub struct Reactor {
+pub(crate) struct Reactor<M> {
     epoll: Epoll,
     events: Vec<libc::epoll_event>,
     listeners: Vec<(u16, TcpListener)>,
@@ -81,16 +82,19 @@ pub struct Reactor {
     out: Box<[u8]>,
     expired: Vec<u32>,
     next_sweep: Instant,
-    peers: Option<PeerLinks>,
+    peers: Option<PeerLinks<M>>,
     /// Upstream connections with queries queued since the last [`Reactor::flush_writes`].
     dirty_upstreams: Vec<u32>,
     /// Client connections with replies queued since the last [`Reactor::flush_writes`].
     dirty_clients: Vec<u32>,
 }
 
-impl Reactor {
+impl<M> Reactor<M> {
     /// Creates the epoll set and registers the TCP listeners (made non-blocking).
-    pub fn new(listeners: Vec<(u16, TcpListener)>, limits: &Limits) -> io::Result<Reactor> {
+    pub(crate) fn new(
+        listeners: Vec<(u16, TcpListener)>,
+        limits: &Limits,
+    ) -> io::Result<Reactor<M>> {
         let epoll = Epoll::new()?;
         for (i, (_, l)) in listeners.iter().enumerate() {
             l.set_nonblocking(true)?;
@@ -118,9 +122,10 @@ impl Reactor {
     }
 
     /// Connects the shard to its group: registers the wake-up eventfd of `peers` in the
-    /// epoll set, so messages from other shards reach [`Handler::handle_peer`], and sends
-    /// [`Transmit::Peer`] through it. Without this, peer transmits are dropped.
-    pub fn attach_peers(&mut self, peers: PeerLinks) -> io::Result<()> {
+    /// epoll set, so messages from the process reach [`Handler::handle_control`] and
+    /// messages from other shards [`Handler::handle_peer`], and sends what
+    /// [`Handler::poll_peer`] returns through it. Without this, peer messages are dropped.
+    pub(crate) fn attach_peers(&mut self, peers: PeerLinks<M>) -> io::Result<()> {
         if let Some(old) = self.peers.take() {
             self.epoll.delete(old.wake_fd())?;
         }
@@ -136,12 +141,12 @@ impl Reactor {
     }
 
     /// The TCP listeners, for logging.
-    pub fn listeners(&self) -> &[(u16, TcpListener)] {
+    pub(crate) fn listeners(&self) -> &[(u16, TcpListener)] {
         &self.listeners
     }
 
     /// The epoll descriptor (for the io_uring driver's poll).
-    pub fn epoll_fd(&self) -> RawFd {
+    pub(crate) fn epoll_fd(&self) -> RawFd {
         self.epoll.as_raw_fd()
     }
 
@@ -166,7 +171,11 @@ impl Reactor {
     /// anything was ready: the caller must poll again (without sleeping) until it returns
     /// `false`, because a socket left readable after its read budget does not wake the epoll
     /// descriptor's own pollers again.
-    pub fn poll_ready<H: Handler>(&mut self, now: Instant, handler: &mut H) -> bool {
+    pub(crate) fn poll_ready<H: Handler<Peer = M>>(
+        &mut self,
+        now: Instant,
+        handler: &mut H,
+    ) -> bool {
         let n = match self.wait(Duration::ZERO) {
             Ok(n) => n,
             Err(e) => {
@@ -182,7 +191,13 @@ impl Reactor {
     }
 
     /// Serves one epoll event for a socket the reactor owns.
-    pub fn dispatch<H: Handler>(&mut self, now: Instant, tok: u64, ev: u32, handler: &mut H) {
+    pub(crate) fn dispatch<H: Handler<Peer = M>>(
+        &mut self,
+        now: Instant,
+        tok: u64,
+        ev: u32,
+        handler: &mut H,
+    ) {
         let (kind, id) = split_token(tok);
         match kind {
             KIND_TCP_LISTENER => self.accept(now, id as usize, handler),
@@ -196,7 +211,7 @@ impl Reactor {
 
     /// Performs a transmit that is not a UDP client reply (those belong to the driver). TCP
     /// data is queued: [`Reactor::flush_writes`] writes it.
-    pub fn perform<H: Handler>(&mut self, now: Instant, t: Transmit, handler: &mut H) {
+    pub(crate) fn perform<H: Handler>(&mut self, now: Instant, t: Transmit, handler: &mut H) {
         match t {
             Transmit::Reply { client, payload } => self.reply_tcp(now, client, &payload),
             Transmit::Query {
@@ -212,12 +227,17 @@ impl Reactor {
                     self.up_tcp.remove(&link.conn);
                 }
             }
-            Transmit::Peer { shard, message } => match &mut self.peers {
-                Some(peers) => {
-                    peers.queue(shard, message);
-                }
-                None => debug!("peer message for shard {shard} but no peer links; dropped"),
-            },
+        }
+    }
+
+    /// Queues a message for shard `shard`; its wake-up goes out with
+    /// [`Reactor::flush_peer_wakes`].
+    pub(crate) fn queue_peer(&mut self, shard: usize, message: M) {
+        match &mut self.peers {
+            Some(peers) => {
+                peers.queue(shard, message);
+            }
+            None => debug!("peer message for shard {shard} but no peer links; dropped"),
         }
     }
 
@@ -225,7 +245,7 @@ impl Reactor {
     /// write per connection for all its queries (or replies) of the round, not one each.
     /// Returns `true` if a connection failed and was closed, which may have given the handler
     /// more to transmit (retries on other connections): the caller drains it and calls again.
-    pub fn flush_writes<H: Handler>(&mut self, now: Instant, handler: &mut H) -> bool {
+    pub(crate) fn flush_writes<H: Handler>(&mut self, now: Instant, handler: &mut H) -> bool {
         let mut closed = false;
         let mut ids = std::mem::take(&mut self.dirty_upstreams);
         ids.sort_unstable();
@@ -258,21 +278,24 @@ impl Reactor {
 
     /// Writes the eventfd of each shard that [`Transmit::Peer`]s were queued to since the
     /// last call, once per shard. The drivers call it after every round of transmits.
-    pub fn flush_peer_wakes(&mut self) {
+    pub(crate) fn flush_peer_wakes(&mut self) {
         if let Some(peers) = &mut self.peers {
             peers.flush_wakes();
         }
     }
 
-    /// The peer eventfd is readable: clear it, then hand up to [`PEER_BUDGET`] messages from
-    /// the inbox to the handler. If more remain, wake this shard again so they are served on
-    /// the next turn, after the other ready sockets.
-    fn peer_readable<H: Handler>(&mut self, now: Instant, handler: &mut H) {
+    /// The peer eventfd is readable: clear it, hand every message from the process to the
+    /// handler, then up to [`PEER_BUDGET`] messages from the inbox. If more remain, wake this
+    /// shard again so they are served on the next turn, after the other ready sockets.
+    fn peer_readable<H: Handler<Peer = M>>(&mut self, now: Instant, handler: &mut H) {
         let Some(peers) = &self.peers else { return };
         peers.clear_wake();
+        while let Some(control) = peers.try_recv_control() {
+            handler.handle_control(now, control);
+        }
         for _ in 0..PEER_BUDGET {
             match peers.try_recv() {
-                Some(message) => handler.handle_peer(now, *message),
+                Some(message) => handler.handle_peer(now, message),
                 None => return,
             }
         }
@@ -282,7 +305,7 @@ impl Reactor {
     }
 
     /// Closes idle client connections (at most every 50 ms).
-    pub fn sweep<H: Handler>(&mut self, now: Instant, handler: &mut H) {
+    pub(crate) fn sweep<H: Handler>(&mut self, now: Instant, handler: &mut H) {
         if now < self.next_sweep {
             return;
         }
@@ -297,7 +320,7 @@ impl Reactor {
     }
 
     /// Closes every client connection, telling the handler (for shutdown).
-    pub fn close_all<H: Handler>(&mut self, now: Instant, handler: &mut H) {
+    pub(crate) fn close_all<H: Handler>(&mut self, now: Instant, handler: &mut H) {
         let conns: Vec<Client> = self.clients.drain().map(|c| c.client).collect();
         for c in conns {
             handler.handle_client_closed(now, c);

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 /// An epoll instance, closed on drop.
 #[derive(Debug)]
-pub struct Epoll {
+pub(crate) struct Epoll {
     fd: OwnedFd,
 }
 
 impl Epoll {
     /// Creates an epoll instance (close-on-exec).
-    pub fn new() -> io::Result<Epoll> {
+    pub(crate) fn new() -> io::Result<Epoll> {
         // SAFETY: epoll_create1 takes no pointers; the result is checked before use.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
@@ -39,23 +39,27 @@ impl Epoll {
     }
 
     /// Adds `fd` with the `events` mask (level-triggered) and `token`.
-    pub fn add(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+    pub(crate) fn add(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
     }
 
     /// Removes a registered `fd`.
-    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+    pub(crate) fn delete(&self, fd: RawFd) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
     }
 
     /// Changes the mask of a registered `fd`.
-    pub fn modify(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+    pub(crate) fn modify(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_MOD, fd, events, token)
     }
 
     /// Waits up to `timeout` (rounded up to whole milliseconds; zero polls) and fills `events`
     /// from the start. Returns how many were filled; EINTR counts as zero.
-    pub fn wait(&self, events: &mut [libc::epoll_event], timeout: Duration) -> io::Result<usize> {
+    pub(crate) fn wait(
+        &self,
+        events: &mut [libc::epoll_event],
+        timeout: Duration,
+    ) -> io::Result<usize> {
         let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
         let max = events.len().min(i32::MAX as usize) as i32;
         // SAFETY: `events` is a valid, writable buffer of `max` epoll_event entries.
@@ -80,13 +84,13 @@ impl AsRawFd for Epoll {
 /// A non-blocking, close-on-exec eventfd used as a wake-up counter, closed on drop.
 /// Any thread may [`EventFd::wake`] it; the owner polls it and [`EventFd::drain`]s it.
 #[derive(Debug)]
-pub struct EventFd {
+pub(crate) struct EventFd {
     fd: OwnedFd,
 }
 
 impl EventFd {
     /// Creates an eventfd with counter 0 (`EFD_NONBLOCK | EFD_CLOEXEC`).
-    pub fn new() -> io::Result<EventFd> {
+    pub(crate) fn new() -> io::Result<EventFd> {
         // SAFETY: eventfd takes no pointers; the result is checked before use.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
@@ -99,7 +103,7 @@ impl EventFd {
 
     /// Adds 1 to the counter, making the descriptor readable. A counter at its maximum
     /// (EAGAIN) is already readable, so that counts as success; EINTR is retried.
-    pub fn wake(&self) -> io::Result<()> {
+    pub(crate) fn wake(&self) -> io::Result<()> {
         let one: u64 = 1;
         loop {
             // SAFETY: the buffer is the 8 bytes of `one`, alive and readable for the call.
@@ -124,7 +128,7 @@ impl EventFd {
 
     /// Reads and resets the counter: the number of wake-ups since the last drain (0 when
     /// there were none, EAGAIN). EINTR is retried.
-    pub fn drain(&self) -> io::Result<u64> {
+    pub(crate) fn drain(&self) -> io::Result<u64> {
         let mut count: u64 = 0;
         loop {
             // SAFETY: the buffer is the 8 bytes of `count`, alive and writable for the call.
@@ -155,19 +159,19 @@ impl AsRawFd for EventFd {
 }
 
 /// An all-zero `sockaddr_storage`.
-pub fn empty_storage() -> libc::sockaddr_storage {
+pub(crate) fn empty_storage() -> libc::sockaddr_storage {
     // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value (AF_UNSPEC).
     unsafe { zeroed() }
 }
 
 /// An all-zero `msghdr` (no name, no iovecs, no control data).
-pub fn empty_msghdr() -> libc::msghdr {
+pub(crate) fn empty_msghdr() -> libc::msghdr {
     // SAFETY: msghdr is plain old data; all-zero (null pointers, zero lengths) is valid.
     unsafe { zeroed() }
 }
 
 /// Decodes a socket address written by the kernel (`len` bytes of `bytes`).
-pub fn sockaddr_from_bytes(bytes: &[u8]) -> Option<SocketAddr> {
+pub(crate) fn sockaddr_from_bytes(bytes: &[u8]) -> Option<SocketAddr> {
     if bytes.len() < 2 {
         return None;
     }
@@ -196,7 +200,10 @@ pub fn sockaddr_from_bytes(bytes: &[u8]) -> Option<SocketAddr> {
 }
 
 /// Decodes the first `len` bytes of `storage` as a socket address.
-pub fn sockaddr_from_storage(storage: &libc::sockaddr_storage, len: u32) -> Option<SocketAddr> {
+pub(crate) fn sockaddr_from_storage(
+    storage: &libc::sockaddr_storage,
+    len: u32,
+) -> Option<SocketAddr> {
     let len = (len as usize).min(size_of::<libc::sockaddr_storage>());
     // SAFETY: `storage` is a live, initialised sockaddr_storage of at least `len` bytes; the
     // slice borrows it immutably for no longer than `storage` itself.
@@ -207,7 +214,7 @@ pub fn sockaddr_from_storage(storage: &libc::sockaddr_storage, len: u32) -> Opti
 }
 
 /// Encodes `addr` into `storage`; returns the length to pass as `msg_namelen`.
-pub fn sockaddr_to_storage(addr: &SocketAddr, storage: &mut libc::sockaddr_storage) -> u32 {
+pub(crate) fn sockaddr_to_storage(addr: &SocketAddr, storage: &mut libc::sockaddr_storage) -> u32 {
     match addr {
         SocketAddr::V4(a) => {
             let sin = libc::sockaddr_in {
@@ -241,7 +248,7 @@ pub fn sockaddr_to_storage(addr: &SocketAddr, storage: &mut libc::sockaddr_stora
 
 /// Starts a non-blocking TCP connect to `addr`. The returned stream may still be connecting:
 /// wait for writability and check `take_error()`.
-pub fn connect_nonblocking(addr: &SocketAddr) -> io::Result<TcpStream> {
+pub(crate) fn connect_nonblocking(addr: &SocketAddr) -> io::Result<TcpStream> {
     let family = if addr.is_ipv4() {
         libc::AF_INET
     } else {
@@ -282,7 +289,7 @@ pub fn connect_nonblocking(addr: &SocketAddr) -> io::Result<TcpStream> {
 }
 
 /// The running kernel's (major, minor) version, from `uname`.
-pub fn kernel_version() -> Option<(u32, u32)> {
+pub(crate) fn kernel_version() -> Option<(u32, u32)> {
     // SAFETY: utsname is plain old data; all-zero is valid, and uname fills it in.
     let mut u: libc::utsname = unsafe { zeroed() };
     // SAFETY: `u` is a valid, writable utsname.

@@ -3,37 +3,15 @@
 
 use std::time::Instant;
 
-use rand::Rng;
-use shardns_wire::Header;
-use shardns_wire::Question;
 use shardns_wire::build::upstream_query;
+use shardns_wire::{Header, Question, rtype};
 
 use super::Engine;
 use crate::{Link, Protocol, Transmit};
 
-/// DNS type NS.
-const TYPE_NS: u16 = 2;
-
 impl Engine {
-    /// Sends the probes due at `now` and counts the ones that went unanswered.
-    pub(super) fn run_probes(&mut self, now: Instant) {
-        for upstream in self.health.expire(now, None) {
-            self.probe_failed(now, upstream);
-        }
-        for probe in self.health.due(now) {
-            self.send_probe(now, probe.upstream);
-        }
-    }
-
-    /// A probe of `upstream` failed (no reply in time, or its connection closed).
-    pub(super) fn probe_failed(&mut self, now: Instant, upstream: u16) {
-        if let Some(stats) = self.stats.upstreams.get(upstream as usize) {
-            stats.healthcheck_failures.inc();
-        }
-        let _ = now;
-    }
-
-    fn send_probe(&mut self, now: Instant, upstream: u16) {
+    /// The probe of `upstream` is due: send it.
+    pub(super) fn send_probe(&mut self, now: Instant, upstream: u16) {
         let Some(spec) = self.health.spec(upstream).cloned() else {
             return;
         };
@@ -42,28 +20,23 @@ impl Engine {
         };
         let addr = target.addr;
         let link = match spec.tcp {
-            true => self.tcp.acquire(now, upstream).0,
+            true => self.tcp.acquire(upstream, &mut self.timers).0,
             false => Link {
                 upstream,
                 protocol: Protocol::Udp,
                 conn: 0,
             },
         };
-        let mut id = self.rng.random::<u16>();
-        for _ in 0..16 {
-            if !self.inflight.wire_id_in_use(link, id) {
-                break;
-            }
-            id = self.rng.random::<u16>();
-        }
+        let id = self.free_wire_id(link);
         let question = Question {
             name: &spec.name,
-            qtype: TYPE_NS,
+            qtype: rtype::NS,
             qclass: 1,
         };
         let flags = if spec.recursion { Header::RD } else { 0 };
         let len = upstream_query(id, flags, &question, false, &mut self.scratch);
-        self.health.probe_sent(now, upstream, link, id);
+        self.health
+            .probe_sent(now, upstream, (link, id), &mut self.timers);
         self.outbox.push_back(Transmit::Query {
             link,
             addr,
@@ -71,14 +44,27 @@ impl Engine {
         });
     }
 
+    /// The probe of `upstream` got no reply by its deadline.
+    pub(super) fn probe_failed(&mut self, now: Instant, upstream: u16) {
+        self.health.probe_failed(now, upstream, &mut self.timers);
+        self.count_probe_failure(upstream);
+    }
+
+    /// Counts a failed probe of `upstream` (`coredns_proxy_healthcheck_failures_total`).
+    pub(super) fn count_probe_failure(&self, upstream: u16) {
+        if let Some(stats) = self.stats.upstreams.get(upstream as usize) {
+            stats.healthcheck_failures.inc();
+        }
+    }
+
     /// Whether a message on `link` with ID `id` answers a probe; if so the upstream is healthy
     /// again (any parseable reply will do, as in CoreDNS).
     pub(super) fn probe_reply(&mut self, now: Instant, link: Link, id: u16) -> bool {
-        let Some(upstream) = self.health.probe_answered(link, id) else {
+        let Some(upstream) = self.health.probe_answered(link, id, &mut self.timers) else {
             return false;
         };
         if link.protocol == Protocol::Tcp {
-            self.tcp.release(now, link);
+            self.tcp.release(now, link, &mut self.timers);
         }
         self.upstream_gauges(upstream);
         true

@@ -1,8 +1,12 @@
-//! A virtual-clock cluster of engines for scenario tests: N shards of one group, peer
-//! messages delivered between them, upstream queries collected for the test to answer, client
-//! replies collected in order. No sockets, no sleeping.
+//! The one test rig for the engine: N engines of one group (one for most tests) on a virtual
+//! clock, with peer messages delivered between them, upstream queries and health probes
+//! collected for the test to answer, and client replies collected in order. Time advances in
+//! one way, [`Rig::wait`], which fires every timer that falls due on the way, in order. No
+//! sockets, no sleeping.
 
 #![allow(dead_code)]
+
+pub mod scenario;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -17,10 +21,9 @@ use rand::rngs::StdRng;
 use shardns_shard::config::{
     CacheConfig, ForwardConfig, Limits, ListenerConfig, ServerConfig, UpstreamConfig,
 };
-use shardns_shard::engine::{Coalesce, Group};
-use shardns_shard::peer::PeerMessage;
 use shardns_shard::{
-    Client, Config, Engine, Handler, Link, MAX_MESSAGE, Outcome, Protocol, Transmit,
+    Client, Coalesce, Config, Engine, Group, Handler, Link, MAX_MESSAGE, Outcome, Protocol,
+    Transmit,
 };
 
 pub fn wire_name(text: &str) -> Vec<u8> {
@@ -175,35 +178,58 @@ pub fn client(port: u16) -> Client {
     }
 }
 
-/// An upstream query waiting for the test to answer it.
-#[derive(Debug)]
+/// An upstream query (or health probe) waiting for the test to answer it.
+#[derive(Debug, Clone)]
 pub struct Sent {
     pub shard: usize,
     pub link: Link,
-    pub query: Message,
+    pub addr: SocketAddr,
+    /// The query as sent.
+    pub payload: Vec<u8>,
 }
 
-/// Whether `query` is a health probe (`. IN NS`).
-pub fn is_probe(query: &Message) -> bool {
-    query
-        .queries()
-        .first()
-        .is_some_and(|q| q.name().is_root() && q.query_type() == RecordType::NS)
+impl Sent {
+    /// The query, parsed by hickory.
+    pub fn query(&self) -> Message {
+        Message::from_vec(&self.payload).expect("the engine's upstream query parses")
+    }
 }
 
-/// N engines of one group with a virtual clock.
-pub struct Cluster {
+/// A reply to a client, in the order the engine sent it.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub shard: usize,
+    pub client: Client,
+    pub bytes: Vec<u8>,
+}
+
+impl Reply {
+    /// The reply, parsed by hickory.
+    pub fn message(&self) -> Message {
+        Message::from_vec(&self.bytes).expect("the engine's reply parses")
+    }
+}
+
+/// Whether `payload` is a health probe (`. IN NS`), by shardns's own parser (so that any
+/// bytes will do).
+fn is_probe(payload: &[u8]) -> bool {
+    shardns_wire::Message::parse(payload)
+        .is_ok_and(|m| m.question.name == b"\0" && m.question.qtype == 2)
+}
+
+/// The engines of one group on a virtual clock (see the module documentation).
+pub struct Rig {
     pub engines: Vec<Engine>,
     pub now: Instant,
     out: Vec<u8>,
-    /// Upstream queries not yet answered, oldest first.
+    /// Upstream queries not yet answered, oldest first (health probes apart).
     pub upstream: VecDeque<Sent>,
     /// Every upstream query ever sent (health probes apart).
     pub upstream_total: usize,
     /// Health probes (`. IN NS`) not yet answered or lost, oldest first.
     pub probes: VecDeque<Sent>,
-    /// Client replies not yet checked, in order: (shard, client, reply).
-    pub replies: VecDeque<(usize, Client, Message)>,
+    /// Client replies not yet looked at, in order.
+    pub replies: VecDeque<Reply>,
     /// Upstream links the engines closed.
     pub closed: Vec<Link>,
     /// Peer messages to this shard are lost (a shard that stopped).
@@ -211,12 +237,18 @@ pub struct Cluster {
     next_id: u16,
 }
 
-impl Cluster {
-    pub fn new(shards: usize, config: Config) -> Cluster {
-        Cluster::with_mode(shards, config, Coalesce::Across)
+impl Rig {
+    /// One engine.
+    pub fn one(config: Config) -> Rig {
+        Rig::new(1, config)
     }
 
-    pub fn with_mode(shards: usize, config: Config, coalesce: Coalesce) -> Cluster {
+    /// `shards` engines of one group; misses go to the key's owner shard.
+    pub fn new(shards: usize, config: Config) -> Rig {
+        Rig::with_mode(shards, config, Coalesce::Across)
+    }
+
+    pub fn with_mode(shards: usize, config: Config, coalesce: Coalesce) -> Rig {
         let config = Arc::new(config);
         let group = Group::with_seed(shards, coalesce, 0x5eed);
         let engines = (0..shards)
@@ -229,7 +261,7 @@ impl Cluster {
                 )
             })
             .collect();
-        Cluster {
+        Rig {
             engines,
             now: group.epoch + Duration::from_millis(1),
             out: vec![0; MAX_MESSAGE],
@@ -243,18 +275,53 @@ impl Cluster {
         }
     }
 
-    /// A client query on `shard`; an immediate reply is queued like a later one.
+    /// A client query on `shard` with a fresh ID; an immediate reply is queued like a
+    /// later one.
     pub fn ask_on(&mut self, shard: usize, name: &str, rtype: RecordType, ask: Ask) -> Outcome {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         let bytes = query(id, name, rtype, ask);
         let client = client(10_000 + id);
-        let outcome = self.engines[shard].handle_query(self.now, client, &bytes, &mut self.out);
-        if let Outcome::Reply(len) = outcome {
-            let reply = Message::from_vec(&self.out[..len]).expect("engine reply parses");
+        let outcome = self.send_on(shard, client, &bytes);
+        if let Outcome::Reply(_) = outcome {
+            let reply = self.replies.back().expect("queued").message();
             assert_eq!(reply.id(), id, "reply ID is the client's");
-            self.replies.push_back((shard, client, reply));
         }
+        outcome
+    }
+
+    /// Query bytes from `client` on `shard`; an immediate reply is queued like a later one.
+    pub fn send_on(&mut self, shard: usize, client: Client, bytes: &[u8]) -> Outcome {
+        let outcome = self.engines[shard].handle_query(self.now, client, bytes, &mut self.out);
+        if let Outcome::Reply(len) = outcome {
+            self.replies.push_back(Reply {
+                shard,
+                client,
+                bytes: self.out[..len].to_vec(),
+            });
+        }
+        self.settle();
+        outcome
+    }
+
+    /// Query bytes from `client` on shard 0: the immediate reply, if any, parsed (not
+    /// queued).
+    pub fn query(&mut self, client: Client, bytes: &[u8]) -> Option<Message> {
+        let outcome = self.engines[0].handle_query(self.now, client, bytes, &mut self.out);
+        let reply = match outcome {
+            Outcome::Reply(len) => {
+                Some(Message::from_vec(&self.out[..len]).expect("engine reply parses"))
+            }
+            Outcome::Drop | Outcome::Pending => None,
+        };
+        self.settle();
+        reply
+    }
+
+    /// Query bytes from `client` on shard 0: what the engine did (an immediate reply is
+    /// discarded).
+    pub fn outcome(&mut self, client: Client, bytes: &[u8]) -> Outcome {
+        let outcome = self.engines[0].handle_query(self.now, client, bytes, &mut self.out);
         self.settle();
         outcome
     }
@@ -266,10 +333,19 @@ impl Cluster {
             for (shard, engine) in self.engines.iter_mut().enumerate() {
                 while let Some(t) = engine.poll_transmit() {
                     match t {
-                        Transmit::Query { link, payload, .. } => {
-                            let query = Message::from_vec(&payload).unwrap();
-                            let sent = Sent { shard, link, query };
-                            if is_probe(&sent.query) {
+                        Transmit::Query {
+                            link,
+                            addr,
+                            payload,
+                        } => {
+                            let probe = is_probe(&payload);
+                            let sent = Sent {
+                                shard,
+                                link,
+                                addr,
+                                payload,
+                            };
+                            if probe {
                                 self.probes.push_back(sent);
                             } else {
                                 self.upstream_total += 1;
@@ -277,12 +353,17 @@ impl Cluster {
                             }
                         }
                         Transmit::Reply { client, payload } => {
-                            let reply = Message::from_vec(&payload).expect("reply parses");
-                            self.replies.push_back((shard, client, reply));
+                            self.replies.push_back(Reply {
+                                shard,
+                                client,
+                                bytes: payload,
+                            });
                         }
-                        Transmit::Peer { shard: to, message } => peers.push((to, message)),
                         Transmit::Close { link } => self.closed.push(link),
                     }
+                }
+                while let Some((to, message)) = engine.poll_peer() {
+                    peers.push((to, message));
                 }
             }
             if peers.is_empty() {
@@ -290,12 +371,40 @@ impl Cluster {
             }
             for (to, message) in peers {
                 if self.unreachable != Some(to) {
-                    let message: PeerMessage = *message;
                     self.engines[to].handle_peer(self.now, message);
                 }
             }
         }
         panic!("peer messages did not settle");
+    }
+
+    /// The one upstream query sent since the last look, taken: its link, address and query.
+    pub fn upstream_query(&mut self) -> (Link, SocketAddr, Message) {
+        assert_eq!(
+            self.upstream.len(),
+            1,
+            "expected one upstream query, got {:?}",
+            self.upstream
+        );
+        let sent = self.upstream.pop_front().expect("one");
+        (sent.link, sent.addr, sent.query())
+    }
+
+    /// `bytes` arrive on `link` of `shard`.
+    pub fn respond_on(&mut self, shard: usize, link: Link, bytes: &[u8]) {
+        self.engines[shard].handle_response(self.now, link, bytes);
+        self.settle();
+    }
+
+    /// `bytes` arrive on `link` of shard 0.
+    pub fn respond(&mut self, link: Link, bytes: &[u8]) {
+        self.respond_on(0, link, bytes);
+    }
+
+    /// `link` of shard 0 closes (refused, reset).
+    pub fn close_link(&mut self, link: Link) {
+        self.engines[0].handle_link_closed(self.now, link);
+        self.settle();
     }
 
     /// Answers the oldest unanswered upstream query.
@@ -304,17 +413,15 @@ impl Cluster {
             .upstream
             .pop_front()
             .expect("an upstream query to answer");
-        let bytes = reply(&sent.query, up);
-        self.engines[sent.shard].handle_response(self.now, sent.link, &bytes);
-        self.settle();
+        let bytes = reply(&sent.query(), up);
+        self.respond_on(sent.shard, sent.link, &bytes);
     }
 
     /// Answers the oldest health probe (any reply means healthy).
     pub fn answer_probe(&mut self) {
         let sent = self.probes.pop_front().expect("a probe to answer");
-        let bytes = reply(&sent.query, &Upstream::default());
-        self.engines[sent.shard].handle_response(self.now, sent.link, &bytes);
-        self.settle();
+        let bytes = reply(&sent.query(), &Upstream::default());
+        self.respond_on(sent.shard, sent.link, &bytes);
     }
 
     /// The oldest unanswered upstream query's connection is refused or reset.
@@ -335,10 +442,11 @@ impl Cluster {
             .expect("an upstream query to lose")
     }
 
-    /// Time passes; due timeouts fire on every engine.
+    /// Time passes by `by`: every timer that falls due on the way fires at its deadline, in
+    /// order, on every engine.
     pub fn wait(&mut self, by: Duration) {
         let end = self.now + by;
-        for _ in 0..10_000 {
+        for _ in 0..100_000 {
             let next = self
                 .engines
                 .iter()
@@ -357,18 +465,24 @@ impl Cluster {
         self.now = end;
     }
 
-    /// The next client reply, in order.
+    /// The next client reply, parsed.
     pub fn next_reply(&mut self) -> Message {
-        self.replies.pop_front().expect("a client reply").2
+        self.replies.pop_front().expect("a client reply").message()
+    }
+
+    /// Every client reply not yet looked at, parsed, with its client.
+    pub fn take_replies(&mut self) -> Vec<(Client, Message)> {
+        self.replies
+            .drain(..)
+            .map(|r| (r.client, r.message()))
+            .collect()
     }
 
     pub fn upstream_sent(&self) -> usize {
         self.upstream_total
     }
-}
 
-impl Cluster {
-    /// The shard that owns `name` (type A, no DO/CD) in this cluster's group.
+    /// The shard that owns `name` (type A, no DO/CD) in this rig's group.
     pub fn owner_of(&self, name: &str) -> usize {
         let qname = wire_name(name);
         let key = shardns_wire::Key {

@@ -205,7 +205,7 @@ fn forward_blocks() {
         health_no_rec: true,
         health_domain: wire("health.example"),
         max_concurrent: Some(50),
-        next: vec![3, 5],
+        next: codes(&[3, 5]),
         failfast: true,
     };
     assert_eq!(config.servers[0].forward.as_ref(), Some(&expected));
@@ -310,4 +310,12 @@ fn metrics_endpoints_that_clash() {
             .to_string()
             .starts_with("Corefile:5: prometheus address [::1]:9253 clashes with :9253 at line 2")
     );
+}
+
+/// RCODEs from their values.
+fn codes(values: &[u16]) -> Vec<shardns_wire::Rcode> {
+    values
+        .iter()
+        .map(|&v| shardns_wire::Rcode::new(v))
+        .collect()
 }

@@ -31,6 +31,7 @@
 use std::net::SocketAddr;
 
 use shardns_shard::config::{ForwardConfig, Policy};
+use shardns_wire::Rcode;
 
 use super::number;
 use super::options::{Failure, OptionBlock, duration_arg, fail};
@@ -65,32 +66,6 @@ const NOT_YET: &[&str] = &[
     "failover",
     "max_connect_attempts",
     "max_idle_conns",
-];
-
-/// RCODE names as CoreDNS reads them for `next` (miekg/dns `StringToRcode`, including its
-/// `NOTIMPL` spelling of NOTIMP).
-const RCODES: &[(&str, u16)] = &[
-    ("NOERROR", 0),
-    ("FORMERR", 1),
-    ("SERVFAIL", 2),
-    ("NXDOMAIN", 3),
-    ("NOTIMP", 4),
-    ("NOTIMPL", 4),
-    ("REFUSED", 5),
-    ("YXDOMAIN", 6),
-    ("YXRRSET", 7),
-    ("NXRRSET", 8),
-    ("NOTAUTH", 9),
-    ("NOTZONE", 10),
-    ("DSOTYPENI", 11),
-    ("BADSIG", 16),
-    ("BADKEY", 17),
-    ("BADTIME", 18),
-    ("BADMODE", 19),
-    ("BADNAME", 20),
-    ("BADALG", 21),
-    ("BADTRUNC", 22),
-    ("BADCOOKIE", 23),
 ];
 
 /// The largest `max_concurrent` (Go's `strconv.Atoi` limit on 64-bit).
@@ -340,11 +315,11 @@ fn max_concurrent(token: &Token) -> Result<Option<usize>, Failure> {
 }
 
 /// `next RCODE...`: added to `next`, without duplicates.
-fn next(next: &mut Vec<u16>, args: &[Token]) -> Result<(), Failure> {
+fn next(next: &mut Vec<Rcode>, args: &[Token]) -> Result<(), Failure> {
     for token in args {
-        let upper = token.text.to_ascii_uppercase();
-        let Some(&(_, rcode)) = RCODES.iter().find(|(name, _)| *name == upper) else {
-            let names: Vec<&str> = RCODES
+        // The names CoreDNS reads (miekg/dns `StringToRcode`), in any case.
+        let Some(rcode) = Rcode::from_name(&token.text.to_ascii_uppercase()) else {
+            let names: Vec<&str> = Rcode::PARSE_NAMES
                 .iter()
                 .map(|(name, _)| *name)
                 .filter(|name| *name != "NOTIMPL")

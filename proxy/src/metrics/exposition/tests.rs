@@ -324,10 +324,10 @@ fn labels() {
     );
     assert_eq!(zone_text(b"\x00"), ".");
     assert_eq!(zone_text(b"\x07cluster\x05local\x00"), "cluster.local.");
-    assert_eq!(rcode_name(3), "NXDOMAIN");
-    assert_eq!(rcode_name(16), "BADVERS");
-    assert_eq!(rcode_name(99), "RCODE");
-    assert_eq!(UPSTREAM_RCODES[5], "REFUSED");
-    assert_eq!(UPSTREAM_RCODES[10], "NOTZONE");
-    assert_eq!(UPSTREAM_RCODES[15], "15");
+    assert_eq!(error_rcode_label(3), "NXDOMAIN");
+    assert_eq!(error_rcode_label(16), "BADVERS");
+    assert_eq!(error_rcode_label(12), "RCODE12");
+    assert_eq!(upstream_rcode_label(5), "REFUSED");
+    assert_eq!(upstream_rcode_label(10), "NOTZONE");
+    assert_eq!(upstream_rcode_label(15), "15");
 }

@@ -351,15 +351,18 @@ fn max_concurrent_forms() {
 
 #[test]
 fn next_forms() {
-    assert_eq!(with("next NXDOMAIN").next, [3]);
-    assert_eq!(with("next servfail Refused NOTIMP").next, [2, 5, 4]);
-    assert_eq!(with("next NOTIMPL notimp NOERROR").next, [4, 0]);
-    assert_eq!(with("next formerr yxdomain BADCOOKIE").next, [1, 6, 23]);
+    assert_eq!(with("next NXDOMAIN").next, codes(&[3]));
+    assert_eq!(with("next servfail Refused NOTIMP").next, codes(&[2, 5, 4]));
+    assert_eq!(with("next NOTIMPL notimp NOERROR").next, codes(&[4, 0]));
+    assert_eq!(
+        with("next formerr yxdomain BADCOOKIE").next,
+        codes(&[1, 6, 23])
+    );
     // Lines add up, as in CoreDNS.
     let got = settings("forward . 1.1.1.1 {\n next SERVFAIL\n next REFUSED SERVFAIL\n}")
         .unwrap()
         .options;
-    assert_eq!(got.next, [2, 5]);
+    assert_eq!(got.next, codes(&[2, 5]));
     let got = option_error("next SERVFAIL BOGUS");
     assert!(
         got.starts_with(
@@ -408,7 +411,7 @@ fn every_option() {
             health_no_rec: true,
             health_domain: wire("health.example"),
             max_concurrent: Some(1000),
-            next: vec![3, 2],
+            next: codes(&[3, 2]),
             failfast: true,
         }
     );
@@ -450,4 +453,12 @@ fn repeated_and_unknown_options() {
         option_error("tls cert.pem key.pem ca.pem"),
         "Corefile:3: forward option \"tls\" is not supported yet"
     );
+}
+
+/// RCODEs from their values.
+fn codes(values: &[u16]) -> Vec<shardns_wire::Rcode> {
+    values
+        .iter()
+        .map(|&v| shardns_wire::Rcode::new(v))
+        .collect()
 }

@@ -5,16 +5,19 @@
 //! The ring is built with `SINGLE_ISSUER | DEFER_TASKRUN` where the kernel accepts it (else a
 //! plain ring). It must be created and used on the shard's thread.
 
+mod queue;
+
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use io_uring::types::{CancelBuilder, Fd, RecvMsgOut, SubmitArgs, Timespec};
-use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
+use io_uring::types::{CancelBuilder, Fd, RecvMsgOut};
+use io_uring::{IoUring, Probe, cqueue, opcode};
 use tracing::debug;
 
+use self::queue::{Queue, Token};
 use super::bufring::{BufRing, SendPool};
 use super::sys::{empty_msghdr, kernel_version, sockaddr_from_bytes};
 use super::{Reactor, UDP_QUERY_MAX, drain_transmits, run_timers, wait_timeout};
@@ -31,16 +34,6 @@ const SEND_SLOTS: usize = 1024;
 /// Completions handled per loop iteration.
 const CQE_BATCH: usize = 512;
 
-const UD_KIND_SHIFT: u32 = 56;
-const UD_RECV: u64 = 1;
-const UD_SEND: u64 = 2;
-const UD_POLL: u64 = 3;
-const UD_CANCEL: u64 = 4;
-
-fn user_data(kind: u64, id: u64) -> u64 {
-    (kind << UD_KIND_SHIFT) | id
-}
-
 /// One UDP listener and its receive state.
 #[derive(Debug)]
 struct Listener {
@@ -49,44 +42,43 @@ struct Listener {
     bufs: BufRing,
     /// The template for the multishot receive: only the name and control lengths matter.
     msghdr: Box<libc::msghdr>,
+    /// Its multishot receive is queued or in flight.
     armed: bool,
 }
 
 /// The io_uring driver's state. Field order matters: the ring is dropped (after the
 /// cancellation in `Drop`) before the memory it points into.
-pub struct Uring {
-    ring: IoUring,
+pub(crate) struct Uring {
+    queue: Queue,
     listeners: Vec<Listener>,
     sends: SendPool,
     poll_armed: bool,
     cqes: Vec<cqueue::Entry>,
-    /// Whether the ring was built with SINGLE_ISSUER | DEFER_TASKRUN.
-    pub deferred: bool,
 }
 
 impl std::fmt::Debug for Uring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Uring")
             .field("listeners", &self.listeners.len())
+            .field("backlog", &self.queue.backlog())
             .finish()
     }
 }
 
-/// Builds a ring, preferring SINGLE_ISSUER + DEFER_TASKRUN.
-fn build_ring(entries: u32) -> io::Result<(IoUring, bool)> {
+/// Builds a ring of `entries` submission entries, preferring SINGLE_ISSUER + DEFER_TASKRUN.
+fn build_ring(entries: u32) -> io::Result<IoUring> {
     let fancy = IoUring::builder()
         .setup_single_issuer()
         .setup_defer_taskrun()
         .setup_cqsize(CQ_ENTRIES.max(entries * 2))
         .build(entries);
     match fancy {
-        Ok(r) => Ok((r, true)),
+        Ok(ring) => Ok(ring),
         Err(e) => {
             debug!("io_uring with SINGLE_ISSUER|DEFER_TASKRUN: {e}; using a plain ring");
-            let r = IoUring::builder()
+            IoUring::builder()
                 .setup_cqsize(CQ_ENTRIES.max(entries * 2))
-                .build(entries)?;
-            Ok((r, false))
+                .build(entries)
         }
     }
 }
@@ -125,7 +117,7 @@ fn check_kernel() -> Result<(), String> {
 /// Whether the io_uring driver can run here; `Err` names why not. Builds and drops a small
 /// plain ring (a DEFER_TASKRUN ring's teardown would interrupt the calling thread's blocking
 /// socket calls with EINTR).
-pub fn probe() -> Result<(), String> {
+pub(crate) fn probe() -> Result<(), String> {
     check_kernel()?;
     let ring = IoUring::new(8).map_err(|e| format!("io_uring_setup: {e}"))?;
     check_ring(&ring)?;
@@ -138,15 +130,19 @@ pub fn probe() -> Result<(), String> {
 impl Uring {
     /// Builds the ring and registers a buffer ring per UDP listener (made non-blocking).
     /// `Err` says why io_uring cannot be used.
-    pub fn new(sockets: &[(u16, UdpSocket)]) -> Result<Uring, String> {
-        Uring::with_buffers(sockets, BUFS_PER_LISTENER)
+    pub(crate) fn new(sockets: &[(u16, UdpSocket)]) -> Result<Uring, String> {
+        Uring::with_sizes(sockets, BUFS_PER_LISTENER, SQ_ENTRIES)
     }
 
-    /// [`Uring::new`] with `bufs` (a power of two) provided buffers per listener.
-    fn with_buffers(sockets: &[(u16, UdpSocket)], bufs: u16) -> Result<Uring, String> {
+    /// [`Uring::new`] with `bufs` (a power of two) provided buffers per listener and a
+    /// submission ring of `sq_entries`.
+    fn with_sizes(
+        sockets: &[(u16, UdpSocket)],
+        bufs: u16,
+        sq_entries: u32,
+    ) -> Result<Uring, String> {
         check_kernel()?;
-        let (ring, deferred) =
-            build_ring(SQ_ENTRIES).map_err(|e| format!("io_uring_setup: {e}"))?;
+        let ring = build_ring(sq_entries).map_err(|e| format!("io_uring_setup: {e}"))?;
         check_ring(&ring)?;
         let mut listeners = Vec::with_capacity(sockets.len());
         for (i, (id, socket)) in sockets.iter().enumerate() {
@@ -167,19 +163,18 @@ impl Uring {
         }
         let sends = SendPool::new(SEND_SLOTS).map_err(|e| format!("send buffers: {e}"))?;
         Ok(Uring {
-            ring,
+            queue: Queue::new(ring),
             listeners,
             sends,
             poll_armed: false,
             cqes: Vec::with_capacity(CQE_BATCH),
-            deferred,
         })
     }
 
     /// Runs the driver until `shutdown` is set.
-    pub fn run<H: Handler>(
+    pub(crate) fn run<H: Handler>(
         &mut self,
-        reactor: &mut Reactor,
+        reactor: &mut Reactor<H::Peer>,
         handler: &mut H,
         shutdown: &AtomicBool,
     ) -> io::Result<()> {
@@ -193,30 +188,30 @@ impl Uring {
             } else {
                 wait_timeout(handler, Instant::now())
             };
-            self.enter(timeout)?;
+            self.queue.enter(timeout)?;
             let now = Instant::now();
             let mut cqes = std::mem::take(&mut self.cqes);
             cqes.clear();
-            cqes.extend(self.ring.completion().take(CQE_BATCH));
+            cqes.extend(self.queue.ring.completion().take(CQE_BATCH));
             let mut reactor_ready = false;
             for cqe in &cqes {
-                let ud = cqe.user_data();
-                let id = ud & ((1 << UD_KIND_SHIFT) - 1);
-                match ud >> UD_KIND_SHIFT {
-                    UD_RECV => self.on_recv(now, id as usize, cqe, handler),
-                    UD_SEND => {
+                match Token::of(cqe.user_data()) {
+                    Some(Token::Receive(listener)) => {
+                        self.on_receive(now, usize::from(listener), cqe, handler);
+                    }
+                    Some(Token::Send(slot)) => {
                         if cqe.result() < 0 {
                             debug!("sendmsg: {}", io::Error::from_raw_os_error(-cqe.result()));
                         }
-                        self.sends.release(id as u16);
+                        self.sends.release(slot);
                     }
-                    UD_POLL => {
+                    Some(Token::ReactorPoll) => {
                         reactor_ready = true;
                         if !cqueue::more(cqe.flags()) {
                             self.poll_armed = false;
                         }
                     }
-                    _ => {}
+                    Some(Token::Cancel) | None => {}
                 }
             }
             cq_full = cqes.len() == CQE_BATCH;
@@ -228,23 +223,25 @@ impl Uring {
                 reactor_more = reactor.poll_ready(now, handler);
             }
             run_timers(handler, reactor, now);
-            let (ring, listeners, sends) = (&mut self.ring, &self.listeners, &mut self.sends);
+            let (queue, listeners, sends) = (&mut self.queue, &self.listeners, &mut self.sends);
             drain_transmits(handler, reactor, now, |client, payload| {
-                queue_copy(ring, listeners, sends, client, payload);
+                queue_copy(queue, listeners, sends, client, payload);
             });
         }
         reactor.close_all(Instant::now(), handler);
         Ok(())
     }
 
-    /// Re-arms the multishot receives and the reactor poll that are not armed.
+    /// Queues the multishot receives and the reactor poll that are not armed.
     fn arm(&mut self, epfd: RawFd) {
         for (i, l) in self.listeners.iter_mut().enumerate() {
             if !l.armed {
                 let e = opcode::RecvMsgMulti::new(Fd(l.fd), &*l.msghdr, l.bufs.bgid())
                     .build()
-                    .user_data(user_data(UD_RECV, i as u64));
-                push(&mut self.ring, &e);
+                    .user_data(Token::Receive(i as u16).user_data());
+                // SAFETY: the receive points at the listener's boxed msghdr and buffer ring,
+                // both owned by `self` and alive until the cancellation in `Drop` completes.
+                unsafe { self.queue.push(e) };
                 l.armed = true;
             }
         }
@@ -252,32 +249,16 @@ impl Uring {
             let e = opcode::PollAdd::new(Fd(epfd), libc::POLLIN as u32)
                 .multi(true)
                 .build()
-                .user_data(user_data(UD_POLL, 0));
-            push(&mut self.ring, &e);
+                .user_data(Token::ReactorPoll.user_data());
+            // SAFETY: a poll points at no memory; the reactor's epoll descriptor outlives
+            // the driver's loop.
+            unsafe { self.queue.push(e) };
             self.poll_armed = true;
         }
     }
 
-    /// Submits queued entries and waits up to `timeout` for a completion.
-    fn enter(&mut self, timeout: Duration) -> io::Result<()> {
-        let ts = Timespec::from(timeout);
-        let args = SubmitArgs::new().timespec(&ts);
-        match self.ring.submitter().submit_with_args(1, &args) {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN | libc::EBADR)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
-    }
-
     /// Handles a multishot receive completion: answer the query, give the buffer back.
-    fn on_recv<H: Handler>(&mut self, now: Instant, li: usize, cqe: &cqueue::Entry, h: &mut H) {
+    fn on_receive<H: Handler>(&mut self, now: Instant, li: usize, cqe: &cqueue::Entry, h: &mut H) {
         let Some(l) = self.listeners.get_mut(li) else {
             return;
         };
@@ -313,8 +294,10 @@ impl Uring {
                                 let hdr = self.sends.prepare(slot, n, &peer);
                                 let e = opcode::SendMsg::new(Fd(l.fd), hdr)
                                     .build()
-                                    .user_data(user_data(UD_SEND, u64::from(slot)));
-                                push(&mut self.ring, &e);
+                                    .user_data(Token::Send(slot).user_data());
+                                // SAFETY: the send points at slot `slot` of the send pool,
+                                // which is released only when its completion arrives.
+                                unsafe { self.queue.push(e) };
                             } else {
                                 self.sends.release(slot);
                             }
@@ -331,7 +314,7 @@ impl Uring {
 
 /// Queues a copy of a later UDP reply as a `SendMsg`.
 fn queue_copy(
-    ring: &mut IoUring,
+    queue: &mut Queue,
     listeners: &[Listener],
     sends: &mut SendPool,
     client: Client,
@@ -354,63 +337,80 @@ fn queue_copy(
     let hdr = sends.prepare(slot, payload.len(), &client.peer);
     let e = opcode::SendMsg::new(Fd(l.fd), hdr)
         .build()
-        .user_data(user_data(UD_SEND, u64::from(slot)));
-    push(ring, &e);
+        .user_data(Token::Send(slot).user_data());
+    // SAFETY: the send points at slot `slot` of the send pool, released only when its
+    // completion arrives.
+    unsafe { queue.push(e) };
 }
 
-/// Pushes an entry, submitting first if the submission queue is full.
-fn push(ring: &mut IoUring, e: &squeue::Entry) {
-    for _ in 0..64 {
-        // SAFETY: every entry pushed by this driver points only at memory that stays valid
-        // and unmoved until its completion: listener msghdrs (boxed, owned by `Uring`), send
-        // slots (not released before their completion) and the reactor's epoll descriptor.
-        if unsafe { ring.submission().push(e) }.is_ok() {
-            return;
+impl Uring {
+    /// Handles the completions waiting at teardown: sends free their slots, ended receives
+    /// disarm their listener.
+    fn reap_at_teardown(&mut self) {
+        let mut cqes = std::mem::take(&mut self.cqes);
+        cqes.clear();
+        cqes.extend(self.queue.ring.completion());
+        for cqe in &cqes {
+            match Token::of(cqe.user_data()) {
+                Some(Token::Send(slot)) => self.sends.release(slot),
+                Some(Token::Receive(listener)) if !cqueue::more(cqe.flags()) => {
+                    if let Some(l) = self.listeners.get_mut(usize::from(listener)) {
+                        l.armed = false;
+                    }
+                }
+                _ => {}
+            }
         }
-        if let Err(err) = ring.submit() {
-            debug!("io_uring submit: {err}");
-        }
+        self.cqes = cqes;
     }
-    debug!("submission queue stuck full; dropping an entry");
 }
 
 impl Drop for Uring {
-    /// Cancels everything in flight and waits (at most ~200 ms) for the completions, so the
-    /// kernel no longer references the buffers, then unregisters the buffer rings.
+    /// Submits what waits in the backlog (replies queued before the stop still go out),
+    /// cancels everything in flight and waits (at most ~200 ms each) for the completions, so
+    /// the kernel no longer references the buffers, then unregisters the buffer rings.
     fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while self.queue.backlog() > 0 && Instant::now() < deadline {
+            if self.queue.enter(Duration::ZERO).is_err() {
+                break;
+            }
+            self.reap_at_teardown();
+        }
+        // What could not be submitted never reached the kernel.
+        for entry in self.queue.take_backlog() {
+            match Token::of(entry.get_user_data()) {
+                Some(Token::Send(slot)) => self.sends.release(slot),
+                Some(Token::Receive(listener)) => {
+                    if let Some(l) = self.listeners.get_mut(usize::from(listener)) {
+                        l.armed = false;
+                    }
+                }
+                _ => {}
+            }
+        }
         let e = opcode::AsyncCancel2::new(CancelBuilder::any())
             .build()
-            .user_data(user_data(UD_CANCEL, 0));
-        push(&mut self.ring, &e);
+            .user_data(Token::Cancel.user_data());
+        // SAFETY: a cancellation points at no memory.
+        unsafe { self.queue.push(e) };
         let deadline = Instant::now() + Duration::from_millis(200);
         loop {
             let busy = self.sends.in_flight() > 0 || self.listeners.iter().any(|l| l.armed);
             if !busy || Instant::now() >= deadline {
                 break;
             }
-            if self.enter(Duration::from_millis(10)).is_err() {
+            if self.queue.enter(Duration::from_millis(10)).is_err() {
                 break;
             }
-            let mut cqes = std::mem::take(&mut self.cqes);
-            cqes.clear();
-            cqes.extend(self.ring.completion());
-            for cqe in &cqes {
-                let ud = cqe.user_data();
-                let id = ud & ((1 << UD_KIND_SHIFT) - 1);
-                match ud >> UD_KIND_SHIFT {
-                    UD_SEND => self.sends.release(id as u16),
-                    UD_RECV if !cqueue::more(cqe.flags()) => {
-                        if let Some(l) = self.listeners.get_mut(id as usize) {
-                            l.armed = false;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            self.cqes = cqes;
+            self.reap_at_teardown();
         }
         for l in &self.listeners {
-            let _ = self.ring.submitter().unregister_buf_ring(l.bufs.bgid());
+            let _ = self
+                .queue
+                .ring
+                .submitter()
+                .unregister_buf_ring(l.bufs.bgid());
         }
     }
 }
@@ -418,6 +418,7 @@ impl Drop for Uring {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Control;
     use crate::handler::{Link, Transmit};
     use std::sync::Arc;
 
@@ -429,6 +430,7 @@ mod tests {
     }
 
     impl Handler for Echo {
+        type Peer = ();
         fn handle_query(&mut self, _: Instant, _: Client, q: &[u8], out: &mut [u8]) -> Outcome {
             out[..q.len()].copy_from_slice(q);
             out[2] |= 0x80;
@@ -440,7 +442,8 @@ mod tests {
         }
         fn handle_response(&mut self, _: Instant, _: Link, _: &[u8]) {}
         fn handle_link_closed(&mut self, _: Instant, _: Link) {}
-        fn handle_peer(&mut self, _: Instant, _: crate::peer::PeerMessage) {}
+        fn handle_control(&mut self, _: Instant, _: Control) {}
+        fn handle_peer(&mut self, _: Instant, _: ()) {}
         fn handle_client_closed(&mut self, _: Instant, _: Client) {}
         fn handle_timeout(&mut self, _: Instant) {}
         fn poll_timeout(&self) -> Option<Instant> {
@@ -449,54 +452,111 @@ mod tests {
         fn poll_transmit(&mut self) -> Option<Transmit> {
             None
         }
+        fn poll_peer(&mut self) -> Option<(usize, ())> {
+            None
+        }
+    }
+
+    /// Sends `per_listener` numbered 12-byte queries to each of `listeners` fresh UDP
+    /// sockets (from a client socket per listener, so that no client's receive buffer
+    /// overflows) before the driver starts, runs the driver (with `bufs` provided buffers per
+    /// listener, `sq_entries` submission entries, and its first `failing` submits failing)
+    /// and checks that every query is answered.
+    fn serve_everything(
+        listeners: usize,
+        per_listener: u16,
+        bufs: u16,
+        sq_entries: u32,
+        failing: usize,
+    ) {
+        // Probed on a helper thread: a ring torn down on this one would interrupt its
+        // blocking receives below (EINTR).
+        if let Err(why) = crate::driver::uring_available() {
+            println!("skipping: {why}");
+            return;
+        }
+        let servers: Vec<UdpSocket> = (0..listeners)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind"))
+            .collect();
+        let clients: Vec<UdpSocket> = servers
+            .iter()
+            .map(|server| {
+                let client = UdpSocket::bind("127.0.0.1:0").expect("bind");
+                client
+                    .connect(server.local_addr().expect("addr"))
+                    .expect("connect");
+                client
+                    .set_read_timeout(Some(Duration::from_secs(3)))
+                    .expect("timeout");
+                client
+            })
+            .collect();
+        for (index, client) in clients.iter().enumerate() {
+            for n in 0..per_listener {
+                let id = index as u16 * per_listener + n;
+                let mut q = [0u8; 12];
+                q[..2].copy_from_slice(&id.to_be_bytes());
+                client.send(&q).expect("send");
+            }
+        }
+        let total = listeners * usize::from(per_listener);
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let sd = shutdown.clone();
+        let t = std::thread::spawn(move || {
+            let sockets: Vec<(u16, UdpSocket)> = servers
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| (i as u16, s))
+                .collect();
+            let mut ring = Uring::with_sizes(&sockets, bufs, sq_entries).expect("ring");
+            ring.queue.fail_submits = failing;
+            let mut reactor =
+                Reactor::new(Vec::new(), &crate::config::Limits::default()).expect("reactor");
+            let mut h = Echo {
+                seen: 0,
+                stop_after: total,
+                shutdown: sd.clone(),
+            };
+            ring.run(&mut reactor, &mut h, &sd).expect("run");
+            h.seen
+        });
+        let mut got = vec![false; total];
+        for (index, client) in clients.iter().enumerate() {
+            for _ in 0..per_listener {
+                let mut buf = [0u8; 64];
+                let len = match client.recv(&mut buf) {
+                    Ok(len) => len,
+                    Err(e) => {
+                        shutdown.store(true, Ordering::Relaxed);
+                        let seen = t.join().expect("driver thread");
+                        let answered = got.iter().filter(|&&g| g).count();
+                        panic!(
+                            "listener {index}: {e}; {answered} of {total} answered, \
+                             {seen} seen by the handler"
+                        );
+                    }
+                };
+                assert_eq!(len, 12);
+                got[usize::from(u16::from_be_bytes([buf[0], buf[1]]))] = true;
+            }
+        }
+        shutdown.store(true, Ordering::Relaxed);
+        assert_eq!(t.join().expect("driver thread"), total);
+        assert!(got.iter().all(|&g| g));
     }
 
     /// With 4 provided buffers and 100 queued datagrams, the multishot receive runs out of
     /// buffers (ENOBUFS, no MORE flag) again and again; every re-arm must pick up the rest.
     #[test]
     fn enobufs_rearm_serves_everything() {
-        if let Err(why) = probe() {
-            println!("skipping: {why}");
-            return;
-        }
-        let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let client = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        client
-            .connect(server.local_addr().expect("addr"))
-            .expect("connect");
-        client
-            .set_read_timeout(Some(Duration::from_secs(3)))
-            .expect("timeout");
-        let n = 100usize;
-        for i in 0..n as u16 {
-            let mut q = [0u8; 12];
-            q[..2].copy_from_slice(&i.to_be_bytes());
-            client.send(&q).expect("send");
-        }
-        let shutdown = Arc::new(AtomicBool::new(false));
-        let sd = shutdown.clone();
-        let t = std::thread::spawn(move || {
-            let sockets = vec![(0u16, server)];
-            let mut ring = Uring::with_buffers(&sockets, 4).expect("ring");
-            let mut reactor =
-                Reactor::new(Vec::new(), &crate::config::Limits::default()).expect("reactor");
-            let mut h = Echo {
-                seen: 0,
-                stop_after: n,
-                shutdown: sd.clone(),
-            };
-            ring.run(&mut reactor, &mut h, &sd).expect("run");
-            h.seen
-        });
-        let mut got = vec![false; n];
-        for _ in 0..n {
-            let mut buf = [0u8; 64];
-            let len = client.recv(&mut buf).expect("reply");
-            assert_eq!(len, 12);
-            got[usize::from(u16::from_be_bytes([buf[0], buf[1]]))] = true;
-        }
-        shutdown.store(true, Ordering::Relaxed);
-        assert_eq!(t.join().expect("driver thread"), n);
-        assert!(got.iter().all(|&g| g));
+        serve_everything(1, 100, 4, SQ_ENTRIES, 0);
+    }
+
+    /// A submission ring of 2 entries for 8 listeners that keep running out of buffers, and
+    /// submits that fail 300 times at first (the ring stays full): every receive, re-arm
+    /// and reply waits its turn in the backlog, and no listener goes deaf.
+    #[test]
+    fn a_full_submission_ring_leaves_no_listener_deaf() {
+        serve_everything(8, 40, 4, 2, 300);
     }
 }

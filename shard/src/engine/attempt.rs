@@ -1,0 +1,225 @@
+//! One upstream attempt: choosing its link (the upstream's UDP socket or a pooled TCP
+//! connection) and wire ID, and what comes back on a link: a reply (matched by ID and
+//! question), a closed link, or nothing by the attempt's deadline.
+
+use std::time::Instant;
+
+use rand::Rng;
+use shardns_wire::{Header, Message, Rcode, name_eq_lowercase};
+
+use super::Engine;
+use super::miss::Delivery;
+use crate::cache::StoredResponse;
+use crate::upstream::PendingId;
+use crate::{Link, Protocol, Transmit};
+
+impl Engine {
+    /// Sends the next attempt of `id`, or fails it with SERVFAIL when attempts are used up.
+    pub(super) fn send_attempt(&mut self, now: Instant, id: PendingId) {
+        self.end_attempt(now, id);
+        let Some(pending) = self.inflight.get(id) else {
+            return;
+        };
+        let Some(upstream) = pending.next_upstream() else {
+            self.fail(now, id, Rcode::SERVFAIL, "all upstream attempts failed");
+            return;
+        };
+        let (link, reused) = match pending.key.protocol {
+            Protocol::Udp => {
+                let used = self.udp_used.get_mut(upstream as usize);
+                let reused = used.as_deref().copied().unwrap_or(true);
+                if let Some(used) = used {
+                    *used = true;
+                }
+                let link = Link {
+                    upstream,
+                    protocol: Protocol::Udp,
+                    conn: 0,
+                };
+                (link, reused)
+            }
+            Protocol::Tcp => self.tcp.acquire(upstream, &mut self.timers),
+        };
+        if let Some(stats) = self.stats.upstreams.get(upstream as usize) {
+            let proto = (link.protocol == Protocol::Tcp) as usize;
+            match reused {
+                true => stats.conn_cache_hits[proto].inc(),
+                false => stats.conn_cache_misses[proto].inc(),
+            }
+        }
+        let wire_id = self.free_wire_id(link);
+        let timeout = self.config.limits.attempt_timeout;
+        self.inflight
+            .start_attempt(now, timeout, id, (link, wire_id), &mut self.timers);
+        let Some(pending) = self.inflight.get(id) else {
+            return;
+        };
+        let mut payload = pending.query.clone();
+        payload[0..2].copy_from_slice(&wire_id.to_be_bytes());
+        let addr = self.config.upstreams[upstream as usize].addr;
+        self.stats.upstream_queries.inc();
+        self.upstream_gauges(upstream);
+        self.outbox.push_back(Transmit::Query {
+            link,
+            addr,
+            payload,
+        });
+    }
+
+    /// A random wire ID not in use on `link` by a query or a probe (16 tries; a collision
+    /// after that only costs the matching its question check).
+    pub(super) fn free_wire_id(&mut self, link: Link) -> u16 {
+        let mut wire_id = self.rng.random::<u16>();
+        for _ in 0..16 {
+            if !self.inflight.wire_id_in_use(link, wire_id) && !self.health.is_probe(link, wire_id)
+            {
+                break;
+            }
+            wire_id = self.rng.random::<u16>();
+        }
+        wire_id
+    }
+
+    /// Forgets the current attempt of `id`, returning its TCP connection to the pool.
+    pub(super) fn end_attempt(&mut self, now: Instant, id: PendingId) {
+        if let Some(link) = self.inflight.finish_attempt(id, &mut self.timers) {
+            if link.protocol == Protocol::Tcp {
+                self.tcp.release(now, link, &mut self.timers);
+            }
+            self.upstream_gauges(link.upstream);
+        }
+    }
+
+    /// Publishes `upstream`'s open connections and attempts in flight.
+    pub(super) fn upstream_gauges(&self, upstream: u16) {
+        if let Some(stats) = self.stats.upstreams.get(upstream as usize) {
+            stats.open_connections.set(self.tcp.open(upstream) as u64);
+            stats
+                .inflight
+                .set(self.inflight.attempts_on(upstream) as u64);
+        }
+    }
+
+    /// The current attempt of `id` got no reply in time: count it against the upstream's
+    /// health and try the next one.
+    pub(super) fn attempt_timed_out(&mut self, now: Instant, id: PendingId) {
+        self.stats.upstream_timeouts.inc();
+        let upstream = self
+            .inflight
+            .get(id)
+            .and_then(|p| p.current)
+            .map(|(link, _)| link.upstream);
+        if let Some(upstream) = upstream {
+            self.health.exchange_failed(now, upstream, &mut self.timers);
+        }
+        self.send_attempt(now, id);
+    }
+
+    /// A message arrived on an upstream link: an answer to an attempt in flight (same ID and
+    /// question), an answer to a health probe, or something to count and drop.
+    pub(super) fn response(&mut self, now: Instant, link: Link, response: &[u8]) {
+        let Ok(header) = Header::parse(response) else {
+            self.stats.upstream_rejected.inc();
+            return;
+        };
+        let Some(id) = self.inflight.by_wire(link, header.id) else {
+            if !(header.qr() && self.probe_reply(now, link, header.id)) {
+                self.stats.upstream_rejected.inc();
+            }
+            return;
+        };
+        let mut offsets = std::mem::take(&mut self.ttl_offsets);
+        offsets.clear();
+        let parsed = Message::parse_with(response, |o| offsets.push(o));
+        let accepted = match (&parsed, self.inflight.get(id)) {
+            (Ok(message), Some(pending)) => {
+                let (q, asked) = (&message.question, &pending.key.question);
+                message.header.qr()
+                    && q.qtype == asked.qtype()
+                    && q.qclass == asked.qclass()
+                    && name_eq_lowercase(q.name, asked.qname())
+            }
+            _ => false,
+        };
+        let message = match parsed {
+            Ok(message) if accepted => message,
+            _ => {
+                // Wrong question or garbage: keep waiting for the real reply until the
+                // deadline.
+                self.stats.upstream_rejected.inc();
+                if let Some(pending) = self.inflight.get(id) {
+                    self.stats.servers[pending.key.server()].drops.inc();
+                }
+                self.ttl_offsets = offsets;
+                return;
+            }
+        };
+        self.stats.upstream_replies.inc();
+        let rcode = message.header.rcode();
+        let Some(pending) = self.inflight.get(id) else {
+            self.ttl_offsets = offsets;
+            return;
+        };
+        if let Some(stats) = self.stats.upstreams.get(link.upstream as usize) {
+            let took = now.saturating_duration_since(pending.attempt_started);
+            stats.durations[usize::from(rcode.value())].observe(took.as_micros() as u64);
+        }
+        let server = pending.key.server();
+        let forward = self.config.servers[server].forward.as_ref();
+        let prefer_udp = forward.is_some_and(|f| f.prefer_udp);
+        let next = forward.is_some_and(|f| f.next.contains(&rcode));
+        if message.header.tc() && link.protocol == Protocol::Udp && prefer_udp {
+            // `prefer_udp`: a truncated reply is asked again over TCP (one more attempt).
+            if let Some(pending) = self.inflight.get_mut(id) {
+                pending.key.protocol = Protocol::Tcp;
+                pending.attempts = pending.attempts.saturating_sub(1);
+            }
+            self.ttl_offsets = offsets;
+            self.send_attempt(now, id);
+            return;
+        }
+        self.end_attempt(now, id);
+        let Some(pending) = self.inflight.remove(id, &mut self.timers) else {
+            self.ttl_offsets = offsets;
+            return;
+        };
+        if next {
+            // `next RCODE`: the reply goes to the next plugin; there is none, so SERVFAIL (as
+            // CoreDNS), or a usable cached entry.
+            self.ttl_offsets = offsets;
+            let failed = Delivery::Failed(Rcode::SERVFAIL, "next: no further plugin");
+            self.deliver(now, pending, failed);
+            return;
+        }
+        let clock = self.nanos(now);
+        let policy = self
+            .caches_name(server, pending.key.question.qname())
+            .then(|| self.caches[server].as_ref().map(|c| c.policy()))
+            .flatten();
+        let (stored, kind) = StoredResponse::from_upstream(&message, &offsets, policy, clock);
+        self.ttl_offsets = offsets;
+        self.deliver(now, pending, Delivery::Response(stored, kind));
+    }
+
+    /// An upstream link failed or closed: its probe fails, and the attempts on it move on.
+    pub(super) fn link_closed(&mut self, now: Instant, link: Link) {
+        if link.protocol == Protocol::Tcp {
+            self.tcp.forget(link, &mut self.timers);
+        }
+        for upstream in self.health.link_closed(now, link, &mut self.timers) {
+            self.count_probe_failure(upstream);
+        }
+        let on_link = self.inflight.on_link(link);
+        if !on_link.is_empty() {
+            self.health
+                .exchange_failed(now, link.upstream, &mut self.timers);
+        }
+        self.upstream_gauges(link.upstream);
+        for id in on_link {
+            self.stats.upstream_link_failures.inc();
+            // The connection is gone: do not hand it back to the pool.
+            self.inflight.finish_attempt(id, &mut self.timers);
+            self.send_attempt(now, id);
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! A client query, from bytes to a decision: drop it, answer it with an error, answer it from
+//! the cache (fresh, or stale in `immediate` mode), or resolve it. This is the hot path: a
+//! cache hit is one parse, one key hash, one table probe and one copy into the driver's
+//! buffer, patched in place; nothing allocates.
+
+use std::time::{Duration, Instant};
+
+use shardns_wire::build::{error_reply, header_only_reply};
+use shardns_wire::{Header, Key, Message, Rcode, opcode};
+
+use super::{Engine, nanos};
+use crate::cache::{ClientView, Lookup};
+use crate::names::in_zone;
+use crate::question::{LowerQuestion, PendingKey};
+use crate::timer::Timer;
+use crate::upstream::{Requester, Waiter};
+use crate::{Client, Outcome, Protocol};
+
+/// DNS class IN.
+const CLASS_IN: u16 = 1;
+
+/// In `verify` serve-stale mode, how long a client waits for the upstream before it gets the
+/// stale answer (RFC 8767 §5 "stale-answer-client-timeout", recommended 1.8 s); the upstream
+/// query goes on and refreshes the cache. CoreDNS makes the client wait for the whole upstream
+/// timeout.
+const STALE_CLIENT_TIMEOUT: Duration = Duration::from_millis(1800);
+
+/// What the cache did with a client query.
+enum CacheAnswer {
+    /// A reply of this length is in the output buffer.
+    Reply(usize),
+    /// Nothing usable: resolve it.
+    Miss,
+    /// Only a stale entry, in `verify` mode: resolve it, and serve the stale entry if the
+    /// upstream fails or is slow.
+    StaleVerify,
+}
+
+impl Engine {
+    /// Decides what to do with a client query; an immediate reply goes into `out`.
+    #[inline]
+    pub(super) fn query(
+        &mut self,
+        now: Instant,
+        client: Client,
+        query: &[u8],
+        out: &mut [u8],
+    ) -> Outcome {
+        self.stats.queries.inc();
+        // One parse on the hot path; the header alone is read only when the rest is malformed.
+        let parsed = Message::parse(query);
+        let header = match &parsed {
+            Ok(message) => message.header,
+            Err(_) => match Header::parse(query) {
+                Ok(header) => header,
+                Err(_) => {
+                    self.stats.dropped.inc();
+                    return Outcome::Drop;
+                }
+            },
+        };
+        if header.qr() {
+            // A response sent to us: never answer it (RFC 1035 §7.3; avoids reply loops).
+            self.stats.dropped.inc();
+            return Outcome::Drop;
+        }
+        if header.opcode() != opcode::QUERY {
+            let len = match &parsed {
+                Ok(message) => error_reply(message, Rcode::NOTIMP, out),
+                Err(_) => header_only_reply(query, Rcode::NOTIMP, out).unwrap_or(0),
+            };
+            return self.error(Rcode::NOTIMP, len);
+        }
+        let message = match parsed {
+            Ok(message) => message,
+            Err(_) => {
+                let len = header_only_reply(query, Rcode::FORMERR, out).unwrap_or(0);
+                return self.error(Rcode::FORMERR, len);
+            }
+        };
+        if message.edns.as_ref().is_some_and(|e| e.version != 0) {
+            let len = error_reply(&message, Rcode::BADVERS, out);
+            return self.error(Rcode::BADVERS, len);
+        }
+        let route = (message.question.qclass == CLASS_IN)
+            .then(|| self.route(client.listener, message.question.name))
+            .flatten();
+        let Some(server) = route else {
+            let len = error_reply(&message, Rcode::REFUSED, out);
+            return self.error(Rcode::REFUSED, len);
+        };
+        let key = Key::of(&message);
+        let hash = key.hash_seeded(self.group.seed);
+        let view = ClientView {
+            id: header.id,
+            flags: header.flags,
+            qname: message.question.name,
+            edns: message.edns.as_ref().map(|e| (e.payload_size, e.dnssec_ok)),
+            protocol: client.protocol,
+        };
+        let stale_verify = match self.answer_from_cache(now, server, &key, hash, &view, out) {
+            CacheAnswer::Reply(len) => return Outcome::Reply(len),
+            CacheAnswer::Miss => false,
+            CacheAnswer::StaleVerify => true,
+        };
+        self.forward(now, client, server, &message, hash, stale_verify, out)
+    }
+
+    /// Counts an error reply of `len` bytes already in the output buffer.
+    pub(super) fn error(&mut self, rcode: Rcode, len: usize) -> Outcome {
+        self.stats.count_error_reply(rcode);
+        Outcome::Reply(len)
+    }
+
+    /// The server block for `qname` on `listener`: the most specific zone containing it.
+    fn route(&self, listener: u16, qname: &[u8]) -> Option<usize> {
+        let servers = self.routes.get(listener as usize)?;
+        servers
+            .iter()
+            .copied()
+            .find(|&s| in_zone(qname, &self.config.servers[s].zone))
+    }
+
+    /// Whether server block `server` caches `qname` (its `cache` exists and its ZONES cover
+    /// the name).
+    pub(super) fn caches_name(&self, server: usize, qname: &[u8]) -> bool {
+        matches!(self.caches.get(server), Some(Some(cache)) if cache.covers(qname))
+    }
+
+    /// Answers from the cache when it can: a fresh entry, or a stale one in `immediate`
+    /// serve-stale mode (starting a prefetch or refresh when due).
+    fn answer_from_cache(
+        &mut self,
+        now: Instant,
+        server: usize,
+        key: &Key<'_>,
+        hash: u64,
+        view: &ClientView<'_>,
+        out: &mut [u8],
+    ) -> CacheAnswer {
+        let Some(cache) = self.caches[server].as_mut() else {
+            return CacheAnswer::Miss;
+        };
+        if !cache.covers(key.qname) {
+            return CacheAnswer::Miss;
+        }
+        let clock = nanos(&mut self.clock, self.group.epoch, now);
+        let stats = &self.stats.servers[server];
+        let (len, refresh) = match cache.lookup(clock, key, hash) {
+            Lookup::Fresh {
+                response,
+                kind,
+                prefetch,
+                remaining,
+            } => {
+                let len = response.render(response.fresh_ttl_of(remaining), view, true, out);
+                stats.hits[kind as usize].inc();
+                if prefetch {
+                    stats.prefetch.inc();
+                }
+                (len, prefetch.then(|| response.stored_at()))
+            }
+            Lookup::Stale {
+                response,
+                kind,
+                refresh,
+                verify: false,
+            } => {
+                let len = response.render(response.stale_ttl(), view, true, out);
+                stats.hits[kind as usize].inc();
+                stats.served_stale.inc();
+                (len, refresh.then(|| response.stored_at()))
+            }
+            Lookup::Stale { .. } => {
+                stats.misses.inc();
+                return CacheAnswer::StaleVerify;
+            }
+            Lookup::Miss => {
+                stats.misses.inc();
+                return CacheAnswer::Miss;
+            }
+        };
+        if let Some(stored_at) = refresh {
+            self.refresh(now, server, key, hash, stored_at);
+        }
+        CacheAnswer::Reply(len)
+    }
+
+    /// A miss from a client: join or start its resolution; REFUSED when over limits or
+    /// outside the block's `forward`. With `stale_verify`, the client gets the stale entry at
+    /// [`STALE_CLIENT_TIMEOUT`] if no answer came by then.
+    #[allow(clippy::too_many_arguments)] // the hot path's locals, passed without a struct
+    fn forward(
+        &mut self,
+        now: Instant,
+        client: Client,
+        server: usize,
+        message: &Message<'_>,
+        hash: u64,
+        stale_verify: bool,
+        out: &mut [u8],
+    ) -> Outcome {
+        let key = Key::of(message);
+        let q = &message.question;
+        let Some(protocol) = self.upstream_protocol(server, q.name, client.protocol) else {
+            let len = error_reply(message, Rcode::REFUSED, out);
+            return self.error(Rcode::REFUSED, len);
+        };
+        self.stats.cache_misses.inc();
+        let waiter = Waiter {
+            client,
+            id: message.header.id,
+            flags: message.header.flags,
+            qname: q.name.into(),
+            edns: message.edns.as_ref().map(|e| (e.payload_size, e.dnssec_ok)),
+        };
+        let key = PendingKey {
+            server: server as u16,
+            question: LowerQuestion::of_key(&key, hash),
+            protocol,
+        };
+        match self.resolve(now, Requester::Client(waiter), key, None) {
+            Ok(id) => {
+                if stale_verify && self.timers.get(Timer::StaleVerify(id)).is_none() {
+                    self.timers
+                        .set(Timer::StaleVerify(id), now + STALE_CLIENT_TIMEOUT);
+                }
+                Outcome::Pending
+            }
+            Err(code) => {
+                let len = error_reply(message, code, out);
+                self.error(code, len)
+            }
+        }
+    }
+
+    /// The transport to the upstreams of server block `server` for `qname`, or `None` when
+    /// the block does not forward that name. The transport is part of what waiters share: a
+    /// TCP client must not be handed the truncated reply of a query that went over UDP.
+    pub(super) fn upstream_protocol(
+        &self,
+        server: usize,
+        qname: &[u8],
+        client: Protocol,
+    ) -> Option<Protocol> {
+        let forward = self.config.servers.get(server)?.forward.as_ref()?;
+        if !in_zone(qname, &forward.from)
+            || forward.upstreams.is_empty()
+            || forward.except.iter().any(|zone| in_zone(qname, zone))
+        {
+            return None;
+        }
+        Some(if forward.force_tcp {
+            Protocol::Tcp
+        } else if forward.prefer_udp {
+            Protocol::Udp
+        } else {
+            client
+        })
+    }
+}

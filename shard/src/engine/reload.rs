@@ -1,0 +1,76 @@
+//! Switching a running shard to a new configuration (a reload) without losing its cache.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Engine, PEER_GRACE, tcp_pool};
+use crate::Transmit;
+use crate::cache::PacketCache;
+use crate::config::{Config, RestartNeeded};
+use crate::health::Health;
+use crate::timer::Timer;
+
+impl Engine {
+    /// Switches to `config` (a reload) keeping every cache: entries stay, with the new
+    /// policy (a smaller capacity evicts at once). Queries in flight go on; when the upstream
+    /// list changed, their attempts restart on the new upstreams and old connections close.
+    /// What may change is decided by [`Config::check_reload`], as for the process.
+    pub fn reconfigure(&mut self, now: Instant, config: Arc<Config>) -> Result<(), RestartNeeded> {
+        let old = Arc::clone(&self.config);
+        old.check_reload(&config)?;
+        let clock = self.nanos(now);
+        let hold = config.limits.query_timeout + PEER_GRACE;
+        for (server, block) in config.servers.iter().enumerate() {
+            let slot = &mut self.caches[server];
+            match (slot.as_mut(), block.cache.clone()) {
+                (Some(cache), Some(policy)) => {
+                    let report = cache.set_policy(clock, policy, &block.zone, self.group.shards);
+                    let stats = &self.stats.servers[server];
+                    for kind in 0..2 {
+                        stats.evictions[kind].add(report.evicted[kind]);
+                    }
+                }
+                (None, Some(policy)) => {
+                    *slot = Some(PacketCache::new(
+                        policy,
+                        &block.zone,
+                        self.group.shards,
+                        hold,
+                    ));
+                }
+                (_, None) => *slot = None,
+            }
+        }
+        self.config = Arc::clone(&config);
+        self.health = Health::new(&config);
+        for upstream in 0..old.upstreams.len() {
+            // The old probes are void: their upstreams may have other indices now.
+            let upstream = upstream as u16;
+            self.timers.clear(Timer::ProbeDue(upstream));
+            self.timers.clear(Timer::ProbeReply(upstream));
+        }
+        if old.upstreams != config.upstreams {
+            for link in self.tcp.reset(&mut self.timers) {
+                self.outbox.push_back(Transmit::Close { link });
+            }
+            self.tcp = tcp_pool(&config).continuing(&self.tcp);
+            self.udp_used = vec![false; config.upstreams.len()];
+            for id in self.inflight.ids() {
+                self.inflight.finish_attempt(id, &mut self.timers);
+                let Some(pending) = self.inflight.get_mut(id) else {
+                    continue;
+                };
+                if pending.owner.is_some() {
+                    continue;
+                }
+                let forward = config.servers[pending.key.server()].forward.as_ref();
+                pending.upstreams = forward.map_or_else(Vec::new, |f| {
+                    f.upstreams.iter().map(|&u| u as u16).collect()
+                });
+                pending.attempts = 0;
+                self.send_attempt(now, id);
+            }
+        }
+        Ok(())
+    }
+}
