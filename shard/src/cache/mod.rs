@@ -413,3 +413,6 @@ impl PacketCache {
             .retain(|&(hash, serial)| table.find(hash, |e| e.serial == serial).is_some());
     }
 }
+
+#[cfg(test)]
+mod tests;
