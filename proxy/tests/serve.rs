@@ -1,5 +1,5 @@
 //! The `shardns` binary serving: port 0 shared by UDP and TCP, SIGTERM stops it with
-//! status 0.
+//! status 0, the phases of start-up and shutdown in their order.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -29,6 +29,7 @@ fn serves_on_an_ephemeral_port_and_stops_on_sigterm() {
             "2",
             "--io",
             "epoll",
+            "-v",
         ])
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -92,5 +93,26 @@ fn serves_on_an_ephemeral_port_and_stops_on_sigterm() {
         .expect("exit after SIGTERM")
         .unwrap();
     assert_eq!(status.code(), Some(0));
+    // The rest of the log, to its end (the reader stops at end of file).
+    while let Ok(line) = received.recv_timeout(Duration::from_secs(5)) {
+        log.push(line);
+    }
+    let phases: Vec<&str> = log
+        .iter()
+        .filter_map(|line| line.split("phase ").nth(1)?.split(':').next())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "configure",
+            "bind",
+            "serve",
+            "ready",
+            "stop reading",
+            "drain",
+            "teardown"
+        ],
+        "{log:?}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

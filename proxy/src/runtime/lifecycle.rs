@@ -1,4 +1,4 @@
-//! The order of a run: start-up and shutdown as named phases, each a method of
+//! The order of a run: start-up and shutdown as named phases ([`Phase`]), each a method of
 //! [`Lifecycle`], called in order by [`Lifecycle::run`] and logged at `debug` with its
 //! duration (`phase bind: 3 ms`).
 //!
@@ -21,7 +21,7 @@
 //! 3. teardown: the HTTP and reload threads are joined.
 //!
 //! How the run ended is an [`Ending`]. A new step of start-up or shutdown is a new phase:
-//! one more method here and one more line in [`Lifecycle::run`].
+//! one more [`Phase`], one more method here and one more line in [`Lifecycle::run`].
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +39,40 @@ use crate::cli::Args;
 use crate::corefile::ProcessConfig;
 use crate::http;
 use crate::metrics::Exposition;
+
+/// A named step of a run, in the order they happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// The command line's limits applied to the Corefile's configuration.
+    Configure,
+    /// Every listening socket made.
+    Bind,
+    /// Counters, signal handlers, the HTTP, reload and shard threads started.
+    Serve,
+    /// Every shard started.
+    Ready,
+    /// The shutdown flag set: the shards leave their loops.
+    StopReading,
+    /// The shard threads joined.
+    Drain,
+    /// The HTTP and reload threads joined.
+    Teardown,
+}
+
+impl Phase {
+    /// The name logged (`phase stop reading: 0 ms`).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Phase::Configure => "configure",
+            Phase::Bind => "bind",
+            Phase::Serve => "serve",
+            Phase::Ready => "ready",
+            Phase::StopReading => "stop reading",
+            Phase::Drain => "drain",
+            Phase::Teardown => "teardown",
+        }
+    }
+}
 
 /// How a run ended.
 #[derive(Debug)]
@@ -99,16 +133,16 @@ impl<'a> Lifecycle<'a> {
     /// Runs every phase in order and returns how the run ended, once every thread has
     /// stopped. An error is a start-up that failed before the shards ran.
     pub(crate) fn run(self) -> anyhow::Result<Ending> {
-        let config = phase("configure", || self.configure());
-        let bound = phase("bind", || self.bind(config))?;
-        let mut running = phase("serve", || self.serve(bound))?;
+        let config = phase(Phase::Configure, || self.configure());
+        let bound = phase(Phase::Bind, || self.bind(config))?;
+        let mut running = phase(Phase::Serve, || self.serve(bound))?;
         // Node setup (the node-local interface, the iptables rules) goes here, as a phase of
         // its own between serve and ready.
-        phase("ready", || self.ready(&mut running));
+        phase(Phase::Ready, || self.ready(&mut running));
         running.shards.wait_for_stop();
-        phase("stop reading", || self.stop_reading(&running));
-        let drained = phase("drain", || self.drain(&mut running));
-        phase("teardown", || self.teardown(running));
+        phase(Phase::StopReading, || self.stop_reading(&running));
+        let drained = phase(Phase::Drain, || self.drain(&mut running));
+        phase(Phase::Teardown, || self.teardown(running));
         Ok(match drained {
             Ok(()) => Ending::Stopped,
             Err(failed) => Ending::ShardsFailed(failed),
@@ -246,10 +280,11 @@ impl<'a> Lifecycle<'a> {
     }
 }
 
-/// Runs the phase `name` and logs its duration.
-fn phase<T>(name: &str, run: impl FnOnce() -> T) -> T {
+/// Runs `phase` and logs its duration.
+fn phase<T>(phase: Phase, run: impl FnOnce() -> T) -> T {
     let started = Instant::now();
     let result = run();
+    let name = phase.name();
     tracing::debug!("phase {name}: {} ms", started.elapsed().as_millis());
     result
 }
