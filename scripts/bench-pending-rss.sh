@@ -8,6 +8,7 @@
 # waiting (the rest get REFUSED). RSS (VmRSS) is read before and after.
 #
 # Usage: scripts/bench-pending-rss.sh [NAMELEN] [COPIES] [QUERIES]   (defaults 250 2 8092)
+# SHARDNS_BIN=PATH measures that shardns binary instead of the tree's release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NAMELEN=${1:-250}
@@ -31,7 +32,7 @@ cat > "$WORK/Corefile" <<CF
     }
 }
 CF
-"$T/shardns" --conf "$WORK/Corefile" --shards 1 --upstream-timeout 60s --query-timeout 60s 2>"$WORK/shardns.log" &
+"${SHARDNS_BIN:-$T/shardns}" --conf "$WORK/Corefile" --shards 1 --upstream-timeout 60s --query-timeout 60s 2>"$WORK/shardns.log" &
 SHARDNS=$!
 PIDS+=("$SHARDNS")
 sleep 0.5

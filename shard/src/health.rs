@@ -108,7 +108,7 @@ impl Health {
         ) else {
             return;
         };
-        let probing = state.probe.is_some() || timers.get(Timer::ProbeDue(upstream)).is_some();
+        let probing = state.probe.is_some() || timers.contains(Timer::ProbeDue(upstream));
         if spec.enabled() && !probing {
             timers.set(Timer::ProbeDue(upstream), now);
         }
@@ -307,10 +307,10 @@ mod tests {
         assert!(health.link_closed(now, link(1), &mut timers).is_empty());
         assert_eq!(health.link_closed(now, link(2), &mut timers), vec![2]);
         assert_eq!(health.states[2].fails, 1);
-        assert_eq!(timers.get(Timer::ProbeReply(2)), None);
+        assert!(!timers.contains(Timer::ProbeReply(2)));
         assert_eq!(
-            timers.get(Timer::ProbeDue(2)),
-            Some(now + Duration::from_millis(500))
+            timers.pop_due(now + Duration::from_millis(500)),
+            Some(Timer::ProbeDue(2))
         );
     }
 

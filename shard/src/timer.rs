@@ -40,8 +40,8 @@ pub(crate) enum Timer {
 /// Deadlines keyed by what they are for: at most one per key.
 #[derive(Debug)]
 pub(crate) struct TimerTable<K = Timer> {
-    /// The live deadline of each key, with the sequence number of its heap entry.
-    deadlines: HashMap<K, (Instant, u64)>,
+    /// The sequence number of each key's live heap entry (which holds its deadline).
+    deadlines: HashMap<K, u64>,
     /// Earliest first. Entries whose key was cleared or set again are dead; they are
     /// dropped when they reach the top (so the top is always live) or when dead entries
     /// outnumber live ones (so memory stays proportional to the live timers).
@@ -67,7 +67,7 @@ impl<K: Copy + Eq + Hash + Ord> TimerTable<K> {
     pub(crate) fn set(&mut self, key: K, at: Instant) {
         let sequence = self.next_sequence;
         self.next_sequence += 1;
-        self.deadlines.insert(key, (at, sequence));
+        self.deadlines.insert(key, sequence);
         self.heap.push(Reverse((at, sequence, key)));
         self.tidy();
     }
@@ -79,9 +79,9 @@ impl<K: Copy + Eq + Hash + Ord> TimerTable<K> {
         }
     }
 
-    /// `key`'s deadline, if it has one.
-    pub(crate) fn get(&self, key: K) -> Option<Instant> {
-        self.deadlines.get(&key).map(|&(at, _)| at)
+    /// Whether `key` has a deadline.
+    pub(crate) fn contains(&self, key: K) -> bool {
+        self.deadlines.contains_key(&key)
     }
 
     /// The earliest deadline.
@@ -111,8 +111,8 @@ impl<K: Copy + Eq + Hash + Ord> TimerTable<K> {
     /// Drops dead entries from the top of the heap, and rebuilds it when dead entries
     /// outnumber live ones.
     fn tidy(&mut self) {
-        while let Some(&Reverse((at, sequence, key))) = self.heap.peek() {
-            if self.deadlines.get(&key) == Some(&(at, sequence)) {
+        while let Some(&Reverse((_, sequence, key))) = self.heap.peek() {
+            if self.deadlines.get(&key) == Some(&sequence) {
                 break;
             }
             self.heap.pop();
@@ -121,9 +121,7 @@ impl<K: Copy + Eq + Hash + Ord> TimerTable<K> {
             let deadlines = &self.deadlines;
             let live: Vec<_> = std::mem::take(&mut self.heap)
                 .into_iter()
-                .filter(|Reverse((at, sequence, key))| {
-                    deadlines.get(key) == Some(&(*at, *sequence))
-                })
+                .filter(|Reverse((_, sequence, key))| deadlines.get(key) == Some(sequence))
                 .collect();
             self.heap = BinaryHeap::from(live);
         }
@@ -174,7 +172,7 @@ mod tests {
             let mut table = TimerTable::default();
             let at = t0 + ms(100 * (i as u64 + 1));
             table.set(kind, at);
-            assert_eq!(table.get(kind), Some(at));
+            assert!(table.contains(kind));
             assert_eq!(table.next_deadline(), Some(at), "{kind:?}");
             assert_eq!(table.pop_due(at - ms(1)), None, "{kind:?} early");
             assert_eq!(table.pop_due(at), Some(kind));

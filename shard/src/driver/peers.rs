@@ -228,6 +228,16 @@ mod tests {
     use super::*;
     use crate::Config;
 
+    /// A reload to an empty configuration.
+    fn reconfigure() -> Control {
+        Control::Reconfigure(Arc::new(Config {
+            listeners: Vec::new(),
+            servers: Vec::new(),
+            upstreams: Vec::new(),
+            limits: Default::default(),
+        }))
+    }
+
     #[test]
     fn mesh_delivers_and_wakes_once_per_round() {
         let mut mesh = peer_mesh::<u64>(3).expect("mesh");
@@ -269,13 +279,7 @@ mod tests {
     fn control_messages_travel_apart_and_wake_every_shard() {
         let mesh = peer_mesh::<u64>(2).expect("mesh");
         let control = mesh[1].control();
-        let config = Arc::new(Config {
-            listeners: Vec::new(),
-            servers: Vec::new(),
-            upstreams: Vec::new(),
-            limits: Default::default(),
-        });
-        assert_eq!(control.broadcast(&Control::Reconfigure(config)), 2);
+        assert_eq!(control.broadcast(&reconfigure()), 2);
         for link in &mesh {
             assert_eq!(link.wake.drain().expect("drain"), 1);
             assert_eq!(link.queued(), 1);
@@ -296,13 +300,7 @@ mod tests {
         assert!(!mesh[0].queue(1, 1), "stopped shard");
         assert!(!mesh[0].queue(5, 1), "no such shard");
         mesh[0].flush_wakes();
-        let config = Arc::new(Config {
-            listeners: Vec::new(),
-            servers: Vec::new(),
-            upstreams: Vec::new(),
-            limits: Default::default(),
-        });
-        assert_eq!(control.broadcast(&Control::Reconfigure(config)), 1);
+        assert_eq!(control.broadcast(&reconfigure()), 1);
         let mut one = PeerLinks::single().expect("single");
         assert_eq!((one.index(), one.shards()), (0, 1));
         assert!(one.queue(0, 3u64));

@@ -276,7 +276,7 @@ impl<M> Reactor<M> {
         closed
     }
 
-    /// Writes the eventfd of each shard that [`Transmit::Peer`]s were queued to since the
+    /// Writes the eventfd of each shard that peer messages were queued to since the
     /// last call, once per shard. The drivers call it after every round of transmits.
     pub(crate) fn flush_peer_wakes(&mut self) {
         if let Some(peers) = &mut self.peers {

@@ -3,12 +3,12 @@
 //! owner shard (one upstream query per key for the whole process); matches upstream replies;
 //! retries and times out. It implements [`Handler`], so drivers only move bytes.
 //!
-//! - [`query`](self::query): a client query, from bytes to a reply or a miss (the hot path).
-//! - [`miss`](self::miss): resolving a miss, through the owner shard or the upstreams, and
+//! - [`query`]: a client query, from bytes to a reply or a miss (the hot path).
+//! - [`miss`]: resolving a miss, through the owner shard or the upstreams, and
 //!   delivering the outcome to every client and shard waiting for it.
-//! - [`attempt`](self::attempt): one upstream attempt, and what comes back on a link.
-//! - [`probe`](self::probe): health probes of upstreams that failed.
-//! - [`reload`](self::reload): switching to a new configuration, keeping the cache.
+//! - [`attempt`]: one upstream attempt, and what comes back on a link.
+//! - [`probe`]: health probes of upstreams that failed.
+//! - [`reload`]: switching to a new configuration, keeping the cache.
 
 mod attempt;
 mod miss;

@@ -221,7 +221,7 @@ impl Engine {
         };
         match self.resolve(now, Requester::Client(waiter), key, None) {
             Ok(id) => {
-                if stale_verify && self.timers.get(Timer::StaleVerify(id)).is_none() {
+                if stale_verify && !self.timers.contains(Timer::StaleVerify(id)) {
                     self.timers
                         .set(Timer::StaleVerify(id), now + STALE_CLIENT_TIMEOUT);
                 }

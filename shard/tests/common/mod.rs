@@ -307,19 +307,16 @@ impl Rig {
     /// Query bytes from `client` on shard 0: the immediate reply, if any, parsed (not
     /// queued).
     pub fn query(&mut self, client: Client, bytes: &[u8]) -> Option<Message> {
-        let outcome = self.engines[0].handle_query(self.now, client, bytes, &mut self.out);
-        let reply = match outcome {
+        match self.outcome(client, bytes) {
             Outcome::Reply(len) => {
                 Some(Message::from_vec(&self.out[..len]).expect("engine reply parses"))
             }
             Outcome::Drop | Outcome::Pending => None,
-        };
-        self.settle();
-        reply
+        }
     }
 
-    /// Query bytes from `client` on shard 0: what the engine did (an immediate reply is
-    /// discarded).
+    /// Query bytes from `client` on shard 0: what the engine did (an immediate reply stays
+    /// in the output buffer, not queued).
     pub fn outcome(&mut self, client: Client, bytes: &[u8]) -> Outcome {
         let outcome = self.engines[0].handle_query(self.now, client, bytes, &mut self.out);
         self.settle();
