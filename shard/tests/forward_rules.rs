@@ -243,6 +243,37 @@ fn prefer_udp_asks_again_over_tcp_when_truncated() {
     assert_eq!(ttls(&reply), vec![60]);
 }
 
+/// The retry over TCP keeps the resolution's identity: a client on another shard, waiting on
+/// the key's owner, gets the whole answer at once (not SERVFAIL when its wait runs out), and
+/// a client joining after the switch shares the retry.
+#[test]
+fn prefer_udp_over_tcp_still_answers_the_shards_waiting_on_the_owner() {
+    let forward = ForwardConfig {
+        prefer_udp: true,
+        ..ForwardConfig::default()
+    };
+    let mut c = Rig::new(2, config_forward(None, 1, forward));
+    let owner = c.owner_of("big.example.");
+    let other = 1 - owner;
+    c.ask_on(other, "big.example.", RecordType::A, Ask::default());
+    assert_eq!(c.upstream[0].shard, owner);
+    c.answer(&Upstream {
+        truncated: true,
+        ..Upstream::default()
+    });
+    assert_eq!(c.upstream[0].link.protocol, Protocol::Tcp);
+    c.ask_on(owner, "big.example.", RecordType::A, Ask::default());
+    assert_eq!(c.upstream.len(), 1, "the owner's client joined the retry");
+    c.answer(&a(60));
+    assert_eq!(c.replies.len(), 2, "both clients answered at once");
+    for reply in c.replies.drain(..) {
+        let reply = reply.message();
+        assert_eq!(reply.response_code(), ResponseCode::NoError);
+        assert_eq!(ttls(&reply), vec![60]);
+    }
+    assert_eq!(c.upstream_sent(), 2);
+}
+
 #[test]
 fn idle_connections_close_after_expire_and_metrics_follow_the_pool() {
     let mut c = rig(

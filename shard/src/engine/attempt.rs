@@ -24,7 +24,7 @@ impl Engine {
             self.fail(now, id, Rcode::SERVFAIL, "all upstream attempts failed");
             return;
         };
-        let (link, reused) = match pending.key.protocol {
+        let (link, reused) = match pending.transport() {
             Protocol::Udp => {
                 let used = self.udp_used.get_mut(upstream as usize);
                 let reused = used.as_deref().copied().unwrap_or(true);
@@ -171,7 +171,7 @@ impl Engine {
         if message.header.tc() && link.protocol == Protocol::Udp && prefer_udp {
             // `prefer_udp`: a truncated reply is asked again over TCP (one more attempt).
             if let Some(pending) = self.inflight.get_mut(id) {
-                pending.key.protocol = Protocol::Tcp;
+                pending.over_tcp = true;
                 pending.attempts = pending.attempts.saturating_sub(1);
             }
             self.ttl_offsets = offsets;

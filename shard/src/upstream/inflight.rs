@@ -9,7 +9,7 @@ use hashbrown::{HashMap, HashTable};
 
 use crate::question::PendingKey;
 use crate::timer::{Timer, TimerTable};
-use crate::{Client, Link};
+use crate::{Client, Link, Protocol};
 
 /// A pending query's handle: its slot in the table and the slot's generation, so a handle
 /// (in a timer, say) never reaches a later query that reused the slot.
@@ -78,6 +78,9 @@ pub(crate) struct Pending {
     pub(crate) current: Option<(Link, u16)>,
     /// When the current attempt went out.
     pub(crate) attempt_started: Instant,
+    /// A truncated reply over UDP moved the attempts to TCP (`prefer_udp`). The key keeps
+    /// its transport, so the clients and shards waiting on it still find it.
+    pub(crate) over_tcp: bool,
 }
 
 impl Pending {
@@ -105,6 +108,16 @@ impl Pending {
             max_attempts: usize::MAX,
             current: None,
             attempt_started: now,
+            over_tcp: false,
+        }
+    }
+
+    /// The transport of the next attempt.
+    pub(crate) fn transport(&self) -> Protocol {
+        if self.over_tcp {
+            Protocol::Tcp
+        } else {
+            self.key.protocol
         }
     }
 
@@ -361,7 +374,6 @@ mod tests {
     use shardns_wire::{Key, KeyFlags};
 
     use super::*;
-    use crate::Protocol;
     use crate::question::LowerQuestion;
 
     /// The miss path's memory bound (docs/ARCHITECTURE.md) rests on these sizes.
