@@ -1,0 +1,13 @@
+//! Node setup for shardns as a drop-in for NodeLocal DNSCache (`k8s-dns-node-cache`).
+//!
+//! Everything node-cache does to a node beside serving DNS lives here, behind a narrow
+//! interface, so that the proxy's lifecycle (its node-setup and teardown phases) and, later, a
+//! supervisor that keeps the rules in place across a worker restart drive the same code. Its
+//! only outputs are:
+//!
+//! - **Corefile text**: node-cache's template (`-basecorefile`) with its `__PILLAR__`
+//!   placeholders filled, plus the kube-dns ConfigMap's stub domains;
+//! - **rule operations**: the desired NOTRACK/ACCEPT rules for the local IPs, checked and
+//!   inserted, re-checked, and removed at teardown; the local interface holding the IPs;
+//! - **a reload trigger**: a change of the watched template or ConfigMap directory.
+#![forbid(unsafe_code)]
