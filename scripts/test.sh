@@ -1,25 +1,25 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: unit tests of every crate and the end-to-end tests
 # (tests/, package shardns-e2e), which drive the real shardns binary against a real
-# Unbound and use dig. Installs Unbound and dig first when they are missing (as root,
-# from Debian's packages).
+# Unbound and use dig, and check the metrics page with Prometheus's promtool. Installs
+# Unbound, dig and promtool first when they are missing (as root, from Debian's packages).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 
 missing=()
-for tool in unbound unbound-control dig; do
+for tool in unbound unbound-control dig promtool; do
     have "$tool" || missing+=("$tool")
 done
 
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing: ${missing[*]}" >&2
-        echo "install them with: sudo apt-get install -y --no-install-recommends unbound dnsutils" >&2
+        echo "install them with: sudo apt-get install -y --no-install-recommends unbound dnsutils prometheus" >&2
         exit 1
     fi
-    echo "installing unbound and dnsutils (missing: ${missing[*]})"
+    echo "installing unbound, dnsutils and prometheus (missing: ${missing[*]})"
     # Debian's postinst would start a system-wide Unbound on port 53; forbid service
     # start-ups for the duration of the install (policy-rc.d exit 101 = "denied").
     policy_created=0
@@ -31,17 +31,19 @@ if [ "${#missing[@]}" -gt 0 ]; then
     status=0
     {
         apt-get update -qq &&
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends unbound dnsutils
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends unbound dnsutils prometheus
     } || status=$?
     if [ "$policy_created" -eq 1 ]; then
         rm -f /usr/sbin/policy-rc.d
     fi
     [ "$status" -eq 0 ] || { echo "apt-get failed ($status)" >&2; exit "$status"; }
-    # Should a system Unbound be running anyway, stop it: the tests never use port 53, but
-    # nothing else should answer there either.
-    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet unbound 2>/dev/null; then
-        systemctl stop unbound || true
-    fi
+    # Should a system Unbound or Prometheus be running anyway, stop it: the tests never use
+    # their ports, but nothing else should answer there either.
+    for service in unbound prometheus; do
+        if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
+            systemctl stop "$service" || true
+        fi
+    done
 fi
 
 # The end-to-end tests run target/<profile>/shardns: build it (and everything) first.

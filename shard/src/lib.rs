@@ -52,7 +52,8 @@ pub use driver::{PeerLinks, ShardControl, peer_mesh, uring_available};
 pub use engine::{Coalesce, Engine, Group};
 pub use handler::{Client, Handler, Link, MAX_MESSAGE, Outcome, Protocol, Transmit};
 pub use peer::PeerMessage;
-pub use run::{IoMode, ShardSockets, ShardSpec, run_shard};
+pub use run::{DRIVER_EPOLL, DRIVER_URING, IoMode, ShardSockets, ShardSpec, run_shard};
 pub use stats::{
-    CacheStats, Counter, DURATION_BUCKETS, DurationHistogram, Gauge, ShardStats, UpstreamStats,
+    CacheStats, Counter, DURATION_BUCKETS, DurationHistogram, Gauge, QUERY_TYPES, RequestSlots,
+    RequestStats, SIZE_BUCKETS, ShardStats, SizeHistogram, TYPE_SLOTS, UpstreamStats, Writer,
 };

@@ -7,9 +7,9 @@ use std::sync::atomic::AtomicBool;
 
 use tracing::info;
 
-use crate::Handler;
 use crate::config::Limits;
 use crate::driver::{PeerLinks, Reactor, epoll, uring::Uring};
+use crate::{Handler, ShardStats};
 
 /// Which I/O driver a shard uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,7 +42,14 @@ pub struct ShardSpec<M> {
     /// This shard's end of the group's peer mesh: entry `index` of [`crate::peer_mesh`]`(shards)`
     /// ([`PeerLinks::single`] for a shard on its own).
     pub peers: PeerLinks<M>,
+    /// Where the driver in use is published ([`ShardStats::driver`]), if anywhere.
+    pub stats: Option<Arc<ShardStats>>,
 }
+
+/// [`ShardStats::driver`]'s value for epoll.
+pub const DRIVER_EPOLL: u64 = 1;
+/// [`ShardStats::driver`]'s value for io_uring.
+pub const DRIVER_URING: u64 = 2;
 
 /// Runs a shard's event loop on the calling thread until `spec.shutdown` is set.
 ///
@@ -63,6 +70,7 @@ pub fn run_shard<H: Handler>(spec: ShardSpec<H::Peer>, mut handler: H) -> io::Re
         shutdown,
         limits,
         peers,
+        stats,
     } = spec;
     if peers.index() != index {
         return Err(io::Error::new(
@@ -94,6 +102,14 @@ pub fn run_shard<H: Handler>(spec: ShardSpec<H::Peer>, mut handler: H) -> io::Re
         },
     };
     let driver = if ring.is_some() { "io_uring" } else { "epoll" };
+    if let Some(stats) = &stats {
+        let value = if ring.is_some() {
+            DRIVER_URING
+        } else {
+            DRIVER_EPOLL
+        };
+        stats.driver.set(value);
+    }
     for (_, s) in &udp {
         info!(
             "listening on udp {} (shard {index}, {driver})",

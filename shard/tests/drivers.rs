@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use shardns_shard::config::Limits;
 use shardns_shard::{
-    Client, Config, Control, Handler, IoMode, Link, Outcome, PeerLinks, Protocol, ShardSockets,
-    ShardSpec, Transmit, peer_mesh, run_shard,
+    Client, Config, Control, DRIVER_EPOLL, DRIVER_URING, Handler, IoMode, Link, Outcome, PeerLinks,
+    Protocol, ShardSockets, ShardSpec, ShardStats, Transmit, peer_mesh, run_shard,
 };
 
 /// Reply at once (copy with QR set).
@@ -46,6 +46,16 @@ fn query(id: u16, action: u8, arg: u8) -> Vec<u8> {
     q[3] = action;
     q[4] = arg;
     q
+}
+
+/// A configuration with nothing in it (the test handler does not read it).
+fn empty_config() -> Config {
+    Config {
+        listeners: Vec::new(),
+        servers: Vec::new(),
+        upstreams: Vec::new(),
+        limits: Limits::default(),
+    }
 }
 
 fn id_of(m: &[u8]) -> u16 {
@@ -366,6 +376,7 @@ fn start_shard(
         shutdown: shutdown.clone(),
         limits,
         peers,
+        stats: None,
     };
     let thread = thread::spawn(move || run_shard(spec, handler));
     Server {
@@ -852,12 +863,7 @@ fn control_reaches_idle_shards(mode: IoMode) {
         .map(|peers| start_shard(mode, Limits::default(), up_udp, up_tcp, peers))
         .collect();
     thread::sleep(Duration::from_millis(150));
-    let config = Arc::new(Config {
-        listeners: Vec::new(),
-        servers: Vec::new(),
-        upstreams: Vec::new(),
-        limits: Limits::default(),
-    });
+    let config = Arc::new(empty_config());
     let t0 = Instant::now();
     assert_eq!(control.broadcast(&Control::Reconfigure(config)), 2);
     let reconfigured = |srv: &Server| srv.events.lock().expect("lock").reconfigured;
@@ -984,6 +990,7 @@ fn peer_links_of_another_shard_are_refused() {
         shutdown: Arc::new(AtomicBool::new(true)),
         limits: Limits::default(),
         peers: peer_mesh(2).expect("mesh").remove(1),
+        stats: None,
     };
     let (up_udp, up_tcp) = dead_addrs();
     let handler = TestHandler::new(0, up_udp, up_tcp, Arc::default());
@@ -1038,6 +1045,7 @@ fn logs_listening_lines(mode: IoMode) {
         udp.local_addr().expect("addr"),
         tcp.local_addr().expect("addr"),
     );
+    let stats = Arc::new(ShardStats::new(&empty_config(), 0));
     let spec = ShardSpec {
         index: 3,
         io: mode,
@@ -1048,6 +1056,7 @@ fn logs_listening_lines(mode: IoMode) {
         shutdown: Arc::new(AtomicBool::new(true)),
         limits: Limits::default(),
         peers: peer_mesh(4).expect("mesh").remove(3),
+        stats: Some(Arc::clone(&stats)),
     };
     let (up_udp, up_tcp) = dead_addrs();
     let handler = TestHandler::new(3, up_udp, up_tcp, Arc::default());
@@ -1066,6 +1075,16 @@ fn logs_listening_lines(mode: IoMode) {
     ] {
         assert!(lines.contains(&want), "{want:?} not in {lines:?}");
     }
+    let published = if mode == IoMode::Uring {
+        DRIVER_URING
+    } else {
+        DRIVER_EPOLL
+    };
+    assert_eq!(
+        stats.driver.get(),
+        published,
+        "the driver in use is published"
+    );
 }
 
 #[test]

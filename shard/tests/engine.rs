@@ -644,3 +644,81 @@ fn clients_coalesce_only_onto_a_query_over_their_own_upstream_transport() {
     assert!(!replies[0].1.truncated());
     assert_eq!(replies[0].1.answers().len(), 1);
 }
+
+/// CoreDNS's request metrics: every reply is one request (by protocol, family, type), one
+/// response (by RCODE and by who wrote it), one duration and two sizes, in the slot of the
+/// block it was routed to, or the listener's `dropped` slot when no block took it.
+#[test]
+fn every_reply_is_counted_in_the_request_metrics() {
+    use shardns_shard::{Counter, TYPE_SLOTS};
+    let mut rig = Rig::one(config(1, false, cache30()));
+    let udp = client(4000, Protocol::Udp);
+    let asked = query(1, "www.example.", RecordType::A, false);
+    assert_eq!(rig.outcome(udp, &asked), Outcome::Pending);
+    let (link, _, up) = rig.upstream_query();
+    rig.wait(Duration::from_millis(3));
+    let answer = reply(&up, ResponseCode::NoError, &[[1, 2, 3, 4]], 60, None);
+    rig.respond(link, &answer);
+    let relayed = rig.take_replies().remove(0).1.to_vec().unwrap();
+    let tcp = Client {
+        protocol: Protocol::Tcp,
+        conn: 1,
+        ..client(4001, Protocol::Tcp)
+    };
+    let hit = rig
+        .query(tcp, &query(2, "www.example.", RecordType::A, false))
+        .unwrap();
+    let mut empty = query(3, "x.example.", RecordType::A, false);
+    empty[5] = 0;
+    let formerr = rig.query(udp, &empty).expect("FORMERR");
+    assert_eq!(formerr.response_code(), ResponseCode::FormErr);
+
+    let stats = rig.engines[0].stats();
+    let (block, dropped) = (&stats.requests[0], &stats.requests[1]);
+    let a = 1; // the type slot of A
+    assert_eq!(block.requests[0][0][a].get(), 1, "the miss, UDP over IPv4");
+    assert_eq!(block.requests[1][0][a].get(), 1, "the hit, over TCP");
+    assert_eq!(block.responses[2][0].get(), 1, "NOERROR written by forward");
+    assert_eq!(
+        block.responses[1][0].get(),
+        1,
+        "NOERROR written by the cache"
+    );
+    assert_eq!(block.duration.count(), 2);
+    assert_eq!(
+        block.duration.buckets[4].get(),
+        1,
+        "the miss took 3 ms (bucket ≤ 4 ms)"
+    );
+    assert_eq!(
+        block.duration.buckets[0].get(),
+        1,
+        "the hit, within its batch"
+    );
+    assert_eq!(block.request_size[0].sum.get(), asked.len() as u64);
+    assert_eq!(block.response_size[0].sum.get(), relayed.len() as u64);
+    assert_eq!(
+        block.response_size[1].sum.get(),
+        hit.to_vec().unwrap().len() as u64
+    );
+    assert_eq!(
+        dropped.requests[0][0][TYPE_SLOTS - 1].get(),
+        1,
+        "FORMERR: type other"
+    );
+    assert_eq!(
+        dropped.responses[0][1].get(),
+        1,
+        "FORMERR written by the server"
+    );
+    let total = |stats: &shardns_shard::RequestStats| {
+        stats
+            .requests
+            .iter()
+            .flatten()
+            .flatten()
+            .map(Counter::get)
+            .sum::<u64>()
+    };
+    assert_eq!((total(block), total(dropped)), (2, 1));
+}

@@ -1,6 +1,7 @@
 //! The `prometheus` endpoint of the real binary (`--shards 2`, both I/O backends): CoreDNS's
-//! cache and forward counters and shardns's per-shard and per-upstream series after known
-//! traffic, summed over the shards; 404 and 400 answers that leave the server running.
+//! cache, forward and request (`coredns_dns_*`) counters and shardns's per-shard and
+//! per-upstream series after known traffic, summed over the shards, on a page that
+//! `promtool check metrics` accepts; 404 and 400 answers that leave the server running.
 //!
 //! Traffic goes to 127.0.0.1 only; every wait is bounded.
 
@@ -127,8 +128,76 @@ fn counts_queries(io: Io) {
     assert!(family_sum(&page, "shardns_shard_upstream_replies_total") >= 3);
 
     assert_forward_series(&unbound, metrics);
+    assert_request_series(&shardns, metrics, sent);
     shardns.assert_alive();
     shardns.stop();
+}
+
+/// After `counts_queries`'s traffic (five UDP queries for A over IPv4: two hits, three
+/// misses, of which one NXDOMAIN miss and one NXDOMAIN hit): CoreDNS's request families under
+/// its labels, the shard info series, and a page that Prometheus's own linter accepts.
+fn assert_request_series(shardns: &Shardns, metrics: SocketAddr, sent: u64) {
+    let at = format!(
+        "server=\"dns://{}\",view=\"\",zone=\".\"",
+        shardns.udp_addr()
+    );
+    let requests = format!(
+        "coredns_dns_requests_total{{family=\"1\",proto=\"udp\",server=\"dns://{}\",\
+         type=\"A\",view=\"\",zone=\".\"}}",
+        shardns.udp_addr()
+    );
+    let page = wait_for(Duration::from_secs(3), || {
+        let page = scrape(metrics);
+        (value(&page, &requests) == Some(sent)).then_some(page)
+    })
+    .unwrap_or_else(|| panic!("{requests} never reached {sent}:\n{}", scrape(metrics)));
+    let responses = |plugin: &str, rcode: &str| {
+        let series =
+            format!("coredns_dns_responses_total{{plugin=\"{plugin}\",rcode=\"{rcode}\",{at}}}");
+        value(&page, &series).unwrap_or(0)
+    };
+    assert_eq!(responses("cache", "NOERROR"), 1, "{page}");
+    assert_eq!(responses("cache", "NXDOMAIN"), 1, "{page}");
+    assert_eq!(responses("forward", "NOERROR"), 2, "{page}");
+    assert_eq!(responses("forward", "NXDOMAIN"), 1, "{page}");
+    for histogram in [
+        format!("coredns_dns_request_duration_seconds_count{{{at}}}"),
+        format!("coredns_dns_request_size_bytes_count{{proto=\"udp\",{at}}}"),
+        format!("coredns_dns_response_size_bytes_count{{proto=\"udp\",{at}}}"),
+    ] {
+        assert_eq!(value(&page, &histogram), Some(sent), "{histogram}\n{page}");
+    }
+    assert_eq!(family_sum(&page, "shardns_shard_info"), 2, "{page}");
+    assert!(page.contains("\ncoredns_build_info{"), "{page}");
+    assert_eq!(value(&page, "coredns_reload_failed_total"), Some(0));
+    promtool_accepts(&page);
+}
+
+/// `promtool check metrics` (Debian package `prometheus`, installed by scripts/test.sh)
+/// finds nothing wrong with `page`.
+fn promtool_accepts(page: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (apt-get install prometheus; scripts/test.sh installs it)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(page.as_bytes())
+        .expect("writing the page to promtool");
+    let out = child.wait_with_output().expect("promtool's verdict");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}\n{page}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// After `counts_queries`'s traffic (two NOERROR misses, one NXDOMAIN miss, `force_tcp`):

@@ -33,12 +33,21 @@ use std::fmt::{Display, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use shardns_shard::{Config, DURATION_BUCKETS, ShardStats, UpstreamStats};
+use shardns_shard::{
+    Config, Counter, DRIVER_EPOLL, DRIVER_URING, DURATION_BUCKETS, ShardStats, UpstreamStats,
+};
 
 use super::families::{
     CACHE_FAMILIES, CACHE_TYPES, DURATION_FAMILY, FORWARD_FAMILIES, PROTOCOLS, PROXY_NAME,
     SHARD_FAMILIES, UPSTREAM_FAMILIES, UPSTREAM_GAUGES, error_rcode_label, upstream_rcode_label,
 };
+use super::requests::RequestSeries;
+
+/// `coredns_build_info`'s `goversion` label: the Rust compiler that built shardns.
+const BUILD_TOOLCHAIN: &str = env!("SHARDNS_RUSTC_VERSION");
+
+/// `coredns_build_info`'s `revision` label: the source's git revision, when it was known.
+const BUILD_REVISION: &str = env!("SHARDNS_REVISION");
 
 /// The `Content-Type` of the page.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -60,13 +69,29 @@ pub(crate) struct Exposition {
     /// The `to` label of each upstream, indexed like [`Config::upstreams`]; only the indices
     /// every shard counts.
     upstreams: Vec<String>,
+    /// CoreDNS's `coredns_dns_*` request families.
+    requests: RequestSeries,
     shards: Vec<Arc<ShardStats>>,
+    /// Counters of the process, beside the shards'.
+    process: Arc<ProcessCounters>,
+}
+
+/// Counters of the process itself (not of a shard), kept across reloads.
+#[derive(Debug, Default)]
+pub(crate) struct ProcessCounters {
+    /// `coredns_reload_failed_total`: reloads whose Corefile did not build or needed a
+    /// restart.
+    pub(crate) reload_failed: Counter,
 }
 
 impl Exposition {
     /// The page for `config` (with its listeners' bound addresses) over `shards`, indexed by
     /// shard.
-    pub(crate) fn new(config: &Config, shards: Vec<Arc<ShardStats>>) -> Exposition {
+    pub(crate) fn new(
+        config: &Config,
+        shards: Vec<Arc<ShardStats>>,
+        process: Arc<ProcessCounters>,
+    ) -> Exposition {
         let mut caches: Vec<CacheSeries> = Vec::new();
         for (block, server) in config.servers.iter().enumerate() {
             let Some(cache) = &server.cache else { continue };
@@ -108,8 +133,20 @@ impl Exposition {
         Exposition {
             caches,
             upstreams,
+            requests: RequestSeries::new(config),
             shards,
+            process,
         }
+    }
+
+    /// The same page for `config` (a reload): new labels, the same counters.
+    pub(crate) fn relabel(&self, config: &Config) -> Exposition {
+        Exposition::new(config, self.shards.clone(), Arc::clone(&self.process))
+    }
+
+    /// The process's counters (the reload thread counts failed reloads there).
+    pub(crate) fn process(&self) -> &Arc<ProcessCounters> {
+        &self.process
     }
 
     /// The sum over the shards of `value` of upstream `index`.
@@ -118,6 +155,32 @@ impl Exposition {
             .iter()
             .filter_map(|shard| shard.upstreams.get(index))
             .fold(0, |sum, stats| sum.wrapping_add(value(stats)))
+    }
+
+    /// CoreDNS's process families: `coredns_build_info` and `coredns_reload_failed_total`.
+    fn render_process(&self, out: &mut String) {
+        let name = "coredns_build_info";
+        header(
+            out,
+            name,
+            "gauge",
+            "A metric with a constant '1' value labeled by version, revision, and goversion \
+             from which CoreDNS was built.",
+        );
+        let labels = [
+            ("goversion", BUILD_TOOLCHAIN),
+            ("revision", BUILD_REVISION),
+            ("version", env!("CARGO_PKG_VERSION")),
+        ];
+        sample(out, name, &labels, 1);
+        let name = "coredns_reload_failed_total";
+        header(
+            out,
+            name,
+            "counter",
+            "Counter of the number of failed reload attempts.",
+        );
+        sample(out, name, &[], self.process.reload_failed.get());
     }
 
     /// The forward families: CoreDNS's `coredns_proxy_*` per upstream (when there are
@@ -255,8 +318,25 @@ impl Exposition {
                 }
             }
         }
+        self.requests.render(&mut out, &self.shards);
+        self.render_process(&mut out);
         let shard_names: Vec<String> = (0..self.shards.len()).map(|i| i.to_string()).collect();
         self.render_forward(&mut out, &shard_names);
+        let name = "shardns_shard_info";
+        header(
+            &mut out,
+            name,
+            "gauge",
+            "A shard, with the I/O driver it runs (1 for every running shard).",
+        );
+        for (stats, shard) in self.shards.iter().zip(&shard_names) {
+            let io = match stats.driver.get() {
+                DRIVER_EPOLL => "epoll",
+                DRIVER_URING => "io_uring",
+                _ => continue,
+            };
+            sample(&mut out, name, &[("io", io), ("shard", shard)], 1);
+        }
         for &(name, help, value) in SHARD_FAMILIES {
             header(&mut out, name, "counter", help);
             for (stats, shard) in self.shards.iter().zip(&shard_names) {
@@ -303,7 +383,7 @@ impl Exposition {
 
 /// CoreDNS's `server` label: `dns://` and the address, without the IP when it is the
 /// wildcard (`dns://:53`).
-fn server_label(addr: Option<SocketAddr>) -> String {
+pub(super) fn server_label(addr: Option<SocketAddr>) -> String {
     match addr {
         Some(addr) if addr.ip().is_unspecified() => format!("dns://:{}", addr.port()),
         Some(addr) => format!("dns://{addr}"),
@@ -338,7 +418,7 @@ fn zone_text(wire: &[u8]) -> String {
 }
 
 /// The `# HELP` and `# TYPE` lines of a family.
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(super) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     out.push_str("# HELP ");
     out.push_str(name);
     out.push(' ');
@@ -354,7 +434,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// One sample line: `name{label="value",...} value` (an integer, or a float for a histogram's
 /// `_sum`).
-fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl Display) {
+pub(super) fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl Display) {
     out.push_str(name);
     if !labels.is_empty() {
         out.push('{');

@@ -7,13 +7,15 @@
 //!   `coredns_proxy_*` and `coredns_forward_*` series plus shardns's per-upstream
 //!   `shardns_upstream_*` and per-shard `shardns_shard_*` series.
 //! - `families`: the tables of those families (names, help texts, the counters they read).
+//! - `requests`: CoreDNS's `coredns_dns_*` request families.
 
 pub(crate) mod exposition;
 mod families;
+mod requests;
 
 use std::sync::{Mutex, PoisonError};
 
-pub(crate) use exposition::{CONTENT_TYPE, Exposition};
+pub(crate) use exposition::{CONTENT_TYPE, Exposition, ProcessCounters};
 
 /// The page as a scrape sees it now (`exposition` is relabelled by reloads, hence the lock).
 pub(crate) fn render(exposition: &Mutex<Exposition>) -> String {

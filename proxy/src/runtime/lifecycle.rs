@@ -38,7 +38,7 @@ use super::{signals, sockets};
 use crate::cli::Args;
 use crate::corefile::ProcessConfig;
 use crate::http;
-use crate::metrics::Exposition;
+use crate::metrics::{Exposition, ProcessCounters};
 
 /// A named step of a run, in the order they happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,7 +214,8 @@ impl<'a> Lifecycle<'a> {
             stats.clone(),
             Arc::clone(&shutdown),
         )?;
-        let exposition = Arc::new(Mutex::new(Exposition::new(&config, stats.clone())));
+        let process = Arc::new(ProcessCounters::default());
+        let exposition = Arc::new(Mutex::new(Exposition::new(&config, stats, process)));
         let http_thread = if http_listeners.is_empty() {
             None
         } else {
@@ -229,7 +230,7 @@ impl<'a> Lifecycle<'a> {
             &self.process,
             config,
         )
-        .with_metrics(exposition, stats);
+        .with_metrics(exposition);
         let reload_thread = shards.control().and_then(|control| {
             match reload::start(reloader, control, signals.reload, Arc::clone(&shutdown)) {
                 Ok(thread) => Some(thread),

@@ -14,7 +14,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use shardns_shard::{Config, Control, ShardControl, ShardStats};
+use shardns_shard::{Config, Control, ShardControl};
 
 use crate::corefile::{self, ConfigError, ProcessConfig, ReloadSettings};
 use crate::metrics::Exposition;
@@ -33,9 +33,6 @@ pub(crate) enum ReloadError {
     RestartNeeded(&'static str),
 }
 
-/// The metrics page shared with the metrics thread, and the counters it reads.
-type MetricsPage = (Arc<Mutex<Exposition>>, Vec<Arc<ShardStats>>);
-
 /// What the running process was started with, and how to read it again.
 #[derive(Debug)]
 pub(crate) struct Reloader {
@@ -49,8 +46,9 @@ pub(crate) struct Reloader {
     current: Arc<Config>,
     /// `reload` directive of the running configuration.
     pub interval: Option<ReloadSettings>,
-    /// The metrics page, relabelled for the new upstreams on reload, and the counters it reads.
-    page: Option<MetricsPage>,
+    /// The metrics page, relabelled for the new upstreams on reload; failed reloads are
+    /// counted there.
+    page: Option<Arc<Mutex<Exposition>>>,
 }
 
 impl Reloader {
@@ -74,21 +72,26 @@ impl Reloader {
         }
     }
 
-    /// Keeps `exposition`'s labels in step with reloads.
-    pub(crate) fn with_metrics(
-        mut self,
-        exposition: Arc<Mutex<Exposition>>,
-        stats: Vec<Arc<ShardStats>>,
-    ) -> Reloader {
-        self.page = Some((exposition, stats));
+    /// Keeps `exposition`'s labels in step with reloads, and counts failed reloads on it
+    /// (`coredns_reload_failed_total`).
+    pub(crate) fn with_metrics(mut self, exposition: Arc<Mutex<Exposition>>) -> Reloader {
+        self.page = Some(exposition);
         self
     }
 
     /// Relabels the metrics page for `config`.
     fn relabel(&self, config: &Config) {
-        if let Some((exposition, stats)) = &self.page {
-            let page = Exposition::new(config, stats.clone());
-            *exposition.lock().unwrap_or_else(PoisonError::into_inner) = page;
+        if let Some(exposition) = &self.page {
+            let mut page = exposition.lock().unwrap_or_else(PoisonError::into_inner);
+            *page = page.relabel(config);
+        }
+    }
+
+    /// Counts a failed reload.
+    fn count_failure(&self) {
+        if let Some(exposition) = &self.page {
+            let page = exposition.lock().unwrap_or_else(PoisonError::into_inner);
+            page.process().reload_failed.inc();
         }
     }
 
@@ -153,7 +156,10 @@ pub(crate) fn start(
                         tracing::info!("reload: the configuration is unchanged")
                     }
                     Ok(None) => {}
-                    Err(error) => tracing::error!("reload failed: {error}"),
+                    Err(error) => {
+                        reloader.count_failure();
+                        tracing::error!("reload failed: {error}");
+                    }
                 }
                 next_check = reloader.interval.map(|r| Instant::now() + pick(r));
             }

@@ -52,7 +52,7 @@ pub(crate) fn counters(config: &Config, shards: usize) -> Vec<Arc<ShardStats>> {
     // Room for upstreams a reload may add (the blocks cannot change without a restart).
     let upstream_slots = config.upstreams.len().max(STATS_UPSTREAMS);
     (0..shards)
-        .map(|_| Arc::new(ShardStats::new(config.servers.len(), upstream_slots)))
+        .map(|_| Arc::new(ShardStats::new(config, upstream_slots)))
         .collect()
 }
 
@@ -130,6 +130,7 @@ impl Shards {
                 shutdown: Arc::clone(&shutdown),
                 limits: config.limits,
                 peers,
+                stats: stats.get(index).map(Arc::clone),
             })
             .collect();
         Ok(Shards {

@@ -16,7 +16,18 @@ use crate::cache::{ClientView, Kind, StoredResponse};
 use crate::names::to_text;
 use crate::peer::{Peer, PeerResult};
 use crate::question::{LowerQuestion, PendingKey};
+use crate::stats::{Exchange, Writer};
 use crate::upstream::{Pending, PendingId, Requester, Waiter};
+
+/// What the request metrics need of a resolution's end: when (engine clock), for which
+/// server block and query type, and who wrote the replies.
+#[derive(Debug, Clone, Copy)]
+struct Answered {
+    clock: u64,
+    server: usize,
+    qtype: u16,
+    writer: Writer,
+}
 
 /// How a resolution ended.
 #[derive(Debug)]
@@ -300,33 +311,43 @@ impl Engine {
             self.send_peer(shard as usize, Peer::Answer { key, result });
         }
         let clock = self.nanos(now);
-        let (response, ttl, authoritative) = match &delivery {
+        let (response, ttl, authoritative, writer) = match &delivery {
             Delivery::Failed(code, reason) => {
-                self.answer_failure(&pending, *code, reason);
+                self.answer_failure(clock, &pending, *code, reason);
                 return;
             }
-            Delivery::Response(response, _) => (response, response.fresh_ttl(clock), false),
+            Delivery::Response(response, _) => {
+                (response, response.fresh_ttl(clock), false, Writer::Forward)
+            }
             Delivery::Cached(response) if response.remaining(clock) > 0 => {
-                (response, response.fresh_ttl(clock), true)
+                (response, response.fresh_ttl(clock), true, Writer::Cache)
             }
             Delivery::Cached(response) => {
                 let served = pending.waiters.len() as u64;
                 self.stats.servers[pending.key.server()]
                     .served_stale
                     .add(served);
-                (response, response.stale_ttl(), true)
+                (response, response.stale_ttl(), true, Writer::Cache)
             }
         };
-        self.reply_all(&pending.waiters, response, ttl, authoritative);
+        let answered = Answered {
+            clock,
+            server: pending.key.server(),
+            qtype: pending.key.question.qtype(),
+            writer,
+        };
+        self.reply_all(&pending.waiters, response, ttl, authoritative, answered);
     }
 
-    /// Renders `response` (TTLs set to `ttl`) for every waiter and queues the replies.
+    /// Renders `response` (TTLs set to `ttl`) for every waiter, queues the replies and counts
+    /// them.
     fn reply_all(
         &mut self,
         waiters: &[Waiter],
         response: &StoredResponse,
         ttl: Option<u32>,
         authoritative: bool,
+        answered: Answered,
     ) {
         for waiter in waiters {
             let view = ClientView {
@@ -337,11 +358,35 @@ impl Engine {
                 protocol: waiter.client.protocol,
             };
             let len = response.render(ttl, &view, authoritative, &mut self.scratch);
+            self.count_reply(waiter, &answered, len, response.rcode());
             self.outbox.push_back(Transmit::Reply {
                 client: waiter.client,
                 payload: self.scratch[..len].to_vec(),
             });
         }
+    }
+
+    /// Counts the reply of `len` bytes with `rcode` to `waiter` in the request metrics.
+    fn count_reply(&self, waiter: &Waiter, answered: &Answered, len: usize, rcode: Rcode) {
+        let listener = usize::from(waiter.client.listener);
+        let Some(stats) = self
+            .slots
+            .slot(listener, answered.server)
+            .and_then(|slot| self.stats.requests.get(slot))
+        else {
+            return;
+        };
+        stats.record(&Exchange {
+            protocol: waiter.client.protocol,
+            ipv6: waiter.client.peer.is_ipv6(),
+            qtype: answered.qtype,
+            dnssec_ok: waiter.edns.is_some_and(|(_, dnssec_ok)| dnssec_ok),
+            query_len: usize::from(waiter.query_len),
+            reply_len: len,
+            rcode,
+            writer: answered.writer,
+            micros: answered.clock.saturating_sub(waiter.arrived) / 1_000,
+        });
     }
 
     /// A `verify` resolution still waiting at its client deadline: its clients get the
@@ -364,11 +409,17 @@ impl Engine {
             let served = waiters.len() as u64;
             self.stats.servers[key.server()].served_stale.add(served);
         }
-        self.reply_all(&waiters, &response, ttl, true);
+        let answered = Answered {
+            clock,
+            server: key.server(),
+            qtype: key.question.qtype(),
+            writer: Writer::Cache,
+        };
+        self.reply_all(&waiters, &response, ttl, true, answered);
     }
 
     /// Answers every waiting client of `pending` with `rcode`, logging it under `errors`.
-    fn answer_failure(&mut self, pending: &Pending, rcode: Rcode, reason: &str) {
+    fn answer_failure(&mut self, clock: u64, pending: &Pending, rcode: Rcode, reason: &str) {
         let question = &pending.key.question;
         if self.config.servers[pending.key.server()].log_errors && !pending.waiters.is_empty() {
             tracing::error!(
@@ -378,6 +429,12 @@ impl Engine {
                 question.qtype(),
             );
         }
+        let answered = Answered {
+            clock,
+            server: pending.key.server(),
+            qtype: question.qtype(),
+            writer: Writer::Forward,
+        };
         for waiter in &pending.waiters {
             let asked = Question {
                 name: &waiter.qname,
@@ -394,6 +451,7 @@ impl Engine {
                 &mut self.scratch,
             );
             self.stats.count_error_reply(rcode);
+            self.count_reply(waiter, &answered, len, rcode);
             self.outbox.push_back(Transmit::Reply {
                 client: waiter.client,
                 payload: self.scratch[..len].to_vec(),

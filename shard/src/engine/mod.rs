@@ -27,6 +27,7 @@ use crate::cache::PacketCache;
 use crate::config::Config;
 use crate::health::Health;
 use crate::peer::{Peer, PeerMessage};
+use crate::stats::RequestSlots;
 use crate::timer::{Timer, TimerTable};
 use crate::upstream::{InFlight, TcpPool};
 use crate::{Client, Control, Handler, Link, MAX_MESSAGE, Outcome, Protocol, ShardStats, Transmit};
@@ -88,6 +89,8 @@ pub struct Engine {
     caches: Vec<Option<PacketCache>>,
     /// Per listener: its server blocks, most specific zone first.
     routes: Vec<Vec<usize>>,
+    /// Where the request metrics of each (listener, server block) pair are counted.
+    slots: RequestSlots,
     /// The clock for the cache: nanoseconds since the group's epoch, converted once per
     /// distinct `now` (drivers pass one `now` per batch).
     clock: (Instant, u64),
@@ -136,11 +139,9 @@ impl Engine {
                 servers
             })
             .collect();
-        let stats = Arc::new(ShardStats::new(
-            config.servers.len(),
-            config.upstreams.len(),
-        ));
+        let stats = Arc::new(ShardStats::new(&config, config.upstreams.len()));
         Engine {
+            slots: RequestSlots::of(&config),
             tcp: tcp_pool(&config),
             health: Health::new(&config),
             udp_used: vec![false; config.upstreams.len()],
@@ -162,12 +163,10 @@ impl Engine {
     }
 
     /// Counts into `stats` (made by the process, so a metrics scraper holds it too) instead
-    /// of the engine's own counters. Ignored unless it has one slot per server block and a
-    /// slot for every upstream (more is room for upstreams a reload adds).
+    /// of the engine's own counters. Ignored unless it fits the configuration
+    /// ([`ShardStats::fits`]: more upstream slots are room for upstreams a reload adds).
     pub fn with_stats(mut self, stats: Arc<ShardStats>) -> Engine {
-        if stats.servers.len() == self.config.servers.len()
-            && stats.upstreams.len() >= self.config.upstreams.len()
-        {
+        if stats.fits(&self.config) {
             self.stats = stats;
         }
         self

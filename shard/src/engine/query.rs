@@ -12,6 +12,7 @@ use super::{Engine, nanos};
 use crate::cache::{ClientView, Lookup};
 use crate::names::in_zone;
 use crate::question::{LowerQuestion, PendingKey};
+use crate::stats::{Exchange, Writer};
 use crate::timer::Timer;
 use crate::upstream::{Requester, Waiter};
 use crate::{Client, Outcome, Protocol};
@@ -27,8 +28,8 @@ const STALE_CLIENT_TIMEOUT: Duration = Duration::from_millis(1800);
 
 /// What the cache did with a client query.
 enum CacheAnswer {
-    /// A reply of this length is in the output buffer.
-    Reply(usize),
+    /// A reply of this length, with this RCODE, is in the output buffer.
+    Reply(usize, Rcode),
     /// Nothing usable: resolve it.
     Miss,
     /// Only a stale entry, in `verify` mode: resolve it, and serve the stale entry if the
@@ -64,30 +65,36 @@ impl Engine {
             self.stats.dropped.inc();
             return Outcome::Drop;
         }
+        // The queries no block takes are counted in the listener's `dropped` slot.
+        let dropped = self.slots.dropped(usize::from(client.listener));
         if header.opcode() != opcode::QUERY {
             let len = match &parsed {
                 Ok(message) => error_reply(message, Rcode::NOTIMP, out),
                 Err(_) => header_only_reply(query, Rcode::NOTIMP, out).unwrap_or(0),
             };
-            return self.error(Rcode::NOTIMP, len);
+            let exchange = self.exchange(&client, parsed.as_ref().ok(), query.len());
+            return self.error(dropped, exchange, Rcode::NOTIMP, len);
         }
         let message = match parsed {
             Ok(message) => message,
             Err(_) => {
                 let len = header_only_reply(query, Rcode::FORMERR, out).unwrap_or(0);
-                return self.error(Rcode::FORMERR, len);
+                let exchange = self.exchange(&client, None, query.len());
+                return self.error(dropped, exchange, Rcode::FORMERR, len);
             }
         };
         if message.edns.as_ref().is_some_and(|e| e.version != 0) {
             let len = error_reply(&message, Rcode::BADVERS, out);
-            return self.error(Rcode::BADVERS, len);
+            let exchange = self.exchange(&client, Some(&message), query.len());
+            return self.error(dropped, exchange, Rcode::BADVERS, len);
         }
         let route = (message.question.qclass == CLASS_IN)
             .then(|| self.route(client.listener, message.question.name))
             .flatten();
-        let Some(server) = route else {
+        let exchange = self.exchange(&client, Some(&message), query.len());
+        let Some((server, slot)) = route else {
             let len = error_reply(&message, Rcode::REFUSED, out);
-            return self.error(Rcode::REFUSED, len);
+            return self.error(dropped, exchange, Rcode::REFUSED, len);
         };
         let key = Key::of(&message);
         let hash = key.hash_seeded(self.group.seed);
@@ -99,26 +106,83 @@ impl Engine {
             protocol: client.protocol,
         };
         let stale_verify = match self.answer_from_cache(now, server, &key, hash, &view, out) {
-            CacheAnswer::Reply(len) => return Outcome::Reply(len),
+            CacheAnswer::Reply(len, rcode) => {
+                let exchange = Exchange {
+                    reply_len: len,
+                    rcode,
+                    writer: Writer::Cache,
+                    ..exchange
+                };
+                self.stats.requests[slot].record(&exchange);
+                return Outcome::Reply(len);
+            }
             CacheAnswer::Miss => false,
             CacheAnswer::StaleVerify => true,
         };
-        self.forward(now, client, server, &message, hash, stale_verify, out)
+        self.forward(
+            now,
+            client,
+            (server, slot),
+            &message,
+            hash,
+            stale_verify,
+            out,
+        )
     }
 
-    /// Counts an error reply of `len` bytes already in the output buffer.
-    pub(super) fn error(&mut self, rcode: Rcode, len: usize) -> Outcome {
+    /// What the request metrics need of a query from `client` (the reply's part is filled
+    /// in when it is known).
+    #[inline]
+    fn exchange(
+        &self,
+        client: &Client,
+        message: Option<&Message<'_>>,
+        query_len: usize,
+    ) -> Exchange {
+        Exchange {
+            protocol: client.protocol,
+            ipv6: client.peer.is_ipv6(),
+            qtype: message.map_or(0, |m| m.question.qtype),
+            dnssec_ok: message.is_some_and(|m| m.dnssec_ok()),
+            query_len,
+            reply_len: 0,
+            rcode: Rcode::NOERROR,
+            writer: Writer::Server,
+            micros: 0,
+        }
+    }
+
+    /// Counts an error reply of `len` bytes already in the output buffer, written by the
+    /// server itself, in request slot `slot`.
+    fn error(
+        &mut self,
+        slot: Option<usize>,
+        exchange: Exchange,
+        rcode: Rcode,
+        len: usize,
+    ) -> Outcome {
         self.stats.count_error_reply(rcode);
+        let exchange = Exchange {
+            reply_len: len,
+            rcode,
+            ..exchange
+        };
+        if let Some(stats) = slot.and_then(|slot| self.stats.requests.get(slot)) {
+            stats.record(&exchange);
+        }
         Outcome::Reply(len)
     }
 
-    /// The server block for `qname` on `listener`: the most specific zone containing it.
-    fn route(&self, listener: u16, qname: &[u8]) -> Option<usize> {
+    /// The server block for `qname` on `listener` (the most specific zone containing it),
+    /// and the request slot of that pair.
+    #[inline]
+    fn route(&self, listener: u16, qname: &[u8]) -> Option<(usize, usize)> {
         let servers = self.routes.get(listener as usize)?;
-        servers
+        let server = servers
             .iter()
             .copied()
-            .find(|&s| in_zone(qname, &self.config.servers[s].zone))
+            .find(|&s| in_zone(qname, &self.config.servers[s].zone))?;
+        Some((server, self.slots.slot(usize::from(listener), server)?))
     }
 
     /// Whether server block `server` caches `qname` (its `cache` exists and its ZONES cover
@@ -146,7 +210,7 @@ impl Engine {
         }
         let clock = nanos(&mut self.clock, self.group.epoch, now);
         let stats = &self.stats.servers[server];
-        let (len, refresh) = match cache.lookup(clock, key, hash) {
+        let (len, rcode, refresh) = match cache.lookup(clock, key, hash) {
             Lookup::Fresh {
                 response,
                 kind,
@@ -158,7 +222,11 @@ impl Engine {
                 if prefetch {
                     stats.prefetch.inc();
                 }
-                (len, prefetch.then(|| response.stored_at()))
+                (
+                    len,
+                    response.rcode(),
+                    prefetch.then(|| response.stored_at()),
+                )
             }
             Lookup::Stale {
                 response,
@@ -169,7 +237,7 @@ impl Engine {
                 let len = response.render(response.stale_ttl(), view, true, out);
                 stats.hits[kind as usize].inc();
                 stats.served_stale.inc();
-                (len, refresh.then(|| response.stored_at()))
+                (len, response.rcode(), refresh.then(|| response.stored_at()))
             }
             Lookup::Stale { .. } => {
                 stats.misses.inc();
@@ -183,7 +251,7 @@ impl Engine {
         if let Some(stored_at) = refresh {
             self.refresh(now, server, key, hash, stored_at);
         }
-        CacheAnswer::Reply(len)
+        CacheAnswer::Reply(len, rcode)
     }
 
     /// A miss from a client: join or start its resolution; REFUSED when over limits or
@@ -194,7 +262,7 @@ impl Engine {
         &mut self,
         now: Instant,
         client: Client,
-        server: usize,
+        (server, slot): (usize, usize),
         message: &Message<'_>,
         hash: u64,
         stale_verify: bool,
@@ -202,9 +270,10 @@ impl Engine {
     ) -> Outcome {
         let key = Key::of(message);
         let q = &message.question;
+        let exchange = self.exchange(&client, Some(message), message.buf.len());
         let Some(protocol) = self.upstream_protocol(server, q.name, client.protocol) else {
             let len = error_reply(message, Rcode::REFUSED, out);
-            return self.error(Rcode::REFUSED, len);
+            return self.error(Some(slot), exchange, Rcode::REFUSED, len);
         };
         self.stats.cache_misses.inc();
         let waiter = Waiter {
@@ -213,6 +282,8 @@ impl Engine {
             flags: message.header.flags,
             qname: q.name.into(),
             edns: message.edns.as_ref().map(|e| (e.payload_size, e.dnssec_ok)),
+            query_len: message.buf.len() as u16,
+            arrived: nanos(&mut self.clock, self.group.epoch, now),
         };
         let key = PendingKey {
             server: server as u16,
@@ -229,7 +300,11 @@ impl Engine {
             }
             Err(code) => {
                 let len = error_reply(message, code, out);
-                self.error(code, len)
+                let exchange = Exchange {
+                    writer: Writer::Forward,
+                    ..exchange
+                };
+                self.error(Some(slot), exchange, code, len)
             }
         }
     }

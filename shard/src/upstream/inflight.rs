@@ -40,6 +40,10 @@ pub(crate) struct Waiter {
     pub(crate) qname: Box<[u8]>,
     /// `Some((UDP payload size, DO))` when the query had an OPT record.
     pub(crate) edns: Option<(u16, bool)>,
+    /// The query's length in bytes (for the request metrics).
+    pub(crate) query_len: u16,
+    /// When the query arrived (engine clock, nanoseconds), for the request metrics.
+    pub(crate) arrived: u64,
 }
 
 /// Who a resolution is for, besides the clients that join it later.
@@ -411,6 +415,8 @@ mod tests {
             flags: 0,
             qname: Box::new([0]),
             edns: None,
+            query_len: 17,
+            arrived: 0,
         }
     }
 

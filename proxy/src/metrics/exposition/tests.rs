@@ -4,6 +4,7 @@
 use super::*;
 use crate::corefile::build;
 
+mod requests;
 mod upstream;
 
 /// Four blocks: two cached on explicit addresses, one cached on the wildcard with two
@@ -20,7 +21,7 @@ const TO: [&str; 2] = ["10.0.0.1:53", "[fd00::53]:5353"];
 fn two_shards(config: &Config) -> Vec<Arc<ShardStats>> {
     (0..2u64)
         .map(|shard| {
-            let stats = ShardStats::new(config.servers.len(), config.upstreams.len());
+            let stats = ShardStats::new(config, config.upstreams.len());
             let base = 100 * (shard + 1);
             stats.queries.add(base + 1);
             stats.cache_misses.add(base + 3);
@@ -83,7 +84,7 @@ fn two_shards(config: &Config) -> Vec<Arc<ShardStats>> {
 
 fn page() -> String {
     let config = build("Corefile", COREFILE).unwrap();
-    Exposition::new(&config, two_shards(&config)).render()
+    Exposition::new(&config, two_shards(&config), Default::default()).render()
 }
 
 /// The value of the sample line starting with `series` (name and labels).
@@ -235,7 +236,7 @@ fn every_family_has_help_and_type_once_and_in_one_group() {
             assert_eq!(name, current);
             let want = if name.ends_with("_total") {
                 "counter"
-            } else if name.ends_with("_seconds") {
+            } else if name.ends_with("_seconds") || name.ends_with("_bytes") {
                 "histogram"
             } else {
                 "gauge"
@@ -249,10 +250,11 @@ fn every_family_has_help_and_type_once_and_in_one_group() {
             } else {
                 value.parse::<u64>().unwrap();
             }
+            let histogram = current.ends_with("_seconds") || current.ends_with("_bytes");
             let family = ["_bucket", "_sum", "_count"]
                 .iter()
                 .find_map(|suffix| name.strip_suffix(suffix))
-                .filter(|family| *family == DURATION_FAMILY)
+                .filter(|family| histogram && *family == current)
                 .unwrap_or(name);
             assert_eq!(family, current, "sample outside its family: {line}");
         }
@@ -266,6 +268,9 @@ fn every_family_has_help_and_type_once_and_in_one_group() {
             + UPSTREAM_GAUGES.len()
             + SHARD_FAMILIES.len()
             + 2
+            + 6 // coredns_dns_*: requests, do_requests, duration, two sizes, responses
+            + 2 // coredns_build_info, coredns_reload_failed_total
+            + 1 // shardns_shard_info
     );
     assert!(page.ends_with('\n'));
     // Stable: the same counters render the same page.
@@ -275,7 +280,7 @@ fn every_family_has_help_and_type_once_and_in_one_group() {
 #[test]
 fn without_caches_or_shards() {
     let config = build("Corefile", ". {\n}").unwrap();
-    let page = Exposition::new(&config, Vec::new()).render();
+    let page = Exposition::new(&config, Vec::new(), Default::default()).render();
     assert!(!page.contains("coredns_cache"));
     assert!(page.contains("# TYPE shardns_shard_queries_total counter\n"));
     assert!(!page.contains("shard=\""));
@@ -304,7 +309,7 @@ fn escaping() {
     let mut config = build("Corefile", ". {\n cache 30\n}").unwrap();
     let cache = config.servers[0].cache.as_mut().unwrap();
     cache.zones = vec![b"\x03a\"b\x02\\\n\x00".to_vec()];
-    let page = Exposition::new(&config, two_shards(&config)).render();
+    let page = Exposition::new(&config, two_shards(&config), Default::default()).render();
     assert!(
         page.contains("zones=\"a\\\\034b.\\\\092\\\\010.\""),
         "{page}"

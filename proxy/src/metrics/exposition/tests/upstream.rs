@@ -138,7 +138,7 @@ fn upstream_counters_and_gauges() {
 fn only_upstreams_present_in_config_and_stats() {
     let config = build("Corefile", ". {\n forward . 10.0.0.1 10.0.0.2 10.0.0.3\n}").unwrap();
     let filled = |upstreams: usize| {
-        let stats = ShardStats::new(config.servers.len(), upstreams);
+        let stats = ShardStats::new(&config, upstreams);
         for upstream in stats.upstreams.iter() {
             upstream.durations[0].observe(1);
             upstream.healthcheck_failures.inc();
@@ -146,7 +146,7 @@ fn only_upstreams_present_in_config_and_stats() {
         Arc::new(stats)
     };
     // The shards count fewer upstreams than the configuration names (a reload added one).
-    let page = Exposition::new(&config, vec![filled(2), filled(2)]).render();
+    let page = Exposition::new(&config, vec![filled(2), filled(2)], Default::default()).render();
     assert!(page.contains("to=\"10.0.0.2:53\""));
     assert!(!page.contains("10.0.0.3"), "{page}");
     assert_eq!(
@@ -157,7 +157,7 @@ fn only_upstreams_present_in_config_and_stats() {
         2
     );
     // More counted than named: the extra slots have no label to be written under.
-    let page = Exposition::new(&config, vec![filled(4)]).render();
+    let page = Exposition::new(&config, vec![filled(4)], Default::default()).render();
     assert_eq!(
         page.matches("coredns_proxy_healthcheck_failures_total{")
             .count(),

@@ -3,9 +3,17 @@
 //! relaxed load and store of the shard's own memory (no lock prefix, no line shared with
 //! another shard's writes), so counting costs the hit path what a plain integer would.
 
+mod requests;
+
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use shardns_wire::Rcode;
+
+use crate::config::Config;
+pub(crate) use requests::Exchange;
+pub use requests::{
+    QUERY_TYPES, RequestSlots, RequestStats, SIZE_BUCKETS, SizeHistogram, TYPE_SLOTS, Writer,
+};
 
 /// A monotonic counter with a single writer (its shard) and any number of readers.
 #[derive(Debug, Default)]
@@ -89,6 +97,11 @@ pub struct ShardStats {
     pub healthcheck_broken: Counter,
     /// `coredns_forward_max_concurrent_rejects_total`.
     pub max_concurrent_rejects: Counter,
+    /// CoreDNS's `coredns_dns_*` request metrics, per request slot ([`RequestSlots`]).
+    pub requests: Box<[RequestStats]>,
+    /// The I/O driver this shard runs (`shardns_shard_info{io}`): 0 not started, 1 epoll,
+    /// 2 io_uring.
+    pub driver: Gauge,
 }
 
 impl ShardStats {
@@ -106,13 +119,26 @@ impl ShardStats {
         self.error_replies[usize::from(rcode.value().min(16))].inc();
     }
 
-    /// Counters for a configuration with `servers` server blocks and `upstreams` upstreams.
-    pub fn new(servers: usize, upstreams: usize) -> ShardStats {
+    /// Counters for `config`, with room for `upstreams` upstreams (as many as it has, or
+    /// more for upstreams a reload may add).
+    pub fn new(config: &Config, upstreams: usize) -> ShardStats {
+        let requests = RequestSlots::of(config).len();
         ShardStats {
-            servers: (0..servers).map(|_| CacheStats::default()).collect(),
+            servers: (0..config.servers.len())
+                .map(|_| CacheStats::default())
+                .collect(),
             upstreams: (0..upstreams).map(|_| UpstreamStats::default()).collect(),
+            requests: (0..requests).map(|_| RequestStats::default()).collect(),
             ..ShardStats::default()
         }
+    }
+
+    /// Whether these counters fit `config`: a slot per server block and per request slot,
+    /// and one for each upstream at least.
+    pub fn fits(&self, config: &Config) -> bool {
+        self.servers.len() == config.servers.len()
+            && self.upstreams.len() >= config.upstreams.len()
+            && self.requests.len() == RequestSlots::of(config).len()
     }
 }
 
@@ -155,14 +181,20 @@ pub struct DurationHistogram {
     pub sum_micros: Counter,
 }
 
+/// [`DURATION_BUCKETS`] in microseconds, compared with integers on the hot path.
+const DURATION_BUCKETS_MICROS: [u64; 16] = [
+    250, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 256_000, 512_000,
+    1_024_000, 2_048_000, 4_096_000, 8_192_000,
+];
+
 impl DurationHistogram {
     /// Records one exchange of `micros` microseconds.
+    #[inline]
     pub fn observe(&self, micros: u64) {
-        let seconds = micros as f64 / 1e6;
-        let slot = DURATION_BUCKETS
+        let slot = DURATION_BUCKETS_MICROS
             .iter()
-            .position(|&le| seconds <= le)
-            .unwrap_or(DURATION_BUCKETS.len());
+            .position(|&le| micros <= le)
+            .unwrap_or(DURATION_BUCKETS_MICROS.len());
         self.buckets[slot].inc();
         self.sum_micros.add(micros);
     }
@@ -196,4 +228,22 @@ pub struct UpstreamStats {
 impl UpstreamStats {
     /// Slots of [`UpstreamStats::durations`]: the RCODEs a reply header carries (0..15).
     pub const RCODES: usize = 16;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duration_bounds_in_micros_are_the_seconds_ones() {
+        for (micros, seconds) in DURATION_BUCKETS_MICROS.iter().zip(DURATION_BUCKETS) {
+            assert_eq!(*micros as f64 / 1e6, seconds);
+        }
+        let histogram = DurationHistogram::default();
+        for micros in [0, 250, 251, 8_192_000, 8_192_001] {
+            histogram.observe(micros);
+        }
+        let counts: Vec<u64> = histogram.buckets.iter().map(Counter::get).collect();
+        assert_eq!((counts[0], counts[1], counts[15], counts[16]), (2, 1, 1, 1));
+    }
 }
