@@ -203,3 +203,51 @@ fn validate_flag() {
     );
     assert!(exit.log.contains("Bad.Corefile:4"), "{}", exit.log);
 }
+
+/// A second shardns on an address the first one serves refuses to start, naming the address
+/// and the process that holds it, instead of sharing the clients with it (`SO_REUSEPORT`);
+/// the first one is unharmed.
+#[test]
+fn an_address_another_process_serves_is_refused() {
+    let first = Shardns::start(
+        ".:0 {\n    bind 127.0.0.1\n    forward . 127.0.0.1:9\n}\n",
+        &["--shards", "1"],
+    )
+    .expect("the first shardns");
+    let addr = first.udp_addr();
+    let dir = TempDir::new("second").unwrap();
+    let conf = dir.join("Corefile");
+    let text = format!(
+        ".:{} {{\n    bind 127.0.0.1\n    forward . 127.0.0.1:9\n}}\n",
+        addr.port()
+    );
+    std::fs::write(&conf, text).unwrap();
+    let exit = Shardns::run_to_exit(
+        &["--conf".into(), conf.display().to_string()],
+        Duration::from_secs(10),
+    )
+    .expect("the second one must exit by itself");
+    assert_eq!(exit.status.code(), Some(1), "{}", exit.log);
+    let expected = format!("{addr} (udp) is already served by process {}", first.pid());
+    assert!(
+        exit.log.contains(&expected),
+        "{expected:?} not in:\n{}",
+        exit.log
+    );
+    assert!(exit.log.contains("(shardns)"), "{}", exit.log);
+    assert_eq!(
+        exit.log.matches("already served").count(),
+        1,
+        "said once:\n{}",
+        exit.log
+    );
+    let client = shardns_e2e::UdpClient::new(addr).expect("UDP client");
+    let reply = client
+        .query("www.example.test.", hickory_proto::rr::RecordType::A)
+        .expect("the first one still answers");
+    assert_eq!(
+        reply.response_code(),
+        hickory_proto::op::ResponseCode::ServFail
+    );
+    first.stop();
+}

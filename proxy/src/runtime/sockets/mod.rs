@@ -6,6 +6,12 @@
 //! every other socket of that listener (all shards, UDP and TCP) binds to the port it got.
 //!
 //! The Prometheus endpoints' TCP listeners ([`metrics_listener`]) are made here too.
+//!
+//! An address another process already serves is refused, naming that process where
+//! [`owner`] can tell: with `SO_REUSEPORT`, binding it would silently share its traffic with
+//! the other process (each getting part of the clients).
+
+mod owner;
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
@@ -29,16 +35,86 @@ const EPHEMERAL_ATTEMPTS: usize = 8;
 /// Linux `EAFNOSUPPORT`: the kernel has no IPv6.
 const EAFNOSUPPORT: i32 = 97;
 
-/// A socket that could not be created or bound.
+/// Linux `EACCES`, `EADDRNOTAVAIL`.
+const EACCES: i32 = 13;
+const EADDRNOTAVAIL: i32 = 99;
+
+/// A listening socket that could not be made.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} ({protocol}): {source}")]
-pub(crate) struct SocketError {
-    /// The address.
-    pub addr: SocketAddr,
-    /// "udp" or "tcp".
-    pub protocol: &'static str,
-    /// Why.
-    pub source: io::Error,
+pub(crate) enum SocketError {
+    /// Another process already serves the address.
+    #[error("{addr} ({protocol}) is already served by {owner}: stop it first, or listen elsewhere")]
+    InUse {
+        addr: SocketAddr,
+        /// "udp", "tcp" or "http".
+        protocol: &'static str,
+        /// `process PID (name)`, or `another process` when it cannot be told.
+        owner: String,
+    },
+    /// The system refused for another reason (the OS error is the source).
+    #[error("cannot listen on {addr} ({protocol}){hint}")]
+    Os {
+        addr: SocketAddr,
+        protocol: &'static str,
+        #[source]
+        source: io::Error,
+        /// What may help, in parentheses after a space, or nothing.
+        hint: &'static str,
+    },
+}
+
+impl SocketError {
+    /// The error for `source` on `addr` over `protocol`: an address in use names its owner,
+    /// an address not on this host or a privileged port says what helps.
+    fn new(addr: SocketAddr, protocol: &'static str, source: io::Error) -> SocketError {
+        if source.kind() == io::ErrorKind::AddrInUse {
+            let kind = if protocol == "udp" { "udp" } else { "tcp" };
+            let owner = owner::owner(addr, kind).unwrap_or_else(|| "another process".to_string());
+            return SocketError::InUse {
+                addr,
+                protocol,
+                owner,
+            };
+        }
+        let hint = match source.raw_os_error() {
+            Some(EACCES) if addr.port() < 1024 => {
+                " (a port below 1024 needs root or the CAP_NET_BIND_SERVICE capability)"
+            }
+            Some(EADDRNOTAVAIL) => {
+                " (the address is not on this host: add it with `ip addr add`, or let shardns \
+                 set up its interface with -setupinterface)"
+            }
+            _ => "",
+        };
+        SocketError::Os {
+            addr,
+            protocol,
+            source,
+            hint,
+        }
+    }
+
+    /// The address it is about.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        match self {
+            SocketError::InUse { addr, .. } | SocketError::Os { addr, .. } => *addr,
+        }
+    }
+
+    /// The protocol it is about (`udp`, `tcp` or `http`).
+    pub(crate) fn protocol(&self) -> &'static str {
+        match self {
+            SocketError::InUse { protocol, .. } | SocketError::Os { protocol, .. } => protocol,
+        }
+    }
+
+    /// The system's error, unless the address was in use.
+    fn os_error(&self) -> Option<&io::Error> {
+        match self {
+            SocketError::Os { source, .. } => Some(source),
+            SocketError::InUse { .. } => None,
+        }
+    }
 }
 
 /// The sockets of every shard, and where each listener ended up.
@@ -56,10 +132,8 @@ pub(crate) fn bind_all(listeners: &[SocketAddr], shard_count: usize) -> Result<B
     let mut shards: Vec<ShardSockets> = (0..shard_count).map(|_| ShardSockets::default()).collect();
     let mut addrs = Vec::with_capacity(listeners.len());
     for (index, &addr) in listeners.iter().enumerate() {
-        let index = u16::try_from(index).map_err(|_| SocketError {
-            addr,
-            protocol: "udp",
-            source: io::Error::other("more than 65535 listeners"),
+        let index = u16::try_from(index).map_err(|_| {
+            SocketError::new(addr, "udp", io::Error::other("more than 65535 listeners"))
         })?;
         match bind_listener(addr, shard_count) {
             Ok(sockets) => {
@@ -70,7 +144,9 @@ pub(crate) fn bind_all(listeners: &[SocketAddr], shard_count: usize) -> Result<B
                 }
             }
             Err(error)
-                if addr.ip().is_unspecified() && addr.is_ipv6() && no_ipv6(&error.source) =>
+                if addr.ip().is_unspecified()
+                    && addr.is_ipv6()
+                    && error.os_error().is_some_and(no_ipv6) =>
             {
                 tracing::warn!(%addr, "no IPv6 on this host, not listening on the IPv6 wildcard");
                 addrs.push(None);
@@ -93,11 +169,17 @@ struct ListenerSockets {
 }
 
 fn bind_listener(addr: SocketAddr, shard_count: usize) -> Result<ListenerSockets, SocketError> {
-    let udp_error = |addr, source| SocketError {
-        addr,
-        protocol: "udp",
-        source,
-    };
+    let udp_error = |addr, source| SocketError::new(addr, "udp", source);
+    if addr.port() != 0 {
+        // With SO_REUSEPORT the kernel would let these sockets join another process's on the
+        // same address and split the clients between them: make sure nobody holds it.
+        if let Err(source) = unshared_socket(addr, Type::DGRAM, Protocol::UDP) {
+            return Err(udp_error(addr, source));
+        }
+        if let Err(source) = unshared_socket(addr, Type::STREAM, Protocol::TCP) {
+            return Err(SocketError::new(addr, "tcp", source));
+        }
+    }
     let mut attempt = 0;
     'attempts: loop {
         attempt += 1;
@@ -120,13 +202,7 @@ fn bind_listener(addr: SocketAddr, shard_count: usize) -> Result<ListenerSockets
                     tracing::debug!(%bound, "TCP port taken, trying another ephemeral port");
                     continue 'attempts;
                 }
-                Err(source) => {
-                    return Err(SocketError {
-                        addr: bound,
-                        protocol: "tcp",
-                        source,
-                    });
-                }
+                Err(source) => return Err(SocketError::new(bound, "tcp", source)),
             }
         }
         return Ok(ListenerSockets {
@@ -135,6 +211,20 @@ fn bind_listener(addr: SocketAddr, shard_count: usize) -> Result<ListenerSockets
             tcp,
         });
     }
+}
+
+/// Binds a socket of `kind` to `addr` without `SO_REUSEPORT` and closes it: it fails
+/// (`AddrInUse`) when another socket is bound there. TCP sockets in TIME_WAIT (left by a
+/// previous run) do not count: `SO_REUSEADDR` passes over them, not over a listener.
+fn unshared_socket(addr: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<()> {
+    let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
+    if kind == Type::STREAM {
+        socket.set_reuse_address(true)?;
+    }
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())
 }
 
 /// A socket with the options every listening socket shares.
@@ -168,11 +258,7 @@ fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
 /// Without `SO_REUSEPORT`: a second process on the port is an error, not a silent split of
 /// the scrapes.
 pub(crate) fn metrics_listener(addr: SocketAddr) -> Result<TcpListener, SocketError> {
-    let error = |addr, source| SocketError {
-        addr,
-        protocol: "http",
-        source,
-    };
+    let error = |addr, source| SocketError::new(addr, "http", source);
     if !addr.ip().is_unspecified() {
         return http_listener(addr, true).map_err(|e| error(addr, e));
     }
@@ -288,15 +374,58 @@ mod tests {
     }
 
     #[test]
-    fn a_taken_port_is_an_error() {
+    fn a_taken_port_is_an_error_naming_its_owner() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();
         let error = bind_all(&[addr], 1).unwrap_err();
-        assert_eq!(error.addr, addr);
+        assert_eq!(error.addr(), addr);
+        let message = error.to_string();
+        let owner = format!("process {} (", std::process::id());
         assert!(
-            error
-                .to_string()
-                .starts_with(&format!("cannot listen on {addr}"))
+            message.starts_with(&format!("{addr} (tcp) is already served by {owner}")),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_address_served_with_so_reuseport_is_refused_not_shared() {
+        // Another process's shardns: UDP and TCP with SO_REUSEPORT, as bind_all makes them.
+        let first = bind_all(&["127.0.0.1:0".parse().unwrap()], 1).unwrap();
+        let addr = first.addrs[0].unwrap();
+        let error = bind_all(&[addr], 2).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                SocketError::InUse {
+                    protocol: "udp",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        // Once it is gone, the address is free again.
+        drop(first);
+        bind_all(&[addr], 2).expect("free again");
+    }
+
+    #[test]
+    fn os_errors_are_said_once_with_a_hint() {
+        let error = SocketError::new(
+            "192.0.2.1:53".parse().unwrap(),
+            "udp",
+            io::Error::from_raw_os_error(EADDRNOTAVAIL),
+        );
+        let chain = format!("{:#}", anyhow::Error::from(error));
+        assert_eq!(chain.matches("(os error 99)").count(), 1, "{chain}");
+        assert!(chain.contains("-setupinterface"), "{chain}");
+        let error = SocketError::new(
+            "0.0.0.0:53".parse().unwrap(),
+            "udp",
+            io::Error::from_raw_os_error(EACCES),
+        );
+        assert!(
+            error.to_string().contains("CAP_NET_BIND_SERVICE"),
+            "{error}"
         );
     }
 
@@ -312,7 +441,8 @@ mod tests {
         let _client = std::net::TcpStream::connect(addr).unwrap();
         // The port is taken now: no SO_REUSEPORT sharing.
         let error = metrics_listener(addr).unwrap_err();
-        assert_eq!((error.addr, error.protocol), (addr, "http"));
+        assert_eq!((error.addr(), error.protocol()), (addr, "http"));
+        assert!(matches!(error, SocketError::InUse { .. }), "{error}");
 
         // The unspecified address takes IPv4 clients (on an IPv6 socket where there is IPv6).
         let any = metrics_listener("0.0.0.0:0".parse().unwrap()).unwrap();
