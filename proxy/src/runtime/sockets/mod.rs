@@ -95,14 +95,16 @@ impl SocketError {
     }
 
     /// The address it is about.
-    pub(crate) fn addr(&self) -> SocketAddr {
+    #[cfg(test)]
+    fn addr(&self) -> SocketAddr {
         match self {
             SocketError::InUse { addr, .. } | SocketError::Os { addr, .. } => *addr,
         }
     }
 
     /// The protocol it is about (`udp`, `tcp` or `http`).
-    pub(crate) fn protocol(&self) -> &'static str {
+    #[cfg(test)]
+    fn protocol(&self) -> &'static str {
         match self {
             SocketError::InUse { protocol, .. } | SocketError::Os { protocol, .. } => protocol,
         }
