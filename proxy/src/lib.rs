@@ -6,7 +6,7 @@
 //! The binary parses its command line into [`Args`] and calls [`run`], once per process:
 //! `run` sets up logging, loads the Corefile (a bad one exits with status 64 and a
 //! `FILE:LINE: message` on stderr; `--validate` prints `OK` and exits 0), then serves until
-//! SIGTERM or SIGINT (status 0; a second signal exits at once with status 1) or until a shard
+//! SIGTERM or SIGINT (status 0; a second signal during the stop changes nothing) or until a shard
 //! fails (status 1, `N of M shards failed`). SIGUSR1 reloads the Corefile. Nothing else is
 //! public.
 //!

@@ -1,8 +1,9 @@
 //! Every signal the process handles, in one place. Handlers only set flags (through
 //! `signal_hook`); the threads that act on them read the flags:
 //!
-//! - SIGTERM and SIGINT: the first sets the shutdown flag, on which every thread stops; a
-//!   second one exits at once with status 1.
+//! - SIGTERM and SIGINT: set the shutdown flag, on which every thread stops. A second one
+//!   during the stop changes nothing: the stop goes on and the exit status is still 0 (as
+//!   CoreDNS does, and as a kubelet sending SIGTERM again expects).
 //! - SIGUSR1: sets the reload flag, which the reload thread reads and clears.
 
 use std::sync::Arc;
@@ -29,11 +30,9 @@ pub(crate) fn install() -> anyhow::Result<Signals> {
     Ok(Signals { shutdown, reload })
 }
 
-/// Makes the first SIGTERM or SIGINT set `shutdown`; a second one exits at once with status 1.
+/// Makes SIGTERM and SIGINT set `shutdown` (again and again: a repeated signal is harmless).
 fn stop_on_term_and_int(shutdown: &Arc<AtomicBool>) -> std::io::Result<()> {
     for signal in [SIGTERM, SIGINT] {
-        // Registered first, so it runs before the flag is set and sees the previous state.
-        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(shutdown))?;
         signal_hook::flag::register(signal, Arc::clone(shutdown))?;
     }
     Ok(())
@@ -49,6 +48,17 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
+
+    #[test]
+    fn a_second_term_or_int_is_harmless() {
+        let shutdown = Arc::new(AtomicBool::new(false));
+        stop_on_term_and_int(&shutdown).unwrap();
+        for signal in [SIGTERM, SIGTERM, SIGINT] {
+            // Before the change a second one ended this process with status 1.
+            signal_hook::low_level::raise(signal).unwrap();
+        }
+        assert!(shutdown.load(Ordering::SeqCst));
+    }
 
     #[test]
     fn usr1_sets_the_reload_flag() {
