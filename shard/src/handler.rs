@@ -7,6 +7,8 @@
 //! network (replies, upstream queries, closes), [`Handler::poll_peer`] for the other shards,
 //! and [`Handler::poll_timeout`] for when to call [`Handler::handle_timeout`] next.
 
+use std::fmt;
+use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -43,6 +45,60 @@ pub struct Link {
     pub upstream: u16,
     pub protocol: Protocol,
     pub conn: u32,
+}
+
+/// Why an upstream link failed, as the driver saw it: the step that failed and the system's
+/// reason, so that logs say it in the words operators grep for (Go's, as CoreDNS prints
+/// them: `dial tcp 10.96.0.10:53: connect: connection refused`, `read udp ...: EOF`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkError {
+    /// `dial`, `read` or `write`.
+    pub operation: &'static str,
+    /// The system's reason; `UnexpectedEof` when the upstream closed the connection.
+    pub kind: io::ErrorKind,
+}
+
+impl LinkError {
+    /// Connecting (or making the UDP socket) failed.
+    pub fn dial(kind: io::ErrorKind) -> LinkError {
+        LinkError {
+            operation: "dial",
+            kind,
+        }
+    }
+
+    /// Reading failed (`UnexpectedEof`: the upstream closed the connection).
+    pub fn read(kind: io::ErrorKind) -> LinkError {
+        LinkError {
+            operation: "read",
+            kind,
+        }
+    }
+
+    /// Writing failed.
+    pub fn write(kind: io::ErrorKind) -> LinkError {
+        LinkError {
+            operation: "write",
+            kind,
+        }
+    }
+}
+
+/// `connect: connection refused`, `EOF`, `broken pipe`: the reason as Go words it after the
+/// operation and address.
+impl fmt::Display for LinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.operation == "dial" {
+            f.write_str("connect: ")?;
+        }
+        match self.kind {
+            io::ErrorKind::UnexpectedEof => f.write_str("EOF"),
+            io::ErrorKind::ConnectionRefused => f.write_str("connection refused"),
+            io::ErrorKind::ConnectionReset => f.write_str("connection reset by peer"),
+            io::ErrorKind::BrokenPipe => f.write_str("broken pipe"),
+            kind => write!(f, "{kind}"),
+        }
+    }
 }
 
 /// What the engine did with a client query.
@@ -91,9 +147,9 @@ pub trait Handler {
     ) -> Outcome;
     /// A complete message arrived on an upstream link (TCP framing already removed).
     fn handle_response(&mut self, now: Instant, link: Link, response: &[u8]);
-    /// An upstream link failed or closed (connection refused, reset, EOF, ICMP error on UDP).
-    /// Queries in flight on it are retried elsewhere or failed.
-    fn handle_link_closed(&mut self, now: Instant, link: Link);
+    /// An upstream link failed or closed (connection refused, reset, EOF, ICMP error on UDP),
+    /// for the reason `error`. Queries in flight on it are retried elsewhere or failed.
+    fn handle_link_closed(&mut self, now: Instant, link: Link, error: LinkError);
     /// A message from the process arrived (read before any waiting peer message).
     fn handle_control(&mut self, now: Instant, control: Control);
     /// A message from another shard arrived.

@@ -135,55 +135,70 @@ impl Health {
     }
 
     /// A reply (any parseable one) to the probe on `link` with ID `id`: healthy again, and
-    /// probing stops. Returns the upstream.
+    /// probing stops. Returns the upstream, and whether it was down until now.
     pub(crate) fn probe_answered(
         &mut self,
         link: Link,
         id: u16,
         timers: &mut TimerTable,
-    ) -> Option<u16> {
-        let (upstream, state) = self
+    ) -> Option<(u16, bool)> {
+        let upstream = self
             .states
-            .iter_mut()
-            .enumerate()
-            .find(|(_, s)| s.probe == Some((link, id)))?;
-        *state = State::default();
-        let upstream = upstream as u16;
+            .iter()
+            .position(|s| s.probe == Some((link, id)))? as u16;
+        let was_down = self.is_down(upstream);
+        self.states[usize::from(upstream)] = State::default();
         timers.clear(Timer::ProbeReply(upstream));
         timers.clear(Timer::ProbeDue(upstream));
-        Some(upstream)
+        Some((upstream, was_down))
     }
 
     /// The probe of `upstream` failed (no reply by its deadline, or its link closed): one
-    /// more failure, and the next probe is due after the interval.
-    pub(crate) fn probe_failed(&mut self, now: Instant, upstream: u16, timers: &mut TimerTable) {
+    /// more failure, and the next probe is due after the interval. Returns whether this
+    /// failure took the upstream down.
+    pub(crate) fn probe_failed(
+        &mut self,
+        now: Instant,
+        upstream: u16,
+        timers: &mut TimerTable,
+    ) -> bool {
+        let was_down = self.is_down(upstream);
         let (Some(spec), Some(state)) = (
             self.specs.get(upstream as usize),
             self.states.get_mut(upstream as usize),
         ) else {
-            return;
+            return false;
         };
         state.probe = None;
         state.fails = state.fails.saturating_add(1);
         timers.clear(Timer::ProbeReply(upstream));
         timers.set(Timer::ProbeDue(upstream), now + spec.interval);
+        !was_down && self.is_down(upstream)
     }
 
-    /// `link` closed: the probes in flight on it failed. Returns their upstreams.
+    /// Failed probes in a row of `upstream`.
+    pub(crate) fn fails(&self, upstream: u16) -> u32 {
+        self.states
+            .get(usize::from(upstream))
+            .map_or(0, |s| s.fails)
+    }
+
+    /// `link` closed: the probes in flight on it failed. Returns their upstreams, each with
+    /// whether this took it down.
     pub(crate) fn link_closed(
         &mut self,
         now: Instant,
         link: Link,
         timers: &mut TimerTable,
-    ) -> Vec<u16> {
+    ) -> Vec<(u16, bool)> {
         let failed: Vec<u16> = (0..self.states.len())
             .filter(|&u| self.states[u].probe.is_some_and(|(l, _)| l == link))
             .map(|u| u as u16)
             .collect();
-        for &upstream in &failed {
-            self.probe_failed(now, upstream, timers);
-        }
         failed
+            .into_iter()
+            .map(|upstream| (upstream, self.probe_failed(now, upstream, timers)))
+            .collect()
     }
 
     /// The upstreams a query of server block `server` tries, in order: the healthy ones of
@@ -283,7 +298,8 @@ mod tests {
             assert_eq!(timers.len(), 1, "one probe at a time");
             now += PROBE_TIMEOUT;
             assert_eq!(timers.pop_due(now), Some(Timer::ProbeReply(1)));
-            health.probe_failed(now, 1, &mut timers);
+            let went_down = health.probe_failed(now, 1, &mut timers);
+            assert_eq!(went_down, round == 3, "down once, at the third failure");
             assert_eq!(health.states[1].fails, round);
             assert_eq!(health.is_down(1), round > 2);
             now += Duration::from_millis(500);
@@ -291,7 +307,11 @@ mod tests {
         assert_eq!(timers.next_deadline(), Some(now));
         assert_eq!(timers.pop_due(now), Some(Timer::ProbeDue(1)));
         health.probe_sent(now, 1, (link(1), 9), &mut timers);
-        assert_eq!(health.probe_answered(link(1), 9, &mut timers), Some(1));
+        assert_eq!(
+            health.probe_answered(link(1), 9, &mut timers),
+            Some((1, true)),
+            "it was down"
+        );
         assert!(!health.is_down(1));
         assert_eq!(timers.next_deadline(), None, "probing stops");
     }
@@ -305,7 +325,10 @@ mod tests {
         assert_eq!(timers.pop_due(now), Some(Timer::ProbeDue(2)));
         health.probe_sent(now, 2, (link(2), 5), &mut timers);
         assert!(health.link_closed(now, link(1), &mut timers).is_empty());
-        assert_eq!(health.link_closed(now, link(2), &mut timers), vec![2]);
+        assert_eq!(
+            health.link_closed(now, link(2), &mut timers),
+            vec![(2, false)]
+        );
         assert_eq!(health.states[2].fails, 1);
         assert!(!timers.contains(Timer::ProbeReply(2)));
         assert_eq!(

@@ -51,6 +51,42 @@ pub(crate) fn to_text(name: &[u8]) -> String {
     text
 }
 
+/// A record type's mnemonic as miekg/dns writes it (`A`, `AAAA`, `HTTPS`), or `TYPE` and the
+/// number for the rest (RFC 3597).
+pub(crate) fn type_name(qtype: u16) -> std::borrow::Cow<'static, str> {
+    let name = match qtype {
+        1 => "A",
+        2 => "NS",
+        5 => "CNAME",
+        6 => "SOA",
+        12 => "PTR",
+        13 => "HINFO",
+        15 => "MX",
+        16 => "TXT",
+        28 => "AAAA",
+        33 => "SRV",
+        35 => "NAPTR",
+        39 => "DNAME",
+        41 => "OPT",
+        43 => "DS",
+        46 => "RRSIG",
+        47 => "NSEC",
+        48 => "DNSKEY",
+        50 => "NSEC3",
+        51 => "NSEC3PARAM",
+        52 => "TLSA",
+        64 => "SVCB",
+        65 => "HTTPS",
+        99 => "SPF",
+        251 => "IXFR",
+        252 => "AXFR",
+        255 => "ANY",
+        257 => "CAA",
+        other => return format!("TYPE{other}").into(),
+    };
+    name.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +99,14 @@ mod tests {
         assert!(in_zone(name, b"\x00"));
         assert!(!in_zone(name, b"\x04mple\x03com\x00"));
         assert!(!in_zone(b"\x03com\x00", b"\x07example\x03com\x00"));
+    }
+
+    #[test]
+    fn type_names() {
+        assert_eq!(type_name(1), "A");
+        assert_eq!(type_name(28), "AAAA");
+        assert_eq!(type_name(65), "HTTPS");
+        assert_eq!(type_name(65280), "TYPE65280");
     }
 
     #[test]

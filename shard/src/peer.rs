@@ -10,6 +10,7 @@
 use shardns_wire::Rcode;
 
 use crate::cache::{Kind, StoredResponse};
+use crate::failure::FailureReason;
 use crate::question::PendingKey;
 
 /// A message from one shard's engine to another's (boxed: one pointer in the queues).
@@ -38,8 +39,9 @@ pub(crate) enum PeerResult {
     Response(StoredResponse, Option<Kind>),
     /// The upstream failed but the owner holds a usable expired entry: serve it stale.
     Stale(StoredResponse),
-    /// No answer: reply with this RCODE (SERVFAIL after timeouts, REFUSED when over limits).
-    Failed(Rcode),
+    /// No answer: reply with this RCODE (SERVFAIL after timeouts, REFUSED when over limits),
+    /// for this reason.
+    Failed(Rcode, FailureReason),
 }
 
 impl From<Peer> for PeerMessage {

@@ -5,6 +5,8 @@
 //! bit 0x80 the QR flag, byte 3 the action, byte 4 its argument, byte 5 (in replies to
 //! peer actions) 1 + the index of the shard that answered.
 
+mod common;
+
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -15,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use shardns_shard::config::Limits;
 use shardns_shard::{
-    Client, Config, Control, DRIVER_EPOLL, DRIVER_URING, Handler, IoMode, Link, Outcome, PeerLinks,
-    Protocol, ShardSockets, ShardSpec, ShardStats, Transmit, peer_mesh, run_shard,
+    Client, Config, Control, DRIVER_EPOLL, DRIVER_URING, Handler, IoMode, Link, LinkError, Outcome,
+    PeerLinks, Protocol, ShardSockets, ShardSpec, ShardStats, Transmit, peer_mesh, run_shard,
 };
 
 /// Reply at once (copy with QR set).
@@ -253,7 +255,7 @@ impl Handler for TestHandler {
         }
     }
 
-    fn handle_link_closed(&mut self, _now: Instant, link: Link) {
+    fn handle_link_closed(&mut self, _now: Instant, link: Link, _error: LinkError) {
         self.events.lock().expect("lock").link_closed.push(link);
         let failed: Vec<u16> = self
             .pending
@@ -1007,37 +1009,6 @@ fn auto_mode_serves() {
     assert_reply(&recv_udp(&c), 9);
 }
 
-/// Records the `message` of every event logged on this thread.
-struct Recorder(Arc<Mutex<Vec<String>>>);
-
-struct MessageVisitor<'a>(&'a mut String);
-
-impl tracing::field::Visit for MessageVisitor<'_> {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            *self.0 = format!("{value:?}");
-        }
-    }
-}
-
-impl tracing::Subscriber for Recorder {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut msg = String::new();
-        event.record(&mut MessageVisitor(&mut msg));
-        self.0.lock().expect("lock").push(msg);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 fn logs_listening_lines(mode: IoMode) {
     let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
     let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
@@ -1060,15 +1031,14 @@ fn logs_listening_lines(mode: IoMode) {
     };
     let (up_udp, up_tcp) = dead_addrs();
     let handler = TestHandler::new(3, up_udp, up_tcp, Arc::default());
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let recorder = Recorder(lines.clone());
-    tracing::subscriber::with_default(recorder, || run_shard(spec, handler)).expect("run");
+    let (result, lines) = common::logs::capture(|| run_shard(spec, handler));
+    result.expect("run");
     let word = if mode == IoMode::Uring {
         "io_uring"
     } else {
         "epoll"
     };
-    let lines = lines.lock().expect("lock");
+    let lines: Vec<String> = lines.iter().map(|line| line.message.clone()).collect();
     for want in [
         format!("listening on udp {ua} (shard 3, {word})"),
         format!("listening on tcp {ta} (shard 3, {word})"),

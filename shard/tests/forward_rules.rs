@@ -333,3 +333,103 @@ fn waiting_clients_are_capped_per_shard() {
     }
     assert!(c.replies.is_empty());
 }
+
+/// A rig whose block logs failed queries (`errors`).
+fn logging_rig(upstreams: usize, forward: ForwardConfig) -> Rig {
+    let mut config = config_forward(None, upstreams, forward);
+    config.servers[0].log_errors = true;
+    Rig::new(1, config)
+}
+
+/// The messages logged with `target`.
+fn messages(lines: &[common::logs::Line], target: &str) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|line| line.target == target)
+        .map(|line| line.message.clone())
+        .collect()
+}
+
+#[test]
+fn failed_queries_are_logged_as_coredns_does() {
+    let ((), lines) = common::logs::capture(|| {
+        let mut c = logging_rig(1, sequential(0));
+        ask(&mut c, "slow.example.");
+        c.lose();
+        c.wait(Duration::from_secs(2));
+        c.lose();
+        c.wait(Duration::from_secs(2));
+        assert_eq!(c.next_reply().response_code(), ResponseCode::ServFail);
+        c.ask_on(0, "down.example.", RecordType::AAAA, Ask::default());
+        c.refuse();
+        c.refuse();
+        assert_eq!(c.next_reply().response_code(), ResponseCode::ServFail);
+    });
+    assert_eq!(
+        messages(&lines, "plugin/errors"),
+        [
+            "2 slow.example. A: read udp 127.0.0.1:1053: i/o timeout",
+            "2 down.example. AAAA: dial udp 127.0.0.1:1053: connect: connection refused",
+        ]
+    );
+    assert!(
+        lines
+            .iter()
+            .filter(|line| line.target == "plugin/errors")
+            .all(|line| line.level == tracing::Level::ERROR)
+    );
+}
+
+#[test]
+fn the_errors_log_writes_ten_lines_a_second_and_counts_the_rest() {
+    let ((), lines) = common::logs::capture(|| {
+        let mut c = logging_rig(1, sequential(0));
+        for i in 0..15 {
+            ask(&mut c, &format!("n{i}.example."));
+            c.refuse();
+            c.refuse();
+        }
+        c.wait(Duration::from_secs(1));
+        ask(&mut c, "late.example.");
+        c.refuse();
+        c.refuse();
+        assert_eq!(c.replies.len(), 16, "every client got its SERVFAIL");
+    });
+    let logged = messages(&lines, "plugin/errors");
+    assert_eq!(logged.len(), 12, "{logged:#?}");
+    assert!(logged[9].starts_with("2 n9.example. A: "), "{logged:#?}");
+    assert_eq!(
+        logged[10],
+        "5 more failed queries not logged (at most 10 a second)"
+    );
+    assert!(logged[11].starts_with("2 late.example. A: "), "{logged:#?}");
+}
+
+#[test]
+fn an_upstream_going_down_and_coming_back_is_logged_once_each() {
+    let ((), lines) = common::logs::capture(|| {
+        let mut c = rig(2, sequential(1));
+        ask(&mut c, "one.example.");
+        c.lose();
+        c.wait(Duration::from_secs(2));
+        c.answer(&a(60));
+        // Three probes go unanswered: down after the second, still down after the third.
+        for _ in 0..3 {
+            c.probes.clear();
+            c.wait(Duration::from_millis(1500));
+        }
+        c.answer_probe();
+    });
+    let health: Vec<&str> = lines
+        .iter()
+        .filter(|line| line.message.starts_with("upstream "))
+        .map(|line| line.message.as_str())
+        .collect();
+    assert_eq!(
+        health,
+        [
+            "upstream 127.0.0.1:1053 is down: 2 health checks failed in a row",
+            "upstream 127.0.0.1:1053 is up again",
+        ]
+    );
+}

@@ -16,7 +16,7 @@ use tracing::debug;
 use super::peers::PeerLinks;
 use super::sys::{Epoll, connect_nonblocking};
 use crate::config::Limits;
-use crate::handler::{Client, Handler, Link, MAX_MESSAGE, Outcome, Protocol, Transmit};
+use crate::handler::{Client, Handler, Link, LinkError, MAX_MESSAGE, Outcome, Protocol, Transmit};
 use crate::tcp::{Admission, ClientTable, FrameDecoder, OutBuf};
 
 /// Token kind (high 32 bits of an epoll token): a UDP listener of the epoll driver.
@@ -254,8 +254,11 @@ impl<M> Reactor<M> {
             let Some(conn) = self.up_tcp.get_mut(&id) else {
                 continue;
             };
-            if conn.connected && flush_upstream(&self.epoll, conn).is_err() {
-                self.close_link(now, id, handler);
+            if !conn.connected {
+                continue;
+            }
+            if let Err(error) = flush_upstream(&self.epoll, conn) {
+                self.close_link(now, id, LinkError::write(error.kind()), handler);
                 closed = true;
             }
         }
@@ -459,7 +462,7 @@ impl<M> Reactor<M> {
                 Ok(u) => self.up_udp[idx] = Some(u),
                 Err(e) => {
                     debug!("upstream {addr} udp socket: {e}");
-                    handler.handle_link_closed(now, link);
+                    handler.handle_link_closed(now, link, LinkError::dial(e.kind()));
                     return;
                 }
             }
@@ -470,7 +473,7 @@ impl<M> Reactor<M> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => debug!("upstream {addr}: {e}"),
             Err(e) => {
                 debug!("upstream {addr} udp send: {e}");
-                handler.handle_link_closed(now, link);
+                handler.handle_link_closed(now, link, LinkError::write(e.kind()));
             }
         }
     }
@@ -491,7 +494,7 @@ impl<M> Reactor<M> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!("upstream {} udp: {e}", u.addr);
-                    handler.handle_link_closed(now, link);
+                    handler.handle_link_closed(now, link, LinkError::read(e.kind()));
                     return;
                 }
             }
@@ -527,7 +530,7 @@ impl<M> Reactor<M> {
                 }
                 Err(e) => {
                     debug!("upstream {addr} tcp connect: {e}");
-                    handler.handle_link_closed(now, link);
+                    handler.handle_link_closed(now, link, LinkError::dial(e.kind()));
                     return;
                 }
             }
@@ -547,25 +550,27 @@ impl<M> Reactor<M> {
         let Some(conn) = self.up_tcp.get_mut(&id) else {
             return;
         };
-        let mut broken = false;
+        let mut broken = None;
         if !conn.connected {
             match conn.stream.take_error() {
                 Ok(Some(e)) | Err(e) => {
                     debug!("upstream tcp connect: {e}");
-                    broken = true;
+                    broken = Some(LinkError::dial(e.kind()));
                 }
                 Ok(None) if ev & (WRITABLE | BROKEN) != 0 => conn.connected = true,
                 Ok(None) => {}
             }
         }
-        if !broken && conn.connected {
-            broken = flush_upstream(&self.epoll, conn).is_err();
+        if broken.is_none() && conn.connected {
+            broken = flush_upstream(&self.epoll, conn)
+                .err()
+                .map(|e| LinkError::write(e.kind()));
         }
-        if !broken && conn.connected && ev & (READABLE | BROKEN) != 0 {
+        if broken.is_none() && conn.connected && ev & (READABLE | BROKEN) != 0 {
             for _ in 0..READ_BUDGET {
                 match (&conn.stream).read(&mut self.scratch) {
                     Ok(0) => {
-                        broken = true;
+                        broken = Some(LinkError::read(io::ErrorKind::UnexpectedEof));
                         break;
                     }
                     Ok(n) => {
@@ -581,20 +586,20 @@ impl<M> Reactor<M> {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
                         debug!("upstream tcp read: {e}");
-                        broken = true;
+                        broken = Some(LinkError::read(e.kind()));
                         break;
                     }
                 }
             }
         }
-        if broken {
-            self.close_link(now, id, h);
+        if let Some(error) = broken {
+            self.close_link(now, id, error, h);
         }
     }
 
-    fn close_link<H: Handler>(&mut self, now: Instant, id: u32, handler: &mut H) {
+    fn close_link<H: Handler>(&mut self, now: Instant, id: u32, error: LinkError, handler: &mut H) {
         if let Some(conn) = self.up_tcp.remove(&id) {
-            handler.handle_link_closed(now, conn.link);
+            handler.handle_link_closed(now, conn.link, error);
         }
     }
 }

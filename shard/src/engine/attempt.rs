@@ -10,8 +10,9 @@ use shardns_wire::{Header, Message, Rcode, name_eq_lowercase};
 use super::Engine;
 use super::miss::Delivery;
 use crate::cache::StoredResponse;
+use crate::failure::{AttemptFailure, FailureReason};
 use crate::upstream::PendingId;
-use crate::{Link, Protocol, Transmit};
+use crate::{Link, LinkError, Protocol, Transmit};
 
 impl Engine {
     /// Sends the next attempt of `id`, or fails it with SERVFAIL when attempts are used up.
@@ -21,7 +22,11 @@ impl Engine {
             return;
         };
         let Some(upstream) = pending.next_upstream() else {
-            self.fail(now, id, Rcode::SERVFAIL, "all upstream attempts failed");
+            let reason = pending.last_failure.map_or(
+                FailureReason::Text("all upstream attempts failed"),
+                FailureReason::Attempt,
+            );
+            self.fail(now, id, Rcode::SERVFAIL, reason);
             return;
         };
         let (link, reused) = match pending.transport() {
@@ -104,13 +109,16 @@ impl Engine {
     /// health and try the next one.
     pub(super) fn attempt_timed_out(&mut self, now: Instant, id: PendingId) {
         self.stats.upstream_timeouts.inc();
-        let upstream = self
-            .inflight
-            .get(id)
-            .and_then(|p| p.current)
-            .map(|(link, _)| link.upstream);
-        if let Some(upstream) = upstream {
-            self.health.exchange_failed(now, upstream, &mut self.timers);
+        if let Some(pending) = self.inflight.get_mut(id)
+            && let Some((link, _)) = pending.current
+        {
+            pending.last_failure = Some(AttemptFailure {
+                upstream: link.upstream,
+                protocol: link.protocol,
+                error: None,
+            });
+            self.health
+                .exchange_failed(now, link.upstream, &mut self.timers);
         }
         self.send_attempt(now, id);
     }
@@ -187,7 +195,8 @@ impl Engine {
             // `next RCODE`: the reply goes to the next plugin; there is none, so SERVFAIL (as
             // CoreDNS), or a usable cached entry.
             self.ttl_offsets = offsets;
-            let failed = Delivery::Failed(Rcode::SERVFAIL, "next: no further plugin");
+            let reason = FailureReason::Text("next: no further plugin");
+            let failed = Delivery::Failed(Rcode::SERVFAIL, reason);
             self.deliver(now, pending, failed);
             return;
         }
@@ -201,13 +210,14 @@ impl Engine {
         self.deliver(now, pending, Delivery::Response(stored, kind));
     }
 
-    /// An upstream link failed or closed: its probe fails, and the attempts on it move on.
-    pub(super) fn link_closed(&mut self, now: Instant, link: Link) {
+    /// An upstream link failed or closed (`error`): its probe fails, and the attempts on it
+    /// move on.
+    pub(super) fn link_closed(&mut self, now: Instant, link: Link, error: LinkError) {
         if link.protocol == Protocol::Tcp {
             self.tcp.forget(link, &mut self.timers);
         }
-        for upstream in self.health.link_closed(now, link, &mut self.timers) {
-            self.count_probe_failure(upstream);
+        for (upstream, went_down) in self.health.link_closed(now, link, &mut self.timers) {
+            self.count_probe_failure(upstream, went_down);
         }
         let on_link = self.inflight.on_link(link);
         if !on_link.is_empty() {
@@ -217,6 +227,13 @@ impl Engine {
         self.upstream_gauges(link.upstream);
         for id in on_link {
             self.stats.upstream_link_failures.inc();
+            if let Some(pending) = self.inflight.get_mut(id) {
+                pending.last_failure = Some(AttemptFailure {
+                    upstream: link.upstream,
+                    protocol: link.protocol,
+                    error: Some(error),
+                });
+            }
             // The connection is gone: do not hand it back to the pool.
             self.inflight.finish_attempt(id, &mut self.timers);
             self.send_attempt(now, id);

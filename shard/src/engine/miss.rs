@@ -13,7 +13,9 @@ use super::{Coalesce, Engine, PEER_GRACE};
 use crate::Protocol;
 use crate::Transmit;
 use crate::cache::{ClientView, Kind, StoredResponse};
-use crate::names::to_text;
+use crate::failure::{AttemptFailure, FailureReason};
+use crate::log_limit::Verdict;
+use crate::names::{to_text, type_name};
 use crate::peer::{Peer, PeerResult};
 use crate::question::{LowerQuestion, PendingKey};
 use crate::stats::{Exchange, Writer};
@@ -36,8 +38,8 @@ pub(super) enum Delivery {
     Response(StoredResponse, Option<Kind>),
     /// The owner served an entry from its cache because the upstream failed.
     Cached(StoredResponse),
-    /// No answer: reply with this RCODE.
-    Failed(Rcode, &'static str),
+    /// No answer: reply with this RCODE, for this reason.
+    Failed(Rcode, FailureReason),
 }
 
 impl Engine {
@@ -224,7 +226,8 @@ impl Engine {
             false => self.resolve(now, Requester::Shard(from), key.clone(), newer_than),
         };
         if let Err(code) = outcome {
-            let result = PeerResult::Failed(code);
+            let reason = FailureReason::Text("refused by the key's owner shard");
+            let result = PeerResult::Failed(code, reason);
             self.send_peer(from as usize, Peer::Answer { key, result });
         }
     }
@@ -234,7 +237,7 @@ impl Engine {
         let delivery = match result {
             PeerResult::Response(response, kind) => Delivery::Response(response, kind),
             PeerResult::Stale(response) => Delivery::Cached(response),
-            PeerResult::Failed(code) => Delivery::Failed(code, "the key's owner shard failed"),
+            PeerResult::Failed(code, reason) => Delivery::Failed(code, reason),
         };
         let pending = self
             .inflight
@@ -305,7 +308,7 @@ impl Engine {
             let result = match &delivery {
                 Delivery::Response(response, kind) => PeerResult::Response(response.clone(), *kind),
                 Delivery::Cached(response) => PeerResult::Stale(response.clone()),
-                Delivery::Failed(code, _) => PeerResult::Failed(*code),
+                Delivery::Failed(code, reason) => PeerResult::Failed(*code, *reason),
             };
             let key = pending.key.clone();
             self.send_peer(shard as usize, Peer::Answer { key, result });
@@ -313,7 +316,7 @@ impl Engine {
         let clock = self.nanos(now);
         let (response, ttl, authoritative, writer) = match &delivery {
             Delivery::Failed(code, reason) => {
-                self.answer_failure(clock, &pending, *code, reason);
+                self.answer_failure(now, clock, &pending, *code, *reason);
                 return;
             }
             Delivery::Response(response, _) => {
@@ -418,15 +421,36 @@ impl Engine {
         self.reply_all(&waiters, &response, ttl, true, answered);
     }
 
-    /// Answers every waiting client of `pending` with `rcode`, logging it under `errors`.
-    fn answer_failure(&mut self, clock: u64, pending: &Pending, rcode: Rcode, reason: &str) {
+    /// Answers every waiting client of `pending` with `rcode`, logging it under `errors` as
+    /// CoreDNS does (`plugin/errors: 2 example.com. A: read udp 10.96.0.10:53: i/o timeout`),
+    /// at most so many lines a second.
+    fn answer_failure(
+        &mut self,
+        now: Instant,
+        clock: u64,
+        pending: &Pending,
+        rcode: Rcode,
+        reason: FailureReason,
+    ) {
         let question = &pending.key.question;
-        if self.config.servers[pending.key.server()].log_errors && !pending.waiters.is_empty() {
+        if self.config.servers[pending.key.server()].log_errors
+            && !pending.waiters.is_empty()
+            && let Verdict::Write { suppressed } = self.error_log.check(now)
+        {
+            if suppressed > 0 {
+                tracing::error!(
+                    target: "plugin/errors",
+                    "{suppressed} more failed queries not logged (at most {} a second)",
+                    super::ERROR_LINES_PER_SECOND
+                );
+            }
             tracing::error!(
-                shard = self.shard,
-                "{rcode} {} {}: {reason}",
+                target: "plugin/errors",
+                "{} {} {}: {}",
+                rcode.value(),
                 to_text(question.qname()),
-                question.qtype(),
+                type_name(question.qtype()),
+                reason.describe(&self.config.upstreams)
             );
         }
         let answered = Answered {
@@ -460,7 +484,13 @@ impl Engine {
     }
 
     /// Fails pending query `id` with `rcode` (a usable cached entry is served instead).
-    pub(super) fn fail(&mut self, now: Instant, id: PendingId, rcode: Rcode, reason: &'static str) {
+    pub(super) fn fail(
+        &mut self,
+        now: Instant,
+        id: PendingId,
+        rcode: Rcode,
+        reason: FailureReason,
+    ) {
         if let Some(pending) = self.inflight.remove(id, &mut self.timers) {
             self.deliver(now, pending, Delivery::Failed(rcode, reason));
         }
@@ -468,9 +498,21 @@ impl Engine {
 
     /// The overall deadline of `id` passed: SERVFAIL (or a usable cached entry).
     pub(super) fn overall_timed_out(&mut self, now: Instant, id: PendingId) {
-        let reason = match self.inflight.get(id).and_then(|p| p.owner) {
-            Some(_) => "no answer from the key's owner shard",
-            None => "upstream timeout",
+        let reason = match self.inflight.get(id) {
+            Some(pending) if pending.owner.is_some() => {
+                FailureReason::Text("no answer from the key's owner shard")
+            }
+            Some(pending) => match (pending.last_failure, pending.current) {
+                (Some(failure), _) => FailureReason::Attempt(failure),
+                // Still waiting on an attempt: it timed out too.
+                (None, Some((link, _))) => FailureReason::Attempt(AttemptFailure {
+                    upstream: link.upstream,
+                    protocol: link.protocol,
+                    error: None,
+                }),
+                (None, None) => FailureReason::Text("upstream timeout"),
+            },
+            None => return,
         };
         self.end_attempt(now, id);
         self.fail(now, id, Rcode::SERVFAIL, reason);

@@ -26,11 +26,17 @@ use rand::{Rng, SeedableRng};
 use crate::cache::PacketCache;
 use crate::config::Config;
 use crate::health::Health;
+use crate::log_limit::LogLimit;
 use crate::peer::{Peer, PeerMessage};
 use crate::stats::RequestSlots;
 use crate::timer::{Timer, TimerTable};
 use crate::upstream::{InFlight, TcpPool};
-use crate::{Client, Control, Handler, Link, MAX_MESSAGE, Outcome, Protocol, ShardStats, Transmit};
+use crate::{
+    Client, Control, Handler, Link, LinkError, MAX_MESSAGE, Outcome, Protocol, ShardStats, Transmit,
+};
+
+/// Lines the `errors` log writes per second and shard at most; the rest are counted.
+const ERROR_LINES_PER_SECOND: u32 = 10;
 
 /// How much longer than the overall query timeout a shard waits for the key's owner before
 /// answering SERVFAIL itself (the owner answers within the timeout unless it is gone).
@@ -110,6 +116,8 @@ pub struct Engine {
     /// Scratch space reused on the miss path.
     ttl_offsets: Vec<usize>,
     scratch: Vec<u8>,
+    /// The rate limit of the `errors` log.
+    error_log: LogLimit,
 }
 
 impl Engine {
@@ -159,6 +167,7 @@ impl Engine {
             stats,
             ttl_offsets: Vec::new(),
             scratch: vec![0; MAX_MESSAGE],
+            error_log: LogLimit::new(ERROR_LINES_PER_SECOND),
         }
     }
 
@@ -221,8 +230,8 @@ impl Handler for Engine {
         self.response(now, link, response);
     }
 
-    fn handle_link_closed(&mut self, now: Instant, link: Link) {
-        self.link_closed(now, link);
+    fn handle_link_closed(&mut self, now: Instant, link: Link, error: LinkError) {
+        self.link_closed(now, link, error);
     }
 
     fn handle_control(&mut self, now: Instant, control: Control) {

@@ -46,23 +46,36 @@ impl Engine {
 
     /// The probe of `upstream` got no reply by its deadline.
     pub(super) fn probe_failed(&mut self, now: Instant, upstream: u16) {
-        self.health.probe_failed(now, upstream, &mut self.timers);
-        self.count_probe_failure(upstream);
+        let went_down = self.health.probe_failed(now, upstream, &mut self.timers);
+        self.count_probe_failure(upstream, went_down);
     }
 
-    /// Counts a failed probe of `upstream` (`coredns_proxy_healthcheck_failures_total`).
-    pub(super) fn count_probe_failure(&self, upstream: u16) {
+    /// Counts a failed probe of `upstream` (`coredns_proxy_healthcheck_failures_total`), and
+    /// says so once when it took the upstream down.
+    pub(super) fn count_probe_failure(&self, upstream: u16, went_down: bool) {
         if let Some(stats) = self.stats.upstreams.get(upstream as usize) {
             stats.healthcheck_failures.inc();
+        }
+        if went_down && let Some(target) = self.config.upstreams.get(usize::from(upstream)) {
+            tracing::warn!(
+                shard = self.shard,
+                "upstream {} is down: {} health checks failed in a row",
+                target.addr,
+                self.health.fails(upstream)
+            );
         }
     }
 
     /// Whether a message on `link` with ID `id` answers a probe; if so the upstream is healthy
     /// again (any parseable reply will do, as in CoreDNS).
     pub(super) fn probe_reply(&mut self, now: Instant, link: Link, id: u16) -> bool {
-        let Some(upstream) = self.health.probe_answered(link, id, &mut self.timers) else {
+        let Some((upstream, was_down)) = self.health.probe_answered(link, id, &mut self.timers)
+        else {
             return false;
         };
+        if was_down && let Some(target) = self.config.upstreams.get(usize::from(upstream)) {
+            tracing::info!(shard = self.shard, "upstream {} is up again", target.addr);
+        }
         if link.protocol == Protocol::Tcp {
             self.tcp.release(now, link, &mut self.timers);
         }

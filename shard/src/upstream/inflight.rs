@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use hashbrown::{HashMap, HashTable};
 
+use crate::failure::AttemptFailure;
 use crate::question::PendingKey;
 use crate::timer::{Timer, TimerTable};
 use crate::{Client, Link, Protocol};
@@ -85,6 +86,8 @@ pub(crate) struct Pending {
     /// A truncated reply over UDP moved the attempts to TCP (`prefer_udp`). The key keeps
     /// its transport, so the clients and shards waiting on it still find it.
     pub(crate) over_tcp: bool,
+    /// How the last attempt failed, for the `errors` log.
+    pub(crate) last_failure: Option<AttemptFailure>,
 }
 
 impl Pending {
@@ -113,6 +116,7 @@ impl Pending {
             current: None,
             attempt_started: now,
             over_tcp: false,
+            last_failure: None,
         }
     }
 

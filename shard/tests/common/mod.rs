@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod logs;
 pub mod scenario;
 
 use std::collections::VecDeque;
@@ -22,8 +23,8 @@ use shardns_shard::config::{
     CacheConfig, ForwardConfig, Limits, ListenerConfig, ServerConfig, UpstreamConfig,
 };
 use shardns_shard::{
-    Client, Coalesce, Config, Engine, Group, Handler, Link, MAX_MESSAGE, Outcome, Protocol,
-    Transmit,
+    Client, Coalesce, Config, Engine, Group, Handler, Link, LinkError, MAX_MESSAGE, Outcome,
+    Protocol, Transmit,
 };
 
 pub fn wire_name(text: &str) -> Vec<u8> {
@@ -398,9 +399,14 @@ impl Rig {
         self.respond_on(0, link, bytes);
     }
 
-    /// `link` of shard 0 closes (refused, reset).
+    /// `link` of shard 0 closes: the connection was refused.
     pub fn close_link(&mut self, link: Link) {
-        self.engines[0].handle_link_closed(self.now, link);
+        self.close_link_with(link, LinkError::dial(std::io::ErrorKind::ConnectionRefused));
+    }
+
+    /// `link` of shard 0 fails for the reason `error`.
+    pub fn close_link_with(&mut self, link: Link, error: LinkError) {
+        self.engines[0].handle_link_closed(self.now, link, error);
         self.settle();
     }
 
@@ -427,7 +433,8 @@ impl Rig {
             .upstream
             .pop_front()
             .expect("an upstream query to refuse");
-        self.engines[sent.shard].handle_link_closed(self.now, sent.link);
+        let refused = LinkError::dial(std::io::ErrorKind::ConnectionRefused);
+        self.engines[sent.shard].handle_link_closed(self.now, sent.link, refused);
         self.settle();
         sent
     }

@@ -419,7 +419,7 @@ impl Drop for Uring {
 mod tests {
     use super::*;
     use crate::Control;
-    use crate::handler::{Link, Transmit};
+    use crate::handler::{Link, LinkError, Transmit};
     use std::sync::Arc;
 
     /// Echoes every query (QR set) and stops the driver after `stop_after` of them.
@@ -441,7 +441,7 @@ mod tests {
             Outcome::Reply(q.len())
         }
         fn handle_response(&mut self, _: Instant, _: Link, _: &[u8]) {}
-        fn handle_link_closed(&mut self, _: Instant, _: Link) {}
+        fn handle_link_closed(&mut self, _: Instant, _: Link, _: LinkError) {}
         fn handle_control(&mut self, _: Instant, _: Control) {}
         fn handle_peer(&mut self, _: Instant, _: ()) {}
         fn handle_client_closed(&mut self, _: Instant, _: Client) {}
