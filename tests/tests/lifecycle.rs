@@ -93,6 +93,13 @@ fn embedded_default_config() {
         "{}",
         sd.log_text()
     );
+    assert!(
+        sd.log_lines().iter().any(|l| l.contains(
+            "built-in configuration: a cache on 127.0.0.1:5353 forwarding . to 127.0.0.1:53 (from "
+        )),
+        "the built-in configuration says where it forwards:\n{}",
+        sd.log_text()
+    );
 
     // Only query when nothing can leave loopback: in the private namespace, or when the
     // host's own resolv.conf is loopback-only (guards against a binary ignoring --resolv-conf).
@@ -133,6 +140,25 @@ fn corefile_with_error() -> String {
     // Line 4 holds the unknown directive.
     ".:0 {\n    bind 127.0.0.1\n    cache 30\n    frobnicate 1 2\n    forward . 127.0.0.1:9\n    errors\n}\n"
         .to_string()
+}
+
+/// A server block without `forward` says at start-up what it does with what it has not
+/// cached.
+#[test]
+fn a_block_without_forward_says_it_refuses() {
+    let sd = Shardns::start(
+        ".:0 {\n    bind 127.0.0.1\n    cache 30\n}\n",
+        &["--shards", "1"],
+    )
+    .expect("shardns");
+    assert!(
+        sd.log_lines().iter().any(|l| l.contains(
+            "server block . has no forward: it answers REFUSED to every query it has not cached"
+        )),
+        "{}",
+        sd.log_text()
+    );
+    sd.stop();
 }
 
 #[test]

@@ -159,6 +159,31 @@ impl<'a> Lifecycle<'a> {
             self.shard_count,
             self.args.io.name()
         );
+        if self.args.conf.is_none() {
+            let upstreams: Vec<String> = config
+                .upstreams
+                .iter()
+                .map(|upstream| upstream.addr.to_string())
+                .collect();
+            let listener = config.listeners.first().map(|l| l.addr.to_string());
+            tracing::info!(
+                "built-in configuration: a cache on {} forwarding . to {} (from {})",
+                listener.unwrap_or_default(),
+                upstreams.join(" "),
+                self.args.resolv_conf.display()
+            );
+        }
+        for server in config
+            .servers
+            .iter()
+            .filter(|server| server.forward.is_none())
+        {
+            tracing::warn!(
+                "server block {} has no forward: it answers REFUSED to every query it has not \
+                 cached",
+                server.zone_text
+            );
+        }
         config
     }
 
