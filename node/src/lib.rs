@@ -10,4 +10,15 @@
 //! - **rule operations**: the desired NOTRACK/ACCEPT rules for the local IPs, checked and
 //!   inserted, re-checked, and removed at teardown; the local interface holding the IPs;
 //! - **a reload trigger**: a change of the watched template or ConfigMap directory.
+//!
+//! Modules:
+//!
+//! - [`template`]: the base Corefile's placeholders filled as node-cache fills them;
+//! - [`kubedns`]: the kube-dns ConfigMap directory, its checks and its stub-domain blocks;
 #![forbid(unsafe_code)]
+
+pub mod kubedns;
+pub mod template;
+
+pub use kubedns::{ConfigMapCheck, ConfigMapError, ConfigMapProblem, KubeDnsConfig};
+pub use template::{TemplateError, TemplateValues, fill_template};
