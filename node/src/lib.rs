@@ -15,10 +15,13 @@
 //!
 //! - [`template`]: the base Corefile's placeholders filled as node-cache fills them;
 //! - [`kubedns`]: the kube-dns ConfigMap directory, its checks and its stub-domain blocks;
+//! - [`watch`]: the two directories polled for changes.
 #![forbid(unsafe_code)]
 
 pub mod kubedns;
 pub mod template;
+pub mod watch;
 
 pub use kubedns::{ConfigMapCheck, ConfigMapError, ConfigMapProblem, KubeDnsConfig};
 pub use template::{TemplateError, TemplateValues, fill_template};
+pub use watch::{DirectoryPoller, FileSource, FileSystem, PollOutcome};
