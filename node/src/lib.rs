@@ -15,13 +15,18 @@
 //!
 //! - [`template`]: the base Corefile's placeholders filled as node-cache fills them;
 //! - [`kubedns`]: the kube-dns ConfigMap directory, its checks and its stub-domain blocks;
+//! - [`corefile`]: the Corefile from node-cache's inputs, and writing it atomically;
 //! - [`watch`]: the two directories polled for changes.
 #![forbid(unsafe_code)]
 
+pub mod corefile;
 pub mod kubedns;
 pub mod template;
 pub mod watch;
 
+pub use corefile::{
+    CorefileError, CorefileGenerator, CorefileSettings, WriteError, write_atomically,
+};
 pub use kubedns::{ConfigMapCheck, ConfigMapError, ConfigMapProblem, KubeDnsConfig};
 pub use template::{TemplateError, TemplateValues, fill_template};
 pub use watch::{DirectoryPoller, FileSource, FileSystem, PollOutcome};
