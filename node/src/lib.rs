@@ -16,7 +16,7 @@
 //! - [`template`]: the base Corefile's placeholders filled as node-cache fills them;
 //! - [`kubedns`]: the kube-dns ConfigMap directory, its checks and its stub-domain blocks;
 //! - [`corefile`]: the Corefile from node-cache's inputs, and writing it atomically;
-//! - [`watch`]: the two directories polled for changes.
+//! - [`watch`]: the two directories polled and the Corefile regenerated when they change.
 #![forbid(unsafe_code)]
 
 pub mod corefile;
@@ -29,4 +29,6 @@ pub use corefile::{
 };
 pub use kubedns::{ConfigMapCheck, ConfigMapError, ConfigMapProblem, KubeDnsConfig};
 pub use template::{TemplateError, TemplateValues, fill_template};
-pub use watch::{DirectoryPoller, FileSource, FileSystem, PollOutcome};
+pub use watch::{
+    CorefileSync, StartError, Startup, SyncError, SyncOutcome, WatchEvent, spawn_watch,
+};
