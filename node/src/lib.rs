@@ -10,4 +10,25 @@
 //! - **rule operations**: the desired NOTRACK/ACCEPT rules for the local IPs, checked and
 //!   inserted, re-checked, and removed at teardown; the local interface holding the IPs;
 //! - **a reload trigger**: a change of the watched template or ConfigMap directory.
+//!
+//! Modules:
+//!
+//! - [`template`]: the base Corefile's placeholders filled as node-cache fills them;
+//! - [`kubedns`]: the kube-dns ConfigMap directory, its checks and its stub-domain blocks;
+//! - [`corefile`]: the Corefile from node-cache's inputs, and writing it atomically;
+//! - [`watch`]: the two directories polled and the Corefile regenerated when they change.
 #![forbid(unsafe_code)]
+
+pub mod corefile;
+pub mod kubedns;
+pub mod template;
+pub mod watch;
+
+pub use corefile::{
+    CorefileError, CorefileGenerator, CorefileSettings, WriteError, write_atomically,
+};
+pub use kubedns::{ConfigMapCheck, ConfigMapError, ConfigMapProblem, KubeDnsConfig};
+pub use template::{TemplateError, TemplateValues, fill_template};
+pub use watch::{
+    CorefileSync, StartError, Startup, SyncError, SyncOutcome, WatchEvent, spawn_watch,
+};

@@ -1,0 +1,191 @@
+//! The thread that drives a [`CorefileSync`] over the real filesystem: it polls when a poll is
+//! due, writes each new Corefile to `-conf` ([`write_atomically`]) and tells the caller what
+//! happened ([`WatchEvent`]): a Corefile written is the caller's reload trigger (the same path
+//! as SIGUSR1), a failure is to be counted under its
+//! [`setup_error_type`](WatchEvent::setup_error_type). It checks its stop flag at least every
+//! [`STOP_CHECK_INTERVAL`].
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use super::source::{FileSource, FileSystem};
+use super::sync::{CorefileSync, SyncError};
+use crate::corefile::{WriteError, write_atomically};
+
+/// Longest the thread sleeps before looking at its stop flag.
+pub const STOP_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What the watch thread did.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum WatchEvent {
+    /// A new Corefile was written: reload it.
+    Written {
+        /// Where (`-conf`).
+        path: PathBuf,
+    },
+    /// A poll went wrong (the Corefile, if any, is unchanged).
+    Failed(SyncError),
+    /// A new Corefile could not be written.
+    WriteFailed(WriteError),
+}
+
+impl WatchEvent {
+    /// The `errortype` label node-cache counts this under in
+    /// `coredns_nodecache_setup_errors_total`, or `None`.
+    pub fn setup_error_type(&self) -> Option<&'static str> {
+        match self {
+            WatchEvent::Written { .. } => None,
+            WatchEvent::Failed(error) => error.setup_error_type(),
+            WatchEvent::WriteFailed(error) => error.setup_error_type(),
+        }
+    }
+}
+
+/// Starts the thread `corefile-watch`, which polls `sync` and writes new Corefiles to `conf`
+/// until `stop` is set, calling `on_event` with what it did.
+pub fn spawn_watch(
+    sync: CorefileSync,
+    conf: PathBuf,
+    stop: Arc<AtomicBool>,
+    on_event: impl FnMut(WatchEvent) + Send + 'static,
+) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new()
+        .name("corefile-watch".to_owned())
+        .spawn(move || run(sync, &conf, &stop, &FileSystem, on_event))
+}
+
+/// The thread's loop over `source`.
+fn run(
+    mut sync: CorefileSync,
+    conf: &Path,
+    stop: &AtomicBool,
+    source: &impl FileSource,
+    mut on_event: impl FnMut(WatchEvent),
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= sync.next_poll() {
+            let outcome = sync.poll(now, source);
+            for error in outcome.errors {
+                tracing::warn!(%error, "Corefile sync");
+                on_event(WatchEvent::Failed(error));
+            }
+            if let Some(corefile) = outcome.corefile {
+                on_event(write(&sync, conf, &corefile));
+            }
+        }
+        let until_due = sync.next_poll().saturating_duration_since(Instant::now());
+        thread::sleep(until_due.min(STOP_CHECK_INTERVAL));
+    }
+}
+
+/// Writes `corefile` to `conf`, logging it as node-cache does.
+fn write(sync: &CorefileSync, conf: &Path, corefile: &str) -> WatchEvent {
+    match write_atomically(conf, corefile) {
+        Ok(()) => {
+            let kube_dns = sync.generator().kube_dns();
+            tracing::info!(
+                path = %conf.display(),
+                stub_domains = kube_dns.stub_domains().len(),
+                upstream_servers = %kube_dns.upstream_nameservers().join(" "),
+                "Corefile updated"
+            );
+            tracing::debug!("Corefile:\n{corefile}");
+            WatchEvent::Written {
+                path: conf.to_path_buf(),
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "Corefile not updated");
+            WatchEvent::WriteFailed(error)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::corefile::CorefileSettings;
+    use crate::watch::sync::Startup;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn the_thread_writes_changes_and_reports_failures() {
+        let root = tempfile::tempdir().unwrap();
+        let base_directory = root.path().join("coredns");
+        let kube_dns = root.path().join("kube-dns");
+        fs::create_dir_all(&base_directory).unwrap();
+        fs::create_dir_all(&kube_dns).unwrap();
+        let base = "__PILLAR__DNS__DOMAIN__:53 {\n    forward . __PILLAR__CLUSTER__DNS__\n}\n";
+        fs::write(base_directory.join("Corefile.base"), base).unwrap();
+        let settings = CorefileSettings {
+            base_corefile: base_directory.join("Corefile.base"),
+            kube_dns_directory: Some(kube_dns.clone()),
+            ..CorefileSettings::new(vec![IpAddr::V4(Ipv4Addr::new(169, 254, 20, 10))])
+        };
+        let environment = |_: &str| Some("10.96.0.10".to_owned());
+        let period = Duration::from_millis(20);
+        let Startup { sync, corefile, .. } =
+            CorefileSync::start(settings, environment, period, Instant::now(), &FileSystem)
+                .unwrap();
+        let conf = root.path().join("Corefile");
+        write_atomically(&conf, &corefile).unwrap();
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let (events, received) = mpsc::channel();
+        let handle = spawn_watch(sync, conf.clone(), Arc::clone(&stop), move |event| {
+            let _ = events.send(event);
+        })
+        .unwrap();
+
+        fs::write(
+            kube_dns.join("stubDomains"),
+            "{\"acme.local\": [\"1.2.3.4\"]}",
+        )
+        .unwrap();
+        let event = received.recv_timeout(WAIT).unwrap();
+        assert!(
+            matches!(&event, WatchEvent::Written { path } if *path == conf),
+            "{event:?}"
+        );
+        let written = fs::read_to_string(&conf).unwrap();
+        assert!(written.starts_with("__PILLAR__DNS__DOMAIN__:53 {\n    forward . 10.96.0.10\n}\n"));
+        assert!(written.contains("\nacme.local:53 {\n"), "{written}");
+
+        fs::write(kube_dns.join("stubDomains"), "{").unwrap();
+        let event = received.recv_timeout(WAIT).unwrap();
+        assert!(
+            matches!(event, WatchEvent::Failed(SyncError::ConfigMap(_))),
+            "{event:?}"
+        );
+        assert_eq!(event.setup_error_type(), None);
+        assert_eq!(
+            fs::read_to_string(&conf).unwrap(),
+            written,
+            "the Corefile is kept"
+        );
+
+        // -conf cannot be written: counted as a configmap setup error.
+        fs::remove_file(&conf).unwrap();
+        fs::create_dir(&conf).unwrap();
+        fs::write(conf.join("occupied"), "").unwrap();
+        fs::write(kube_dns.join("stubDomains"), "{}").unwrap();
+        let event = received.recv_timeout(WAIT).unwrap();
+        assert!(matches!(event, WatchEvent::WriteFailed(_)), "{event:?}");
+        assert_eq!(event.setup_error_type(), Some("configmap"));
+
+        stop.store(true, Ordering::Relaxed);
+        handle.join().unwrap();
+        assert!(received.try_recv().is_err(), "nothing more changed");
+    }
+}
