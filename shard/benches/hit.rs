@@ -58,6 +58,8 @@ fn engine() -> Engine {
                 ..ForwardConfig::default()
             }),
             log_errors: false,
+            log_queries: None,
+            loop_probe: None,
         }],
         upstreams: vec![UpstreamConfig {
             addr: "127.0.0.1:5300".parse().unwrap(),

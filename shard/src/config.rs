@@ -81,6 +81,11 @@ pub struct ServerConfig {
     pub forward: Option<ForwardConfig>,
     /// The `errors` directive: log failed queries.
     pub log_errors: bool,
+    /// The `log` directive: a line per query for names under these zones (lowercase wire
+    /// form; empty: every name of the block).
+    pub log_queries: Option<Vec<Vec<u8>>>,
+    /// The `loop` directive: the block's loop check.
+    pub loop_probe: Option<crate::LoopProbe>,
 }
 
 /// The `cache` directive.

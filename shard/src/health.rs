@@ -259,6 +259,8 @@ mod tests {
                     ..ForwardConfig::default()
                 }),
                 log_errors: false,
+                log_queries: None,
+                loop_probe: None,
             }],
             upstreams: (0..3)
                 .map(|i| UpstreamConfig {

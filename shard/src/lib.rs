@@ -38,6 +38,7 @@ mod failure;
 mod handler;
 mod health;
 mod log_limit;
+mod loop_probe;
 mod names;
 mod peer;
 mod question;
@@ -53,6 +54,7 @@ pub use control::Control;
 pub use driver::{PeerLinks, ShardControl, peer_mesh, uring_available};
 pub use engine::{Coalesce, Engine, Group};
 pub use handler::{Client, Handler, Link, LinkError, MAX_MESSAGE, Outcome, Protocol, Transmit};
+pub use loop_probe::{HINFO, LoopProbe};
 pub use peer::PeerMessage;
 pub use run::{DRIVER_EPOLL, DRIVER_URING, IoMode, ShardSockets, ShardSpec, run_shard};
 pub use stats::{

@@ -33,6 +33,8 @@ fn server(
             ..ForwardConfig::default()
         }),
         log_errors: true,
+        log_queries: None,
+        loop_probe: None,
     }
 }
 
@@ -721,4 +723,88 @@ fn every_reply_is_counted_in_the_request_metrics() {
             .sum::<u64>()
     };
     assert_eq!((total(block), total(dropped)), (2, 1));
+}
+
+/// `log`: a line per answered query in CoreDNS's default format, for a miss (with the time
+/// it took) and a hit; nothing for a block without it.
+#[test]
+fn log_writes_coredns_lines_for_answered_queries() {
+    let mut logged = config(1, false, cache30());
+    logged.servers[0].log_queries = Some(Vec::new());
+    let ((), lines) = common::logs::capture(|| {
+        let mut rig = Rig::one(logged);
+        let c = client(4000, Protocol::Udp);
+        rig.outcome(c, &query(7, "www.Example.", RecordType::A, false));
+        let (link, _, up) = rig.upstream_query();
+        rig.wait(Duration::from_millis(3));
+        rig.respond(
+            link,
+            &reply(&up, ResponseCode::NoError, &[[1, 2, 3, 4]], 60, None),
+        );
+        rig.query(c, &query(8, "www.example.", RecordType::A, true))
+            .expect("a hit");
+    });
+    let log: Vec<&str> = lines
+        .iter()
+        .filter(|line| line.target == "plugin/log")
+        .map(|line| line.message.as_str())
+        .collect();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(
+        log[0].starts_with(
+            "127.0.0.1:4000 - 7 \"A IN www.Example. udp 29 false 512\" NOERROR qr,rd,ra "
+        ),
+        "{}",
+        log[0]
+    );
+    assert!(log[0].ends_with(" 0.003s"), "{}", log[0]);
+    assert!(
+        log[1].starts_with(
+            "127.0.0.1:4000 - 8 \"A IN www.example. udp 40 false 1232\" NOERROR qr,aa,rd,ra "
+        ),
+        "{}",
+        log[1]
+    );
+    assert!(log[1].ends_with(" 0s"), "{}", log[1]);
+
+    let ((), quiet) = common::logs::capture(|| {
+        let mut rig = Rig::one(config(1, false, cache30()));
+        rig.outcome(
+            client(1, Protocol::Udp),
+            &query(1, "a.example.", RecordType::A, false),
+        );
+    });
+    assert!(quiet.iter().all(|line| line.target != "plugin/log"));
+}
+
+/// `loop`: the probe's second arrival (the prober's query, then the copy the block forwarded
+/// to itself) is a loop, logged in CoreDNS's words once; other HINFO queries are not.
+#[test]
+fn loop_probe_coming_back_is_a_loop() {
+    use shardns_shard::LoopProbe;
+    let probe = LoopProbe::new(b"\x00", || 1234 << 2);
+    let mut looped = config(1, false, cache30());
+    looped.servers[0].loop_probe = Some(probe.clone());
+    let ((), lines) = common::logs::capture(|| {
+        let mut rig = Rig::one(looped);
+        let hinfo = |id, name: &str| query(id, name, RecordType::HINFO, false);
+        rig.outcome(client(4000, Protocol::Udp), &hinfo(1, "other.example."));
+        rig.outcome(client(4000, Protocol::Udp), &hinfo(2, "1234.1234."));
+        assert!(!probe.detected(), "the prober's own query");
+        rig.outcome(client(5353, Protocol::Udp), &hinfo(3, "1234.1234."));
+        assert!(probe.detected(), "it came back");
+        rig.outcome(client(5353, Protocol::Udp), &hinfo(4, "1234.1234."));
+    });
+    let loops: Vec<&str> = lines
+        .iter()
+        .filter(|line| line.target == "plugin/loop")
+        .map(|line| line.message.as_str())
+        .collect();
+    assert_eq!(
+        loops,
+        [
+            "Loop (127.0.0.1:5353 -> 127.0.0.1:5353) detected for zone \".\", see \
+          https://coredns.io/plugins/loop#troubleshooting. Query: \"HINFO 1234.1234.\""
+        ]
+    );
 }

@@ -4,11 +4,12 @@
 //! `reload`) go beside it in [`ProcessConfig`], out of the shards' configuration.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
-use shardns_shard::Config;
 use shardns_shard::config::{
     CacheConfig, ForwardConfig, Limits, ListenerConfig, ServerConfig, UpstreamConfig,
 };
+use shardns_shard::{Config, LoopProbe};
 
 use super::address::{self, Zone};
 use super::directives::{self, CacheSettings, ReloadSettings};
@@ -32,8 +33,11 @@ pub(super) fn build_process(file: &str, text: &str) -> Result<ProcessConfig, Con
     };
     // The key line of each server, for duplicate messages.
     let mut server_lines: Vec<usize> = Vec::new();
-    // Each distinct `prometheus` address with the line that first named it.
-    let mut metrics: Vec<(SocketAddr, usize)> = Vec::new();
+    // Every HTTP endpoint (prometheus, health, ready) with the line that first named it;
+    // the addresses of each kind.
+    let mut endpoints: Vec<(SocketAddr, usize, &'static str)> = Vec::new();
+    let (mut metrics, mut health, mut ready) = (Vec::new(), Vec::new(), Vec::new());
+    let mut lameduck: Option<Duration> = None;
     let mut reload: Option<ReloadSettings> = None;
     for block in parser::parse(file, text)? {
         let mut keys = Vec::with_capacity(block.keys.len());
@@ -50,9 +54,24 @@ pub(super) fn build_process(file: &str, text: &str) -> Result<ProcessConfig, Con
                 }
             }));
         }
-        if let Some(prometheus) = settings.prometheus {
-            add_metrics_endpoint(&mut metrics, prometheus.addr, prometheus.line)
-                .map_err(|message| at(prometheus.line, message))?;
+        let asked = [
+            settings.prometheus.map(|p| (p.addr, p.line, "prometheus")),
+            settings.health.map(|h| (h.addr, h.line, "health")),
+            settings.ready.map(|r| (r.addr, r.line, "ready")),
+        ];
+        for (addr, line, kind) in asked.into_iter().flatten() {
+            add_endpoint(&mut endpoints, addr, line, kind).map_err(|m| at(line, m))?;
+            let list = match kind {
+                "prometheus" => &mut metrics,
+                "health" => &mut health,
+                _ => &mut ready,
+            };
+            if !list.contains(&addr) {
+                list.push(addr);
+            }
+        }
+        if let Some(asked) = settings.health.and_then(|h| h.lameduck) {
+            lameduck = Some(lameduck.map_or(asked, |longest| longest.max(asked)));
         }
         let forward = settings.forward.as_ref().map(|forward| ForwardConfig {
             from: forward.from.wire.clone(),
@@ -91,6 +110,9 @@ pub(super) fn build_process(file: &str, text: &str) -> Result<ProcessConfig, Con
                 }
                 servers.push(server);
             }
+            let loop_probe = settings
+                .loop_check
+                .then(|| LoopProbe::new(&zone.wire, rand::random::<u64>));
             config.servers.push(ServerConfig {
                 cache: settings
                     .cache
@@ -100,6 +122,8 @@ pub(super) fn build_process(file: &str, text: &str) -> Result<ProcessConfig, Con
                 zone_text: zone.text,
                 forward: forward.clone(),
                 log_errors: settings.log_errors,
+                log_queries: settings.log.as_ref().map(|log| log.zones.clone()),
+                loop_probe,
             });
             server_lines.push(key.line);
         }
@@ -112,20 +136,25 @@ pub(super) fn build_process(file: &str, text: &str) -> Result<ProcessConfig, Con
     }
     Ok(ProcessConfig {
         config,
-        metrics: metrics.into_iter().map(|(addr, _)| addr).collect(),
+        metrics,
         reload,
+        health,
+        ready,
+        lameduck,
     })
 }
 
-/// Adds `addr` (named at `line`) to the metrics endpoints unless already there (blocks naming
-/// one address share its endpoint, as in CoreDNS). An address that would take a port another
-/// one holds (the same port with an unspecified IP on either side) is an error.
-fn add_metrics_endpoint(
-    endpoints: &mut Vec<(SocketAddr, usize)>,
+/// Adds `addr` (named at `line` by a `kind` directive: prometheus, health or ready) to the
+/// HTTP endpoints unless already there (directives naming one address share its endpoint, as
+/// in CoreDNS). An address that would take a port another one holds (the same port with an
+/// unspecified IP on either side) is an error.
+fn add_endpoint(
+    endpoints: &mut Vec<(SocketAddr, usize, &'static str)>,
     addr: SocketAddr,
     line: usize,
+    kind: &'static str,
 ) -> Result<(), String> {
-    for &(other, other_line) in endpoints.iter() {
+    for &(other, other_line, other_kind) in endpoints.iter() {
         if other == addr {
             return Ok(());
         }
@@ -137,14 +166,14 @@ fn add_metrics_endpoint(
                 false => addr.to_string(),
             };
             return Err(format!(
-                "prometheus address {} clashes with {} at line {other_line} (the same port on \
-                 every address); name one address in every block",
+                "{kind} address {} clashes with the {other_kind} address {} at line \
+                 {other_line} (the same port on every address); name one address in every block",
                 shown(addr),
                 shown(other)
             ));
         }
     }
-    endpoints.push((addr, line));
+    endpoints.push((addr, line, kind));
     Ok(())
 }
 

@@ -22,6 +22,7 @@ mod tokenizer;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use shardns_shard::Config;
 
@@ -77,6 +78,12 @@ pub(crate) struct ProcessConfig {
     /// The `reload` directive: how often the Corefile is checked (the shortest of all
     /// blocks'); `None`: only on SIGUSR1.
     pub reload: Option<ReloadSettings>,
+    /// Addresses of the `/health` endpoints, one per distinct `health` address.
+    pub health: Vec<SocketAddr>,
+    /// Addresses of the `/ready` endpoints, one per distinct `ready` address.
+    pub ready: Vec<SocketAddr>,
+    /// `health ... { lameduck DURATION }`: the longest of all blocks'.
+    pub lameduck: Option<Duration>,
 }
 
 /// The name used in messages about the built-in Corefile.

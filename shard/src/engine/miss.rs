@@ -9,6 +9,7 @@ use rand::Rng;
 use shardns_wire::build::{reply_with_question, upstream_query};
 use shardns_wire::{Header, Key, Question, Rcode};
 
+use super::log::LoggedQuery;
 use super::{Coalesce, Engine, PEER_GRACE};
 use crate::Protocol;
 use crate::Transmit;
@@ -362,10 +363,27 @@ impl Engine {
             };
             let len = response.render(ttl, &view, authoritative, &mut self.scratch);
             self.count_reply(waiter, &answered, len, response.rcode());
+            self.log_reply(waiter, &answered, len);
             self.outbox.push_back(Transmit::Reply {
                 client: waiter.client,
                 payload: self.scratch[..len].to_vec(),
             });
+        }
+    }
+
+    /// Logs the reply of `len` bytes (in the scratch buffer) to `waiter`, under `log`.
+    fn log_reply(&self, waiter: &Waiter, answered: &Answered, len: usize) {
+        if self.logs(answered.server, &waiter.qname) {
+            let query = LoggedQuery {
+                client: &waiter.client,
+                id: waiter.id,
+                qtype: answered.qtype,
+                qname: &waiter.qname,
+                query_len: usize::from(waiter.query_len),
+                edns: waiter.edns,
+                micros: answered.clock.saturating_sub(waiter.arrived) / 1_000,
+            };
+            self.log_query(&query, &self.scratch[..len]);
         }
     }
 
@@ -476,6 +494,7 @@ impl Engine {
             );
             self.stats.count_error_reply(rcode);
             self.count_reply(waiter, &answered, len, rcode);
+            self.log_reply(waiter, &answered, len);
             self.outbox.push_back(Transmit::Reply {
                 client: waiter.client,
                 payload: self.scratch[..len].to_vec(),

@@ -11,6 +11,7 @@
 //! - [`reload`]: switching to a new configuration, keeping the cache.
 
 mod attempt;
+mod log;
 mod miss;
 mod probe;
 mod query;

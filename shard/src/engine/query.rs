@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use shardns_wire::build::{error_reply, header_only_reply};
 use shardns_wire::{Header, Key, Message, Rcode, opcode};
 
+use super::log::LoggedQuery;
 use super::{Engine, nanos};
 use crate::cache::{ClientView, Lookup};
 use crate::names::in_zone;
@@ -15,7 +16,7 @@ use crate::question::{LowerQuestion, PendingKey};
 use crate::stats::{Exchange, Writer};
 use crate::timer::Timer;
 use crate::upstream::{Requester, Waiter};
-use crate::{Client, Outcome, Protocol};
+use crate::{Client, HINFO, Outcome, Protocol};
 
 /// DNS class IN.
 const CLASS_IN: u16 = 1;
@@ -96,6 +97,9 @@ impl Engine {
             let len = error_reply(&message, Rcode::REFUSED, out);
             return self.error(dropped, exchange, Rcode::REFUSED, len);
         };
+        if message.question.qtype == HINFO {
+            self.check_loop(server, &client, message.question.name);
+        }
         let key = Key::of(&message);
         let hash = key.hash_seeded(self.group.seed);
         let view = ClientView {
@@ -114,6 +118,9 @@ impl Engine {
                     ..exchange
                 };
                 self.stats.requests[slot].record(&exchange);
+                if self.logs(server, message.question.name) {
+                    self.log_query(&logged(&client, &message, 0), &out[..len]);
+                }
                 return Outcome::Reply(len);
             }
             CacheAnswer::Miss => false,
@@ -273,6 +280,9 @@ impl Engine {
         let exchange = self.exchange(&client, Some(message), message.buf.len());
         let Some(protocol) = self.upstream_protocol(server, q.name, client.protocol) else {
             let len = error_reply(message, Rcode::REFUSED, out);
+            if self.logs(server, q.name) {
+                self.log_query(&logged(&client, message, 0), &out[..len]);
+            }
             return self.error(Some(slot), exchange, Rcode::REFUSED, len);
         };
         self.stats.cache_misses.inc();
@@ -300,12 +310,40 @@ impl Engine {
             }
             Err(code) => {
                 let len = error_reply(message, code, out);
+                if self.logs(server, q.name) {
+                    self.log_query(&logged(&client, message, 0), &out[..len]);
+                }
                 let exchange = Exchange {
                     writer: Writer::Forward,
                     ..exchange
                 };
                 self.error(Some(slot), exchange, code, len)
             }
+        }
+    }
+
+    /// The `loop` check: a HINFO query for `qname` arrived from `client` in block `server`.
+    /// The probe's second arrival is a loop: say so as CoreDNS does; the process stops.
+    fn check_loop(&self, server: usize, client: &Client, qname: &[u8]) {
+        let block = &self.config.servers[server];
+        let Some(probe) = &block.loop_probe else {
+            return;
+        };
+        if probe.arrived(qname) {
+            let address = self
+                .config
+                .listeners
+                .iter()
+                .find(|listener| listener.servers.contains(&server))
+                .map_or_else(String::new, |listener| listener.addr.to_string());
+            tracing::error!(
+                target: "plugin/loop",
+                "Loop ({} -> {address}) detected for zone {:?}, see \
+                 https://coredns.io/plugins/loop#troubleshooting. Query: \"HINFO {}\"",
+                client.peer,
+                block.zone_text,
+                crate::names::to_text(probe.qname()),
+            );
         }
     }
 
@@ -332,5 +370,18 @@ impl Engine {
         } else {
             client
         })
+    }
+}
+
+/// The log line's view of `message` from `client`, answered after `micros`.
+fn logged<'a>(client: &'a Client, message: &'a Message<'_>, micros: u64) -> LoggedQuery<'a> {
+    LoggedQuery {
+        client,
+        id: message.header.id,
+        qtype: message.question.qtype,
+        qname: message.question.name,
+        query_len: message.buf.len(),
+        edns: message.edns.as_ref().map(|e| (e.payload_size, e.dnssec_ok)),
+        micros,
     }
 }

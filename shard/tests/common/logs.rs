@@ -1,7 +1,8 @@
 //! Capturing what the code logs through `tracing` on the test's thread: each event's level,
 //! target and message, for tests of log lines operators read.
 
-use std::sync::{Arc, Mutex};
+use std::cell::RefCell;
+use std::sync::Once;
 
 /// One logged event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,16 +14,30 @@ pub struct Line {
 
 /// Runs `run` with every event logged on this thread recorded; returns its result and the
 /// events in order.
+///
+/// The recorder is the process-wide default subscriber, installed once, and records only on
+/// threads inside `capture`. A subscriber scoped with `with_default` would race with tests on
+/// other threads: a log call site first reached where no subscriber is set can cache "never
+/// interested" just as the scoped one registers, and its events are then lost.
 pub fn capture<T>(run: impl FnOnce() -> T) -> (T, Vec<Line>) {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let recorder = Recorder(Arc::clone(&lines));
-    let result = tracing::subscriber::with_default(recorder, run);
-    let lines = lines.lock().expect("lock").clone();
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        tracing::subscriber::set_global_default(Recorder)
+            .expect("no other test sets a global subscriber");
+    });
+    CAPTURED.with(|captured| *captured.borrow_mut() = Some(Vec::new()));
+    let result = run();
+    let lines = CAPTURED.with(|captured| captured.borrow_mut().take().unwrap_or_default());
     (result, lines)
 }
 
-/// Records every event logged on this thread.
-struct Recorder(Arc<Mutex<Vec<Line>>>);
+thread_local! {
+    /// The events logged so far on this thread inside `capture`; `None` outside it.
+    static CAPTURED: RefCell<Option<Vec<Line>>> = const { RefCell::new(None) };
+}
+
+/// Records the events of threads inside `capture`.
+struct Recorder;
 
 struct MessageVisitor<'a>(&'a mut String);
 
@@ -47,10 +62,14 @@ impl tracing::Subscriber for Recorder {
         let mut message = String::new();
         event.record(&mut MessageVisitor(&mut message));
         let metadata = event.metadata();
-        self.0.lock().expect("lock").push(Line {
-            level: *metadata.level(),
-            target: metadata.target().to_string(),
-            message,
+        CAPTURED.with(|captured| {
+            if let Some(lines) = captured.borrow_mut().as_mut() {
+                lines.push(Line {
+                    level: *metadata.level(),
+                    target: metadata.target().to_string(),
+                    message,
+                });
+            }
         });
     }
     fn enter(&self, _: &tracing::span::Id) {}

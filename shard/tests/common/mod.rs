@@ -59,6 +59,8 @@ pub fn config_with(cache: Option<CacheConfig>) -> Config {
                 ..ForwardConfig::default()
             }),
             log_errors: false,
+            log_queries: None,
+            loop_probe: None,
         }],
         upstreams: vec![UpstreamConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 1053)),

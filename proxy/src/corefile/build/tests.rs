@@ -295,8 +295,8 @@ fn metrics_endpoints_that_clash() {
         ".:53 {\n prometheus 127.0.0.1:9253\n}\n\ncluster.local:53 {\n prometheus :9253\n}\n";
     assert_eq!(
         build_process("Corefile", text).unwrap_err().to_string(),
-        "Corefile:6: prometheus address :9253 clashes with 127.0.0.1:9253 at line 2 (the same \
-         port on every address); name one address in every block"
+        "Corefile:6: prometheus address :9253 clashes with the prometheus address 127.0.0.1:9253 \
+         at line 2 (the same port on every address); name one address in every block"
     );
     // Different ports, or different IPs on one port, are several endpoints.
     let text = ".:53 {\n prometheus 127.0.0.1:9253\n}\na.example {\n prometheus 127.0.0.2:9253\n}\n\
@@ -308,7 +308,7 @@ fn metrics_endpoints_that_clash() {
         build_process("Corefile", text)
             .unwrap_err()
             .to_string()
-            .starts_with("Corefile:5: prometheus address [::1]:9253 clashes with :9253 at line 2")
+            .starts_with("Corefile:5: prometheus address [::1]:9253 clashes with the prometheus address :9253 at line 2")
     );
 }
 
@@ -318,4 +318,53 @@ fn codes(values: &[u16]) -> Vec<shardns_wire::Rcode> {
         .iter()
         .map(|&v| shardns_wire::Rcode::new(v))
         .collect()
+}
+
+#[test]
+fn health_ready_log_and_loop() {
+    let text = "cluster.local:53 {\n bind 127.0.0.1\n health 127.0.0.1:8080 {\n  lameduck 5s\n }\n \
+                loop\n log\n prometheus 127.0.0.1:8080\n}\n\
+                .:53 {\n bind 127.0.0.1\n health 127.0.0.1:8080 {\n  lameduck 7s\n }\n ready\n \
+                log example.org\n}\n";
+    let process = build_process("Corefile", text).unwrap();
+    let addr = |text: &str| text.parse::<std::net::SocketAddr>().unwrap();
+    assert_eq!(
+        process.health,
+        [addr("127.0.0.1:8080")],
+        "shared by both blocks"
+    );
+    assert_eq!(
+        process.metrics,
+        [addr("127.0.0.1:8080")],
+        "the same endpoint"
+    );
+    assert_eq!(process.ready, [addr("0.0.0.0:8181")]);
+    assert_eq!(
+        process.lameduck,
+        Some(std::time::Duration::from_secs(7)),
+        "the longest"
+    );
+    let servers = &process.config.servers;
+    assert!(servers[0].loop_probe.is_some() && servers[1].loop_probe.is_none());
+    let probe = servers[0].loop_probe.as_ref().unwrap();
+    assert!(
+        probe.qname().ends_with(b"\x07cluster\x05local\x00"),
+        "<random>.<random>.<zone>"
+    );
+    assert_eq!(servers[0].log_queries, Some(Vec::new()), "every name");
+    assert_eq!(
+        servers[1].log_queries,
+        Some(vec![b"\x07example\x03org\x00".to_vec()])
+    );
+    let clash = build_process(
+        "Corefile",
+        ".:53 {\n health 127.0.0.1:8080\n}\nexample.org:53 {\n ready :8080\n}\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        clash,
+        "Corefile:5: ready address :8080 clashes with the health address 127.0.0.1:8080 at \
+         line 2 (the same port on every address); name one address in every block"
+    );
 }

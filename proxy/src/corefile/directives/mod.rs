@@ -5,6 +5,8 @@
 
 mod cache;
 mod forward;
+mod health;
+mod log;
 mod options;
 mod prometheus;
 mod reload;
@@ -13,6 +15,8 @@ use std::net::IpAddr;
 
 pub(super) use cache::CacheSettings;
 pub(super) use forward::ForwardSettings;
+pub(crate) use health::{HealthSettings, ReadySettings};
+pub(crate) use log::LogSettings;
 pub(super) use prometheus::PrometheusSettings;
 pub(crate) use reload::ReloadSettings;
 
@@ -31,9 +35,9 @@ const MAX_CAPACITY: u64 = 100_000_000;
 #[rustfmt::skip]
 const NOT_YET: &[&str] = &[
     "acl", "any", "auto", "autopath", "bufsize", "cancel", "chaos", "debug", "dns64", "dnssec",
-    "dnstap", "erratic", "etcd", "file", "geoip", "grpc", "header", "health",
-    "hosts", "import", "k8s_external", "kubernetes", "loadbalance", "local", "log", "loop",
-    "metadata", "minimal", "nsid", "pprof", "ready", "rewrite", "root",
+    "dnstap", "erratic", "etcd", "file", "geoip", "grpc", "header",
+    "hosts", "import", "k8s_external", "kubernetes", "loadbalance", "local",
+    "metadata", "minimal", "nsid", "pprof", "rewrite", "root",
     "secondary", "sign", "template", "timeouts", "tls", "trace", "transfer", "tsig", "view",
     "whoami",
 ];
@@ -54,6 +58,14 @@ pub(super) struct BlockSettings {
     pub prometheus: Option<PrometheusSettings>,
     /// The `reload` directive (process-level: the shortest interval of all blocks is used).
     pub reload: Option<ReloadSettings>,
+    /// The `health` directive (a process-level endpoint, like `prometheus`).
+    pub health: Option<HealthSettings>,
+    /// The `ready` directive (a process-level endpoint).
+    pub ready: Option<ReadySettings>,
+    /// The `loop` directive: probe for a forwarding loop at start-up.
+    pub loop_check: bool,
+    /// The `log` directive.
+    pub log: Option<LogSettings>,
 }
 
 /// Reads the directives of a server block.
@@ -119,6 +131,30 @@ pub(super) fn block_settings(
             "prometheus" => {
                 once(settings.prometheus.is_some())?;
                 settings.prometheus = Some(prometheus::parse(directive).map_err(|m| at(line, m))?);
+            }
+            "health" => {
+                once(settings.health.is_some())?;
+                let health = health::parse_health(directive).map_err(|(l, m)| at(l, m))?;
+                settings.health = Some(health);
+            }
+            "ready" => {
+                once(settings.ready.is_some())?;
+                settings.ready = Some(health::parse_ready(directive).map_err(|(l, m)| at(l, m))?);
+            }
+            "loop" => {
+                once(settings.loop_check)?;
+                no_block(directive).map_err(|message| at(line, message))?;
+                if let Some(token) = directive.args.first() {
+                    return Err(at(
+                        token.line,
+                        format!("loop takes no arguments, got {:?}", token.text),
+                    ));
+                }
+                settings.loop_check = true;
+            }
+            "log" => {
+                once(settings.log.is_some())?;
+                settings.log = Some(log::parse(directive).map_err(|(l, m)| at(l, m))?);
             }
             _ if NOT_YET.contains(&name) => {
                 return Err(at(line, format!("directive {name:?} is not supported yet")));
