@@ -11,3 +11,7 @@
 //!   inserted, re-checked, and removed at teardown; the local interface holding the IPs;
 //! - **a reload trigger**: a change of the watched template or ConfigMap directory.
 #![forbid(unsafe_code)]
+
+mod setup_errors;
+
+pub use setup_errors::{SETUP_ERRORS_METRIC, SetupErrorType, SetupErrors};
