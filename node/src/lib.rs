@@ -12,6 +12,12 @@
 //! - **a reload trigger**: a change of the watched template or ConfigMap directory.
 #![forbid(unsafe_code)]
 
+mod rules;
 mod setup_errors;
 
+pub use rules::{
+    Backend, COMMENT_ALLOW_TRAFFIC, COMMENT_SKIP_CONNTRACK, Chain, IpFamily, IptablesCommand,
+    IptablesError, IptablesVariant, Protocol, Rule, RuleOperation, Rules, Side, SyncReport, Table,
+    Target, TeardownReport, UnknownIptablesVariant, desired_rules,
+};
 pub use setup_errors::{SETUP_ERRORS_METRIC, SetupErrorType, SetupErrors};
