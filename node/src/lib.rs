@@ -12,9 +12,11 @@
 //! - **a reload trigger**: a change of the watched template or ConfigMap directory.
 #![forbid(unsafe_code)]
 
+mod interface;
 mod rules;
 mod setup_errors;
 
+pub use interface::{DEFAULT_INTERFACE_NAME, InterfaceError, InterfaceState, LocalInterface};
 pub use rules::{
     Backend, COMMENT_ALLOW_TRAFFIC, COMMENT_SKIP_CONNTRACK, Chain, IpFamily, IptablesCommand,
     IptablesError, IptablesVariant, Protocol, Rule, RuleOperation, Rules, Side, SyncReport, Table,
