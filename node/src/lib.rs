@@ -20,14 +20,24 @@
 #![forbid(unsafe_code)]
 
 pub mod corefile;
+mod interface;
 pub mod kubedns;
+mod rules;
+mod setup_errors;
 pub mod template;
 pub mod watch;
 
 pub use corefile::{
     CorefileError, CorefileGenerator, CorefileSettings, WriteError, write_atomically,
 };
+pub use interface::{DEFAULT_INTERFACE_NAME, InterfaceError, InterfaceState, LocalInterface};
 pub use kubedns::{ConfigMapCheck, ConfigMapError, ConfigMapProblem, KubeDnsConfig};
+pub use rules::{
+    Backend, COMMENT_ALLOW_TRAFFIC, COMMENT_SKIP_CONNTRACK, Chain, IpFamily, IptablesCommand,
+    IptablesError, IptablesVariant, Protocol, Rule, RuleOperation, Rules, Side, SyncReport, Table,
+    Target, TeardownReport, UnknownIptablesVariant, desired_rules,
+};
+pub use setup_errors::{SETUP_ERRORS_METRIC, SetupErrorType, SetupErrors};
 pub use template::{TemplateError, TemplateValues, fill_template};
 pub use watch::{
     CorefileSync, StartError, Startup, SyncError, SyncOutcome, WatchEvent, spawn_watch,
