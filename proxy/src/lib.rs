@@ -3,17 +3,20 @@
 //!
 //! # Contract
 //!
-//! The binary parses its command line into [`Args`] and calls [`run`], once per process:
+//! The binary parses its command line into [`Args`] (shardns's `--long` arguments and
+//! node-cache's flags in Go's syntax, [`NodeCacheArgs`]; a bad one exits with status 2 and
+//! clap's message) and calls [`run`], once per process:
 //! `run` sets up logging, loads the Corefile (a bad one exits with status 64 and a
 //! `FILE:LINE: message` on stderr; `--validate` prints `OK` and exits 0), then serves until
 //! SIGTERM or SIGINT (status 0; a second signal during the stop changes nothing) or until a shard
-//! fails (status 1, `N of M shards failed`). SIGUSR1 reloads the Corefile. Nothing else is
-//! public.
+//! fails (status 1, `N of M shards failed`). SIGUSR1 reloads the Corefile. The node-cache
+//! flags are parsed and checked only: no node setup reads them yet. Nothing else is public.
 //!
 //! # Map
 //!
-//! - `cli`: the command-line arguments, how their limits apply to the configuration
-//!   (`Args::apply_limits`), and logging.
+//! - `cli/`: the command-line arguments, how their limits apply to the configuration
+//!   (`Args::apply_limits`), and logging; node-cache's flags in Go's syntax (`go_syntax`),
+//!   as typed values (`node_cache`: [`NodeCacheArgs`]) and in the help (`help`).
 //! - `corefile/`: the Corefile language, from text to the shards' [`shardns_shard::Config`]
 //!   and the process-level settings beside it (`ProcessConfig`). `tokenizer` and `parser`
 //!   make server blocks of directives; `directives/` has one file per directive (`cache`,
@@ -43,7 +46,7 @@ use std::process::ExitCode;
 
 use runtime::lifecycle::{Ending, Lifecycle};
 
-pub use cli::{Args, CoalesceArg, IoArg};
+pub use cli::{Args, CoalesceArg, IoArg, LocalIps, LocalIpsError, NodeCacheArgs};
 
 /// `EX_USAGE` from sysexits.h: the configuration is wrong.
 const EXIT_USAGE: u8 = 64;

@@ -1,4 +1,5 @@
-//! The `shardns` binary's command line: `--validate` and the exit codes of bad configs.
+//! The `shardns` binary's command line: `--validate`, the exit codes of bad configs, and
+//! node-cache's flags in Go's syntax beside shardns's own.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -70,6 +71,109 @@ fn resolv_conf_without_nameserver_exits_64() {
 #[test]
 fn missing_corefile_exits_64() {
     let output = shardns(&["--validate", "--conf", "/nonexistent/Corefile"]);
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/Corefile: cannot read"));
+}
+
+/// node-cache's container arguments in the stock nodelocaldns.yaml (after the install's sed).
+const STOCK: [&str; 8] = [
+    "-localip",
+    "169.254.20.10,10.96.0.10",
+    "-conf",
+    "/etc/Corefile",
+    "-upstreamsvc",
+    "kube-dns-upstream",
+    "-pidfile",
+    "/tmp/node-cache.pid",
+];
+
+#[test]
+fn help_shows_both_spellings() {
+    for flag in ["--help", "-help", "-h"] {
+        let output = shardns(&[flag]);
+        assert!(output.status.success(), "{output:?}");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        for both in [
+            "-localip, --localip <IPS>",
+            "-conf, --conf <FILE>",
+            "-upstreamsvc, --upstreamsvc <NAME>",
+            "-setupiptables[=BOOL], --setupiptables[=BOOL]",
+            "-dns.port, --dns.port <PORT>",
+        ] {
+            assert!(stdout.contains(both), "{flag}: {both} in\n{stdout}");
+        }
+        assert!(stdout.contains("[default: kube-dns]"), "{stdout}");
+        assert!(stdout.contains("--shards <N>"), "{stdout}");
+    }
+}
+
+#[test]
+fn unknown_flag_exits_2_with_clap_message() {
+    for flag in ["--bogus", "-bogus"] {
+        let output = shardns(&[flag]);
+        assert_eq!(output.status.code(), Some(2), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.starts_with("error: unexpected argument '-"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("Usage: shardns [OPTIONS]"), "{stderr}");
+        assert!(output.stdout.is_empty());
+    }
+}
+
+#[test]
+fn mixed_local_ip_families_exit_2_naming_the_problem() {
+    let output = shardns(&["-localip", "169.254.20.10,fd00::10", "--validate"]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "invalid value '169.254.20.10,fd00::10' for '--localip <IPS>': 169.254.20.10 is IPv4 \
+             but fd00::10 is IPv6: the addresses must all be IPv4 or all be IPv6"
+        ),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn boolean_with_separate_value_exits_2_with_the_fix() {
+    let output = shardns(&["-localip", "169.254.20.10", "-setupiptables", "false"]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("unexpected argument 'false' found"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("write -setupiptables=false"), "{stderr}");
+}
+
+#[test]
+fn validate_with_stock_node_cache_arguments() {
+    // The stock arguments with -conf pointing at a readable Corefile; the rest unchanged.
+    let stock_corefile = testdata("stock.Corefile");
+    let mut args: Vec<&str> = STOCK.to_vec();
+    args[3] = &stock_corefile;
+    args.push("--validate");
+    let output = shardns(&args);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "OK\n");
+    // Go's syntax and shardns's own arguments in any order, both spellings of -conf.
+    let output = shardns(&[
+        "--validate",
+        "--localip=169.254.20.10",
+        "--conf",
+        &stock_corefile,
+        "-v",
+        "-upstreamsvc=kube-dns-upstream",
+        "--shards",
+        "1",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "OK\n");
+    // -conf is --conf: a missing file is the same exit 64.
+    let output = shardns(&["--validate", "-conf", "/nonexistent/Corefile"]);
     assert_eq!(output.status.code(), Some(64), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/Corefile: cannot read"));
 }

@@ -1,22 +1,45 @@
 //! Command-line arguments (and how their limits apply to the configuration) and logging
 //! setup.
+//!
+//! shardns takes its own `--long` arguments and node-cache's flags in Go's syntax
+//! (`-localip 169.254.20.10,10.96.0.10 -conf /etc/Corefile`), so that the stock
+//! `nodelocaldns.yaml` runs it with node-cache's container arguments unchanged. [`Args`]
+//! parses both: `go_syntax` rewrites node-cache's flags into `--name=VALUE` and clap reads
+//! the result; `node_cache` holds those flags as typed values ([`NodeCacheArgs`]), `values`
+//! their value syntaxes, `help` the help's section listing them with both spellings.
 
+mod go_syntax;
+mod help;
+mod node_cache;
+mod values;
+
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Command, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use shardns_shard::config::Limits;
 use shardns_shard::{Coalesce, IoMode};
 use tracing_subscriber::EnvFilter;
 
+pub use node_cache::NodeCacheArgs;
+pub use values::{LocalIps, LocalIpsError};
+
 /// shardns: a node-local DNS caching proxy for Kubernetes.
-#[derive(Debug, Parser)]
-#[command(version, about)]
+///
+/// Parse it with [`Parser::parse`] (or `try_parse_from`): those read node-cache's flags in
+/// Go's syntax first (see the `cli` module); building the command with
+/// [`CommandFactory::command`] and reading its matches directly would not.
+#[derive(Debug, clap::Args)]
+#[command(about, long_about = None)]
 pub struct Args {
-    /// The Corefile; without it, a cache on 127.0.0.1:5353 forwards to the resolv.conf
-    /// nameservers.
-    #[arg(long, value_name = "FILE")]
+    /// The Corefile (node-cache writes the one it generates here); without it, a cache on
+    /// 127.0.0.1:5353 forwards to the resolv.conf nameservers
+    ///
+    /// `--conf` and node-cache's `-conf` (CoreDNS's flag: Go `string`, default empty) are one
+    /// flag; as in Go, given twice it takes the last value.
+    #[arg(long, value_name = "FILE", hide = true, overrides_with = "conf")]
     pub conf: Option<PathBuf>,
 
     /// Number of shards (threads, each with its own sockets and cache); default: one per
@@ -70,6 +93,81 @@ pub struct Args {
     /// Parse and build the configuration, print OK and exit.
     #[arg(long)]
     pub validate: bool,
+
+    /// node-cache's flags (and CoreDNS's `-pidfile` and `-dns.port`); node-local mode when
+    /// `-localip` is given.
+    #[command(flatten)]
+    pub node_cache: NodeCacheArgs,
+}
+
+/// The command: name, version and description, the arguments, and the node-cache section of
+/// the help.
+impl CommandFactory for Args {
+    fn command() -> Command {
+        help::with_node_cache_section(<Args as clap::Args>::augment_args(base_command()))
+    }
+
+    fn command_for_update() -> Command {
+        help::with_node_cache_section(<Args as clap::Args>::augment_args_for_update(base_command()))
+    }
+}
+
+/// The command before its arguments (the description comes with them).
+fn base_command() -> Command {
+    Command::new(env!("CARGO_PKG_NAME")).version(env!("CARGO_PKG_VERSION"))
+}
+
+/// Parsing reads node-cache's flags in Go's syntax first (`go_syntax::translate`), then hands
+/// the rewritten command line to clap; every method of the trait goes through
+/// [`Args::try_parse_from`] (or `try_update_from`), so `Args::parse()` in `main` does too.
+impl Parser for Args {
+    fn parse() -> Self {
+        Self::parse_from(std::env::args_os())
+    }
+
+    fn try_parse() -> Result<Self, clap::Error> {
+        Self::try_parse_from(std::env::args_os())
+    }
+
+    fn parse_from<I, T>(argv: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        Self::try_parse_from(argv).unwrap_or_else(|error| error.exit())
+    }
+
+    fn try_parse_from<I, T>(argv: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut command = Self::command();
+        let argv = go_syntax::translate(argv, &mut command)?;
+        let mut matches = command.try_get_matches_from_mut(argv)?;
+        Self::from_arg_matches_mut(&mut matches).map_err(|error| error.format(&mut command))
+    }
+
+    fn update_from<I, T>(&mut self, argv: I)
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        self.try_update_from(argv)
+            .unwrap_or_else(|error| error.exit())
+    }
+
+    fn try_update_from<I, T>(&mut self, argv: I) -> Result<(), clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut command = Self::command_for_update();
+        let argv = go_syntax::translate(argv, &mut command)?;
+        let mut matches = command.try_get_matches_from_mut(argv)?;
+        self.update_from_arg_matches_mut(&mut matches)
+            .map_err(|error| error.format(&mut command))
+    }
 }
 
 impl Args {
@@ -241,6 +339,17 @@ mod tests {
             },
             limits
         );
+    }
+
+    #[test]
+    fn updates_read_go_syntax_too() {
+        let mut args = Args::try_parse_from(["shardns", "--shards", "2"]).unwrap();
+        args.try_update_from(["shardns", "-p", "5353", "-conf=/etc/Corefile"])
+            .unwrap();
+        assert_eq!(args.node_cache.dns_port, 5353);
+        assert_eq!(args.conf, Some(PathBuf::from("/etc/Corefile")));
+        assert_eq!(args.shards, Some(2));
+        assert!(args.try_update_from(["shardns", "-p"]).is_err());
     }
 
     #[test]
