@@ -33,7 +33,7 @@ pub(crate) enum ReloadError {
     RestartNeeded(&'static str),
 }
 
-/// The metrics page shared with the metrics thread, and the counters it reads.
+/// The metrics page shared with the http thread, and the counters it reads.
 type MetricsPage = (Arc<Mutex<Exposition>>, Vec<Arc<ShardStats>>);
 
 /// What the running process was started with, and how to read it again.
