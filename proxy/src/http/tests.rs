@@ -1,11 +1,12 @@
 //! Tests of the server over real sockets on 127.0.0.1: the shared fixture (a server on
 //! ephemeral ports and a small blocking client) here; what requests get in [`requests`], the
 //! bounds (deadlines, cap, shutdown) in [`bounds`], several listeners and the endpoints in
-//! [`endpoints`].
+//! [`endpoints`], 500 silent connections in [`slow_clients`].
 
 mod bounds;
 mod endpoints;
 mod requests;
+mod slow_clients;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
