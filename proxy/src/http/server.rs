@@ -14,6 +14,9 @@
 //!   then it takes no new request, and the response under way has
 //!   [`Limits::close_grace`] more to be sent before the connection is dropped.
 //!
+//! Header names are written in title case (`Content-Type`), as the old server and Go's
+//! `net/http` (CoreDNS) write them.
+//!
 //! The runtime checks the shutdown flag every [`SHUTDOWN_POLL`]; when it is set, the
 //! runtime is dropped with every task, which closes the listeners and the connections.
 
@@ -201,6 +204,7 @@ async fn serve_connection(
             .header_read_timeout(limits.request_timeout)
             .max_buf_size(MAX_REQUEST)
             .keep_alive(true)
+            .title_case_headers(true)
             .serve_connection(TokioIo::new(stream), service)
     );
     tokio::select! {

@@ -34,8 +34,19 @@ fn routes_as_before() {
         );
         assert_eq!(reply.header("content-length"), Some("5"));
     }
+    // The head as the old server wrote it, in title case (hyper adds `Date` and leaves out
+    // `Connection: close` on a kept-alive connection).
+    let reply = get(addr, "/metrics");
+    assert!(
+        reply.head.starts_with(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
+             Content-Length: 5\r\nDate: "
+        ),
+        "{reply:?}"
+    );
     let post = exchange(addr, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").unwrap();
     assert_eq!(post.status, 405);
+    assert!(post.head.contains("\r\nAllow: GET, HEAD\r\n"), "{post:?}");
     assert_eq!(post.header("allow"), Some("GET, HEAD"));
     assert_eq!(post.body, "405 method not allowed\n");
     for path in ["/", "/metricsx", "/metrics/", "/health"] {
