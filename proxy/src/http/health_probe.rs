@@ -74,6 +74,8 @@ pub(super) enum ProbeError {
     Connect(#[from] io::Error),
     #[error("{0}")]
     Http(#[from] hyper::Error),
+    #[error("cannot make the request: {0}")]
+    Request(#[from] hyper::http::Error),
     #[error("no answer within {} ms", .0.as_millis())]
     Timeout(Duration),
 }
@@ -184,17 +186,15 @@ fn probe_target(listening: SocketAddr) -> SocketAddr {
 /// `GET /health` on a new connection to `target`: the status, once the whole body is read.
 async fn request_health(target: SocketAddr) -> Result<StatusCode, ProbeError> {
     let stream = TcpStream::connect(target).await?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(ProbeError::Http)?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     let _connection = AbortOnDrop(tokio::spawn(async move {
         let _ = connection.await;
     }));
     let request = Request::get("/health")
         .header(HOST, target.to_string())
         .header(CONNECTION, "close")
-        .body(Empty::<Bytes>::new())
-        .map_err(|error| ProbeError::Connect(io::Error::other(error)))?;
+        .body(Empty::<Bytes>::new())?;
     let response = sender.send_request(request).await?;
     let status = response.status();
     response.into_body().collect().await?;

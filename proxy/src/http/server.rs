@@ -8,8 +8,8 @@
 //!   reached);
 //! - a connection gets no buffers until its first bytes arrive, and is closed if none arrive
 //!   within [`Limits::request_timeout`]; hyper then closes it when a request head (the first,
-//!   or the next on a kept-alive connection) is not complete within that time again, or is
-//!   longer than [`MAX_REQUEST`] bytes (431);
+//!   or the next on a kept-alive connection) is not complete within that time again, and
+//!   answers 431 to a head longer than [`MAX_REQUEST`] bytes or of more than 100 headers;
 //! - keep-alive is allowed but a connection lives at most [`Limits::connection_lifetime`]:
 //!   then it takes no new request, and the response under way has
 //!   [`Limits::close_grace`] more to be sent before the connection is dropped.
