@@ -28,9 +28,11 @@
 //!   bind, serve, ready) and shutdown (stop reading, drain, teardown) in order, and how a run
 //!   ended; `sockets` is the one place sockets are made; `shards` spawns, pins, waits for and
 //!   joins the shard threads; `signals` is every signal handler; `reload` the reload thread.
-//! - `http/`: the one HTTP server: `mod.rs` has the route table (`routes`: `/metrics`) and
-//!   starts the thread; `router` maps path and method to a handler (404, 405 with `Allow`,
-//!   `HEAD` from `GET`); `request` reads the request head; `server` the accept loop.
+//! - `http/`: the one HTTP server (hyper on a current-thread tokio runtime in the `http`
+//!   thread): `server` accepts under limits (connections, first byte, head time, lifetime);
+//!   `router` maps path and method to a route (404, 405 with `Allow`, `HEAD` from `GET`);
+//!   `routes` builds `/metrics`, `/health` and `/ready`; `health_probe` is CoreDNS's
+//!   self-probe of `/health`.
 //! - `metrics/`: the Prometheus page the `/metrics` route renders, summing the shards'
 //!   counters.
 #![forbid(unsafe_code)]

@@ -1,5 +1,5 @@
-//! Reading shardns's `prometheus` endpoint: a plain HTTP/1.1 exchange (the server closes the
-//! connection after one response) and lookups in the text exposition format.
+//! Reading shardns's HTTP endpoints: a plain HTTP/1.1 exchange (the request asks the server to
+//! close the connection after its response) and lookups in the text exposition format.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -8,7 +8,9 @@ use std::time::Duration;
 /// Time allowed for one HTTP exchange with the metrics endpoint.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Sends `request` on a fresh connection and reads the whole response.
+/// Sends `request` on a fresh connection and reads the whole response: until the server closes
+/// the connection, which it does at once for a request with `Connection: close` and otherwise
+/// only after its keep-alive idle time.
 pub fn http(addr: SocketAddr, request: &[u8]) -> String {
     assert!(
         addr.ip().is_loopback(),
@@ -30,7 +32,7 @@ pub fn http(addr: SocketAddr, request: &[u8]) -> String {
 pub fn scrape(addr: SocketAddr) -> String {
     let response = http(
         addr,
-        b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: e2e\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: e2e\r\nConnection: close\r\n\r\n",
     );
     let (head, body) = response
         .split_once("\r\n\r\n")

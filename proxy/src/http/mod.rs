@@ -1,45 +1,80 @@
-//! The one HTTP server of the process: every endpoint is a route of one [`Router`], served on
-//! one thread from every listener (the `prometheus` addresses, made by
-//! [`crate::runtime::sockets::metrics_listener`]).
+//! The HTTP server of the process: `/metrics`, `/health` and `/ready`, served by hyper on a
+//! current-thread tokio runtime on one thread, `http`, from every listening address (made by
+//! [`crate::runtime::sockets::metrics_listener`]), each address with its own [`Router`].
 //!
-//! - [`routes`]: the table of every route (today `/metrics`); a new endpoint is one more line
-//!   there and the handler it names.
+//! Using it: build one [`Router`] per listening address from the route constructors
+//! ([`Router::metrics`], [`Router::health`], [`Router::ready`]; blocks naming the same
+//! address share one router), pair each with its listener in an [`Endpoint`], and
+//! [`start`] the thread; it stops within [`server::SHUTDOWN_POLL`] of the shutdown flag,
+//! then the caller joins it.
+//!
+//! - [`routes`]: the endpoints (`/metrics`, `/health`, `/ready`) as router methods.
 //! - [`router`]: path and method → handler; 404, 405 with `Allow`, `HEAD` from `GET`; the
-//!   response bytes.
-//! - [`request`]: reading and checking the request head.
-//! - [`server`]: the accept loop and the handling of one connection, bounded in time and size.
+//!   response a handler returns (status, content type, body).
+//! - [`server`]: the runtime, the accept loops, the connection cap and the per-connection
+//!   deadlines.
+//! - [`health_probe`]: the self-probe of `/health` and its series
+//!   (`coredns_health_request_duration_seconds`, `coredns_health_request_failures_total`).
 
-mod request;
+mod health_probe;
 mod router;
+mod routes;
 mod server;
+
+#[cfg(test)]
+mod tests;
 
 use std::io;
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
-pub(crate) use router::{Page, Router};
+#[cfg_attr(
+    not(test),
+    expect(
+        unused_imports,
+        reason = "served once the health and ready directives are wired"
+    )
+)]
+pub(crate) use health_probe::HealthProbe;
+pub(crate) use router::Router;
+#[cfg_attr(
+    not(test),
+    expect(
+        unused_imports,
+        reason = "served once the health and ready directives are wired"
+    )
+)]
+pub(crate) use routes::ReadinessCheck;
 
-use crate::metrics::{self, Exposition};
-
-/// Every route the server answers: `/metrics`, the Prometheus page of `exposition`.
-pub(crate) fn routes(exposition: Arc<Mutex<Exposition>>) -> Router {
-    Router::new().get("/metrics", move || Page {
-        content_type: metrics::CONTENT_TYPE,
-        body: metrics::render(&exposition),
-    })
+/// One listening address and the routes served there.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    /// The listener (from [`crate::runtime::sockets::metrics_listener`]).
+    pub listener: TcpListener,
+    /// Its routes.
+    pub router: Router,
 }
 
-/// Starts the thread that serves `router` on `listeners` (non-blocking, from
-/// [`crate::runtime::sockets::metrics_listener`]) until `shutdown` is set.
+/// Starts the `http` thread, serving every endpoint until `shutdown` is set (it then stops
+/// within [`server::SHUTDOWN_POLL`], closing every connection). The runtime is made and the
+/// listeners registered before the thread starts: an error here is returned, not logged.
 pub(crate) fn start(
-    listeners: Vec<TcpListener>,
-    router: Router,
+    endpoints: Vec<Endpoint>,
     shutdown: Arc<AtomicBool>,
 ) -> io::Result<JoinHandle<()>> {
-    // Named for its first and, so far, only route.
+    start_with(endpoints, shutdown, server::Limits::default())
+}
+
+/// [`start`] with other limits (the tests' smaller cap and shorter deadlines).
+fn start_with(
+    endpoints: Vec<Endpoint>,
+    shutdown: Arc<AtomicBool>,
+    limits: server::Limits,
+) -> io::Result<JoinHandle<()>> {
+    let server = server::Server::new(endpoints, limits)?;
     thread::Builder::new()
-        .name("metrics".to_string())
-        .spawn(move || server::serve(&listeners, &shutdown, &router))
+        .name("http".to_string())
+        .spawn(move || server.run(&shutdown))
 }

@@ -1,54 +1,85 @@
-//! The router: which handler answers a request, by path and method, and the response it
-//! makes.
+//! The router: which handler answers a request, by path and method, and the HTTP response
+//! made of what it returns.
 //!
 //! A route is a path (matched exactly, after the query string is removed) and the handler of
 //! its `GET`, which also serves `HEAD` (the same headers, no body). An unknown path is 404, a
-//! known path with another method 405 with an `Allow` header. Error statuses get a short
-//! text body. Every response closes its connection.
+//! known path with another method 405 with an `Allow` header. A handler returns a
+//! [`Response`]: a status, a content type and a body. Error statuses get a short text body.
+//!
+//! Requests are parsed by hyper, which answers what it cannot parse itself (400, 431); the
+//! router adds the checks hyper leaves to it: a method of upper-case letters only and a
+//! target that is a path (origin or absolute form), else 400.
 
 use std::fmt;
+use std::sync::Arc;
 
-use super::request::Request;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, StatusCode, Uri};
+
+use super::health_probe::HealthProbe;
 
 /// The methods every route allows: `GET`, and `HEAD` served from it.
-const ALLOW: &str = "GET, HEAD";
+const ALLOWED: &str = "GET, HEAD";
 
-/// What a handler returns: a page sent with `200 OK`.
+/// The content type of text bodies: error pages, `/health`, `/ready`.
+pub(crate) const TEXT: &str = "text/plain; charset=utf-8";
+
+/// What a handler returns: a status, a content type and a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Page {
+pub(crate) struct Response {
+    /// The status (`200 OK`, `503 Service Unavailable`, ...).
+    pub status: StatusCode,
     /// The `Content-Type` header.
     pub content_type: &'static str,
     /// The body.
     pub body: String,
 }
 
-/// Makes the page of one route, on each request.
-type Handler = Box<dyn Fn() -> Page + Send>;
+impl Response {
+    /// `200 OK` with `body` of `content_type`.
+    pub(crate) fn ok(content_type: &'static str, body: String) -> Response {
+        Response {
+            status: StatusCode::OK,
+            content_type,
+            body,
+        }
+    }
+
+    /// `status` with a plain text `body`.
+    pub(crate) fn text(status: StatusCode, body: String) -> Response {
+        Response {
+            status,
+            content_type: TEXT,
+            body,
+        }
+    }
+
+    /// The short text page of an error status: `404 not found\n`.
+    fn error(status: StatusCode) -> Response {
+        let reason = status.canonical_reason().unwrap_or("error");
+        let body = format!("{} {}\n", status.as_u16(), reason.to_ascii_lowercase());
+        Response::text(status, body)
+    }
+}
+
+/// Makes the response of one route, on each request.
+type Handler = Arc<dyn Fn() -> Response + Send + Sync>;
 
 /// A path and the handler of its `GET`.
+#[derive(Clone)]
 struct Route {
     path: &'static str,
     get: Handler,
 }
 
-/// Every route of the server.
-#[derive(Default)]
+/// The routes served at one listening address, and the self-probe of its `/health`, if any.
+#[derive(Clone, Default)]
 pub(crate) struct Router {
     routes: Vec<Route>,
-}
-
-/// What the server sends for a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Answer {
-    /// The page of the route at `path` (`head`: the headers without the body).
-    Page {
-        /// The route's path.
-        path: &'static str,
-        /// A `HEAD` request.
-        head: bool,
-    },
-    /// An error status with a short text body.
-    Status(u16),
+    /// Requests this router's `/health` every second (see [`HealthProbe`]).
+    health_probe: Option<HealthProbe>,
 }
 
 impl Router {
@@ -57,134 +88,170 @@ impl Router {
         Router::default()
     }
 
-    /// Adds the route `path`, answered by `handler` for `GET` and `HEAD`.
+    /// Adds the route `path` (replacing one already there), answered by `handler` for `GET`
+    /// and `HEAD`.
     pub(crate) fn get(
         mut self,
         path: &'static str,
-        handler: impl Fn() -> Page + Send + 'static,
+        handler: impl Fn() -> Response + Send + Sync + 'static,
     ) -> Router {
+        self.routes.retain(|route| route.path != path);
         self.routes.push(Route {
             path,
-            get: Box::new(handler),
+            get: Arc::new(handler),
         });
         self
     }
 
-    /// What to send for a request head: the request, or the error status it got.
-    pub(crate) fn answer(&self, head: Result<Request, u16>) -> Answer {
-        let request = match head {
-            Ok(request) => request,
-            Err(status) => return Answer::Status(status),
+    /// Has the server request this router's `/health` every second and record it in `probe`.
+    pub(super) fn with_health_probe(mut self, probe: HealthProbe) -> Router {
+        self.health_probe = Some(probe);
+        self
+    }
+
+    /// The self-probe of this router's `/health`, if it has one.
+    pub(super) fn health_probe(&self) -> Option<&HealthProbe> {
+        self.health_probe.as_ref()
+    }
+
+    /// The paths served, in the order they were added.
+    pub(crate) fn paths(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.routes.iter().map(|route| route.path)
+    }
+
+    /// What to answer to `method` on `target`, and whether it is a `HEAD` (the headers
+    /// without the body).
+    pub(crate) fn answer(&self, method: &Method, target: &Uri) -> (Response, bool) {
+        let method = method.as_str();
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+            return (Response::error(StatusCode::BAD_REQUEST), false);
+        }
+        let path = target.path();
+        if !path.starts_with('/') {
+            return (Response::error(StatusCode::BAD_REQUEST), false);
+        }
+        let Some(route) = self.routes.iter().find(|route| route.path == path) else {
+            return (Response::error(StatusCode::NOT_FOUND), false);
         };
-        let Some(route) = self.route(&request.path) else {
-            return Answer::Status(404);
-        };
-        match request.method.as_str() {
-            "GET" => Answer::Page {
-                path: route.path,
-                head: false,
-            },
-            "HEAD" => Answer::Page {
-                path: route.path,
-                head: true,
-            },
-            _ => Answer::Status(405),
+        match method {
+            "GET" => ((route.get)(), false),
+            "HEAD" => ((route.get)(), true),
+            _ => (Response::error(StatusCode::METHOD_NOT_ALLOWED), false),
         }
     }
 
-    /// The whole response for `answer`.
-    pub(crate) fn respond(&self, answer: Answer) -> Vec<u8> {
-        let (status, page, head) = match answer {
-            Answer::Page { path, head } => match self.route(path) {
-                Some(route) => (200, (route.get)(), head),
-                None => (404, error_page(404), false),
-            },
-            Answer::Status(status) => (status, error_page(status), false),
-        };
-        let allow = if status == 405 {
-            format!("Allow: {ALLOW}\r\n")
+    /// The HTTP response to `method` on `target`.
+    pub(crate) fn respond(&self, method: &Method, target: &Uri) -> hyper::Response<Full<Bytes>> {
+        let (response, head) = self.answer(method, target);
+        let length = response.body.len();
+        let body = if head {
+            Bytes::new()
         } else {
-            String::new()
+            Bytes::from(response.body)
         };
-        let mut response = format!(
-            "HTTP/1.1 {status} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
-             {allow}Connection: close\r\n\r\n",
-            reason(status),
-            page.content_type,
-            page.body.len()
-        )
-        .into_bytes();
-        if !head {
-            response.extend_from_slice(page.body.as_bytes());
+        let mut http = hyper::Response::new(Full::new(body));
+        *http.status_mut() = response.status;
+        let headers = http.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(response.content_type),
+        );
+        // Written for HEAD too, where the body is empty: the length GET would send.
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+        if response.status == StatusCode::METHOD_NOT_ALLOWED {
+            headers.insert(ALLOW, HeaderValue::from_static(ALLOWED));
         }
-        response
-    }
-
-    /// The route at `path`.
-    fn route(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|route| route.path == path)
+        http
     }
 }
 
 impl fmt::Debug for Router {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.routes.iter().map(|route| route.path))
+        f.debug_struct("Router")
+            .field("paths", &self.paths().collect::<Vec<_>>())
+            .field("health_probe", &self.health_probe.is_some())
             .finish()
-    }
-}
-
-/// The short text page of an error status.
-fn error_page(status: u16) -> Page {
-    Page {
-        content_type: "text/plain; charset=utf-8",
-        body: format!("{status} {}\n", reason(status).to_ascii_lowercase()),
-    }
-}
-
-/// The reason phrase of `status`.
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        431 => "Request Header Fields Too Large",
-        505 => "HTTP Version Not Supported",
-        _ => "Error",
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::CONTENT_TYPE;
+    use crate::metrics::CONTENT_TYPE as METRICS_TYPE;
+
+    fn router() -> Router {
+        Router::new().get("/metrics", || {
+            Response::ok(METRICS_TYPE, "x_total 1\n".to_string())
+        })
+    }
+
+    /// The status, whether it is a HEAD, and the body of `method` on `target`.
+    fn answer(method: &str, target: &str) -> (u16, bool, String) {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let (response, head) = router().answer(&method, &target.parse().unwrap());
+        (response.status.as_u16(), head, response.body)
+    }
 
     #[test]
-    fn responses() {
-        let page = || Page {
-            content_type: CONTENT_TYPE,
-            body: "x_total 1\n".to_string(),
-        };
-        let router = Router::new().get("/metrics", page);
-        let respond = |answer| router.respond(answer);
-        let metrics = |head| Answer::Page {
-            path: "/metrics",
-            head,
-        };
-        let ok = String::from_utf8(respond(metrics(false))).unwrap();
+    fn routes_by_exact_path_without_query_string() {
+        let page = (200, false, "x_total 1\n".to_string());
+        assert_eq!(answer("GET", "/metrics"), page);
+        assert_eq!(answer("GET", "/metrics?x=1"), page);
+        assert_eq!(answer("GET", "http://h:1/metrics"), page);
         assert_eq!(
-            ok,
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
-             Content-Length: 10\r\nConnection: close\r\n\r\nx_total 1\n"
+            answer("HEAD", "/metrics"),
+            (200, true, "x_total 1\n".to_string())
         );
-        let head = String::from_utf8(respond(metrics(true))).unwrap();
-        assert!(head.ends_with("Content-Length: 10\r\nConnection: close\r\n\r\n"));
-        let not_found = String::from_utf8(respond(Answer::Status(404))).unwrap();
-        assert!(not_found.starts_with("HTTP/1.1 404 Not Found\r\n"));
-        assert!(not_found.ends_with("\r\n\r\n404 not found\n"));
-        let method = String::from_utf8(respond(Answer::Status(405))).unwrap();
-        assert!(method.contains("\r\nAllow: GET, HEAD\r\n"));
+        for path in ["/", "/metricsx", "/metrics/", "/health", "/Metrics"] {
+            assert_eq!(answer("GET", path), (404, false, "404 not found\n".into()));
+        }
+        // A router without routes.
+        let empty = Router::new().answer(&Method::GET, &"/metrics".parse().unwrap());
+        assert_eq!(empty.0.status, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn other_methods_and_bad_requests() {
+        for method in ["POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE"] {
+            let (status, _, body) = answer(method, "/metrics");
+            assert_eq!((status, body.as_str()), (405, "405 method not allowed\n"));
+        }
+        // Hyper takes any token as a method; the old server's rule (upper-case letters) stays.
+        for method in ["get", "Get", "M-SEARCH", "GET1"] {
+            assert_eq!(answer(method, "/metrics").0, 400, "{method}");
+        }
+        // An authority-form or asterisk-form target is not a path.
+        assert_eq!(answer("GET", "metrics:80").0, 400);
+        assert_eq!(answer("GET", "*").0, 400);
+    }
+
+    #[test]
+    fn http_responses() {
+        let router = router();
+        let get = router.respond(&Method::GET, &"/metrics".parse().unwrap());
+        assert_eq!(get.status(), StatusCode::OK);
+        assert_eq!(get.headers()[CONTENT_TYPE], METRICS_TYPE);
+        assert_eq!(get.headers()[CONTENT_LENGTH], "10");
+        let head = router.respond(&Method::HEAD, &"/metrics".parse().unwrap());
+        assert_eq!(head.headers()[CONTENT_LENGTH], "10");
+        assert_eq!(hyper::body::Body::size_hint(head.body()).exact(), Some(0));
+        let post = router.respond(&Method::POST, &"/metrics".parse().unwrap());
+        assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(post.headers()[ALLOW], "GET, HEAD");
+        assert_eq!(post.headers()[CONTENT_TYPE], TEXT);
+        let missing = router.respond(&Method::GET, &"/x".parse().unwrap());
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        assert!(!missing.headers().contains_key(ALLOW));
+    }
+
+    #[test]
+    fn a_route_added_again_replaces_the_first() {
+        let router = router().get("/metrics", || Response::text(StatusCode::OK, "b".into()));
+        assert_eq!(router.paths().collect::<Vec<_>>(), ["/metrics"]);
+        assert_eq!(answer_with(&router, "/metrics").body, "b");
+    }
+
+    fn answer_with(router: &Router, path: &str) -> Response {
+        router.answer(&Method::GET, &path.parse().unwrap()).0
     }
 }

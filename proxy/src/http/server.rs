@@ -1,204 +1,227 @@
-//! The accept loop and the handling of one connection: a small HTTP/1.1 server on one
-//! thread, with blocking reads and writes bounded in time and size: one request per
-//! connection, answered and closed.
+//! The server: a current-thread tokio runtime on the HTTP thread, hyper's HTTP/1.1 on every
+//! connection, each connection a task, so that no client waits for another.
 //!
-//! The listeners are non-blocking: the loop polls them for new connections and sleeps
-//! [`IDLE_POLL`] when none is waiting, so it notices the shutdown flag within that time.
-//! The request head is read by [`super::request`] and answered by the [`Router`]; a client too
-//! slow to send its head gets 408. Nothing here panics on what a client sends.
+//! Bounds, so that slow or silent clients cost little and never stall the others:
+//!
+//! - at most [`Limits::max_connections`] connections at once, over every listener: beyond,
+//!   a new connection is accepted and closed at once (and a warning logged when the cap is
+//!   reached);
+//! - a connection gets no buffers until its first bytes arrive, and is closed if none arrive
+//!   within [`Limits::request_timeout`]; hyper then closes it when a request head (the first,
+//!   or the next on a kept-alive connection) is not complete within that time again, and
+//!   answers 431 to a head longer than [`MAX_REQUEST`] bytes or of more than 100 headers;
+//! - keep-alive is allowed but a connection lives at most [`Limits::connection_lifetime`]:
+//!   then it takes no new request, and the response under way has
+//!   [`Limits::close_grace`] more to be sent before the connection is dropped.
+//!
+//! Header names are written in title case (`Content-Type`), as the old server and Go's
+//! `net/http` (CoreDNS) write them.
+//!
+//! The runtime checks the shutdown flag every [`SHUTDOWN_POLL`]; when it is set, the
+//! runtime is dropped with every task, which closes the listeners and the connections.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::request::{self, MAX_REQUEST, Request};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::Endpoint;
 use super::router::Router;
 
-/// Time a client has to send its request head.
-pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-/// Time a client has to take the response.
-pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Sleep between polls of the listeners when no connection is waiting.
-pub(super) const IDLE_POLL: Duration = Duration::from_millis(50);
-/// After answering, input still arriving is read and dropped for at most this long (and
-/// [`DRAIN_LIMIT`] bytes), so that closing does not reset the connection under the answer.
-const DRAIN_TIMEOUT: Duration = Duration::from_millis(200);
-const DRAIN_LIMIT: usize = 64 * 1024;
+/// Largest request head (request line and headers) read; a longer one is 431.
+pub(super) const MAX_REQUEST: usize = 8 * 1024;
+/// How often the runtime looks at the shutdown flag.
+pub(super) const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
+/// Pause after a failed `accept` (out of file descriptors, say) before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Serves the routes of `router` on `listeners` until `shutdown` is set.
-pub(super) fn serve(listeners: &[TcpListener], shutdown: &AtomicBool, router: &Router) {
-    while !shutdown.load(Ordering::Relaxed) {
-        let mut accepted = false;
-        for listener in listeners {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    accepted = true;
-                    handle(stream, router);
+/// What bounds the connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Limits {
+    /// Connections open at once, over every listener.
+    pub max_connections: usize,
+    /// Time a client has to start a request, and to send a whole request head.
+    pub request_timeout: Duration,
+    /// Time after which a connection takes no new request.
+    pub connection_lifetime: Duration,
+    /// Time the response under way still has at the end of the lifetime.
+    pub close_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 1024,
+            request_timeout: Duration::from_secs(2),
+            connection_lifetime: Duration::from_secs(10),
+            close_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The runtime and the listeners it serves, ready to run on the HTTP thread.
+#[derive(Debug)]
+pub(super) struct Server {
+    runtime: Runtime,
+    listeners: Vec<Listening>,
+    limits: Limits,
+}
+
+/// One listener, registered with the runtime, and its routes.
+#[derive(Debug)]
+struct Listening {
+    listener: TcpListener,
+    addr: SocketAddr,
+    router: Arc<Router>,
+}
+
+impl Server {
+    /// The runtime, with `endpoints`' listeners registered in it.
+    pub(super) fn new(endpoints: Vec<Endpoint>, limits: Limits) -> io::Result<Server> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let listeners = {
+            let _context = runtime.enter();
+            endpoints
+                .into_iter()
+                .map(|Endpoint { listener, router }| {
+                    listener.set_nonblocking(true)?;
+                    Ok(Listening {
+                        addr: listener.local_addr()?,
+                        listener: TcpListener::from_std(listener)?,
+                        router: Arc::new(router),
+                    })
+                })
+                .collect::<io::Result<Vec<_>>>()?
+        };
+        Ok(Server {
+            runtime,
+            listeners,
+            limits,
+        })
+    }
+
+    /// Serves every listener, and runs the self-probe of each router that has one, until
+    /// `shutdown` is set; then drops every connection.
+    pub(super) fn run(self, shutdown: &AtomicBool) {
+        let Server {
+            runtime,
+            listeners,
+            limits,
+        } = self;
+        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        runtime.block_on(async {
+            for listening in listeners {
+                if let Some(probe) = listening.router.health_probe() {
+                    tokio::spawn(probe.clone().run(listening.addr));
                 }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                Err(error) => tracing::debug!(%error, "metrics: accept failed"),
+                tokio::spawn(accept(listening, Arc::clone(&permits), limits));
             }
-        }
-        if !accepted {
-            thread::sleep(IDLE_POLL);
-        }
+            let mut ticks = tokio::time::interval(SHUTDOWN_POLL);
+            while !shutdown.load(Ordering::Relaxed) {
+                ticks.tick().await;
+            }
+        });
+        // Every task (accept loops, connections, probes) is dropped with the runtime.
+        drop(runtime);
     }
 }
 
-/// Reads one request from `stream`, answers it and closes.
-fn handle(mut stream: TcpStream, router: &Router) {
-    if stream.set_nonblocking(false).is_err() {
-        return;
-    }
-    let Some(head) = read_request(&mut stream, Instant::now() + REQUEST_TIMEOUT) else {
-        return;
-    };
-    let response = router.respond(router.answer(head));
-    if let Err(error) = write_before(&mut stream, &response, Instant::now() + WRITE_TIMEOUT) {
-        tracing::debug!(%error, "metrics: cannot send the response");
-        return;
-    }
-    let _ = stream.shutdown(Shutdown::Write);
-    drain(&mut stream);
-}
-
-/// Reads a request head: the request, or the error status it gets; `None` when the client
-/// went away without sending one.
-fn read_request(stream: &mut TcpStream, deadline: Instant) -> Option<Result<Request, u16>> {
-    let mut buffer = vec![0u8; MAX_REQUEST];
-    let mut filled = 0;
+/// Accepts connections on one listener for ever, each served by a task of its own while the
+/// cap allows, else closed at once.
+async fn accept(listening: Listening, permits: Arc<Semaphore>, limits: Limits) {
+    let Listening {
+        listener,
+        addr,
+        router,
+    } = listening;
+    let mut at_cap = false;
     loop {
-        if let Some(head) = request::parse(&buffer[..filled]) {
-            return Some(head);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            return Some(Err(408));
-        }
-        match stream.read(&mut buffer[filled..]) {
-            Ok(0) if filled == 0 => return None,
-            Ok(0) => return Some(Err(400)),
-            Ok(read) => filled += read,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Some(Err(408));
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::debug!(%error, "http: accept on {addr} failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
             }
-            Err(_) => return None,
-        }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            if !at_cap {
+                tracing::warn!(
+                    "http: {} connections open, new connections to {addr} are closed",
+                    limits.max_connections
+                );
+                at_cap = true;
+            }
+            drop(stream);
+            continue;
+        };
+        at_cap = false;
+        tokio::spawn(serve_connection(
+            stream,
+            Arc::clone(&router),
+            limits,
+            permit,
+        ));
     }
 }
 
-/// Writes all of `bytes` unless `deadline` passes first.
-fn write_before(stream: &mut TcpStream, bytes: &[u8], deadline: Instant) -> io::Result<()> {
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        stream.set_write_timeout(Some(left))?;
-        match stream.write(rest) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(written) => rest = &rest[written..],
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
+/// Serves the requests of one connection within `limits`; the permit is given back when it
+/// ends.
+async fn serve_connection(
+    stream: TcpStream,
+    router: Arc<Router>,
+    limits: Limits,
+    _permit: OwnedSemaphorePermit,
+) {
+    // A silent connection costs its socket and this task, no buffers: hyper takes it once a
+    // byte arrives (`readable` alone may wake up before that).
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(limits.request_timeout, stream.peek(&mut first)).await {
+        Ok(Ok(read)) if read > 0 => {}
+        Ok(_) | Err(_) => return,
     }
-    Ok(())
-}
-
-/// Reads and drops what the client still sends, until it closes or a bound is reached.
-fn drain(stream: &mut TcpStream) {
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    let mut buffer = [0u8; 4096];
-    let mut total = 0;
-    while total < DRAIN_LIMIT {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+    let service = service_fn(move |request: hyper::Request<Incoming>| {
+        let response = router.respond(request.method(), request.uri());
+        std::future::ready(Ok::<_, Infallible>(response))
+    });
+    let mut connection = pin!(
+        http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.request_timeout)
+            .max_buf_size(MAX_REQUEST)
+            .keep_alive(true)
+            .title_case_headers(true)
+            .serve_connection(TokioIo::new(stream), service)
+    );
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%error, "http: connection ended");
+            }
             return;
         }
-        match stream.read(&mut buffer) {
-            Ok(0) | Err(_) => return,
-            Ok(read) => total += read,
+        () = tokio::time::sleep(limits.connection_lifetime) => {
+            connection.as_mut().graceful_shutdown();
         }
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-    use std::sync::mpsc;
-
-    use super::*;
-    use crate::http::router::Page;
-
-    /// Sends `request` and reads the whole response (the server closes).
-    fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        stream.write_all(request).unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).unwrap();
-        String::from_utf8_lossy(&response).into_owned()
-    }
-
-    #[test]
-    fn serves_until_shutdown() {
-        let listener =
-            crate::runtime::sockets::metrics_listener("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = Arc::new(AtomicBool::new(false));
-        let (done, stopped) = mpsc::channel();
-        let flag = Arc::clone(&shutdown);
-        let router = Router::new().get("/metrics", || Page {
-            content_type: "text/plain",
-            body: "up 1\n".to_string(),
-        });
-        let thread = thread::spawn(move || {
-            serve(&[listener], &flag, &router);
-            let _ = done.send(());
-        });
-        let ok = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
-        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-        assert!(ok.ends_with("\r\n\r\nup 1\n"), "{ok}");
-        let missing = exchange(addr, b"GET /other HTTP/1.1\r\n\r\n");
-        assert!(missing.starts_with("HTTP/1.1 404 "), "{missing}");
-        let garbage = exchange(addr, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\n\n");
-        assert!(garbage.starts_with("HTTP/1.1 400 "), "{garbage}");
-        // Clients that leave without a request get nothing; half a head is a bad request.
-        drop(TcpStream::connect(addr).unwrap());
-        let mut silent = TcpStream::connect(addr).unwrap();
-        silent
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        silent.shutdown(Shutdown::Write).unwrap();
-        let mut nothing = String::new();
-        silent.read_to_string(&mut nothing).unwrap();
-        assert_eq!(nothing, "");
-        let mut partial = TcpStream::connect(addr).unwrap();
-        partial
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        partial.write_all(b"GET /met").unwrap();
-        partial.shutdown(Shutdown::Write).unwrap();
-        let mut rest = String::new();
-        partial.read_to_string(&mut rest).unwrap();
-        assert!(rest.starts_with("HTTP/1.1 400 "), "{rest}");
-        let again = exchange(addr, b"GET /metrics HTTP/1.0\r\n\r\n");
-        assert!(again.ends_with("up 1\n"), "{again}");
-        shutdown.store(true, Ordering::Relaxed);
-        stopped
-            .recv_timeout(Duration::from_secs(5))
-            .expect("the server stops on shutdown");
-        thread.join().unwrap();
+    if tokio::time::timeout(limits.close_grace, connection)
+        .await
+        .is_err()
+    {
+        tracing::debug!("http: connection dropped at the end of its lifetime");
     }
 }

@@ -244,9 +244,15 @@ impl<'a> Lifecycle<'a> {
         let http_thread = if http_listeners.is_empty() {
             None
         } else {
-            let router = http::routes(Arc::clone(&exposition));
-            let thread = http::start(http_listeners, router, Arc::clone(&shutdown))
-                .context("cannot start the metrics thread")?;
+            let endpoints = http_listeners
+                .into_iter()
+                .map(|listener| http::Endpoint {
+                    listener,
+                    router: http::Router::new().metrics(Arc::clone(&exposition), None),
+                })
+                .collect();
+            let thread = http::start(endpoints, Arc::clone(&shutdown))
+                .context("cannot start the http thread")?;
             Some(thread)
         };
         let reloader = Reloader::new(
@@ -296,7 +302,7 @@ impl<'a> Lifecycle<'a> {
         if let Some(thread) = running.http_thread
             && thread.join().is_err()
         {
-            tracing::error!("the metrics thread panicked");
+            tracing::error!("the http thread panicked");
         }
         if let Some(thread) = running.reload_thread
             && thread.join().is_err()

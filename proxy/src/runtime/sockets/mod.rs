@@ -22,8 +22,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// `listen(2)` backlog of the TCP listeners.
 pub(crate) const TCP_BACKLOG: i32 = 1024;
 
-/// `listen(2)` backlog of a metrics listener (a scraper or two).
-pub(crate) const METRICS_BACKLOG: i32 = 64;
+/// `listen(2)` backlog of an HTTP listener: room for a burst of connections while the HTTP
+/// thread accepts them (it caps them at 1024 open; see `http::server::Limits`).
+pub(crate) const METRICS_BACKLOG: i32 = 1024;
 
 /// Receive and send buffer asked for on UDP sockets (the kernel caps it at
 /// `net.core.rmem_max` / `wmem_max`).
