@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use thiserror::Error;
 
-use crate::kubedns::{CONFIGMAP_ERROR_TYPE, KubeDnsConfig};
+use crate::kubedns::KubeDnsConfig;
+use crate::setup_errors::SetupErrorType;
 use crate::template::{self, TemplateError, TemplateValues};
 
 /// node-cache's `-basecorefile` default.
@@ -191,8 +192,8 @@ pub struct WriteError {
 
 impl WriteError {
     /// node-cache counts a failed write as a `configmap` setup error.
-    pub fn setup_error_type(&self) -> Option<&'static str> {
-        Some(CONFIGMAP_ERROR_TYPE)
+    pub fn setup_error_type(&self) -> SetupErrorType {
+        SetupErrorType::Configmap
     }
 }
 
@@ -356,7 +357,7 @@ mod tests {
                 .to_string()
                 .starts_with(&format!("cannot write the Corefile {}:", path.display()))
         );
-        assert_eq!(error.setup_error_type(), Some("configmap"));
+        assert_eq!(error.setup_error_type(), SetupErrorType::Configmap);
 
         // The target is a directory: the rename fails and the temporary file is removed.
         let target = directory.path().join("Corefile");

@@ -23,15 +23,19 @@ pub enum SetupErrorType {
     InterfaceAdd,
     /// Looking up the local interface, or restoring an address on it, failed.
     InterfaceCheck,
+    /// A kube-dns ConfigMap update was refused, or the Corefile could not be made or written
+    /// from it.
+    Configmap,
 }
 
 impl SetupErrorType {
     /// Every error type, in the order [`SetupErrors::snapshot`] reports them.
-    pub const ALL: [SetupErrorType; 4] = [
+    pub const ALL: [SetupErrorType; 5] = [
         SetupErrorType::Iptables,
         SetupErrorType::IptablesLock,
         SetupErrorType::InterfaceAdd,
         SetupErrorType::InterfaceCheck,
+        SetupErrorType::Configmap,
     ];
 
     /// The `errortype` label value, spelled as node-cache spells it.
@@ -41,6 +45,7 @@ impl SetupErrorType {
             SetupErrorType::IptablesLock => "iptables_lock",
             SetupErrorType::InterfaceAdd => "interface_add",
             SetupErrorType::InterfaceCheck => "interface_check",
+            SetupErrorType::Configmap => "configmap",
         }
     }
 
@@ -50,6 +55,7 @@ impl SetupErrorType {
             SetupErrorType::IptablesLock => 1,
             SetupErrorType::InterfaceAdd => 2,
             SetupErrorType::InterfaceCheck => 3,
+            SetupErrorType::Configmap => 4,
         }
     }
 }
@@ -65,7 +71,7 @@ impl fmt::Display for SetupErrorType {
 /// relaxed atomics are enough.
 #[derive(Debug, Default)]
 pub struct SetupErrors {
-    counts: [AtomicU64; 4],
+    counts: [AtomicU64; 5],
 }
 
 impl SetupErrors {
@@ -85,7 +91,7 @@ impl SetupErrors {
     }
 
     /// Every counter with its type, in [`SetupErrorType::ALL`] order, for export.
-    pub fn snapshot(&self) -> [(SetupErrorType, u64); 4] {
+    pub fn snapshot(&self) -> [(SetupErrorType, u64); 5] {
         SetupErrorType::ALL.map(|error_type| (error_type, self.count(error_type)))
     }
 
@@ -111,7 +117,8 @@ mod tests {
                 "iptables",
                 "iptables_lock",
                 "interface_add",
-                "interface_check"
+                "interface_check",
+                "configmap"
             ]
         );
     }
@@ -129,6 +136,7 @@ mod tests {
                 (SetupErrorType::IptablesLock, 2),
                 (SetupErrorType::InterfaceAdd, 0),
                 (SetupErrorType::InterfaceCheck, 1),
+                (SetupErrorType::Configmap, 0),
             ]
         );
         assert_eq!(errors.total(), 3);

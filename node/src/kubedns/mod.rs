@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use crate::setup_errors::SetupErrorType;
 use crate::template::local_ip_list;
 
 /// Where node-cache looks for the kube-dns ConfigMap when `-kubednscm` is not given
@@ -39,10 +40,6 @@ pub const FEDERATIONS_FILE: &str = "federations";
 
 /// The `cache` TTL of a stub domain's block (node-cache's `defaultTTL`).
 pub const STUB_DOMAIN_CACHE_TTL: u32 = 30;
-
-/// The metric label node-cache counts ConfigMap failures under, in
-/// `coredns_nodecache_setup_errors_total{errortype="configmap"}`.
-pub const CONFIGMAP_ERROR_TYPE: &str = "configmap";
 
 /// A kube-dns ConfigMap that passed kube-dns's and node-cache's checks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -152,13 +149,13 @@ impl ConfigMapError {
         }
     }
 
-    /// The `errortype` label node-cache counts this refusal under in
-    /// `coredns_nodecache_setup_errors_total`, or `None` where it only logs it.
-    pub fn setup_error_type(&self) -> Option<&'static str> {
-        match self.check() {
-            ConfigMapCheck::NodeLocalCache => Some(CONFIGMAP_ERROR_TYPE),
-            ConfigMapCheck::KubeDns => None,
-        }
+    /// What this refusal is counted as in `coredns_nodecache_setup_errors_total`: always
+    /// `configmap`. node-cache counts only the refusals of its own check
+    /// ([`ConfigMapCheck::NodeLocalCache`]) and merely logs those of kube-dns's (bad JSON, a
+    /// bad domain name), so a ConfigMap it ignores could go unnoticed by alerts; every
+    /// refused update is counted here.
+    pub fn setup_error_type(&self) -> SetupErrorType {
+        SetupErrorType::Configmap
     }
 }
 

@@ -111,7 +111,7 @@ fn bad_json_names_the_file_line_and_what_was_expected() {
         "{message}"
     );
     assert_eq!(error.check(), ConfigMapCheck::KubeDns);
-    assert_eq!(error.setup_error_type(), None);
+    assert_eq!(error.setup_error_type(), SetupErrorType::Configmap);
 
     let error = refused(&[(UPSTREAM_NAMESERVERS_FILE, "[\"8.8.8.8\",]")]);
     assert_eq!(error.file, Path::new("/etc/kube-dns/upstreamNameservers"));
@@ -180,7 +180,7 @@ fn bad_stub_domains() {
     assert!(
         matches!(&error.problem, ConfigMapProblem::StubDomainName { domain } if domain == "Acme.Local")
     );
-    assert_eq!(error.setup_error_type(), None);
+    assert_eq!(error.setup_error_type(), SetupErrorType::Configmap);
 
     let error = refused(&[(STUB_DOMAINS_FILE, r#"{"acme.local": ["1.2.3.4:70000"]}"#)]);
     assert!(
@@ -227,7 +227,7 @@ fn host_names_pass_kube_dns_but_not_node_cache() {
         ("acme.local", "ns.acme.local")
     );
     assert_eq!(*check, ConfigMapCheck::NodeLocalCache);
-    assert_eq!(error.setup_error_type(), Some("configmap"));
+    assert_eq!(error.setup_error_type(), SetupErrorType::Configmap);
     assert!(error.to_string().contains("not an IP address"), "{error}");
 }
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use super::source::{FileSource, FileSystem};
 use super::sync::{CorefileSync, SyncError};
 use crate::corefile::{WriteError, write_atomically};
+use crate::setup_errors::SetupErrorType;
 
 /// Longest the thread sleeps before looking at its stop flag.
 pub const STOP_CHECK_INTERVAL: Duration = Duration::from_millis(100);
@@ -37,11 +38,11 @@ pub enum WatchEvent {
 impl WatchEvent {
     /// The `errortype` label node-cache counts this under in
     /// `coredns_nodecache_setup_errors_total`, or `None`.
-    pub fn setup_error_type(&self) -> Option<&'static str> {
+    pub fn setup_error_type(&self) -> Option<SetupErrorType> {
         match self {
             WatchEvent::Written { .. } => None,
             WatchEvent::Failed(error) => error.setup_error_type(),
-            WatchEvent::WriteFailed(error) => error.setup_error_type(),
+            WatchEvent::WriteFailed(error) => Some(error.setup_error_type()),
         }
     }
 }
@@ -168,7 +169,7 @@ mod tests {
             matches!(event, WatchEvent::Failed(SyncError::ConfigMap(_))),
             "{event:?}"
         );
-        assert_eq!(event.setup_error_type(), None);
+        assert_eq!(event.setup_error_type(), Some(SetupErrorType::Configmap));
         assert_eq!(
             fs::read_to_string(&conf).unwrap(),
             written,
@@ -182,7 +183,7 @@ mod tests {
         fs::write(kube_dns.join("stubDomains"), "{}").unwrap();
         let event = received.recv_timeout(WAIT).unwrap();
         assert!(matches!(event, WatchEvent::WriteFailed(_)), "{event:?}");
-        assert_eq!(event.setup_error_type(), Some("configmap"));
+        assert_eq!(event.setup_error_type(), Some(SetupErrorType::Configmap));
 
         stop.store(true, Ordering::Relaxed);
         handle.join().unwrap();

@@ -30,7 +30,8 @@ use thiserror::Error;
 use super::poller::{DirectoryPoller, PollOutcome};
 use super::source::{FileSource, SourceError};
 use crate::corefile::{CorefileError, CorefileGenerator, CorefileSettings};
-use crate::kubedns::{CONFIGMAP_ERROR_TYPE, ConfigMapError, KubeDnsConfig};
+use crate::kubedns::{ConfigMapError, KubeDnsConfig};
+use crate::setup_errors::SetupErrorType;
 
 /// The base Corefile's directory and the ConfigMap directory, polled; the Corefile
 /// regenerated when they change.
@@ -69,11 +70,11 @@ pub enum SyncError {
 impl SyncError {
     /// The `errortype` label node-cache counts this under in
     /// `coredns_nodecache_setup_errors_total`, or `None` where it only logs it.
-    pub fn setup_error_type(&self) -> Option<&'static str> {
+    pub fn setup_error_type(&self) -> Option<SetupErrorType> {
         match self {
-            SyncError::ConfigMap(error) => error.setup_error_type(),
+            SyncError::ConfigMap(error) => Some(error.setup_error_type()),
             SyncError::Directory(_) => None,
-            SyncError::BaseCorefile(_) => Some(CONFIGMAP_ERROR_TYPE),
+            SyncError::BaseCorefile(_) => Some(SetupErrorType::Configmap),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use super::*;
 use crate::kubedns::{ConfigMapCheck, ConfigMapProblem};
+use crate::setup_errors::SetupErrorType;
 use crate::template::TemplateError;
 use crate::watch::POLL_PERIOD;
 use crate::watch::poller::tests::MemorySource;
@@ -114,7 +115,7 @@ fn start_up_fails_without_a_base_corefile_or_the_environment() {
         matches!(errors[..], [SyncError::BaseCorefile(_)]),
         "{errors:?}"
     );
-    assert_eq!(errors[0].setup_error_type(), Some("configmap"));
+    assert_eq!(errors[0].setup_error_type(), Some(SetupErrorType::Configmap));
     assert!(
         error.to_string().contains("/etc/coredns/Corefile.base"),
         "{error}"
@@ -236,7 +237,10 @@ fn an_invalid_configmap_keeps_the_current_one() {
         error.problem,
         ConfigMapProblem::TooManyUpstreamNameservers { count: 4 }
     ));
-    assert_eq!(outcome.errors[0].setup_error_type(), None);
+    assert_eq!(
+        outcome.errors[0].setup_error_type(),
+        Some(SetupErrorType::Configmap)
+    );
 
     // Unchanged since: not reported again (node-cache remembers the refused version too).
     let outcome = sync.poll(at(2), &source);
@@ -257,7 +261,7 @@ fn an_invalid_configmap_keeps_the_current_one() {
         panic!("{outcome:?}")
     };
     assert_eq!(error.check(), ConfigMapCheck::NodeLocalCache);
-    assert_eq!(outcome.errors[0].setup_error_type(), Some("configmap"));
+    assert_eq!(outcome.errors[0].setup_error_type(), Some(SetupErrorType::Configmap));
 
     // The base Corefile changes meanwhile: regenerated with the last valid ConfigMap.
     source.write(
