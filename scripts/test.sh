@@ -1,25 +1,26 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: unit tests of every crate and the end-to-end tests
 # (tests/, package shardns-e2e), which drive the real shardns binary against a real
-# Unbound and use dig, and check the metrics page with Prometheus's promtool. Installs
-# Unbound, dig and promtool first when they are missing (as root, from Debian's packages).
+# Unbound and use dig, check the metrics page with Prometheus's promtool, and set up nodes
+# in network namespaces with ip and iptables (both iptables-nft and iptables-legacy).
+# Installs them first when they are missing (as root, from Debian's packages).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 
 missing=()
-for tool in unbound unbound-control dig promtool; do
+for tool in unbound unbound-control dig promtool ip iptables-nft iptables-legacy; do
     have "$tool" || missing+=("$tool")
 done
 
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing: ${missing[*]}" >&2
-        echo "install them with: sudo apt-get install -y --no-install-recommends unbound dnsutils prometheus" >&2
+        echo "install them with: sudo apt-get install -y --no-install-recommends unbound dnsutils prometheus iproute2 iptables" >&2
         exit 1
     fi
-    echo "installing unbound, dnsutils and prometheus (missing: ${missing[*]})"
+    echo "installing unbound, dnsutils, prometheus, iproute2 and iptables (missing: ${missing[*]})"
     # Debian's postinst would start a system-wide Unbound on port 53; forbid service
     # start-ups for the duration of the install (policy-rc.d exit 101 = "denied").
     policy_created=0
@@ -31,7 +32,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     status=0
     {
         apt-get update -qq &&
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends unbound dnsutils prometheus
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends unbound dnsutils prometheus iproute2 iptables
     } || status=$?
     if [ "$policy_created" -eq 1 ]; then
         rm -f /usr/sbin/policy-rc.d

@@ -16,13 +16,16 @@
 //! - [`template`]: the base Corefile's placeholders filled as node-cache fills them;
 //! - [`kubedns`]: the kube-dns ConfigMap directory, its checks and its stub-domain blocks;
 //! - [`corefile`]: the Corefile from node-cache's inputs, and writing it atomically;
-//! - [`watch`]: the two directories polled and the Corefile regenerated when they change.
+//! - [`watch`]: the two directories polled and the Corefile regenerated when they change;
+//! - `setup` ([`NodeSetup`]): the interface and the rules as one value, driven by the
+//!   proxy's lifecycle: prepare, install, check, withdraw, remove the interface.
 #![forbid(unsafe_code)]
 
 pub mod corefile;
 mod interface;
 pub mod kubedns;
 mod rules;
+mod setup;
 mod setup_errors;
 pub mod template;
 pub mod watch;
@@ -37,6 +40,7 @@ pub use rules::{
     IptablesError, IptablesVariant, Protocol, Rule, RuleOperation, Rules, Side, SyncReport, Table,
     Target, TeardownReport, UnknownIptablesVariant, desired_rules,
 };
+pub use setup::{NodePlan, NodeSetup};
 pub use setup_errors::{SETUP_ERRORS_METRIC, SetupErrorType, SetupErrors};
 pub use template::{TemplateError, TemplateValues, fill_template};
 pub use watch::{

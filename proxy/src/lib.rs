@@ -54,33 +54,41 @@ pub use cli::{Args, CoalesceArg, IoArg, LocalIps, LocalIpsError, NodeCacheArgs};
 const EXIT_USAGE: u8 = 64;
 
 /// Runs the process for `args`: sets up logging, loads the Corefile (status 64 with a
-/// `FILE:LINE` message when it is not valid), then with `--validate` prints OK, else serves
-/// until SIGTERM or SIGINT (status 0) or until a shard fails (status 1).
+/// `FILE:LINE` message when it is not valid; in node-local mode it is first made from
+/// node-cache's template), then with `--validate` prints OK, else serves until SIGTERM or
+/// SIGINT (status 0), until a shard fails or until the `loop` check sees a loop (status 1).
 pub fn run(args: Args) -> ExitCode {
     cli::init_logging(args.verbose);
-    let config = match corefile::load(args.conf.as_deref(), &args.resolv_conf) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("shardns: {error}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
     if args.validate {
-        println!("OK");
-        return ExitCode::SUCCESS;
+        // Nothing is written: node-local mode makes the Corefile in memory only.
+        return match runtime::lifecycle::load(&args, false) {
+            Ok(_) => {
+                println!("OK");
+                ExitCode::SUCCESS
+            }
+            Err(message) => invalid(&message),
+        };
     }
-    match Lifecycle::new(&args, config).run() {
+    match Lifecycle::new(&args).run() {
         Ok(Ending::Stopped) => {
             tracing::info!("shardns stopped");
             ExitCode::SUCCESS
         }
+        Ok(Ending::Invalid(message)) => invalid(&message),
         Ok(Ending::ShardsFailed(failed)) => {
             tracing::error!("{failed}");
             ExitCode::FAILURE
         }
+        Ok(Ending::LoopDetected) => ExitCode::FAILURE,
         Err(error) => {
             tracing::error!("{error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// A configuration that is not valid: its message on stderr, status 64.
+fn invalid(message: &str) -> ExitCode {
+    eprintln!("shardns: {message}");
+    ExitCode::from(EXIT_USAGE)
 }

@@ -151,22 +151,61 @@ fn boolean_with_separate_value_exits_2_with_the_fix() {
 
 #[test]
 fn validate_with_stock_node_cache_arguments() {
-    // The stock arguments with -conf pointing at a readable Corefile; the rest unchanged.
-    let stock_corefile = testdata("stock.Corefile");
+    // The stock arguments, the template where the manifest mounts it given by -basecorefile,
+    // and the variable kubelet sets: the Corefile is made in memory (nothing is written to
+    // -conf) and checked.
+    let base = testdata("Corefile.base");
+    let conf = corefile("validate-conf", "").with_file_name("never-written");
     let mut args: Vec<&str> = STOCK.to_vec();
-    args[3] = &stock_corefile;
-    args.push("--validate");
-    let output = shardns(&args);
+    let conf_text = conf.display().to_string();
+    args[3] = &conf_text;
+    let extra = [
+        "-basecorefile",
+        &base,
+        "-kubednscm",
+        "/nonexistent/kube-dns",
+        "--resolv-conf",
+        &testdata("resolv.conf"),
+        "--validate",
+    ];
+    args.extend(extra);
+    let with_env = |args: &[&str], value: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shardns"));
+        command.args(args).env_remove("RUST_LOG");
+        match value {
+            Some(value) => command.env("KUBE_DNS_UPSTREAM_SERVICE_HOST", value),
+            None => command.env_remove("KUBE_DNS_UPSTREAM_SERVICE_HOST"),
+        };
+        command.output().expect("run shardns")
+    };
+    let output = with_env(&args, Some("10.96.0.20"));
     assert!(output.status.success(), "{output:?}");
     assert_eq!(String::from_utf8_lossy(&output.stdout), "OK\n");
-    // Go's syntax and shardns's own arguments in any order, both spellings of -conf.
+    assert!(!conf.exists(), "--validate writes nothing");
+    // Without the variable: exit 64 naming it.
+    let output = with_env(&args, None);
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("KUBE_DNS_UPSTREAM_SERVICE_HOST is not set"),
+        "{stderr}"
+    );
+    // An unreadable template: exit 64 naming it.
+    let mut missing = args.clone();
+    let at = missing.iter().position(|a| *a == base).unwrap();
+    missing[at] = "/nonexistent/Corefile.base";
+    let output = with_env(&missing, Some("10.96.0.20"));
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent/Corefile.base"), "{stderr}");
+    // Go's syntax and shardns's own arguments in any order, both spellings of -conf; a
+    // plain --conf Corefile (no -localip) is loaded as is.
+    let stock_corefile = testdata("stock.Corefile");
     let output = shardns(&[
         "--validate",
-        "--localip=169.254.20.10",
         "--conf",
         &stock_corefile,
         "-v",
-        "-upstreamsvc=kube-dns-upstream",
         "--shards",
         "1",
     ]);

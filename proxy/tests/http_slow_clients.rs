@@ -63,9 +63,9 @@ fn five_hundred_silent_connections_do_not_stall_a_scrape() {
     let addr: SocketAddr = loop {
         let line = received
             .recv_timeout(Duration::from_secs(10))
-            .expect("a 'serving metrics' line");
-        if let Some(rest) = line.split("serving metrics on http://").nth(1) {
-            break rest.trim_end_matches("/metrics").parse().unwrap();
+            .expect("a 'serving /metrics on' line");
+        if let Some(rest) = line.split("serving /metrics on http://").nth(1) {
+            break rest.trim().parse().unwrap();
         }
     };
     for _ in 0..3 {

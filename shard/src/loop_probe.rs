@@ -89,7 +89,7 @@ impl LoopProbe {
 
     /// A query for `qname` arrived: counts it when it is the probe and the check is on.
     /// Returns `true` the first time the count shows a loop (a second arrival).
-    pub(crate) fn arrived(&self, qname: &[u8]) -> bool {
+    pub fn arrived(&self, qname: &[u8]) -> bool {
         if self.is_off() || !name_eq_ignore_case(qname, &self.0.qname) {
             return false;
         }

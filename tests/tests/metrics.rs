@@ -294,7 +294,10 @@ fn assert_forward_series(unbound: &Unbound, metrics: SocketAddr) {
 fn bad_requests_leave_it_running(io: Io) {
     let unbound = Unbound::start().expect("starting Unbound");
     let (mut shardns, metrics) = start(&unbound, io);
-    let missing = http(metrics, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let missing = http(
+        metrics,
+        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert!(
         missing.starts_with("HTTP/1.1 404 Not Found\r\n"),
         "{missing}"

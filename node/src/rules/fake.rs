@@ -9,7 +9,7 @@ use crate::rules::{Chain, IpFamily, IptablesError, Rule, Side, Table, Target};
 
 /// One operation asked of the fake.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Operation {
+pub(crate) enum Operation {
     List(ChainKey),
     Check(Rule),
     Insert(Rule),
@@ -18,7 +18,7 @@ pub(super) enum Operation {
 
 /// Which operations an injected fault hits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Hit {
+pub(crate) enum Hit {
     Every,
     List,
     Check,
@@ -28,7 +28,7 @@ pub(super) enum Hit {
 
 /// What an injected fault looks like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Fault {
+pub(crate) enum Fault {
     /// iptables could not take the xtables lock.
     Lock,
     /// iptables failed for another reason.
@@ -36,34 +36,34 @@ pub(super) enum Fault {
 }
 
 #[derive(Debug, Default)]
-pub(super) struct FakeIptables {
+pub(crate) struct FakeIptables {
     chains: BTreeMap<ChainKey, Vec<Rule>>,
-    pub(super) operations: Vec<Operation>,
+    pub(crate) operations: Vec<Operation>,
     fault: Option<(Hit, Fault)>,
     /// `-C` says "absent" even for present rules, as iptables < 1.8.8 sometimes does.
-    pub(super) unreliable_check: bool,
+    pub(crate) unreliable_check: bool,
     /// NOTRACK rules are listed as `-j CT --notrack`, a form `Rule::matches_listing` rejects.
-    pub(super) unrecognised_listing: bool,
+    pub(crate) unrecognised_listing: bool,
 }
 
 impl FakeIptables {
-    pub(super) fn fail(&mut self, hit: Hit, fault: Fault) {
+    pub(crate) fn fail(&mut self, hit: Hit, fault: Fault) {
         self.fault = Some((hit, fault));
     }
 
-    pub(super) fn heal(&mut self) {
+    pub(crate) fn heal(&mut self) {
         self.fault = None;
     }
 
     /// The rules of a chain, top first.
-    pub(super) fn chain(&self, family: IpFamily, table: Table, chain: Chain) -> &[Rule] {
+    pub(crate) fn chain(&self, family: IpFamily, table: Table, chain: Chain) -> &[Rule] {
         self.chains
             .get(&(family, table, chain))
             .map_or(&[], Vec::as_slice)
     }
 
     /// How many copies of `rule` are in its chain.
-    pub(super) fn copies(&self, rule: &Rule) -> usize {
+    pub(crate) fn copies(&self, rule: &Rule) -> usize {
         let (family, table, chain) = chain_key(rule);
         self.chain(family, table, chain)
             .iter()
@@ -72,24 +72,24 @@ impl FakeIptables {
     }
 
     /// Every rule of every chain.
-    pub(super) fn all_rules(&self) -> Vec<Rule> {
+    pub(crate) fn all_rules(&self) -> Vec<Rule> {
         self.chains.values().flatten().copied().collect()
     }
 
     /// Adds `rule` at the bottom of its chain behind the code's back (another program, or an
     /// earlier process that duplicated it).
-    pub(super) fn append_by_hand(&mut self, rule: Rule) {
+    pub(crate) fn append_by_hand(&mut self, rule: Rule) {
         self.chains.entry(chain_key(&rule)).or_default().push(rule);
     }
 
     /// Deletes every copy of `rule` behind the code's back (an operator).
-    pub(super) fn delete_by_hand(&mut self, rule: &Rule) {
+    pub(crate) fn delete_by_hand(&mut self, rule: &Rule) {
         if let Some(rules) = self.chains.get_mut(&chain_key(rule)) {
             rules.retain(|other| other != rule);
         }
     }
 
-    pub(super) fn count_operations(&self, wanted: fn(&Operation) -> bool) -> usize {
+    pub(crate) fn count_operations(&self, wanted: fn(&Operation) -> bool) -> usize {
         self.operations
             .iter()
             .filter(|operation| wanted(operation))

@@ -24,7 +24,7 @@ mod listing;
 mod rule;
 
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 
 use std::collections::HashMap;
 use std::sync::Arc;

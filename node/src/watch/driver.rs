@@ -120,6 +120,14 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(10);
 
+    /// Replaces `path`'s contents at once, as kubelet updates a mounted ConfigMap (the
+    /// watcher must never see a half-written file).
+    fn replace(path: &Path, text: &str) -> io::Result<()> {
+        let temporary = path.with_extension("tmp-write");
+        fs::write(&temporary, text)?;
+        fs::rename(&temporary, path)
+    }
+
     #[test]
     fn the_thread_writes_changes_and_reports_failures() {
         let root = tempfile::tempdir().unwrap();
@@ -149,8 +157,8 @@ mod tests {
         })
         .unwrap();
 
-        fs::write(
-            kube_dns.join("stubDomains"),
+        replace(
+            &kube_dns.join("stubDomains"),
             "{\"acme.local\": [\"1.2.3.4\"]}",
         )
         .unwrap();
@@ -163,7 +171,7 @@ mod tests {
         assert!(written.starts_with("__PILLAR__DNS__DOMAIN__:53 {\n    forward . 10.96.0.10\n}\n"));
         assert!(written.contains("\nacme.local:53 {\n"), "{written}");
 
-        fs::write(kube_dns.join("stubDomains"), "{").unwrap();
+        replace(&kube_dns.join("stubDomains"), "{").unwrap();
         let event = received.recv_timeout(WAIT).unwrap();
         assert!(
             matches!(event, WatchEvent::Failed(SyncError::ConfigMap(_))),
@@ -180,7 +188,7 @@ mod tests {
         fs::remove_file(&conf).unwrap();
         fs::create_dir(&conf).unwrap();
         fs::write(conf.join("occupied"), "").unwrap();
-        fs::write(kube_dns.join("stubDomains"), "{}").unwrap();
+        replace(&kube_dns.join("stubDomains"), "{}").unwrap();
         let event = received.recv_timeout(WAIT).unwrap();
         assert!(matches!(event, WatchEvent::WriteFailed(_)), "{event:?}");
         assert_eq!(event.setup_error_type(), Some(SetupErrorType::Configmap));

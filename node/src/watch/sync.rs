@@ -98,8 +98,14 @@ pub enum StartError {
     #[error(transparent)]
     Settings(#[from] CorefileError),
     /// The base Corefile could not be read.
-    #[error("no Corefile could be generated: {}", list(errors))]
+    #[error(
+        "no Corefile could be made from the template {} (-basecorefile): {}",
+        base_corefile.display(),
+        list(errors)
+    )]
     NoCorefile {
+        /// The template's path.
+        base_corefile: std::path::PathBuf,
         /// Why.
         errors: Vec<SyncError>,
     },
@@ -131,6 +137,7 @@ impl CorefileSync {
                 errors: outcome.errors,
             }),
             None => Err(StartError::NoCorefile {
+                base_corefile: sync.generator.settings().base_corefile.clone(),
                 errors: outcome.errors,
             }),
         }

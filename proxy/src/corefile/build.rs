@@ -23,7 +23,7 @@ pub(crate) fn build(file: &str, text: &str) -> Result<Config, ConfigError> {
 }
 
 /// Builds the configuration described by Corefile `text`; `file` names it in errors.
-pub(super) fn build_process(file: &str, text: &str) -> Result<ProcessConfig, ConfigError> {
+pub(crate) fn build_process(file: &str, text: &str) -> Result<ProcessConfig, ConfigError> {
     let at = |line: usize, message: String| ConfigError::at(file, line, message);
     let mut config = Config {
         listeners: Vec::new(),

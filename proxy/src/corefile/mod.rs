@@ -28,7 +28,7 @@ use shardns_shard::Config;
 
 #[cfg(test)]
 pub(crate) use build::build;
-use build::build_process;
+pub(crate) use build::build_process;
 pub(crate) use directives::ReloadSettings;
 
 /// A Corefile that cannot be read or is not valid; every message names the file and, when

@@ -82,13 +82,6 @@ pub(super) enum ProbeError {
 
 impl HealthProbe {
     /// A probe with nothing recorded.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "served once the health and ready directives are wired"
-        )
-    )]
     pub(crate) fn new() -> HealthProbe {
         HealthProbe::default()
     }

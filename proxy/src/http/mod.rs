@@ -30,22 +30,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::thread::{self, JoinHandle};
 
-#[cfg_attr(
-    not(test),
-    expect(
-        unused_imports,
-        reason = "served once the health and ready directives are wired"
-    )
-)]
 pub(crate) use health_probe::HealthProbe;
 pub(crate) use router::Router;
-#[cfg_attr(
-    not(test),
-    expect(
-        unused_imports,
-        reason = "served once the health and ready directives are wired"
-    )
-)]
 pub(crate) use routes::ReadinessCheck;
 
 /// One listening address and the routes served there.

@@ -46,13 +46,6 @@ impl Router {
         })
     }
 
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "served once the health and ready directives are wired"
-        )
-    )]
     /// Adds `/health`, `200 OK` with the body `OK` (as CoreDNS), and has the server request
     /// it every second, recording into `probe` (give the same probe to [`Router::metrics`]).
     pub(crate) fn health(self, probe: HealthProbe) -> Router {
@@ -62,13 +55,6 @@ impl Router {
         .with_health_probe(probe)
     }
 
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "served once the health and ready directives are wired"
-        )
-    )]
     /// Adds `/ready`: `200 OK` with the body `OK` when `check` passes, else
     /// `503 Service Unavailable` with its reason as the body.
     pub(crate) fn ready(self, check: ReadinessCheck) -> Router {

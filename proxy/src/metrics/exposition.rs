@@ -33,6 +33,7 @@ use std::fmt::{Display, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use shardns_node::{SETUP_ERRORS_METRIC, SetupErrors};
 use shardns_shard::{
     Config, Counter, DRIVER_EPOLL, DRIVER_URING, DURATION_BUCKETS, ShardStats, UpstreamStats,
 };
@@ -82,6 +83,8 @@ pub(crate) struct ProcessCounters {
     /// `coredns_reload_failed_total`: reloads whose Corefile did not build or needed a
     /// restart.
     pub(crate) reload_failed: Counter,
+    /// `coredns_nodecache_setup_errors_total{errortype}`, in node-local mode.
+    pub(crate) setup_errors: Option<Arc<SetupErrors>>,
 }
 
 impl Exposition {
@@ -181,6 +184,22 @@ impl Exposition {
             "Counter of the number of failed reload attempts.",
         );
         sample(out, name, &[], self.process.reload_failed.get());
+        if let Some(errors) = &self.process.setup_errors {
+            header(
+                out,
+                SETUP_ERRORS_METRIC,
+                "counter",
+                "The number of errors during periodic network setup for node-cache",
+            );
+            for (error_type, count) in errors.snapshot() {
+                sample(
+                    out,
+                    SETUP_ERRORS_METRIC,
+                    &[("errortype", error_type.label())],
+                    count,
+                );
+            }
+        }
     }
 
     /// The forward families: CoreDNS's `coredns_proxy_*` per upstream (when there are

@@ -7,7 +7,11 @@
 //! - [`signals`]: every signal handler (SIGTERM, SIGINT, SIGUSR1).
 //! - [`reload`]: the reload thread (SIGUSR1 and the `reload` directive).
 
+pub(crate) mod endpoints;
 pub(crate) mod lifecycle;
+pub(crate) mod loop_check;
+pub(crate) mod node_local;
+pub(crate) mod readiness;
 pub(crate) mod reload;
 pub(crate) mod shards;
 pub(crate) mod signals;

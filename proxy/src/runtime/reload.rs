@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use shardns_shard::{Config, Control, ShardControl};
 
+use super::readiness::Readiness;
 use crate::corefile::{self, ConfigError, ProcessConfig, ReloadSettings};
 use crate::metrics::Exposition;
 
@@ -43,12 +44,16 @@ pub(crate) struct Reloader {
     /// The same, as bound (port 0 replaced by the port the kernel gave).
     bound: Vec<SocketAddr>,
     metrics: Vec<SocketAddr>,
+    health: Vec<SocketAddr>,
+    ready: Vec<SocketAddr>,
     current: Arc<Config>,
     /// `reload` directive of the running configuration.
     pub interval: Option<ReloadSettings>,
     /// The metrics page, relabelled for the new upstreams on reload; failed reloads are
     /// counted there.
     page: Option<Arc<Mutex<Exposition>>>,
+    /// `/ready`'s state, told the new cluster zone's upstreams on reload.
+    readiness: Option<Arc<Readiness>>,
 }
 
 impl Reloader {
@@ -66,9 +71,12 @@ impl Reloader {
             written: started.config.listeners.iter().map(|l| l.addr).collect(),
             bound: running.listeners.iter().map(|l| l.addr).collect(),
             metrics: started.metrics.clone(),
+            health: started.health.clone(),
+            ready: started.ready.clone(),
             current: running,
             interval: started.reload,
             page: None,
+            readiness: None,
         }
     }
 
@@ -79,11 +87,20 @@ impl Reloader {
         self
     }
 
-    /// Relabels the metrics page for `config`.
+    /// Tells `readiness` of each new configuration.
+    pub(crate) fn with_readiness(mut self, readiness: Arc<Readiness>) -> Reloader {
+        self.readiness = Some(readiness);
+        self
+    }
+
+    /// Relabels the metrics page for `config`, and tells readiness.
     fn relabel(&self, config: &Config) {
         if let Some(exposition) = &self.page {
             let mut page = exposition.lock().unwrap_or_else(PoisonError::into_inner);
             *page = page.relabel(config);
+        }
+        if let Some(readiness) = &self.readiness {
+            readiness.reconfigured(config);
         }
     }
 
@@ -107,6 +124,12 @@ impl Reloader {
         if process.metrics != self.metrics {
             return Err(ReloadError::RestartNeeded("the prometheus addresses"));
         }
+        if process.health != self.health {
+            return Err(ReloadError::RestartNeeded("the health addresses"));
+        }
+        if process.ready != self.ready {
+            return Err(ReloadError::RestartNeeded("the ready addresses"));
+        }
         // As written they are the same, so they are the same as bound (port 0 included).
         for (listener, addr) in next.listeners.iter_mut().zip(&self.bound) {
             listener.addr = *addr;
@@ -117,6 +140,13 @@ impl Reloader {
             .map_err(|restart| ReloadError::RestartNeeded(restart.what()))?;
         // Limits come from the command line, not the Corefile.
         next.limits = self.current.limits;
+        // The `loop` checks running are the blocks' (the same blocks, as checked above); a new
+        // probe would have a name the prober never sends.
+        for (server, current) in next.servers.iter_mut().zip(&self.current.servers) {
+            if server.loop_probe.is_some() && current.loop_probe.is_some() {
+                server.loop_probe.clone_from(&current.loop_probe);
+            }
+        }
         self.interval = process.reload;
         if next == *self.current {
             return Ok(None);

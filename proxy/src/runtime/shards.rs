@@ -243,11 +243,12 @@ impl RunningShards {
         tracing::debug!("{started} of {} shards started", self.total);
     }
 
-    /// Waits until the shutdown flag is set: by a signal, or here when a shard fails, so
-    /// that the others stop too. A shard that leaves cleanly before (shards only do on
-    /// shutdown) is joined and the wait goes on, until no shard is left.
-    pub(crate) fn wait_for_stop(&mut self) {
-        while !self.shutdown.load(Ordering::SeqCst) {
+    /// Waits until `stop` is set (by a signal, or by the loop check) or the shutdown flag is
+    /// (here, when a shard fails, so that the others stop too). A shard that leaves cleanly
+    /// before (shards only do on shutdown) is joined and the wait goes on, until no shard is
+    /// left.
+    pub(crate) fn wait_for_stop(&mut self, stop: &AtomicBool) {
+        while !self.shutdown.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
             match self.events.recv_timeout(STOP_POLL) {
                 Ok(Event::Exited(index)) => self.reap(index),
                 Ok(Event::Started(_)) | Err(RecvTimeoutError::Timeout) => {}
@@ -362,7 +363,7 @@ mod tests {
             thread::sleep(Duration::from_millis(100));
             flag.store(true, Ordering::SeqCst);
         });
-        running.wait_for_stop();
+        running.wait_for_stop(&AtomicBool::new(false));
         assert!(shutdown.load(Ordering::SeqCst));
         assert!(running.join().is_ok());
         signal.join().unwrap();

@@ -1,9 +1,10 @@
 //! Every signal the process handles, in one place. Handlers only set flags (through
 //! `signal_hook`); the threads that act on them read the flags:
 //!
-//! - SIGTERM and SIGINT: set the shutdown flag, on which every thread stops. A second one
-//!   during the stop changes nothing: the stop goes on and the exit status is still 0 (as
-//!   CoreDNS does, and as a kubelet sending SIGTERM again expects).
+//! - SIGTERM and SIGINT: set the stop flag, on which the lifecycle begins the stop (rules
+//!   withdrawn, lameduck, then the shutdown flag the threads stop on). A second one during
+//!   the stop changes nothing: the stop goes on and the exit status is still 0 (as CoreDNS
+//!   does, and as a kubelet sending SIGTERM again expects).
 //! - SIGUSR1: sets the reload flag, which the reload thread reads and clears.
 
 use std::sync::Arc;
@@ -15,19 +16,19 @@ use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 /// The flags the signals set.
 #[derive(Debug)]
 pub(crate) struct Signals {
-    /// Set by SIGTERM or SIGINT; the process sets it too when it stops for another reason.
-    pub shutdown: Arc<AtomicBool>,
+    /// Set by SIGTERM or SIGINT (and by the loop check): the stop begins.
+    pub stop: Arc<AtomicBool>,
     /// Set by SIGUSR1: the configuration is to be reloaded.
     pub reload: Arc<AtomicBool>,
 }
 
 /// Installs every handler and returns the flags they set.
 pub(crate) fn install() -> anyhow::Result<Signals> {
-    let shutdown = Arc::new(AtomicBool::new(false));
-    stop_on_term_and_int(&shutdown).context("cannot install signal handlers")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    stop_on_term_and_int(&stop).context("cannot install signal handlers")?;
     let reload = Arc::new(AtomicBool::new(false));
     reload_on_usr1(&reload).context("cannot install the SIGUSR1 handler")?;
-    Ok(Signals { shutdown, reload })
+    Ok(Signals { stop, reload })
 }
 
 /// Makes SIGTERM and SIGINT set `shutdown` (again and again: a repeated signal is harmless).

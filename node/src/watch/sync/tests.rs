@@ -108,14 +108,17 @@ fn start_up_fails_without_a_base_corefile_or_the_environment() {
         &source,
     )
     .unwrap_err();
-    let StartError::NoCorefile { errors } = &error else {
+    let StartError::NoCorefile { errors, .. } = &error else {
         panic!("{error}")
     };
     assert!(
         matches!(errors[..], [SyncError::BaseCorefile(_)]),
         "{errors:?}"
     );
-    assert_eq!(errors[0].setup_error_type(), Some(SetupErrorType::Configmap));
+    assert_eq!(
+        errors[0].setup_error_type(),
+        Some(SetupErrorType::Configmap)
+    );
     assert!(
         error.to_string().contains("/etc/coredns/Corefile.base"),
         "{error}"
@@ -131,7 +134,7 @@ fn start_up_fails_without_a_base_corefile_or_the_environment() {
     )
     .unwrap_err();
     // The (valid, empty) ConfigMap asks for a Corefile, which cannot be read either.
-    let StartError::NoCorefile { errors } = &error else {
+    let StartError::NoCorefile { errors, .. } = &error else {
         panic!("{error}")
     };
     assert!(
@@ -261,7 +264,10 @@ fn an_invalid_configmap_keeps_the_current_one() {
         panic!("{outcome:?}")
     };
     assert_eq!(error.check(), ConfigMapCheck::NodeLocalCache);
-    assert_eq!(outcome.errors[0].setup_error_type(), Some(SetupErrorType::Configmap));
+    assert_eq!(
+        outcome.errors[0].setup_error_type(),
+        Some(SetupErrorType::Configmap)
+    );
 
     // The base Corefile changes meanwhile: regenerated with the last valid ConfigMap.
     source.write(

@@ -14,7 +14,7 @@
 mod owner;
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 
 use shardns_shard::ShardSockets;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -292,6 +292,21 @@ fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(TCP_BACKLOG)?;
     Ok(socket.into())
+}
+
+/// `addr` with an unspecified IP replaced by the loopback address of its family: where this
+/// host reaches a listener bound to every address (CoreDNS dials `:53`, the local host, the
+/// same way).
+pub(crate) fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
+        }
+        _ => addr,
+    }
 }
 
 #[cfg(test)]
