@@ -39,22 +39,32 @@ impl RestartNeeded {
 
 impl Config {
     /// Whether running shards can switch from this configuration to `next` (a reload), or
-    /// why a restart is needed: the listeners and the server blocks (their zones, in order)
-    /// must stay the same, so that the indices the drivers and the other shards hold keep
-    /// their meaning. Everything else (caches, upstreams, options) may change. The one rule,
-    /// applied by the process before it broadcasts a reload and by every shard when it
-    /// receives one.
+    /// why a restart is needed. The listening addresses must stay the same (the sockets are
+    /// bound once). Server blocks keep their index, so that the indices the drivers, the
+    /// counters and the other shards hold keep their meaning: every block of this
+    /// configuration must be at the same index in `next` with the same zone, and new blocks
+    /// come after them ([`Config::aligned_to`] makes a freshly built configuration so).
+    /// Everything else (which blocks each address serves, caches, upstreams, options) may
+    /// change. The one rule, applied by the process before it broadcasts a reload and by every
+    /// shard when it receives one.
     pub fn check_reload(&self, next: &Config) -> Result<(), RestartNeeded> {
-        if self.listeners != next.listeners {
+        let addresses = |config: &Config| -> Vec<std::net::SocketAddr> {
+            config
+                .listeners
+                .iter()
+                .map(|listener| listener.addr)
+                .collect()
+        };
+        if addresses(self) != addresses(next) {
             return Err(RestartNeeded::Listeners);
         }
-        let same_blocks = self.servers.len() == next.servers.len()
+        let kept = self.servers.len() <= next.servers.len()
             && self
                 .servers
                 .iter()
                 .zip(&next.servers)
                 .all(|(a, b)| a.zone == b.zone);
-        if !same_blocks {
+        if !kept {
             return Err(RestartNeeded::Servers);
         }
         Ok(())

@@ -29,6 +29,7 @@
 #![deny(unsafe_code)]
 #![warn(unreachable_pub)]
 
+mod align;
 mod cache;
 pub mod config;
 mod control;

@@ -884,6 +884,103 @@ fn a_reload_keeps_the_cache_and_in_flight_queries() {
     check(3, &rig.next_reply(), &hit(290));
 }
 
+/// The root block of `config_with` plus a stub domain `acme.local.` forwarding to its own
+/// upstream (127.0.0.1:3053), both on the one address: a stub domain added to the kube-dns
+/// ConfigMap.
+fn with_stub_domain(cache_config: Option<CacheConfig>) -> shardns_shard::Config {
+    use shardns_shard::config::{ForwardConfig, UpstreamConfig};
+    let mut config = config_with(cache_config);
+    let mut stub = config.servers[0].clone();
+    stub.zone = common::wire_name("acme.local.");
+    stub.zone_text = "acme.local.".to_string();
+    stub.cache = Some(cache(None));
+    stub.forward = Some(ForwardConfig {
+        from: common::wire_name("acme.local."),
+        upstreams: vec![1],
+        ..ForwardConfig::default()
+    });
+    config.servers.push(stub);
+    config.upstreams.push(UpstreamConfig {
+        addr: "127.0.0.1:3053".parse().unwrap(),
+    });
+    config.listeners[0].servers.push(1);
+    config
+}
+
+#[test]
+fn a_reload_adds_and_retires_server_blocks_keeping_the_others() {
+    use std::sync::Arc;
+
+    use shardns_shard::ShardStats;
+
+    let start = config_with(Some(cache(None)));
+    let mut rig = Rig::new(2, start.clone());
+    // Counters with room for blocks a reload adds, as the process makes them.
+    rig.engines = rig
+        .engines
+        .drain(..)
+        .map(|engine| engine.with_stats(Arc::new(ShardStats::with_room(&start, 4, 4))))
+        .collect();
+    rig.ask_on(0, "www.example.", RecordType::A, Ask::default());
+    rig.answer(&a(300));
+    check(0, &rig.next_reply(), &relayed(300));
+
+    // A stub domain added: its names go to its upstream, the rest is as before.
+    let added = Arc::new(with_stub_domain(Some(cache(None))).aligned_to(&start));
+    let now = rig.now;
+    for engine in &mut rig.engines {
+        engine
+            .reconfigure(now, Arc::clone(&added))
+            .expect("a block added");
+    }
+    rig.ask_on(1, "db.acme.local.", RecordType::A, Ask::default());
+    rig.settle();
+    let addr = rig.upstream.front().expect("an upstream query").addr;
+    assert_eq!(
+        addr,
+        "127.0.0.1:3053".parse().unwrap(),
+        "the stub's upstream"
+    );
+    rig.answer(&a(60));
+    check(1, &rig.next_reply(), &relayed(60));
+    rig.ask_on(0, "www.example.", RecordType::A, Ask::default());
+    check(2, &rig.next_reply(), &hit(300));
+
+    // Retired again: its names go to the root block's upstream; the root's cache stays.
+    let retired = Arc::new(config_with(Some(cache(None))).aligned_to(&added));
+    assert_eq!(retired.servers.len(), 2, "the stub's index is kept");
+    let now = rig.now;
+    for engine in &mut rig.engines {
+        engine
+            .reconfigure(now, Arc::clone(&retired))
+            .expect("a block retired");
+    }
+    rig.ask_on(0, "db.acme.local.", RecordType::A, Ask::default());
+    rig.settle();
+    let (_, addr, _) = rig.upstream_query();
+    assert_eq!(
+        addr,
+        "127.0.0.1:1053".parse().unwrap(),
+        "the root's upstream"
+    );
+    rig.ask_on(1, "www.example.", RecordType::A, Ask::default());
+    check(3, &rig.next_reply(), &hit(300));
+
+    // More blocks than the counters have room for: a restart is needed.
+    let mut crowded = with_stub_domain(None);
+    for zone in ["b.local.", "c.local.", "d.local."] {
+        let mut block = crowded.servers[1].clone();
+        block.zone = common::wire_name(zone);
+        block.zone_text = zone.to_string();
+        crowded.listeners[0].servers.push(crowded.servers.len());
+        crowded.servers.push(block);
+    }
+    let crowded = Arc::new(crowded.aligned_to(&retired));
+    assert_eq!(crowded.servers.len(), 5);
+    let now = rig.now;
+    assert!(rig.engines[0].reconfigure(now, crowded).is_err());
+}
+
 #[test]
 fn a_reload_with_a_smaller_capacity_evicts_the_coldest() {
     let mut rig = Rig::new(1, config_with(Some(capacity(4))));

@@ -12,6 +12,8 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 
+use crate::netns::Inside;
+
 static ID_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A fresh, hard-to-repeat query ID (counter mixed with the clock; no RNG crate needed).
@@ -142,10 +144,20 @@ impl UdpClient {
             server.ip().is_loopback(),
             "test traffic must stay on loopback, not {server}"
         );
-        let bind: SocketAddr = if server.is_ipv4() {
-            "127.0.0.1:0".parse()?
-        } else {
-            "[::1]:0".parse()?
+        UdpClient::bound(server)
+    }
+
+    /// A client inside a namespace the test created (any address there is the test's).
+    pub fn inside(_: &Inside, server: SocketAddr) -> Result<UdpClient> {
+        UdpClient::bound(server)
+    }
+
+    fn bound(server: SocketAddr) -> Result<UdpClient> {
+        let bind: SocketAddr = match (server.is_ipv4(), server.ip().is_loopback()) {
+            (true, true) => "127.0.0.1:0".parse()?,
+            (false, true) => "[::1]:0".parse()?,
+            (true, false) => "0.0.0.0:0".parse()?,
+            (false, false) => "[::]:0".parse()?,
         };
         let sock = UdpSocket::bind(bind).context("binding a UDP client socket")?;
         sock.connect(server)
@@ -234,6 +246,15 @@ impl TcpClient {
             server.ip().is_loopback(),
             "test traffic must stay on loopback, not {server}"
         );
+        TcpClient::connected(server)
+    }
+
+    /// A connection inside a namespace the test created (any address there is the test's).
+    pub fn inside(_: &Inside, server: SocketAddr) -> Result<TcpClient> {
+        TcpClient::connected(server)
+    }
+
+    fn connected(server: SocketAddr) -> Result<TcpClient> {
         let stream = TcpStream::connect_timeout(&server, Duration::from_secs(3))
             .with_context(|| format!("TCP connect to {server}"))?;
         stream.set_nodelay(true)?;

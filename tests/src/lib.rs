@@ -8,6 +8,8 @@
 pub mod client;
 pub mod dig;
 pub mod metrics;
+pub mod netns;
+pub mod node;
 pub mod process;
 pub mod shardns;
 pub mod tempdir;

@@ -5,6 +5,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use crate::netns::Inside;
+
 /// Time allowed for one HTTP exchange with the metrics endpoint.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -16,6 +18,30 @@ pub fn http(addr: SocketAddr, request: &[u8]) -> String {
         addr.ip().is_loopback(),
         "metrics must be on loopback: {addr}"
     );
+    exchange(addr, request)
+}
+
+/// [`http`] inside a namespace the test created (any address there is the test's).
+pub fn http_inside(_: &Inside, addr: SocketAddr, request: &[u8]) -> String {
+    exchange(addr, request)
+}
+
+/// `GET path` with `Connection: close` inside a namespace: the status code and the body.
+pub fn get_inside(inside: &Inside, addr: SocketAddr, path: &str) -> (u16, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: shardns\r\nConnection: close\r\n\r\n");
+    let response = http_inside(inside, addr, request.as_bytes());
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or_else(String::new, |(_, body)| body.to_string());
+    (status, body)
+}
+
+fn exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT).expect("connect");
     stream.set_read_timeout(Some(HTTP_TIMEOUT)).unwrap();
     stream.set_write_timeout(Some(HTTP_TIMEOUT)).unwrap();

@@ -136,7 +136,12 @@ impl Exposition {
         Exposition {
             caches,
             upstreams,
-            requests: RequestSeries::new(config),
+            requests: RequestSeries::new(
+                config,
+                shards
+                    .first()
+                    .map_or(config.servers.len(), |stats| stats.servers.len()),
+            ),
             shards,
             process,
         }

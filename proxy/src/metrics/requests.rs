@@ -35,9 +35,10 @@ pub(crate) struct RequestSeries {
 }
 
 impl RequestSeries {
-    /// The series of `config` (with its listeners' bound addresses).
-    pub(crate) fn new(config: &Config) -> RequestSeries {
-        let slots = RequestSlots::of(config)
+    /// The series of `config` (with its listeners' bound addresses) in counters with room
+    /// for `blocks` server blocks.
+    pub(crate) fn new(config: &Config, blocks: usize) -> RequestSeries {
+        let slots = RequestSlots::of(config, blocks)
             .labels()
             .into_iter()
             .map(|(index, listener, server)| Slot {

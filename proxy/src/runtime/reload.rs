@@ -1,10 +1,11 @@
 //! Live configuration reload: on SIGUSR1, and every `reload` INTERVAL ± JITTER, the Corefile is
 //! read and built again; if what it says changed, every shard gets the new [`Config`] and
 //! swaps it keeping its cache (CoreDNS empties its cache on reload). A Corefile that does not
-//! build is logged with its FILE:LINE and the running configuration stays. Listening
-//! addresses and metrics endpoints (checked here) and server blocks (checked by
-//! [`Config::check_reload`], the rule every shard applies too) need a restart: such a change is
-//! refused.
+//! build is logged with its FILE:LINE and the running configuration stays. Server blocks may
+//! come and go (a stub domain added to the kube-dns ConfigMap): the new configuration is
+//! re-indexed so that running blocks keep their index ([`Config::aligned_to`]). Listening
+//! addresses and HTTP endpoints (checked here, and by [`Config::check_reload`], the rule every
+//! shard applies too) need a restart: such a change is refused.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -134,6 +135,8 @@ impl Reloader {
         for (listener, addr) in next.listeners.iter_mut().zip(&self.bound) {
             listener.addr = *addr;
         }
+        // Blocks keep their index: new ones after, removed ones retired.
+        let mut next = next.aligned_to(&self.current);
         // What the shards may take without a restart: the rule they apply themselves.
         self.current
             .check_reload(&next)
@@ -277,14 +280,43 @@ mod tests {
             reloader.check(),
             Err(ReloadError::RestartNeeded(_))
         ));
+        // A block added on the same address (a stub domain), then removed: applied, the
+        // removed one retired at its index.
         write(
             &dir,
-            ".:0 {\n bind 127.0.0.1\n}\nexample.:0 {\n bind 127.0.0.1\n}\n",
+            "example.:0 {\n bind 127.0.0.1\n forward . 127.0.0.1:3053\n}\n\
+             .:0 {\n bind 127.0.0.1\n}\n",
         );
-        assert!(matches!(
-            reloader.check(),
-            Err(ReloadError::RestartNeeded(_))
-        ));
+        let added = reloader.check().unwrap().expect("a block added");
+        let zones: Vec<&str> = added.servers.iter().map(|s| s.zone_text.as_str()).collect();
+        assert_eq!(zones, [".", "example."], "the running block keeps index 0");
+        assert_eq!(added.listeners[0].servers, [1, 0]);
+        write(&dir, ".:0 {\n bind 127.0.0.1\n}\n");
+        let removed = reloader.check().unwrap().expect("a block removed");
+        assert_eq!(removed.servers.len(), 2);
+        assert!(removed.servers[1].forward.is_none(), "example. retired");
+        assert_eq!(removed.listeners[0].servers, [0]);
+        // An HTTP address added: a restart.
+        write(&dir, ".:0 {\n bind 127.0.0.1\n health 127.0.0.1:0\n}\n");
+        let error = reloader.check().unwrap_err().to_string();
+        assert!(error.starts_with("the health addresses changed"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_running_loop_checks_are_kept() {
+        let dir = std::env::temp_dir().join(format!("shardns-reload-loop-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = write(&dir, ".:0 {\n bind 127.0.0.1\n loop\n cache 30\n}\n");
+        let resolv = dir.join("resolv.conf");
+        let started = corefile::load(Some(&path), &resolv).unwrap();
+        let running = Arc::new(started.config.clone());
+        let probe = running.servers[0].loop_probe.clone().unwrap();
+        let mut reloader = Reloader::new(Some(path.clone()), resolv, &started, running);
+        write(&dir, ".:0 {\n bind 127.0.0.1\n loop\n cache 60\n}\n");
+        let next = reloader.check().unwrap().expect("changed");
+        let kept = next.servers[0].loop_probe.as_ref().unwrap();
+        assert_eq!(kept.qname(), probe.qname(), "the probe the prober sends");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

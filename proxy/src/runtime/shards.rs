@@ -22,6 +22,10 @@ use shardns_shard::{
 
 /// Upstream counter slots allocated per shard at least (a reload may add upstreams).
 const STATS_UPSTREAMS: usize = 32;
+/// Server block counter slots allocated per shard beyond the Corefile's own (a reload may add
+/// blocks: a stub domain added to the kube-dns ConfigMap). Each costs a block's cache counters
+/// and one request slot per listening address, about 1.5 KiB.
+const SPARE_BLOCKS: usize = 16;
 
 /// How often the main thread looks at the shutdown flag while the shards run.
 const STOP_POLL: Duration = Duration::from_millis(50);
@@ -49,10 +53,11 @@ pub(crate) fn default_count() -> usize {
 /// One set of counters per shard for `config`, made by the process so that the metrics page
 /// reads them.
 pub(crate) fn counters(config: &Config, shards: usize) -> Vec<Arc<ShardStats>> {
-    // Room for upstreams a reload may add (the blocks cannot change without a restart).
+    // Room for upstreams and blocks a reload may add.
     let upstream_slots = config.upstreams.len().max(STATS_UPSTREAMS);
+    let blocks = config.servers.len() + SPARE_BLOCKS;
     (0..shards)
-        .map(|_| Arc::new(ShardStats::new(config, upstream_slots)))
+        .map(|_| Arc::new(ShardStats::with_room(config, blocks, upstream_slots)))
         .collect()
 }
 

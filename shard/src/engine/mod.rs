@@ -139,18 +139,10 @@ impl Engine {
                     .map(|policy| PacketCache::new(policy, &s.zone, group.shards, hold))
             })
             .collect();
-        let routes = config
-            .listeners
-            .iter()
-            .map(|l| {
-                let mut servers = l.servers.clone();
-                servers.sort_by_key(|&s| std::cmp::Reverse(config.servers[s].zone.len()));
-                servers
-            })
-            .collect();
+        let routes = routes(&config);
         let stats = Arc::new(ShardStats::new(&config, config.upstreams.len()));
         Engine {
-            slots: RequestSlots::of(&config),
+            slots: RequestSlots::of(&config, stats.servers.len()),
             tcp: tcp_pool(&config),
             health: Health::new(&config),
             udp_used: vec![false; config.upstreams.len()],
@@ -177,6 +169,7 @@ impl Engine {
     /// ([`ShardStats::fits`]: more upstream slots are room for upstreams a reload adds).
     pub fn with_stats(mut self, stats: Arc<ShardStats>) -> Engine {
         if stats.fits(&self.config) {
+            self.slots = RequestSlots::of(&self.config, stats.servers.len());
             self.stats = stats;
         }
         self
@@ -322,4 +315,18 @@ fn nanos(clock: &mut (Instant, u64), epoch: Instant, now: Instant) -> u64 {
         *clock = (now, u64::try_from(nanos).unwrap_or(u64::MAX));
     }
     clock.1
+}
+
+/// Per listener, the blocks it serves, most specific zone first (a query goes to the first
+/// whose zone holds its name).
+fn routes(config: &Config) -> Vec<Vec<usize>> {
+    config
+        .listeners
+        .iter()
+        .map(|listener| {
+            let mut servers = listener.servers.clone();
+            servers.sort_by_key(|&s| std::cmp::Reverse(config.servers[s].zone.len()));
+            servers
+        })
+        .collect()
 }

@@ -8,6 +8,7 @@ use crate::Transmit;
 use crate::cache::PacketCache;
 use crate::config::{Config, RestartNeeded};
 use crate::health::Health;
+use crate::stats::RequestSlots;
 use crate::timer::Timer;
 
 impl Engine {
@@ -18,8 +19,16 @@ impl Engine {
     pub fn reconfigure(&mut self, now: Instant, config: Arc<Config>) -> Result<(), RestartNeeded> {
         let old = Arc::clone(&self.config);
         old.check_reload(&config)?;
+        if config.servers.len() > self.stats.servers.len() {
+            // No counters for the new blocks.
+            return Err(RestartNeeded::Servers);
+        }
         let clock = self.nanos(now);
         let hold = config.limits.query_timeout + PEER_GRACE;
+        // Blocks keep their index; new ones come after (check_reload).
+        self.caches.resize_with(config.servers.len(), || None);
+        self.routes = super::routes(&config);
+        self.slots = RequestSlots::of(&config, self.stats.servers.len());
         for (server, block) in config.servers.iter().enumerate() {
             let slot = &mut self.caches[server];
             match (slot.as_mut(), block.cache.clone()) {

@@ -120,25 +120,30 @@ impl ShardStats {
     }
 
     /// Counters for `config`, with room for `upstreams` upstreams (as many as it has, or
-    /// more for upstreams a reload may add).
+    /// more for upstreams a reload may add) and for its server blocks.
     pub fn new(config: &Config, upstreams: usize) -> ShardStats {
-        let requests = RequestSlots::of(config).len();
+        ShardStats::with_room(config, config.servers.len(), upstreams)
+    }
+
+    /// Counters for `config` with room for `blocks` server blocks (at least its own: more
+    /// for blocks a reload may add) and `upstreams` upstreams.
+    pub fn with_room(config: &Config, blocks: usize, upstreams: usize) -> ShardStats {
+        let blocks = blocks.max(config.servers.len());
+        let requests = RequestSlots::of(config, blocks).len();
         ShardStats {
-            servers: (0..config.servers.len())
-                .map(|_| CacheStats::default())
-                .collect(),
+            servers: (0..blocks).map(|_| CacheStats::default()).collect(),
             upstreams: (0..upstreams).map(|_| UpstreamStats::default()).collect(),
             requests: (0..requests).map(|_| RequestStats::default()).collect(),
             ..ShardStats::default()
         }
     }
 
-    /// Whether these counters fit `config`: a slot per server block and per request slot,
-    /// and one for each upstream at least.
+    /// Whether these counters fit `config`: a slot for each server block and each upstream
+    /// at least, and the request slots of its listeners.
     pub fn fits(&self, config: &Config) -> bool {
-        self.servers.len() == config.servers.len()
+        self.servers.len() >= config.servers.len()
             && self.upstreams.len() >= config.upstreams.len()
-            && self.requests.len() == RequestSlots::of(config).len()
+            && self.requests.len() == RequestSlots::of(config, self.servers.len()).len()
     }
 }
 

@@ -168,8 +168,11 @@ impl RequestStats {
     }
 }
 
-/// Where the request slots of a configuration are: for each listener, one slot per server
-/// block it serves (in the listener's order of blocks) and then its `dropped` slot.
+/// Where the request slots of a configuration are, in counters with room for `blocks` server
+/// blocks: listener L's slot for block B is `L × (blocks + 1) + B`, its `dropped` slot
+/// `L × (blocks + 1) + blocks`. A (listener, block) pair keeps its slot across reloads that
+/// add or retire blocks (blocks keep their index: [`Config::aligned_to`]), so its counters
+/// keep their labels; slots of blocks a listener does not serve stay at zero.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestSlots {
     /// Per listener: the slot of each server block (`None` for a block it does not serve).
@@ -180,27 +183,27 @@ pub struct RequestSlots {
 }
 
 impl RequestSlots {
-    /// The slots of `config`.
-    pub fn of(config: &Config) -> RequestSlots {
-        let mut next = 0u16;
+    /// The slots of `config` in counters with room for `blocks` server blocks (blocks past
+    /// that room get none).
+    pub fn of(config: &Config, blocks: usize) -> RequestSlots {
+        let stride = blocks + 1;
         let mut by_server = Vec::with_capacity(config.listeners.len());
         let mut dropped = Vec::with_capacity(config.listeners.len());
-        for listener in &config.listeners {
-            let mut slots = vec![None; config.servers.len()];
+        for (index, listener) in config.listeners.iter().enumerate() {
+            let base = index * stride;
+            let mut slots = vec![None; blocks];
             for &server in &listener.servers {
                 if let Some(slot) = slots.get_mut(server) {
-                    *slot = Some(next);
-                    next += 1;
+                    *slot = u16::try_from(base + server).ok();
                 }
             }
             by_server.push(slots);
-            dropped.push(next);
-            next += 1;
+            dropped.push(u16::try_from(base + blocks).unwrap_or(u16::MAX));
         }
         RequestSlots {
             by_server,
             dropped,
-            len: usize::from(next),
+            len: config.listeners.len() * stride,
         }
     }
 

@@ -8,7 +8,9 @@ use super::*;
 #[test]
 fn request_families_sum_the_shards_under_coredns_labels() {
     let config = build("Corefile", COREFILE).unwrap();
-    let slots = RequestSlots::of(&config);
+    // Counters with room for blocks a reload may add, as the process makes them.
+    let room = config.servers.len() + 3;
+    let slots = RequestSlots::of(&config, room);
     let cluster = slots
         .slot(0, 0)
         .expect("169.254.20.10 serves cluster.local");
@@ -18,7 +20,7 @@ fn request_families_sum_the_shards_under_coredns_labels() {
     let dropped = slots.dropped(0).expect("169.254.20.10's dropped slot");
     let shards: Vec<Arc<ShardStats>> = (0..2u64)
         .map(|shard| {
-            let stats = ShardStats::new(&config, config.upstreams.len());
+            let stats = ShardStats::with_room(&config, room, config.upstreams.len());
             let block = &stats.requests[cluster];
             block.requests[0][0][1].add(5 + shard * 2); // udp, IPv4, A
             block.requests[1][1][0].add(1); // tcp, IPv6, AAAA
