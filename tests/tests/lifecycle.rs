@@ -277,3 +277,104 @@ fn an_address_another_process_serves_is_refused() {
     );
     first.stop();
 }
+
+#[test]
+fn a_loop_is_detected_and_exits_1_with_coredns_message() {
+    let port = shardns_e2e::unbound::free_port().unwrap();
+    let dir = TempDir::new("loop").unwrap();
+    let conf = dir.join("Corefile");
+    // The block forwards to itself: the loop check's probe comes back.
+    let text = format!(
+        ".:{port} {{\n    bind 127.0.0.1\n    loop\n    forward . 127.0.0.1:{port}\n}}\n"
+    );
+    std::fs::write(&conf, text).unwrap();
+    let started = std::time::Instant::now();
+    let exit = Shardns::run_to_exit(
+        &["--conf".into(), conf.display().to_string(), "--shards".into(), "2".into()],
+        Duration::from_secs(20),
+    )
+    .expect("it must exit by itself");
+    assert_eq!(exit.status.code(), Some(1), "{}", exit.log);
+    let line = exit
+        .log
+        .lines()
+        .find(|line| line.contains("plugin/loop"))
+        .unwrap_or_else(|| panic!("no plugin/loop line:\n{}", exit.log));
+    assert!(line.contains("ERROR"), "{line}");
+    let expected_middle = format!(
+        " -> 127.0.0.1:{port}) detected for zone \".\", see \
+         https://coredns.io/plugins/loop#troubleshooting. Query: \"HINFO "
+    );
+    assert!(line.contains("Loop (127.0.0.1:"), "{line}");
+    assert!(line.contains(&expected_middle), "{line}");
+    assert!(line.trim_end().ends_with(".\""), "{line}");
+    assert!(started.elapsed() < Duration::from_secs(10), "detected at once");
+}
+
+#[test]
+fn a_block_forwarding_elsewhere_passes_the_loop_check() {
+    let unbound = shardns_e2e::Unbound::start().unwrap();
+    let corefile = format!(
+        ".:0 {{\n    bind 127.0.0.1\n    loop\n    forward . {}\n}}\n",
+        unbound.addr()
+    );
+    let mut shardns = Shardns::start(&corefile, &["--shards", "2"]).unwrap();
+    // The probe goes out and is answered (REFUSED by Unbound): no loop.
+    let probed = shardns_e2e::wait_for(Duration::from_secs(5), || {
+        (unbound.total_queries() >= 1).then_some(())
+    });
+    assert!(probed.is_some(), "the probe reached the upstream");
+    std::thread::sleep(Duration::from_millis(500));
+    shardns.assert_alive();
+    let log = shardns.stop();
+    assert!(!log.contains("plugin/loop"), "{log}");
+}
+
+#[test]
+fn lameduck_keeps_serving_dns_and_health_after_sigterm() {
+    use shardns_e2e::metrics::http;
+
+    let unbound = shardns_e2e::Unbound::start().unwrap();
+    let health_port = shardns_e2e::unbound::free_port().unwrap();
+    let health: SocketAddr = ([127, 0, 0, 1], health_port).into();
+    let corefile = format!(
+        ".:0 {{\n    bind 127.0.0.1\n    forward . {}\n    health {health} {{\n        lameduck 1500ms\n    }}\n}}\n",
+        unbound.addr()
+    );
+    let mut shardns = Shardns::start(&corefile, &["--shards", "2"]).unwrap();
+    let get = |path: &str| {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        http(health, request.as_bytes())
+    };
+    assert!(get("/health").starts_with("HTTP/1.1 200 OK\r\n"));
+    // Ready once the upstream has answered (its own query wakes it).
+    let ready = shardns_e2e::wait_for(Duration::from_secs(5), || {
+        get("/ready").starts_with("HTTP/1.1 200 OK\r\n").then_some(())
+    });
+    assert!(ready.is_some(), "{}", get("/ready"));
+
+    let term = std::time::Instant::now();
+    shardns_e2e::shardns::send_signal(shardns.pid(), "TERM").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // In lameduck: DNS and /health answer, /ready says it is going.
+    let client = shardns_e2e::UdpClient::new(shardns.udp_addr()).unwrap();
+    let reply = client
+        .query(shardns_e2e::zone::WWW, hickory_proto::rr::RecordType::A)
+        .expect("answered in lameduck");
+    assert_eq!(reply.response_code(), hickory_proto::op::ResponseCode::NoError);
+    assert!(get("/health").starts_with("HTTP/1.1 200 OK\r\n"));
+    let not_ready = get("/ready");
+    assert!(
+        not_ready.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{not_ready}"
+    );
+    assert!(not_ready.ends_with("shutting down"), "{not_ready}");
+    shardns.assert_alive();
+    let log = shardns.stop();
+    assert!(
+        term.elapsed() >= Duration::from_millis(1500),
+        "stopped after the lameduck: {:?}",
+        term.elapsed()
+    );
+    assert!(log.contains("lameduck: still serving for 1500 ms"), "{log}");
+}
