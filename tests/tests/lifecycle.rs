@@ -284,13 +284,17 @@ fn a_loop_is_detected_and_exits_1_with_coredns_message() {
     let dir = TempDir::new("loop").unwrap();
     let conf = dir.join("Corefile");
     // The block forwards to itself: the loop check's probe comes back.
-    let text = format!(
-        ".:{port} {{\n    bind 127.0.0.1\n    loop\n    forward . 127.0.0.1:{port}\n}}\n"
-    );
+    let text =
+        format!(".:{port} {{\n    bind 127.0.0.1\n    loop\n    forward . 127.0.0.1:{port}\n}}\n");
     std::fs::write(&conf, text).unwrap();
     let started = std::time::Instant::now();
     let exit = Shardns::run_to_exit(
-        &["--conf".into(), conf.display().to_string(), "--shards".into(), "2".into()],
+        &[
+            "--conf".into(),
+            conf.display().to_string(),
+            "--shards".into(),
+            "2".into(),
+        ],
         Duration::from_secs(20),
     )
     .expect("it must exit by itself");
@@ -308,7 +312,10 @@ fn a_loop_is_detected_and_exits_1_with_coredns_message() {
     assert!(line.contains("Loop (127.0.0.1:"), "{line}");
     assert!(line.contains(&expected_middle), "{line}");
     assert!(line.trim_end().ends_with(".\""), "{line}");
-    assert!(started.elapsed() < Duration::from_secs(10), "detected at once");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "detected at once"
+    );
 }
 
 #[test]
@@ -349,7 +356,9 @@ fn lameduck_keeps_serving_dns_and_health_after_sigterm() {
     assert!(get("/health").starts_with("HTTP/1.1 200 OK\r\n"));
     // Ready once the upstream has answered (its own query wakes it).
     let ready = shardns_e2e::wait_for(Duration::from_secs(5), || {
-        get("/ready").starts_with("HTTP/1.1 200 OK\r\n").then_some(())
+        get("/ready")
+            .starts_with("HTTP/1.1 200 OK\r\n")
+            .then_some(())
     });
     assert!(ready.is_some(), "{}", get("/ready"));
 
@@ -361,7 +370,10 @@ fn lameduck_keeps_serving_dns_and_health_after_sigterm() {
     let reply = client
         .query(shardns_e2e::zone::WWW, hickory_proto::rr::RecordType::A)
         .expect("answered in lameduck");
-    assert_eq!(reply.response_code(), hickory_proto::op::ResponseCode::NoError);
+    assert_eq!(
+        reply.response_code(),
+        hickory_proto::op::ResponseCode::NoError
+    );
     assert!(get("/health").starts_with("HTTP/1.1 200 OK\r\n"));
     let not_ready = get("/ready");
     assert!(

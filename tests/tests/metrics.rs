@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use shardns_e2e::metrics::{HTTP_TIMEOUT, family_sum, http, scrape, value};
+use shardns_e2e::metrics::{HTTP_TIMEOUT, family_sum, http, promtool_accepts, scrape, value};
 use shardns_e2e::unbound::free_port;
 use shardns_e2e::{Io, Shardns, UdpClient, Unbound, io_tests, wait_for, zone};
 
@@ -171,33 +171,6 @@ fn assert_request_series(shardns: &Shardns, metrics: SocketAddr, sent: u64) {
     assert!(page.contains("\ncoredns_build_info{"), "{page}");
     assert_eq!(value(&page, "coredns_reload_failed_total"), Some(0));
     promtool_accepts(&page);
-}
-
-/// `promtool check metrics` (Debian package `prometheus`, installed by scripts/test.sh)
-/// finds nothing wrong with `page`.
-fn promtool_accepts(page: &str) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (apt-get install prometheus; scripts/test.sh installs it)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(page.as_bytes())
-        .expect("writing the page to promtool");
-    let out = child.wait_with_output().expect("promtool's verdict");
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {}{}\n{page}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// After `counts_queries`'s traffic (two NOERROR misses, one NXDOMAIN miss, `force_tcp`):

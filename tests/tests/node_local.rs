@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
-use shardns_e2e::metrics::{get_inside, value};
+use shardns_e2e::metrics::{get_inside, promtool_accepts, value};
 use shardns_e2e::netns::{Inside, Namespace, skip_reason};
 use shardns_e2e::node::{NamespaceUnbound, NodeCache, lookup};
 use shardns_e2e::{TempDir, wait_for};
@@ -264,6 +264,8 @@ fn stock_corefile_and_arguments_set_up_serve_and_tear_down_the_node() {
             "coredns_dns_requests_total{family=\"1\",proto=\"udp\",server=\"dns://169.254.20.10:53\",type=\"A\",view=\"\",zone=\"cluster.local.\"}",
         );
         assert!(requests.is_some_and(|count| count >= 1), "{requests:?}");
+        let (_, page) = get_inside(inside, own, "/metrics");
+        promtool_accepts(&page);
     });
 
     // A rule deleted by hand comes back within the sync interval; a copy added goes.
