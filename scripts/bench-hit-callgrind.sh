@@ -14,8 +14,10 @@
 # calls per batch, so the difference is all user space. The binaries are run in turn, ROUNDS
 # times (A B A B ...), so drift hits them alike.
 #
-# Usage: scripts/bench-hit-callgrind.sh [SECONDS] [RATE] [ROUNDS] BINARY...
+# Usage: scripts/bench-hit-callgrind.sh [SECONDS] [RATE] [ROUNDS] BINARY[+DIRECTIVE]...
 #   (defaults 10 s, RATE 0 = saturated, 2 rounds; BINARY defaults to target/release/shardns)
+#   `BINARY+DIRECTIVE` adds one directive to the server block (`target/release/shardns+log`,
+#   `"target/release/shardns+log other.example."`): the cost of a directive, side by side.
 # Needs: valgrind (Debian package), a release build of shardns-bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,15 +44,18 @@ for n in "${NAMES[@]}"; do echo "$n A"; done > "$WORK/queries.txt"
 # measure BINARY -> "instructions answered"
 measure() {
   local port; port=$(free_port)
+  local binary=${1%%+*} directive=""
+  [ "$binary" = "$1" ] || directive=${1#*+}
   cat > "$WORK/Corefile" <<CF
 .:$port {
     bind 127.0.0.1
     cache 30
     forward . 127.0.0.1:$UP_PORT
+    $directive
 }
 CF
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/cg.out" \
-    "$1" --conf "$WORK/Corefile" --shards 1 --io epoll 2>"$WORK/shardns.log" &
+    "$binary" --conf "$WORK/Corefile" --shards 1 --io epoll 2>"$WORK/shardns.log" &
   local pid=$!
   PIDS+=("$pid")
   for _ in $(seq 1 100); do

@@ -167,8 +167,8 @@ pub struct NodeCacheArgs {
           value_parser = OsStringValueParser::new().map(values::optional_path))]
     pub pidfile: ::std::option::Option<PathBuf>,
 
-    /// The port of server blocks that name none, and of the rules (CoreDNS's flag; -p is the
-    /// same flag)
+    /// The DNS port of the rules and of stub-domain blocks (CoreDNS's flag; -p is the same
+    /// flag)
     ///
     /// `-dns.port` and `-p` (Go `string`, one variable, default `53`; coredns
     /// `coremain/run.go`); node-cache checks it with `strconv.Atoi` and writes it into the

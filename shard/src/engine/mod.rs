@@ -119,6 +119,8 @@ pub struct Engine {
     scratch: Vec<u8>,
     /// The rate limit of the `errors` log.
     error_log: LogLimit,
+    /// Some server block has `log`: only then is a block's `log` looked at per query.
+    logging: bool,
 }
 
 impl Engine {
@@ -141,6 +143,7 @@ impl Engine {
             .collect();
         let routes = routes(&config);
         let stats = Arc::new(ShardStats::new(&config, config.upstreams.len()));
+        let logging = config.servers.iter().any(|s| s.log_queries.is_some());
         Engine {
             slots: RequestSlots::of(&config, stats.servers.len()),
             tcp: tcp_pool(&config),
@@ -161,6 +164,7 @@ impl Engine {
             ttl_offsets: Vec::new(),
             scratch: vec![0; MAX_MESSAGE],
             error_log: LogLimit::new(ERROR_LINES_PER_SECOND),
+            logging,
         }
     }
 

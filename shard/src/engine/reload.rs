@@ -28,6 +28,7 @@ impl Engine {
         // Blocks keep their index; new ones come after (check_reload).
         self.caches.resize_with(config.servers.len(), || None);
         self.routes = super::routes(&config);
+        self.logging = config.servers.iter().any(|s| s.log_queries.is_some());
         self.slots = RequestSlots::of(&config, self.stats.servers.len());
         for (server, block) in config.servers.iter().enumerate() {
             let slot = &mut self.caches[server];
