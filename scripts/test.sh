@@ -53,7 +53,7 @@ cargo build --workspace --locked
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
 
 # cargo's last block is a doc-test run that may hold no test: close on the overall count.
 sum() { sed -nE "s/^test result: .* ([0-9]+) $1.*/\1/p" "$log" | awk '{ s += $1 } END { print s + 0 }'; }

@@ -104,10 +104,14 @@ fn serves_on_an_ephemeral_port_and_stops_on_sigterm() {
     assert_eq!(
         phases,
         [
+            "load",
             "configure",
             "bind",
             "serve",
             "ready",
+            "install",
+            "withdraw",
+            "lameduck",
             "stop reading",
             "drain",
             "teardown"
