@@ -8,11 +8,12 @@
 //! each is checked when the command line is read, and the message says what was expected.
 
 use std::ffi::OsString;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::corefile::address::{self, LISTEN_EXPECTED};
 use crate::corefile::duration;
 
 /// The addresses given to `-localip`: one or more, all of one family, in the order given
@@ -160,38 +161,9 @@ pub(super) fn sync_interval(text: &str) -> Result<Duration, String> {
 /// address of both families and comes back as `0.0.0.0:PORT`, as the Corefile's `prometheus`
 /// addresses do. Names other than `localhost` and named ports are not resolved.
 pub(super) fn listen_address(text: &str) -> Result<SocketAddr, String> {
-    let bad = |why: String| {
-        format!(
-            "{why} (expected HOST:PORT with HOST an IP address, [IPV6], localhost or nothing, \
-             e.g. 0.0.0.0:9353, :9353 or [::1]:9353)"
-        )
-    };
-    let Some((host, port)) = text.rsplit_once(':') else {
-        return Err(bad("no port".to_string()));
-    };
-    let port = port
-        .parse::<u16>()
-        .map_err(|_| bad(format!("{port:?} is not a port number")))?;
-    let ip = if host.is_empty() {
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-    } else if host.eq_ignore_ascii_case("localhost") {
-        IpAddr::V4(Ipv4Addr::LOCALHOST)
-    } else if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        let ip = inner
-            .parse::<Ipv6Addr>()
-            .map_err(|_| bad(format!("{inner:?} is not an IPv6 address")))?;
-        IpAddr::V6(ip)
-    } else if host.contains(':') {
-        return Err(bad("an IPv6 address goes in brackets".to_string()));
-    } else {
-        host.parse::<Ipv4Addr>()
-            .map(IpAddr::V4)
-            .map_err(|_| bad(format!("{host:?} is not an IP address")))?
-    };
-    if ip.is_unspecified() {
-        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
-    }
-    Ok(SocketAddr::new(ip, port))
+    address::parse_listen(text).map_err(|why| {
+        format!("{why} (expected {LISTEN_EXPECTED}, e.g. 0.0.0.0:9353, :9353 or [::1]:9353)")
+    })
 }
 
 /// The dummy interface's name (`-interfacename`), as the kernel takes it (`dev_valid_name`):
@@ -389,12 +361,13 @@ mod tests {
         assert_eq!(ok("[::1]:9353"), "[::1]:9353");
         let error = |text: &str| listen_address(text).unwrap_err();
         assert!(error("9353").starts_with("no port"));
-        assert!(error("0.0.0.0:").starts_with("\"\" is not a port number"));
-        assert!(error(":http").starts_with("\"http\" is not a port number"));
-        assert!(error(":65536").starts_with("\"65536\" is not a port number"));
-        assert!(error("::1:9353").starts_with("an IPv6 address goes in brackets"));
+        assert!(error("0.0.0.0:").starts_with("bad port \"\""));
+        assert!(error(":http").starts_with("bad port \"http\""));
+        assert!(error(":65536").starts_with("bad port \"65536\""));
+        assert!(error("::1:9353").starts_with("IPv6 addresses go in brackets"));
         assert!(error("[10.0.0.1]:9353").starts_with("\"10.0.0.1\" is not an IPv6 address"));
-        assert!(error("metrics.local:9353").starts_with("\"metrics.local\" is not an IP"));
+        assert!(error("10.0.0.300:9353").starts_with("\"10.0.0.300\" is not an IP address"));
+        assert!(error("metrics.local:9353").starts_with("hostnames other than localhost"));
         assert!(error("9353").contains("expected HOST:PORT"));
     }
 

@@ -161,23 +161,23 @@ pub(super) fn parse_bind(text: &str) -> Result<IpAddr, String> {
 /// Where `prometheus` without an address serves `/metrics` (CoreDNS's default).
 pub(super) const PROMETHEUS_DEFAULT: &str = "localhost:9153";
 
-/// Parses a `prometheus` address, `HOST:PORT`: HOST is an IPv4 address, an IPv6 address in
+/// What a listening address for HTTP is, for messages.
+pub(crate) const LISTEN_EXPECTED: &str =
+    "HOST:PORT with HOST an IP address, [IPV6], localhost or nothing";
+
+/// Parses a listening address for HTTP (`prometheus`, `health`, `ready`, node-cache's
+/// `-metrics-listen-address`), `HOST:PORT`: HOST is an IPv4 address, an IPv6 address in
 /// brackets, `localhost` (127.0.0.1) or empty. An empty or unspecified HOST (`:9253`,
 /// `0.0.0.0:9253`, `[::]:9253`) means every address of both families, as Go's `net.Listen`
-/// has it for CoreDNS; all three come back as `0.0.0.0:PORT`.
-pub(super) fn parse_metrics_listen(text: &str) -> Result<SocketAddr, String> {
-    let bad = |why: &str| {
-        format!(
-            "bad prometheus address {text:?}: {why} (expected HOST:PORT with HOST an IP address, \
-             [IPV6], localhost or nothing, e.g. :9253, 127.0.0.1:9153 or [::1]:9153)"
-        )
-    };
+/// has it for CoreDNS; all three come back as `0.0.0.0:PORT`. The error says what is wrong,
+/// for the caller to put in its message (with [`LISTEN_EXPECTED`]).
+pub(crate) fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     let Some((host, port)) = text.rsplit_once(':') else {
-        return Err(bad("no port"));
+        return Err("no port".to_string());
     };
     let port = port
         .parse::<u16>()
-        .map_err(|_| bad(&format!("bad port {port:?}")))?;
+        .map_err(|_| format!("bad port {port:?}"))?;
     let ip = if host.is_empty() {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     } else if host.eq_ignore_ascii_case("localhost") {
@@ -185,22 +185,33 @@ pub(super) fn parse_metrics_listen(text: &str) -> Result<SocketAddr, String> {
     } else if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         let ip = inner
             .parse::<Ipv6Addr>()
-            .map_err(|_| bad(&format!("{inner:?} is not an IPv6 address")))?;
+            .map_err(|_| format!("{inner:?} is not an IPv6 address"))?;
         IpAddr::V6(ip)
     } else if host.contains(':') {
-        return Err(bad("IPv6 addresses go in brackets"));
+        return Err("IPv6 addresses go in brackets".to_string());
     } else if host.chars().all(|c| c.is_ascii_digit() || c == '.') {
         let ip = host
             .parse::<Ipv4Addr>()
-            .map_err(|_| bad(&format!("{host:?} is not an IP address")))?;
+            .map_err(|_| format!("{host:?} is not an IP address"))?;
         IpAddr::V4(ip)
     } else {
-        return Err(bad("hostnames other than localhost are not supported"));
+        return Err("hostnames other than localhost are not supported".to_string());
     };
     if ip.is_unspecified() {
         return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
     }
     Ok(SocketAddr::new(ip, port))
+}
+
+/// [`parse_listen`] for the directive `kind` (`prometheus`, `health`, `ready`), with its
+/// message.
+pub(super) fn parse_http_listen(kind: &str, text: &str) -> Result<SocketAddr, String> {
+    parse_listen(text).map_err(|why| {
+        format!(
+            "bad {kind} address {text:?}: {why} (expected {LISTEN_EXPECTED}, e.g. :9253, \
+             127.0.0.1:9153 or [::1]:9153)"
+        )
+    })
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //!
 //! Every error is a [`ConfigError`] naming the file and, when it has one, the line.
 
-mod address;
+pub(crate) mod address;
 mod build;
 mod directives;
 pub(crate) mod duration;

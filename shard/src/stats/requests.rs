@@ -120,7 +120,7 @@ impl SizeHistogram {
 #[derive(Debug, Default)]
 pub struct RequestStats {
     /// `coredns_dns_requests_total`, by protocol (0 udp, 1 tcp), family (0 IPv4, 1 IPv6) and
-    /// type slot ([`type_slot`]).
+    /// type slot (`type_slot`).
     pub requests: [[[Counter; TYPE_SLOTS]; 2]; 2],
     /// `coredns_dns_do_requests_total`: requests with the DO bit.
     pub do_requests: Counter,

@@ -20,7 +20,7 @@ const READY_DEFAULT: &str = ":8181";
 /// A `health` directive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct HealthSettings {
-    /// Where `/health` is served ([`address::parse_metrics_listen`]).
+    /// Where `/health` is served ([`address::parse_listen`]).
     pub addr: SocketAddr,
     /// `lameduck DURATION`: how long to keep serving after SIGTERM.
     pub lameduck: Option<Duration>,
@@ -41,8 +41,8 @@ pub(crate) struct ReadySettings {
 fn address(directive: &Directive, default: &str) -> Result<SocketAddr, (usize, String)> {
     let name = &directive.name;
     match directive.args.as_slice() {
-        [] => address::parse_metrics_listen(default).map_err(|m| (directive.line, m)),
-        [token] => address::parse_metrics_listen(&token.text).map_err(|m| (token.line, m)),
+        [] => address::parse_http_listen(name, default).map_err(|m| (directive.line, m)),
+        [token] => address::parse_http_listen(name, &token.text).map_err(|m| (token.line, m)),
         [_, extra, ..] => Err((
             extra.line,
             format!(
@@ -138,7 +138,15 @@ mod tests {
             error("health :8080 :8081"),
             "Corefile:2: health takes at most one address, got also \":8081\""
         );
-        assert!(error("health nonsense").starts_with("Corefile:2: "));
+        assert!(
+            error("health nonsense")
+                .starts_with("Corefile:2: bad health address \"nonsense\": no port"),
+            "{}",
+            error("health nonsense")
+        );
+        assert!(
+            error("ready :http").starts_with("Corefile:2: bad ready address \":http\": bad port")
+        );
         assert_eq!(
             error("health {\n lameduck\n}"),
             "Corefile:3: health option \"lameduck\" takes a DURATION, e.g. lameduck 5s"

@@ -11,7 +11,7 @@ use crate::corefile::parser::Directive;
 /// A `prometheus [ADDRESS]` directive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PrometheusSettings {
-    /// Where `/metrics` is served ([`address::parse_metrics_listen`]).
+    /// Where `/metrics` is served ([`address::parse_listen`]).
     pub addr: SocketAddr,
     /// The directive's line, for messages about conflicting addresses.
     pub line: usize,
@@ -21,8 +21,8 @@ pub(crate) struct PrometheusSettings {
 pub(super) fn parse(directive: &Directive) -> Result<PrometheusSettings, String> {
     no_block(directive)?;
     let addr = match directive.args.as_slice() {
-        [] => address::parse_metrics_listen(address::PROMETHEUS_DEFAULT)?,
-        [token] => address::parse_metrics_listen(&token.text)?,
+        [] => address::parse_http_listen("prometheus", address::PROMETHEUS_DEFAULT)?,
+        [token] => address::parse_http_listen("prometheus", &token.text)?,
         [_, extra, ..] => {
             return Err(format!(
                 "prometheus takes at most one address, got also {:?}",
