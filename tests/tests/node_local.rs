@@ -370,3 +370,72 @@ fn shell_words(rule: &str) -> impl Iterator<Item = &str> {
     }
     words.into_iter()
 }
+
+#[test]
+fn skipteardown_leaves_the_rules_in_place() {
+    if let Some(reason) = skip_reason(&["iptables", "iptables-save", "/usr/sbin/unbound"]) {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let namespace = Namespace::create("skipteardown").unwrap();
+    for ip in [LINK_LOCAL, CLUSTER_IP, KUBE_DNS] {
+        namespace
+            .ip(&["addr", "add", &format!("{ip}/32"), "dev", "lo"])
+            .unwrap();
+    }
+    let _kube_dns = NamespaceUnbound::start(
+        &namespace,
+        at(KUBE_DNS, 53),
+        true,
+        "cluster.local.",
+        &["kubernetes.default.svc.cluster.local. 30 IN A 10.96.0.1"],
+    )
+    .unwrap();
+    let dir = TempDir::new("skip").unwrap();
+    std::fs::create_dir_all(dir.join("coredns")).unwrap();
+    std::fs::create_dir_all(dir.join("kube-dns")).unwrap();
+    let template = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../proxy/testdata/Corefile.base"
+    );
+    std::fs::copy(template, dir.join("coredns/Corefile.base")).unwrap();
+    std::fs::write(dir.join("resolv.conf"), format!("nameserver {KUBE_DNS}\n")).unwrap();
+    let args: Vec<String> = [
+        "-localip",
+        &format!("{LINK_LOCAL},{CLUSTER_IP}"),
+        "-conf",
+        &dir.join("Corefile").display().to_string(),
+        "-upstreamsvc",
+        "kube-dns-upstream",
+        "-basecorefile",
+        &dir.join("coredns/Corefile.base").display().to_string(),
+        "-kubednscm",
+        &dir.join("kube-dns").display().to_string(),
+        "-setupinterface=false",
+        "-skipteardown",
+        "--resolv-conf",
+        &dir.join("resolv.conf").display().to_string(),
+        "--shards",
+        "1",
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .collect();
+    let log_path = dir.join("shardns.log");
+    let mut node = NodeCache::start(
+        &namespace,
+        &args,
+        &[("KUBE_DNS_UPSTREAM_SERVICE_HOST", KUBE_DNS)],
+        &log_path,
+    )
+    .unwrap();
+    assert_eq!(rules(&namespace).len(), 24);
+    let status = node.stop("TERM", Duration::from_secs(10)).unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(status.success(), "{status}\n{log}");
+    assert_eq!(rules(&namespace).len(), 24, "left in place:\n{log}");
+    assert!(
+        log.contains("-skipteardown: leaving the rules and the interface in place"),
+        "{log}"
+    );
+}
