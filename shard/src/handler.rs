@@ -166,4 +166,9 @@ pub trait Handler {
     /// Drivers drain it after every batch of input, queue each message to its shard and
     /// wake each shard once.
     fn poll_peer(&mut self) -> Option<(usize, Self::Peer)>;
+    /// Whether the handler owes nothing: no query in flight, nothing left to transmit. A
+    /// draining shard (see [`crate::Drain`]) leaves once it is.
+    fn is_idle(&self) -> bool {
+        true
+    }
 }

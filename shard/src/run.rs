@@ -9,7 +9,7 @@ use tracing::info;
 
 use crate::config::Limits;
 use crate::driver::{PeerLinks, Reactor, epoll, uring::Uring};
-use crate::{Handler, ShardStats};
+use crate::{Drain, Handler, ShardStats};
 
 /// Which I/O driver a shard uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,6 +44,9 @@ pub struct ShardSpec<M> {
     pub peers: PeerLinks<M>,
     /// Where the driver in use is published ([`ShardStats::driver`]), if anywhere.
     pub stats: Option<Arc<ShardStats>>,
+    /// The group's drain (a hand-off): once requested, the shard stops reading and returns
+    /// when the whole group has stopped reading and it owes nothing ([`Drain`]).
+    pub drain: Arc<Drain>,
 }
 
 /// [`ShardStats::driver`]'s value for epoll.
@@ -71,6 +74,7 @@ pub fn run_shard<H: Handler>(spec: ShardSpec<H::Peer>, mut handler: H) -> io::Re
         limits,
         peers,
         stats,
+        drain,
     } = spec;
     if peers.index() != index {
         return Err(io::Error::new(
@@ -123,7 +127,7 @@ pub fn run_shard<H: Handler>(spec: ShardSpec<H::Peer>, mut handler: H) -> io::Re
         );
     }
     match &mut ring {
-        Some(r) => r.run(&mut reactor, &mut handler, &shutdown),
-        None => epoll::run(&udp, &mut reactor, &mut handler, &shutdown),
+        Some(r) => r.run(&mut reactor, &mut handler, &shutdown, &drain),
+        None => epoll::run(&udp, &mut reactor, &mut handler, &shutdown, &drain),
     }
 }

@@ -201,12 +201,6 @@ impl<T> ClientTable<T> {
         }
     }
 
-    /// Number of open connections.
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.conns.len()
-    }
-
     /// Decides whether a new connection fits (see the cap policy on [`ClientTable`]).
     pub(crate) fn admit(&self) -> Admission {
         if self.conns.len() < self.max {
@@ -274,6 +268,16 @@ impl<T> ClientTable<T> {
                 out.push(*token);
             }
         }
+    }
+
+    /// The tokens of every connection.
+    pub(crate) fn tokens(&self) -> Vec<u32> {
+        self.conns.keys().copied().collect()
+    }
+
+    /// How many connections are open.
+    pub(crate) fn len(&self) -> usize {
+        self.conns.len()
     }
 
     /// Removes every connection, returning them (for shutdown).

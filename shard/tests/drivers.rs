@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use shardns_shard::config::Limits;
 use shardns_shard::{
-    Client, Config, Control, DRIVER_EPOLL, DRIVER_URING, Handler, IoMode, Link, LinkError, Outcome,
-    PeerLinks, Protocol, ShardSockets, ShardSpec, ShardStats, Transmit, peer_mesh, run_shard,
+    Client, Config, Control, DRIVER_EPOLL, DRIVER_URING, Drain, Handler, IoMode, Link, LinkError,
+    Outcome, PeerLinks, Protocol, ShardSockets, ShardSpec, ShardStats, Transmit, peer_mesh,
+    run_shard,
 };
 
 /// Reply at once (copy with QR set).
@@ -334,6 +335,14 @@ impl Handler for TestHandler {
     fn poll_peer(&mut self) -> Option<(usize, TestPeer)> {
         self.peers_out.pop_front()
     }
+
+    fn is_idle(&self) -> bool {
+        self.pending.is_empty()
+            && self.timers.is_empty()
+            && self.peer_waiters.is_empty()
+            && self.out.is_empty()
+            && self.peers_out.is_empty()
+    }
 }
 
 /// A shard running on its own thread; shut down and joined on drop.
@@ -358,9 +367,22 @@ fn start_shard(
     up_tcp: SocketAddr,
     peers: PeerLinks<TestPeer>,
 ) -> Server {
-    let index = peers.index();
     let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
     let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+    let drain = Arc::new(Drain::new(peers.shards()));
+    start_on(mode, limits, (up_udp, up_tcp), peers, (udp, tcp), drain)
+}
+
+/// Starts shard `peers.index()` of a group on the given listening sockets.
+fn start_on(
+    mode: IoMode,
+    limits: Limits,
+    (up_udp, up_tcp): (SocketAddr, SocketAddr),
+    peers: PeerLinks<TestPeer>,
+    (udp, tcp): (UdpSocket, TcpListener),
+    drain: Arc<Drain>,
+) -> Server {
+    let index = peers.index();
     let (udp_addr, tcp_addr) = (
         udp.local_addr().expect("addr"),
         tcp.local_addr().expect("addr"),
@@ -379,6 +401,7 @@ fn start_shard(
         limits,
         peers,
         stats: None,
+        drain,
     };
     let thread = thread::spawn(move || run_shard(spec, handler));
     Server {
@@ -963,7 +986,73 @@ macro_rules! both {
     };
 }
 
+/// A drain: what the shard took before it is answered (a UDP query and a TCP query still
+/// owed), what comes after is left on the sockets for whoever reads them next (the same
+/// sockets, as a successor process holds them), the TCP connection is closed once its reply
+/// is written, and the shard returns on its own.
+fn drain_answers_what_it_took_and_leaves_the_rest(mode: IoMode) {
+    let up = upstreams();
+    let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+    let successor_udp = udp.try_clone().expect("clone");
+    let successor_tcp = tcp.try_clone().expect("clone");
+    let drain = Arc::new(Drain::new(1));
+    let peers = PeerLinks::single().expect("peer links");
+    let mut srv = start_on(
+        mode,
+        Limits::default(),
+        (up.udp, up.tcp),
+        peers,
+        (udp, tcp),
+        Arc::clone(&drain),
+    );
+    let c = udp_client();
+    c.connect(srv.udp).expect("connect");
+    c.send(&query(1, LATER, 60)).expect("send");
+    let mut s = tcp_client(srv.tcp);
+    send_tcp(&mut s, &query(2, LATER, 40));
+    thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    drain.request();
+    // The shard notices within its longest sleep (100 ms).
+    thread::sleep(Duration::from_millis(250));
+    assert_eq!(drain.stopped(), 1, "the shard stopped reading");
+    c.send(&query(3, ECHO, 0)).expect("send");
+    let late = TcpStream::connect(srv.tcp).expect("a connection after the drain");
+    // The successor finds both where the shard left them.
+    successor_udp
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let mut buf = [0u8; 512];
+    let (n, _) = successor_udp
+        .recv_from(&mut buf)
+        .expect("left on the socket");
+    assert_eq!(id_of(&buf[..n]), 3);
+    successor_tcp.set_nonblocking(false).expect("blocking");
+    let (accepted, _) = successor_tcp.accept().expect("left in the backlog");
+    drop((accepted, late));
+    // What the shard took is answered, the TCP connection then closed.
+    assert_reply(&recv_udp(&c), 1);
+    assert_reply(&read_tcp(&mut s), 2);
+    let mut rest = [0u8; 16];
+    assert_eq!(s.read(&mut rest).expect("EOF"), 0, "closed after its reply");
+    let thread = srv.thread.take().expect("running");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !thread.is_finished() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert!(thread.is_finished(), "the shard returned on its own");
+    thread.join().expect("no panic").expect("run_shard");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        srv.events.lock().expect("lock").forwarded,
+        0,
+        "nothing else was read"
+    );
+}
+
 both!(
+    drain_answers_what_it_took_and_leaves_the_rest,
     udp_echo_many,
     udp_drop_and_timer_reply,
     tcp_pipelined_and_split,
@@ -993,6 +1082,7 @@ fn peer_links_of_another_shard_are_refused() {
         limits: Limits::default(),
         peers: peer_mesh(2).expect("mesh").remove(1),
         stats: None,
+        drain: Arc::new(Drain::new(2)),
     };
     let (up_udp, up_tcp) = dead_addrs();
     let handler = TestHandler::new(0, up_udp, up_tcp, Arc::default());
@@ -1028,6 +1118,7 @@ fn logs_listening_lines(mode: IoMode) {
         limits: Limits::default(),
         peers: peer_mesh(4).expect("mesh").remove(3),
         stats: Some(Arc::clone(&stats)),
+        drain: Arc::new(Drain::new(4)),
     };
     let (up_udp, up_tcp) = dead_addrs();
     let handler = TestHandler::new(3, up_udp, up_tcp, Arc::default());

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use core_affinity::CoreId;
 use shardns_shard::{
-    Coalesce, Config, Engine, Group, IoMode, PeerMessage, ShardControl, ShardSockets, ShardSpec,
-    ShardStats, peer_mesh,
+    Coalesce, Config, Drain, Engine, Group, IoMode, PeerMessage, ShardControl, ShardSockets,
+    ShardSpec, ShardStats, peer_mesh,
 };
 
 /// Upstream counter slots allocated per shard at least (a reload may add upstreams).
@@ -98,6 +98,7 @@ pub(crate) struct Shards {
     specs: Vec<ShardSpec<PeerMessage>>,
     stats: Vec<Arc<ShardStats>>,
     shutdown: Arc<AtomicBool>,
+    drain: Arc<Drain>,
 }
 
 impl Shards {
@@ -124,6 +125,7 @@ impl Shards {
                 });
             }
         };
+        let drain = Arc::new(Drain::new(total));
         let specs = sockets
             .into_iter()
             .zip(mesh)
@@ -136,6 +138,7 @@ impl Shards {
                 limits: config.limits,
                 peers,
                 stats: stats.get(index).map(Arc::clone),
+                drain: Arc::clone(&drain),
             })
             .collect();
         Ok(Shards {
@@ -144,7 +147,15 @@ impl Shards {
             specs,
             stats,
             shutdown,
+            drain,
         })
+    }
+
+    /// The shards' drain: requested at a hand-off, they stop reading and leave once they owe
+    /// nothing.
+    #[expect(dead_code, reason = "the hand-off, next, requests it")]
+    pub(crate) fn drain(&self) -> Arc<Drain> {
+        Arc::clone(&self.drain)
     }
 
     /// The handle that reaches every shard (for reloads); `None` without shards.
@@ -162,6 +173,7 @@ impl Shards {
             specs,
             stats,
             shutdown,
+            drain: _,
         } = self;
         let cores = allowed_cores();
         let total = specs.len();

@@ -17,6 +17,7 @@ use tracing::debug;
 use super::reactor::{KIND_UDP_LISTENER, Reactor, split_token};
 use super::sys::{empty_msghdr, empty_storage, sockaddr_from_storage, sockaddr_to_storage};
 use super::{UDP_QUERY_MAX, drain_transmits, run_timers, wait_timeout};
+use crate::drain::{Drain, DrainState};
 use crate::handler::{Client, Handler, MAX_MESSAGE, Outcome, Protocol};
 
 /// Datagrams per `recvmmsg`/`sendmmsg` call.
@@ -225,12 +226,13 @@ impl Udp<'_> {
     }
 }
 
-/// Runs the epoll driver until `shutdown` is set.
+/// Runs the epoll driver until `shutdown` is set, or until the drain lets it leave.
 pub(crate) fn run<H: Handler>(
     sockets: &[(u16, UdpSocket)],
     reactor: &mut Reactor<H::Peer>,
     handler: &mut H,
     shutdown: &AtomicBool,
+    drain: &Drain,
 ) -> io::Result<()> {
     for (i, (_, s)) in sockets.iter().enumerate() {
         s.set_nonblocking(true)?;
@@ -243,7 +245,18 @@ pub(crate) fn run<H: Handler>(
         send_len: 0,
         send_fd: -1,
     };
+    let mut draining = DrainState::new(drain);
     while !shutdown.load(Ordering::Relaxed) {
+        if draining.must_stop_reading() {
+            for (_, s) in sockets {
+                reactor.remove_fd(s.as_raw_fd());
+            }
+            reactor.stop_reading(Instant::now(), handler);
+            draining.stopped_reading();
+        }
+        if draining.may_leave(handler.is_idle() && reactor.has_no_clients()) {
+            break;
+        }
         let timeout = wait_timeout(handler, Instant::now());
         let n = reactor.wait(timeout)?;
         let now = Instant::now();

@@ -322,6 +322,44 @@ impl<M> Reactor<M> {
         self.expired = expired;
     }
 
+    /// Stops reading for a drain (see [`crate::Drain`]): the TCP listeners leave the epoll
+    /// set, and every client connection is read no more: it is closed once its owed replies
+    /// are written (at once if it owes none).
+    pub(crate) fn stop_reading<H: Handler>(&mut self, now: Instant, handler: &mut H) {
+        for (_, listener) in &self.listeners {
+            if let Err(e) = self.epoll.delete(listener.as_raw_fd()) {
+                debug!("epoll delete listener: {e}");
+            }
+        }
+        for t in self.clients.tokens() {
+            let Some(conn) = self.clients.get_mut(t) else {
+                continue;
+            };
+            conn.read_closed = true;
+            if conn.is_quiet() {
+                self.close_client(now, t, handler);
+            } else {
+                let ev = if conn.want_write { WRITABLE } else { 0 };
+                let _ = self
+                    .epoll
+                    .modify(conn.io.as_raw_fd(), ev, token(KIND_CLIENT, t));
+            }
+        }
+    }
+
+    /// Takes a descriptor out of the epoll set (a UDP listener of the epoll driver, at a
+    /// drain).
+    pub(crate) fn remove_fd(&self, fd: RawFd) {
+        if let Err(e) = self.epoll.delete(fd) {
+            debug!("epoll delete: {e}");
+        }
+    }
+
+    /// Whether no client connection is left (a draining shard waits for this).
+    pub(crate) fn has_no_clients(&self) -> bool {
+        self.clients.len() == 0
+    }
+
     /// Closes every client connection, telling the handler (for shutdown).
     pub(crate) fn close_all<H: Handler>(&mut self, now: Instant, handler: &mut H) {
         let conns: Vec<Client> = self.clients.drain().map(|c| c.client).collect();

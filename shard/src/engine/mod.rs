@@ -288,6 +288,10 @@ impl Handler for Engine {
     fn poll_peer(&mut self) -> Option<(usize, PeerMessage)> {
         self.peer_outbox.pop_front()
     }
+
+    fn is_idle(&self) -> bool {
+        self.inflight.len() == 0 && self.outbox.is_empty() && self.peer_outbox.is_empty()
+    }
 }
 
 /// The upstream TCP pool for `config`: each upstream's idle time is the `expire` of the first

@@ -21,6 +21,7 @@ use self::queue::{Queue, Token};
 use super::bufring::{BufRing, SendPool};
 use super::sys::{empty_msghdr, kernel_version, sockaddr_from_bytes};
 use super::{Reactor, UDP_QUERY_MAX, drain_transmits, run_timers, wait_timeout};
+use crate::drain::{Drain, DrainState};
 use crate::handler::{Client, Handler, Outcome, Protocol};
 
 const SQ_ENTRIES: u32 = 1024;
@@ -53,6 +54,8 @@ pub(crate) struct Uring {
     listeners: Vec<Listener>,
     sends: SendPool,
     poll_armed: bool,
+    /// Listeners are (re-)armed; false once a drain stopped reading.
+    receiving: bool,
     cqes: Vec<cqueue::Entry>,
 }
 
@@ -167,21 +170,34 @@ impl Uring {
             listeners,
             sends,
             poll_armed: false,
+            receiving: true,
             cqes: Vec::with_capacity(CQE_BATCH),
         })
     }
 
-    /// Runs the driver until `shutdown` is set.
+    /// Runs the driver until `shutdown` is set, or until the drain lets it leave.
     pub(crate) fn run<H: Handler>(
         &mut self,
         reactor: &mut Reactor<H::Peer>,
         handler: &mut H,
         shutdown: &AtomicBool,
+        drain: &Drain,
     ) -> io::Result<()> {
         let epfd = reactor.epoll_fd();
         // More completions are waiting / the reactor may have more ready: do not sleep.
         let (mut cq_full, mut reactor_more) = (false, false);
+        let mut draining = DrainState::new(drain);
         while !shutdown.load(Ordering::Relaxed) {
+            if draining.must_stop_reading() {
+                self.stop_receiving();
+                reactor.stop_reading(Instant::now(), handler);
+                draining.stopped_reading();
+            }
+            // Completions of receives still in flight are answered before leaving.
+            let receiving = self.listeners.iter().any(|l| l.armed);
+            if draining.may_leave(!receiving && handler.is_idle() && reactor.has_no_clients()) {
+                break;
+            }
             self.arm(epfd);
             let timeout = if cq_full || reactor_more {
                 Duration::ZERO
@@ -232,10 +248,26 @@ impl Uring {
         Ok(())
     }
 
-    /// Queues the multishot receives and the reactor poll that are not armed.
+    /// Cancels every listener's multishot receive and arms none again (a drain): what the
+    /// receives deliver until their last completion is still answered.
+    fn stop_receiving(&mut self) {
+        self.receiving = false;
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.armed {
+                let e = opcode::AsyncCancel::new(Token::Receive(i as u16).user_data())
+                    .build()
+                    .user_data(Token::Cancel.user_data());
+                // SAFETY: a cancellation points at no memory.
+                unsafe { self.queue.push(e) };
+            }
+        }
+    }
+
+    /// Queues the multishot receives (unless draining) and the reactor poll that are not
+    /// armed.
     fn arm(&mut self, epfd: RawFd) {
         for (i, l) in self.listeners.iter_mut().enumerate() {
-            if !l.armed {
+            if self.receiving && !l.armed {
                 let e = opcode::RecvMsgMulti::new(Fd(l.fd), &*l.msghdr, l.bufs.bgid())
                     .build()
                     .user_data(Token::Receive(i as u16).user_data());
@@ -517,7 +549,8 @@ mod tests {
                 stop_after: total,
                 shutdown: sd.clone(),
             };
-            ring.run(&mut reactor, &mut h, &sd).expect("run");
+            ring.run(&mut reactor, &mut h, &sd, &crate::Drain::new(1))
+                .expect("run");
             h.seen
         });
         let mut got = vec![false; total];
