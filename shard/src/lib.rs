@@ -55,7 +55,7 @@ pub use config::{Config, RestartNeeded};
 pub use control::Control;
 pub use drain::Drain;
 pub use driver::{PeerLinks, ShardControl, peer_mesh, uring_available};
-pub use engine::{Coalesce, Engine, Group};
+pub use engine::{Coalesce, Engine, Group, ImportReport};
 pub use handler::{Client, Handler, Link, LinkError, MAX_MESSAGE, Outcome, Protocol, Transmit};
 pub use loop_probe::{HINFO, LoopProbe};
 pub use peer::PeerMessage;

@@ -9,6 +9,7 @@
 //! displaces a usable entry, and eviction that prefers dead, then expired, then cold entries.
 
 mod stored;
+pub(crate) mod transfer;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -297,6 +298,25 @@ impl PacketCache {
             }
             Some(_) => false,
             None => true,
+        }
+    }
+
+    /// Adds this cache's fresh entries whose hash passes `keep` to `chunks`, as a hand-off
+    /// carries them ([`transfer`]), labelled with the server block's `zone`.
+    pub(crate) fn export(
+        &self,
+        now: u64,
+        zone: &[u8],
+        keep: impl Fn(u64) -> bool,
+        chunks: &mut transfer::Chunks,
+    ) {
+        for entry in &self.table {
+            if !keep(entry.hash) {
+                continue;
+            }
+            if let Some(carried) = entry.response.exported(now, zone, entry.kind, entry.flags) {
+                chunks.push(&carried);
+            }
         }
     }
 

@@ -6,13 +6,14 @@
 use std::sync::Arc;
 
 use shardns_wire::build::{EDNS_PAYLOAD, append_opt, client_udp_limit, truncate};
-use shardns_wire::{HEADER_LEN, Header, Message, Rcode};
+use shardns_wire::{HEADER_LEN, Header, KeyFlags, Message, Rcode};
 
 use crate::Protocol;
 use crate::config::{CacheConfig, CacheSection};
 use crate::names::in_zone;
 
 use super::Kind;
+use super::transfer::TransferEntry;
 
 /// What a reply is rendered for: one client's query.
 #[derive(Debug, Clone, Copy)]
@@ -115,6 +116,69 @@ impl StoredResponse {
         &self.data[..self.msg_len as usize]
     }
 
+    /// This response as a hand-off carries it ([`super::transfer`]), when it is cached and
+    /// still fresh at `now`.
+    pub(crate) fn exported<'a>(
+        &'a self,
+        now: u64,
+        zone: &'a [u8],
+        kind: Kind,
+        flags: KeyFlags,
+    ) -> Option<TransferEntry<'a>> {
+        let left = self.expires_at().checked_sub(now)?;
+        let remaining_ms = u32::try_from(left / 1_000_000).unwrap_or(u32::MAX);
+        (self.ttl > 0 && remaining_ms > 0).then(|| TransferEntry {
+            zone,
+            kind,
+            flags,
+            remaining_ms,
+            keep_ttl: self.keep_ttl,
+            ext_rcode: self.ext_rcode,
+            message: self.message(),
+        })
+    }
+
+    /// A response carried by a hand-off, stored at `now` with the lifetime it had left
+    /// (rounded up to whole seconds, the fraction taken off the start so that it expires when
+    /// it would have), and the question its message holds. `None` when the message does not
+    /// parse as a stored response (a question, records, no OPT).
+    pub(crate) fn imported(entry: &TransferEntry<'_>, now: u64) -> Option<StoredResponse> {
+        let mut offsets: Vec<u16> = Vec::new();
+        let message = Message::parse_with(entry.message, |offset| {
+            offsets.push(u16::try_from(offset).unwrap_or(u16::MAX));
+        })
+        .ok()?;
+        if message.edns.is_some()
+            || message.records.end != entry.message.len()
+            || entry.message.len() > usize::from(u16::MAX)
+            || offsets
+                .iter()
+                .any(|&o| usize::from(o) + 4 > entry.message.len())
+        {
+            return None;
+        }
+        let name = HEADER_LEN..HEADER_LEN + message.question.name.len();
+        if entry.message[name].iter().any(u8::is_ascii_uppercase) {
+            return None;
+        }
+        let ttl = entry.remaining_ms.div_ceil(1000);
+        let early = (u64::from(ttl) * 1000 - u64::from(entry.remaining_ms)) * 1_000_000;
+        let mut data = Vec::with_capacity(entry.message.len() + 2 * offsets.len());
+        data.extend_from_slice(entry.message);
+        for offset in offsets {
+            data.extend_from_slice(&offset.to_ne_bytes());
+        }
+        Some(StoredResponse {
+            data: data.into(),
+            msg_len: entry.message.len() as u16,
+            question_end: message.question_end as u16,
+            ext_rcode: entry.ext_rcode,
+            keep_ttl: entry.keep_ttl,
+            ttl,
+            stored_at: now.saturating_sub(early),
+        })
+    }
+
     fn ttl_offsets(&self) -> impl Iterator<Item = usize> + '_ {
         self.data[self.msg_len as usize..]
             .chunks_exact(2)
@@ -124,6 +188,13 @@ impl StoredResponse {
     /// The lowercased question name.
     pub(crate) fn qname(&self) -> &[u8] {
         &self.data[HEADER_LEN..self.question_end as usize - 4]
+    }
+
+    /// The question's type and class.
+    pub(crate) fn qtype_qclass(&self) -> (u16, u16) {
+        let end = self.question_end as usize;
+        let at = |i: usize| u16::from_be_bytes([self.data[i], self.data[i + 1]]);
+        (at(end - 4), at(end - 2))
     }
 
     /// The lifetime given to every TTL (0 when the response is not cached).

@@ -259,11 +259,23 @@ impl Engine {
     /// Inserts a response into this shard's cache for `key`.
     fn store(&mut self, now: Instant, key: &PendingKey, kind: Kind, response: StoredResponse) {
         let clock = self.nanos(now);
-        let server = key.server();
+        self.store_at(clock, key.server(), &key.question, kind, response);
+    }
+
+    /// Inserts a response into the cache of block `server` under `question` at `clock` and
+    /// counts it; `false` if it was not stored (no cache, or a better entry kept).
+    pub(super) fn store_at(
+        &mut self,
+        clock: u64,
+        server: usize,
+        question: &LowerQuestion,
+        kind: Kind,
+        response: StoredResponse,
+    ) -> bool {
         let Some(Some(cache)) = self.caches.get_mut(server) else {
-            return;
+            return false;
         };
-        let report = cache.insert(clock, &key.question, kind, response);
+        let report = cache.insert(clock, question, kind, response);
         let stats = &self.stats.servers[server];
         if report.inserted {
             self.stats.cache_inserts.inc();
@@ -274,6 +286,7 @@ impl Engine {
             self.stats.cache_evictions.add(report.evicted[slot]);
             stats.entries[slot].set(cache.len_of(kind) as u64);
         }
+        report.inserted
     }
 
     /// A usable cached entry for `key` (fresh, or stale within `serve_stale`).

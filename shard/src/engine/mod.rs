@@ -11,11 +11,14 @@
 //! - [`reload`]: switching to a new configuration, keeping the cache.
 
 mod attempt;
+mod handoff;
 mod log;
 mod miss;
 mod probe;
 mod query;
 mod reload;
+
+pub use handoff::ImportReport;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -238,6 +241,18 @@ impl Handler for Engine {
                 Ok(()) => tracing::info!(shard = self.shard, "configuration reloaded"),
                 Err(why) => tracing::error!(shard = self.shard, "reload refused: {why}"),
             },
+            Control::ExportCache(sink) => {
+                for chunk in self.export_cache(now) {
+                    if sink.send(chunk).is_err() {
+                        return;
+                    }
+                }
+                let _ = sink.send(Vec::new());
+            }
+            Control::ImportCache(chunk) => {
+                let report = self.import_cache(now, &chunk);
+                tracing::debug!(shard = self.shard, ?report, "cache chunk imported");
+            }
         }
     }
 
