@@ -74,6 +74,10 @@ pub fn run(args: Args) -> ExitCode {
             tracing::info!("shardns stopped");
             ExitCode::SUCCESS
         }
+        Ok(Ending::HandedOff) => {
+            tracing::info!("shardns stopped: handed over");
+            ExitCode::SUCCESS
+        }
         Ok(Ending::Invalid(message)) => invalid(&message),
         Ok(Ending::ShardsFailed(failed)) => {
             tracing::error!("{failed}");

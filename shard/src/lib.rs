@@ -54,6 +54,7 @@ pub use cache::PacketCache;
 pub use config::{Config, RestartNeeded};
 pub use control::Control;
 pub use drain::Drain;
+pub use driver::fdpass;
 pub use driver::{PeerLinks, ShardControl, peer_mesh, uring_available};
 pub use engine::{Coalesce, Engine, Group, ImportReport};
 pub use handler::{Client, Handler, Link, LinkError, MAX_MESSAGE, Outcome, Protocol, Transmit};

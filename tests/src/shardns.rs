@@ -345,6 +345,32 @@ impl Shardns {
         }
     }
 
+    /// Waits (≤ `timeout`) for the process to exit by itself (e.g. after a hand-off); its
+    /// status and log.
+    pub fn wait_exit(mut self, timeout: Duration) -> Result<(ExitStatus, String)> {
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("already stopped"))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.join_readers(Duration::from_secs(2));
+                return Ok((status, self.log_text()));
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.join_readers(Duration::from_secs(2));
+                bail!(
+                    "shardns did not exit within {timeout:?} (killed):\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// SIGTERM, then asserts a clean exit (status 0) within [`STOP_TIMEOUT`]. Returns the log.
     pub fn stop(mut self) -> String {
         let result = self.terminate(STOP_TIMEOUT);

@@ -144,6 +144,8 @@ fn stock_corefile_and_arguments_set_up_serve_and_tear_down_the_node() {
         "2",
         "--resolv-conf",
         &dir.join("resolv.conf").display().to_string(),
+        "--handoff-socket",
+        &dir.join("handoff.sock").display().to_string(),
         "--shards",
         "2",
     ]
@@ -415,6 +417,8 @@ fn skipteardown_leaves_the_rules_in_place() {
         "-skipteardown",
         "--resolv-conf",
         &dir.join("resolv.conf").display().to_string(),
+        "--handoff-socket",
+        &dir.join("handoff.sock").display().to_string(),
         "--shards",
         "1",
     ]

@@ -94,6 +94,16 @@ pub struct Args {
     #[arg(long)]
     pub validate: bool,
 
+    /// The Unix socket of upgrades without loss: a new shardns started with the same path
+    /// takes this one's sockets and cache (default in node-local mode:
+    /// /run/shardns/handoff.sock; otherwise none)
+    #[arg(long, value_name = "PATH", conflicts_with = "no_handoff")]
+    pub handoff_socket: Option<PathBuf>,
+
+    /// Neither take over a running shardns nor offer to be taken over.
+    #[arg(long)]
+    pub no_handoff: bool,
+
     /// node-cache's flags (and CoreDNS's `-pidfile` and `-dns.port`); node-local mode when
     /// `-localip` is given.
     #[command(flatten)]
@@ -170,7 +180,23 @@ impl Parser for Args {
     }
 }
 
+/// The hand-off socket of node-local mode when `--handoff-socket` is not given.
+pub(crate) const DEFAULT_HANDOFF_SOCKET: &str = "/run/shardns/handoff.sock";
+
 impl Args {
+    /// The hand-off socket in use: `--handoff-socket`, else the default in node-local mode,
+    /// else none; none with `--no-handoff`.
+    pub(crate) fn handoff_path(&self) -> Option<PathBuf> {
+        if self.no_handoff {
+            return None;
+        }
+        self.handoff_socket.clone().or_else(|| {
+            self.node_cache
+                .is_node_local()
+                .then(|| PathBuf::from(DEFAULT_HANDOFF_SOCKET))
+        })
+    }
+
     /// Applies the limits given on the command line to `limits`, the shards' configuration
     /// (they are not in the Corefile, and a reload keeps them).
     pub(crate) fn apply_limits(&self, limits: &mut Limits) {

@@ -36,7 +36,9 @@ impl TestServer {
         let endpoints = routers
             .into_iter()
             .map(|router| {
-                let listener = metrics_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+                let listener =
+                    metrics_listener("127.0.0.1:0".parse().unwrap(), &mut Default::default())
+                        .unwrap();
                 addrs.push(listener.local_addr().unwrap());
                 Endpoint { listener, router }
             })

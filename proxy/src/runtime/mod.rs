@@ -8,6 +8,7 @@
 //! - [`reload`]: the reload thread (SIGUSR1 and the `reload` directive).
 
 pub(crate) mod endpoints;
+pub(crate) mod handoff;
 pub(crate) mod lifecycle;
 pub(crate) mod loop_check;
 pub(crate) mod node_local;

@@ -43,6 +43,8 @@ pub(crate) struct NodeLocal {
     errors: Arc<SetupErrors>,
     sync_interval: Duration,
     skip_teardown: bool,
+    /// Another process took over: nothing is torn down.
+    handed_off: bool,
     /// Stops the two threads (before the rules are withdrawn).
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -128,6 +130,7 @@ impl NodeLocal {
             errors,
             sync_interval: flags.sync_interval,
             skip_teardown: flags.skip_teardown,
+            handed_off: false,
             stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
         };
@@ -201,6 +204,10 @@ impl NodeLocal {
     /// answered.
     pub(crate) fn withdraw(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        if self.handed_off {
+            tracing::info!("handed over: leaving the rules and the interface to the successor");
+            return;
+        }
         if self.skip_teardown {
             tracing::info!("-skipteardown: leaving the rules and the interface in place");
             return;
@@ -217,9 +224,15 @@ impl NodeLocal {
                 tracing::error!("a node-local thread panicked");
             }
         }
-        if !self.skip_teardown {
+        if !self.skip_teardown && !self.handed_off {
             self.setup().remove_interface();
         }
+    }
+
+    /// The node now belongs to the process that took this one over: the stop leaves the
+    /// rules and the interface as they are.
+    pub(crate) fn hand_over(&mut self) {
+        self.handed_off = true;
     }
 }
 

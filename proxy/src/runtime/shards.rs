@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use core_affinity::CoreId;
 use shardns_shard::{
@@ -99,6 +99,8 @@ pub(crate) struct Shards {
     stats: Vec<Arc<ShardStats>>,
     shutdown: Arc<AtomicBool>,
     drain: Arc<Drain>,
+    /// Cache chunks from a predecessor, imported by every shard before it serves.
+    preload: Arc<Vec<Vec<u8>>>,
 }
 
 impl Shards {
@@ -148,12 +150,18 @@ impl Shards {
             stats,
             shutdown,
             drain,
+            preload: Arc::default(),
         })
+    }
+
+    /// Cache chunks (from a predecessor's export) every shard imports, keeping what it owns,
+    /// before it serves.
+    pub(crate) fn preload(&mut self, chunks: Vec<Vec<u8>>) {
+        self.preload = Arc::new(chunks);
     }
 
     /// The shards' drain: requested at a hand-off, they stop reading and leave once they owe
     /// nothing.
-    #[expect(dead_code, reason = "the hand-off, next, requests it")]
     pub(crate) fn drain(&self) -> Arc<Drain> {
         Arc::clone(&self.drain)
     }
@@ -174,6 +182,7 @@ impl Shards {
             stats,
             shutdown,
             drain: _,
+            preload,
         } = self;
         let cores = allowed_cores();
         let total = specs.len();
@@ -190,6 +199,7 @@ impl Shards {
             };
             let config = Arc::clone(&config);
             let stats = stats.get(index).map(Arc::clone);
+            let preload = Arc::clone(&preload);
             let spawned = thread::Builder::new()
                 .name(format!("shard-{index}"))
                 .spawn(move || {
@@ -203,10 +213,17 @@ impl Shards {
                         );
                     }
                     let engine = Engine::new(config, group, index);
-                    let engine = match stats {
+                    let mut engine = match stats {
                         Some(stats) => engine.with_stats(stats),
                         None => engine,
                     };
+                    let mut stored = 0;
+                    for chunk in preload.iter() {
+                        stored += engine.import_cache(std::time::Instant::now(), chunk).stored;
+                    }
+                    if !preload.is_empty() {
+                        tracing::debug!(shard = index, stored, "cache entries taken over");
+                    }
                     reporter.started();
                     shardns_shard::run_shard(spec, engine)
                 });
@@ -243,6 +260,11 @@ pub(crate) struct RunningShards {
 }
 
 impl RunningShards {
+    /// How many shards there are.
+    pub(crate) fn total(&self) -> usize {
+        self.total
+    }
+
     /// Waits until every spawned shard has started, or until one exits first (it is joined,
     /// and a failure sets the shutdown flag).
     pub(crate) fn wait_until_started(&mut self) {
@@ -282,6 +304,29 @@ impl RunningShards {
                 self.reap(index);
             }
         }
+        self.outcome()
+    }
+
+    /// Joins every shard thread as they leave by themselves (a drain); those still running
+    /// at `deadline` are stopped with the shutdown flag.
+    pub(crate) fn join_by(&mut self, deadline: Instant) -> Result<(), ShardsFailed> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!("shards still draining at the deadline: stopping them");
+                self.shutdown.store(true, Ordering::SeqCst);
+                return self.join();
+            }
+            match self.events.recv_timeout(left.min(STOP_POLL)) {
+                Ok(Event::Exited(index)) => self.reap(index),
+                Ok(Event::Started(_)) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return self.outcome(),
+            }
+        }
+    }
+
+    /// How the shards ended.
+    fn outcome(&self) -> Result<(), ShardsFailed> {
         if self.failed == 0 {
             Ok(())
         } else {
@@ -359,7 +404,7 @@ mod tests {
     fn started_shards_stop_on_the_flag() {
         let config = crate::corefile::build("t", ".:0 {\n bind 127.0.0.1\n}").unwrap();
         let addrs: Vec<_> = config.listeners.iter().map(|l| l.addr).collect();
-        let bound = crate::runtime::sockets::bind_all(&addrs, 2).unwrap();
+        let bound = crate::runtime::sockets::bind_all(&addrs, 2, &mut Default::default()).unwrap();
         let stats = counters(&config, 2);
         let shutdown = Arc::new(AtomicBool::new(false));
         let shards = Shards::new(

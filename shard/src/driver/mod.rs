@@ -7,6 +7,7 @@
 //!   UDP sockets and TCP connections), an epoll set. The epoll driver puts its UDP listeners
 //!   into the same set; the io_uring driver watches the set's descriptor with a multishot
 //!   poll on the ring.
+//! - [`fdpass`]: open descriptors passed to another process (`SCM_RIGHTS`), for hand-offs.
 //! - [`peers`]: the peer mesh that carries the handler's peer messages between shard threads
 //!   and [`crate::Control`]s from the process (channels and a wake-up eventfd per shard, the
 //!   eventfd in the reactor's set).
@@ -17,6 +18,8 @@
 mod bufring;
 #[allow(unsafe_code)]
 pub(crate) mod epoll;
+#[allow(unsafe_code)]
+pub mod fdpass;
 mod peers;
 mod reactor;
 #[allow(unsafe_code)]

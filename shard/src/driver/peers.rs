@@ -123,6 +123,16 @@ impl ShardControl {
         }
         delivered
     }
+
+    /// Wakes every shard without a message, so that it looks at its flags at once (a drain
+    /// just requested) rather than after its longest sleep.
+    pub fn wake_all(&self) {
+        for (shard, (_, wake)) in self.shards.iter().enumerate() {
+            if let Err(e) = wake.wake() {
+                debug!("waking shard {shard}: {e}");
+            }
+        }
+    }
 }
 
 impl<M> PeerLinks<M> {

@@ -9,7 +9,8 @@
 //!
 //! An address another process already serves is refused, naming that process where
 //! [`owner`] can tell: with `SO_REUSEPORT`, binding it would silently share its traffic with
-//! the other process (each getting part of the clients).
+//! the other process (each getting part of the clients). Sockets a predecessor handed over
+//! ([`Inherited`]) are used as they are, for the addresses and shards they were made for.
 
 mod owner;
 
@@ -18,6 +19,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 
 use shardns_shard::ShardSockets;
 use socket2::{Domain, Protocol, Socket, Type};
+
+use super::handoff::{Inherited, SocketKind};
 
 /// `listen(2)` backlog of the TCP listeners.
 pub(crate) const TCP_BACKLOG: i32 = 1024;
@@ -130,15 +133,24 @@ pub(crate) struct Bound {
     pub addrs: Vec<Option<SocketAddr>>,
 }
 
-/// Creates the sockets of `shard_count` shards for `listeners` (indexed as in the config).
-pub(crate) fn bind_all(listeners: &[SocketAddr], shard_count: usize) -> Result<Bound, SocketError> {
+/// Creates the sockets of `shard_count` shards for `listeners` (indexed as in the config),
+/// taking those `inherited` holds for them.
+pub(crate) fn bind_all(
+    listeners: &[SocketAddr],
+    shard_count: usize,
+    inherited: &mut Inherited,
+) -> Result<Bound, SocketError> {
     let mut shards: Vec<ShardSockets> = (0..shard_count).map(|_| ShardSockets::default()).collect();
     let mut addrs = Vec::with_capacity(listeners.len());
     for (index, &addr) in listeners.iter().enumerate() {
         let index = u16::try_from(index).map_err(|_| {
             SocketError::new(addr, "udp", io::Error::other("more than 65535 listeners"))
         })?;
-        match bind_listener(addr, shard_count) {
+        let sockets = match take_listener(addr, shard_count, inherited) {
+            Some(taken) => taken,
+            None => bind_listener(addr, shard_count),
+        };
+        match sockets {
             Ok(sockets) => {
                 addrs.push(Some(sockets.addr));
                 for ((shard, udp), tcp) in shards.iter_mut().zip(sockets.udp).zip(sockets.tcp) {
@@ -169,6 +181,63 @@ struct ListenerSockets {
     addr: SocketAddr,
     udp: Vec<UdpSocket>,
     tcp: Vec<TcpListener>,
+}
+
+/// The sockets of the listener written `addr` that a predecessor handed over, those it did
+/// not (a shard it did not have) made anew on the same port; `None` if it handed over none.
+fn take_listener(
+    addr: SocketAddr,
+    shard_count: usize,
+    inherited: &mut Inherited,
+) -> Option<Result<ListenerSockets, SocketError>> {
+    let udp: Vec<Option<UdpSocket>> = (0..shard_count)
+        .map(|shard| {
+            inherited
+                .take(SocketKind::Udp, addr, Some(shard))
+                .map(UdpSocket::from)
+        })
+        .collect();
+    let tcp: Vec<Option<TcpListener>> = (0..shard_count)
+        .map(|shard| {
+            inherited
+                .take(SocketKind::Tcp, addr, Some(shard))
+                .map(TcpListener::from)
+        })
+        .collect();
+    let bound = udp
+        .iter()
+        .flatten()
+        .find_map(|socket| socket.local_addr().ok())
+        .or_else(|| tcp.iter().flatten().find_map(|l| l.local_addr().ok()))?;
+    let made = || -> Result<ListenerSockets, SocketError> {
+        let mut sockets = ListenerSockets {
+            addr: bound,
+            udp: Vec::with_capacity(shard_count),
+            tcp: Vec::with_capacity(shard_count),
+        };
+        for socket in udp {
+            let socket = match socket {
+                Some(socket) => socket,
+                None => udp_socket(bound).map_err(|e| SocketError::new(bound, "udp", e))?,
+            };
+            socket
+                .set_nonblocking(true)
+                .map_err(|e| SocketError::new(bound, "udp", e))?;
+            sockets.udp.push(socket);
+        }
+        for listener in tcp {
+            let listener = match listener {
+                Some(listener) => listener,
+                None => tcp_listener(bound).map_err(|e| SocketError::new(bound, "tcp", e))?,
+            };
+            listener
+                .set_nonblocking(true)
+                .map_err(|e| SocketError::new(bound, "tcp", e))?;
+            sockets.tcp.push(listener);
+        }
+        Ok(sockets)
+    };
+    Some(made())
 }
 
 fn bind_listener(addr: SocketAddr, shard_count: usize) -> Result<ListenerSockets, SocketError> {
@@ -260,8 +329,16 @@ fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
 /// `net.Listen` does for CoreDNS), or on every IPv4 address where the host has no IPv6.
 /// Without `SO_REUSEPORT`: a second process on the port is an error, not a silent split of
 /// the scrapes.
-pub(crate) fn metrics_listener(addr: SocketAddr) -> Result<TcpListener, SocketError> {
+pub(crate) fn metrics_listener(
+    addr: SocketAddr,
+    inherited: &mut Inherited,
+) -> Result<TcpListener, SocketError> {
     let error = |addr, source| SocketError::new(addr, "http", source);
+    if let Some(fd) = inherited.take(SocketKind::Http, addr, None) {
+        let listener = TcpListener::from(fd);
+        listener.set_nonblocking(true).map_err(|e| error(addr, e))?;
+        return Ok(listener);
+    }
     if !addr.ip().is_unspecified() {
         return http_listener(addr, true).map_err(|e| error(addr, e));
     }
@@ -336,7 +413,7 @@ mod tests {
             "127.0.0.1:0".parse().unwrap(),
             "127.0.0.1:0".parse().unwrap(),
         ];
-        let bound = bind_all(&listeners, 2).unwrap();
+        let bound = bind_all(&listeners, 2, &mut Default::default()).unwrap();
         assert_eq!(bound.shards.len(), 2);
         for shard in &bound.shards {
             assert_eq!(
@@ -370,7 +447,12 @@ mod tests {
 
     #[test]
     fn sockets_serve_traffic() {
-        let bound = bind_all(&["127.0.0.1:0".parse().unwrap()], 1).unwrap();
+        let bound = bind_all(
+            &["127.0.0.1:0".parse().unwrap()],
+            1,
+            &mut Default::default(),
+        )
+        .unwrap();
         let addr = bound.addrs[0].unwrap();
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
         client.send_to(b"ping", addr).unwrap();
@@ -384,7 +466,7 @@ mod tests {
 
     #[test]
     fn ipv6_loopback_when_available() {
-        let Ok(bound) = bind_all(&["[::1]:0".parse().unwrap()], 2) else {
+        let Ok(bound) = bind_all(&["[::1]:0".parse().unwrap()], 2, &mut Default::default()) else {
             return;
         };
         let ports = ports(&bound, 0);
@@ -395,7 +477,7 @@ mod tests {
     fn a_taken_port_is_an_error_naming_its_owner() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();
-        let error = bind_all(&[addr], 1).unwrap_err();
+        let error = bind_all(&[addr], 1, &mut Default::default()).unwrap_err();
         assert_eq!(error.addr(), addr);
         let message = error.to_string();
         let owner = format!("process {} (", std::process::id());
@@ -408,9 +490,14 @@ mod tests {
     #[test]
     fn an_address_served_with_so_reuseport_is_refused_not_shared() {
         // Another process's shardns: UDP and TCP with SO_REUSEPORT, as bind_all makes them.
-        let first = bind_all(&["127.0.0.1:0".parse().unwrap()], 1).unwrap();
+        let first = bind_all(
+            &["127.0.0.1:0".parse().unwrap()],
+            1,
+            &mut Default::default(),
+        )
+        .unwrap();
         let addr = first.addrs[0].unwrap();
-        let error = bind_all(&[addr], 2).unwrap_err();
+        let error = bind_all(&[addr], 2, &mut Default::default()).unwrap_err();
         assert!(
             matches!(
                 error,
@@ -423,7 +510,7 @@ mod tests {
         );
         // Once it is gone, the address is free again.
         drop(first);
-        bind_all(&[addr], 2).expect("free again");
+        bind_all(&[addr], 2, &mut Default::default()).expect("free again");
     }
 
     #[test]
@@ -449,7 +536,8 @@ mod tests {
 
     #[test]
     fn metrics_listeners() {
-        let listener = metrics_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener =
+            metrics_listener("127.0.0.1:0".parse().unwrap(), &mut Default::default()).unwrap();
         let addr = listener.local_addr().unwrap();
         assert!(addr.ip().is_loopback() && addr.port() != 0);
         assert_eq!(
@@ -458,12 +546,12 @@ mod tests {
         );
         let _client = std::net::TcpStream::connect(addr).unwrap();
         // The port is taken now: no SO_REUSEPORT sharing.
-        let error = metrics_listener(addr).unwrap_err();
+        let error = metrics_listener(addr, &mut Default::default()).unwrap_err();
         assert_eq!((error.addr(), error.protocol()), (addr, "http"));
         assert!(matches!(error, SocketError::InUse { .. }), "{error}");
 
         // The unspecified address takes IPv4 clients (on an IPv6 socket where there is IPv6).
-        let any = metrics_listener("0.0.0.0:0".parse().unwrap()).unwrap();
+        let any = metrics_listener("0.0.0.0:0".parse().unwrap(), &mut Default::default()).unwrap();
         let port = any.local_addr().unwrap().port();
         let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let accepted = (0..100).find_map(|_| match any.accept() {

@@ -1,0 +1,184 @@
+//! Upgrades without loss: a new shardns started with the same `--handoff-socket` takes the
+//! running one's sockets and cache; the old one answers what it took and exits 0. Under a
+//! steady UDP load through 5 successive upgrades every query is answered, and the cache goes
+//! along (the upstream is not asked again for what was cached).
+//!
+//! Traffic goes to 127.0.0.1 only; every wait is bounded.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
+use shardns_e2e::{Shardns, TempDir, Unbound, build_query, zone};
+
+const UPGRADES: usize = 5;
+/// Clients sending one query at a time each, paced to about 1,000 queries a second in all.
+const CLIENTS: usize = 4;
+const PACE: Duration = Duration::from_millis(4);
+
+fn corefile(unbound: &Unbound) -> String {
+    format!(
+        ".:0 {{\n    bind 127.0.0.1\n    cache 300\n    forward . {}\n}}\n",
+        unbound.addr()
+    )
+}
+
+fn start(unbound: &Unbound, socket: &str) -> Shardns {
+    Shardns::start(
+        &corefile(unbound),
+        &["--shards", "2", "--handoff-socket", socket],
+    )
+    .expect("shardns")
+}
+
+/// What the clients saw.
+#[derive(Debug, Default)]
+struct Tally {
+    sent: AtomicU64,
+    answered: AtomicU64,
+    wrong: AtomicU64,
+    lost: AtomicU64,
+    /// The slowest answer, in microseconds.
+    slowest: AtomicU64,
+}
+
+/// One client: a query for one of the fixture's hosts at a time, each waited for (3 s),
+/// until `stop`.
+fn client(server: SocketAddr, index: usize, stop: &AtomicBool, tally: &Tally) {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.connect(server).expect("connect");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let mut n = index as u16;
+    let mut buf = [0u8; 1500];
+    while !stop.load(Ordering::SeqCst) {
+        n = n.wrapping_add(1);
+        let host = (n % u16::from(zone::HOSTS)) as u8;
+        let id = n.wrapping_mul(7) ^ (index as u16) << 12;
+        let query = build_query(&zone::host(host), RecordType::A, id);
+        let asked = Instant::now();
+        socket.send(&query).expect("send");
+        tally.sent.fetch_add(1, Ordering::SeqCst);
+        let reply = loop {
+            match socket.recv(&mut buf) {
+                Ok(len) => match Message::from_vec(&buf[..len]) {
+                    Ok(message) if message.id() == id => break Some(message),
+                    _ => continue,
+                },
+                Err(_) => break None,
+            }
+        };
+        let Some(reply) = reply else {
+            tally.lost.fetch_add(1, Ordering::SeqCst);
+            continue;
+        };
+        let took = asked.elapsed().as_micros() as u64;
+        tally.slowest.fetch_max(took, Ordering::SeqCst);
+        let right = reply.response_code() == ResponseCode::NoError
+            && reply
+                .answers()
+                .iter()
+                .any(|r| r.data() == &RData::A(zone::host_a(host).into()));
+        if right {
+            tally.answered.fetch_add(1, Ordering::SeqCst);
+        } else {
+            tally.wrong.fetch_add(1, Ordering::SeqCst);
+        }
+        thread::sleep(PACE);
+    }
+}
+
+#[test]
+fn five_upgrades_under_load_lose_no_query_and_keep_the_cache() {
+    let unbound = Unbound::start().expect("unbound");
+    let dir = TempDir::new("handoff").unwrap();
+    let socket = dir.join("handoff.sock").display().to_string();
+    let mut running = start(&unbound, &socket);
+    let server = running.udp_addr();
+    // Every host cached before the load starts.
+    let warm = UdpSocket::bind("127.0.0.1:0").unwrap();
+    warm.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    for host in 0..zone::HOSTS {
+        warm.send_to(&build_query(&zone::host(host), RecordType::A, 1), server)
+            .unwrap();
+        let mut buf = [0u8; 1500];
+        warm.recv(&mut buf).expect("warm-up answer");
+    }
+    let upstream_before = unbound.total_queries();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|index| {
+            let (stop, tally) = (Arc::clone(&stop), Arc::clone(&tally));
+            thread::spawn(move || client(server, index, &stop, &tally))
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    for upgrade in 0..UPGRADES {
+        let old_pid = running.pid();
+        let next = start(&unbound, &socket);
+        assert_eq!(next.udp_addr(), server, "the same sockets, the same port");
+        let (status, log) = running
+            .wait_exit(Duration::from_secs(15))
+            .expect("the old process leaves by itself");
+        assert!(status.success(), "upgrade {upgrade}: {status}\n{log}");
+        assert!(
+            log.contains(&format!("handed over to process {}", next.pid())),
+            "upgrade {upgrade}:\n{log}"
+        );
+        let next_log = next.log_text();
+        assert!(
+            next_log.contains(&format!("taking over from process {old_pid}")),
+            "{next_log}"
+        );
+        running = next;
+        thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.join().expect("client");
+    }
+    let sent = tally.sent.load(Ordering::SeqCst);
+    let answered = tally.answered.load(Ordering::SeqCst);
+    eprintln!(
+        "{sent} sent, {answered} answered, {} wrong, {} lost, slowest {} µs",
+        tally.wrong.load(Ordering::SeqCst),
+        tally.lost.load(Ordering::SeqCst),
+        tally.slowest.load(Ordering::SeqCst)
+    );
+    assert!(sent > 1_000, "the load ran: {sent}");
+    assert_eq!(answered, sent, "every query answered right: {tally:?}");
+    // The cache went along: the cached hosts were not asked for again.
+    let upstream_after = unbound.total_queries();
+    assert_eq!(
+        upstream_after, upstream_before,
+        "upstream queries during the upgrades"
+    );
+    running.stop();
+}
+
+#[test]
+fn nobody_on_the_socket_means_a_normal_start_and_the_socket_is_removed_at_exit() {
+    let unbound = Unbound::start().expect("unbound");
+    let dir = TempDir::new("handoff-alone").unwrap();
+    let path = dir.join("run/handoff.sock");
+    // A stale file from a process that is gone.
+    std::fs::create_dir_all(dir.join("run")).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let socket = path.display().to_string();
+    let alone = start(&unbound, &socket);
+    let listening = shardns_e2e::wait_for(Duration::from_secs(5), || {
+        alone.log_text().contains("hand-off socket:").then_some(())
+    });
+    assert!(listening.is_some(), "{}", alone.log_text());
+    assert!(!alone.log_text().contains("taking over"));
+    assert!(path.exists());
+    alone.stop();
+    assert!(!path.exists(), "removed at a normal exit");
+}
