@@ -127,6 +127,14 @@ impl<B: Backend> NodeSetup<B> {
         Some(report)
     }
 
+    /// The interface alone (while the rules are out on purpose: the node failed open).
+    pub fn check_interface(&self) {
+        if let Some(interface) = &self.interface {
+            // Logged and counted inside.
+            let _ = interface.ensure();
+        }
+    }
+
     /// The first step of the stop: every rule removed, so that new queries go to the cluster
     /// DNS again. Returns how many copies were deleted and failed, `None` with no rules.
     pub fn withdraw(&mut self) -> Option<(usize, usize)> {

@@ -43,6 +43,7 @@ mod corefile;
 mod http;
 mod metrics;
 mod runtime;
+mod supervisor;
 
 use std::process::ExitCode;
 
@@ -52,6 +53,9 @@ pub use cli::{Args, CoalesceArg, IoArg, LocalIps, LocalIpsError, NodeCacheArgs};
 
 /// `EX_USAGE` from sysexits.h: the configuration is wrong.
 const EXIT_USAGE: u8 = 64;
+
+/// A worker's status when the `loop` check saw a loop (its supervisor stops, status 1).
+const EXIT_LOOP: u8 = 3;
 
 /// Runs the process for `args`: sets up logging, loads the Corefile (status 64 with a
 /// `FILE:LINE` message when it is not valid; in node-local mode it is first made from
@@ -69,6 +73,9 @@ pub fn run(args: Args) -> ExitCode {
             Err(message) => invalid(&message),
         };
     }
+    if args.supervise {
+        return supervisor::supervise(&args);
+    }
     match Lifecycle::new(&args).run() {
         Ok(Ending::Stopped) => {
             tracing::info!("shardns stopped");
@@ -83,6 +90,8 @@ pub fn run(args: Args) -> ExitCode {
             tracing::error!("{failed}");
             ExitCode::FAILURE
         }
+        // A worker tells its supervisor apart from a crash; the supervisor exits 1 for it.
+        Ok(Ending::LoopDetected) if args.worker_of.is_some() => ExitCode::from(EXIT_LOOP),
         Ok(Ending::LoopDetected) => ExitCode::FAILURE,
         Err(error) => {
             tracing::error!("{error:#}");

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod dig;
+pub mod load;
 pub mod metrics;
 pub mod netns;
 pub mod node;

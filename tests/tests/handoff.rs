@@ -5,20 +5,15 @@
 //!
 //! Traffic goes to 127.0.0.1 only; every wait is bounded.
 
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::UdpSocket;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::RecordType;
+use shardns_e2e::load::Load;
 use shardns_e2e::{Shardns, TempDir, Unbound, build_query, zone};
 
 const UPGRADES: usize = 5;
-/// Clients sending one query at a time each, paced to about 1,000 queries a second in all.
-const CLIENTS: usize = 4;
-const PACE: Duration = Duration::from_millis(4);
 
 fn corefile(unbound: &Unbound) -> String {
     format!(
@@ -33,64 +28,6 @@ fn start(unbound: &Unbound, socket: &str) -> Shardns {
         &["--shards", "2", "--handoff-socket", socket],
     )
     .expect("shardns")
-}
-
-/// What the clients saw.
-#[derive(Debug, Default)]
-struct Tally {
-    sent: AtomicU64,
-    answered: AtomicU64,
-    wrong: AtomicU64,
-    lost: AtomicU64,
-    /// The slowest answer, in microseconds.
-    slowest: AtomicU64,
-}
-
-/// One client: a query for one of the fixture's hosts at a time, each waited for (3 s),
-/// until `stop`.
-fn client(server: SocketAddr, index: usize, stop: &AtomicBool, tally: &Tally) {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    socket.connect(server).expect("connect");
-    socket
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .expect("timeout");
-    let mut n = index as u16;
-    let mut buf = [0u8; 1500];
-    while !stop.load(Ordering::SeqCst) {
-        n = n.wrapping_add(1);
-        let host = (n % u16::from(zone::HOSTS)) as u8;
-        let id = n.wrapping_mul(7) ^ (index as u16) << 12;
-        let query = build_query(&zone::host(host), RecordType::A, id);
-        let asked = Instant::now();
-        socket.send(&query).expect("send");
-        tally.sent.fetch_add(1, Ordering::SeqCst);
-        let reply = loop {
-            match socket.recv(&mut buf) {
-                Ok(len) => match Message::from_vec(&buf[..len]) {
-                    Ok(message) if message.id() == id => break Some(message),
-                    _ => continue,
-                },
-                Err(_) => break None,
-            }
-        };
-        let Some(reply) = reply else {
-            tally.lost.fetch_add(1, Ordering::SeqCst);
-            continue;
-        };
-        let took = asked.elapsed().as_micros() as u64;
-        tally.slowest.fetch_max(took, Ordering::SeqCst);
-        let right = reply.response_code() == ResponseCode::NoError
-            && reply
-                .answers()
-                .iter()
-                .any(|r| r.data() == &RData::A(zone::host_a(host).into()));
-        if right {
-            tally.answered.fetch_add(1, Ordering::SeqCst);
-        } else {
-            tally.wrong.fetch_add(1, Ordering::SeqCst);
-        }
-        thread::sleep(PACE);
-    }
 }
 
 #[test]
@@ -111,14 +48,7 @@ fn five_upgrades_under_load_lose_no_query_and_keep_the_cache() {
     }
     let upstream_before = unbound.total_queries();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let tally = Arc::new(Tally::default());
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|index| {
-            let (stop, tally) = (Arc::clone(&stop), Arc::clone(&tally));
-            thread::spawn(move || client(server, index, &stop, &tally))
-        })
-        .collect();
+    let load = Load::start(server);
     thread::sleep(Duration::from_millis(500));
     for upgrade in 0..UPGRADES {
         let old_pid = running.pid();
@@ -140,20 +70,13 @@ fn five_upgrades_under_load_lose_no_query_and_keep_the_cache() {
         running = next;
         thread::sleep(Duration::from_millis(500));
     }
-    stop.store(true, Ordering::SeqCst);
-    for client in clients {
-        client.join().expect("client");
-    }
-    let sent = tally.sent.load(Ordering::SeqCst);
-    let answered = tally.answered.load(Ordering::SeqCst);
-    eprintln!(
-        "{sent} sent, {answered} answered, {} wrong, {} lost, slowest {} µs",
-        tally.wrong.load(Ordering::SeqCst),
-        tally.lost.load(Ordering::SeqCst),
-        tally.slowest.load(Ordering::SeqCst)
+    let seen = load.stop();
+    eprintln!("{seen:?}");
+    assert!(seen.sent > 1_000, "the load ran: {seen:?}");
+    assert_eq!(
+        seen.answered, seen.sent,
+        "every query answered right: {seen:?}"
     );
-    assert!(sent > 1_000, "the load ran: {sent}");
-    assert_eq!(answered, sent, "every query answered right: {tally:?}");
     // The cache went along: the cached hosts were not asked for again.
     let upstream_after = unbound.total_queries();
     assert_eq!(

@@ -104,6 +104,16 @@ pub struct Args {
     #[arg(long)]
     pub no_handoff: bool,
 
+    /// Run as a supervisor (a container's PID 1): hold the sockets and the node setup, and run
+    /// the DNS work in a worker process, restarted within 100 ms if it dies
+    #[arg(long)]
+    pub supervise: bool,
+
+    /// Internal: run as the worker of the supervisor listening on PATH (its sockets come from
+    /// there; the node is the supervisor's)
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub worker_of: Option<PathBuf>,
+
     /// node-cache's flags (and CoreDNS's `-pidfile` and `-dns.port`); node-local mode when
     /// `-localip` is given.
     #[command(flatten)]

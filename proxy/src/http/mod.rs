@@ -31,7 +31,7 @@ use std::sync::atomic::AtomicBool;
 use std::thread::{self, JoinHandle};
 
 pub(crate) use health_probe::HealthProbe;
-pub(crate) use router::Router;
+pub(crate) use router::{Response, Router};
 pub(crate) use routes::ReadinessCheck;
 
 /// One listening address and the routes served there.

@@ -45,6 +45,9 @@ pub(crate) struct NodeLocal {
     skip_teardown: bool,
     /// Another process took over: nothing is torn down.
     handed_off: bool,
+    /// Set while the rules are out on purpose (the supervisor failed open): `node-sync`
+    /// checks the interface only.
+    rules_out: Arc<AtomicBool>,
     /// Stops the two threads (before the rules are withdrawn).
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -131,6 +134,7 @@ impl NodeLocal {
             sync_interval: flags.sync_interval,
             skip_teardown: flags.skip_teardown,
             handed_off: false,
+            rules_out: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
         };
@@ -172,10 +176,11 @@ impl NodeLocal {
         self.setup().install();
         let setup = Arc::clone(&self.setup);
         let stop = Arc::clone(&self.stop);
+        let rules_out = Arc::clone(&self.rules_out);
         let interval = self.sync_interval;
         let keeper = thread::Builder::new()
             .name("node-sync".to_string())
-            .spawn(move || keep(&setup, interval, &stop))
+            .spawn(move || keep(&setup, interval, &rules_out, &stop))
             .context("cannot start the node-sync thread")?;
         self.threads.push(keeper);
         if let Some(sync) = self.sync.take() {
@@ -229,6 +234,19 @@ impl NodeLocal {
         }
     }
 
+    /// Fails open (a supervisor whose worker keeps dying): the rules go, so pods' queries
+    /// reach the cluster DNS again, and stay out until [`NodeLocal::restore_rules`].
+    pub(crate) fn fail_open(&self) {
+        self.rules_out.store(true, Ordering::SeqCst);
+        self.setup().withdraw();
+    }
+
+    /// The rules back in after [`NodeLocal::fail_open`].
+    pub(crate) fn restore_rules(&self) {
+        self.rules_out.store(false, Ordering::SeqCst);
+        self.setup().install();
+    }
+
     /// The node now belongs to the process that took this one over: the stop leaves the
     /// rules and the interface as they are.
     pub(crate) fn hand_over(&mut self) {
@@ -237,13 +255,20 @@ impl NodeLocal {
 }
 
 /// The `node-sync` thread: the interface and the rules re-checked every `interval` until
-/// `stop`.
-fn keep(setup: &Mutex<NodeSetup>, interval: Duration, stop: &AtomicBool) {
+/// `stop` (the interface only while `rules_out`).
+fn keep(setup: &Mutex<NodeSetup>, interval: Duration, rules_out: &AtomicBool, stop: &AtomicBool) {
     let mut next = Instant::now() + interval;
     while !stop.load(Ordering::SeqCst) {
         let now = Instant::now();
         if now >= next {
-            let report = setup.lock().unwrap_or_else(PoisonError::into_inner).check();
+            let mut setup = setup.lock().unwrap_or_else(PoisonError::into_inner);
+            let report = if rules_out.load(Ordering::SeqCst) {
+                setup.check_interface();
+                None
+            } else {
+                setup.check()
+            };
+            drop(setup);
             if let Some(report) = report
                 && (report.inserted > 0 || report.duplicates_removed > 0 || report.failed > 0)
             {

@@ -22,12 +22,12 @@ use super::protocol::{Hello, Refuse, VERSIONS, Welcome, choose};
 
 /// How long a successor may take to say hello.
 const HELLO_WAIT: Duration = Duration::from_secs(5);
-/// How long a successor may take to serve on the sockets (it may set up the node first).
-const READY_WAIT: Duration = Duration::from_secs(60);
+/// How long a successor may take to be ready for the cache (it may set up the node first).
+pub(crate) const READY_WAIT: Duration = Duration::from_secs(60);
 /// How long the cache may take to go over: what has not gone by then stays behind.
 pub(crate) const CACHE_WAIT: Duration = Duration::from_secs(2);
 /// How long a successor may take to ask for the switch once it has the cache.
-const SWITCH_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const SWITCH_WAIT: Duration = Duration::from_secs(10);
 /// How often the thread looks at the shutdown flag while no successor calls.
 const ACCEPT_POLL: Duration = Duration::from_millis(50);
 
@@ -66,6 +66,15 @@ impl Listening {
         })
     }
 
+    /// A connection, if one waits (the socket does not block).
+    pub(crate) fn accept(&self) -> io::Result<Option<UnixStream>> {
+        match self.listener.accept() {
+            Ok((stream, _)) => Ok(Some(stream)),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Removes the socket file, unless another process has put its own there since.
     pub(crate) fn remove(&self) {
         let ours = fs::metadata(&self.path)
@@ -101,8 +110,8 @@ pub(crate) fn start(listening: Arc<Listening>, hooks: Hooks) -> io::Result<JoinH
         .name("handoff".to_string())
         .spawn(move || {
             while !hooks.shutdown.load(Ordering::SeqCst) {
-                match listening.listener.accept() {
-                    Ok((stream, _)) => match serve(stream, &hooks) {
+                match listening.accept() {
+                    Ok(Some(stream)) => match serve(stream, &hooks) {
                         Ok(pid) => {
                             tracing::info!("handed over to process {pid}");
                             return;
@@ -111,9 +120,7 @@ pub(crate) fn start(listening: Arc<Listening>, hooks: Hooks) -> io::Result<JoinH
                             tracing::warn!("hand-off failed, still serving: {error}");
                         }
                     },
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                        thread::sleep(ACCEPT_POLL);
-                    }
+                    Ok(None) => thread::sleep(ACCEPT_POLL),
                     Err(error) => {
                         tracing::warn!("hand-off socket: {error}");
                         thread::sleep(ACCEPT_POLL);
@@ -127,6 +134,24 @@ pub(crate) fn start(listening: Arc<Listening>, hooks: Hooks) -> io::Result<JoinH
 fn serve(stream: UnixStream, hooks: &Hooks) -> io::Result<u32> {
     stream.set_nonblocking(false)?;
     let mut channel = Channel::new(stream);
+    let hello = greet(&mut channel, &hooks.offer, hooks.shards)?;
+    channel.expect(Frame::Ready, Instant::now() + READY_WAIT)?;
+    let entries = send_cache(&mut channel, hooks)?;
+    channel.send(Frame::CacheEnd, &entries.to_be_bytes())?;
+    channel.expect(Frame::Switch, Instant::now() + SWITCH_WAIT)?;
+    hooks.drain.request();
+    hooks.control.wake_all();
+    hooks.handed_off.store(true, Ordering::SeqCst);
+    hooks.stop.store(true, Ordering::SeqCst);
+    // The successor serves alone from here; it may already have gone.
+    let _ = channel.send(Frame::Done, &[]);
+    Ok(hello.pid)
+}
+
+/// The first steps of a hand-off, shared with the supervisor's: the successor's hello, then
+/// the `offer`'s sockets for `shards` shards (or a refusal when no protocol version is in
+/// common, which is an error here). Returns the hello.
+pub(crate) fn greet(channel: &mut Channel, offer: &Offer, shards: usize) -> io::Result<Hello> {
     let hello: Hello = decode(&channel.expect(Frame::Hello, Instant::now() + HELLO_WAIT)?)?;
     let pid = std::process::id();
     let Some(version) = choose(&hello.versions) else {
@@ -150,25 +175,15 @@ fn serve(stream: UnixStream, hooks: &Hooks) -> io::Result<u32> {
     let welcome = Welcome {
         version,
         pid,
-        shards: hooks.shards,
-        sockets: hooks.offer.infos.clone(),
+        shards,
+        sockets: offer.infos.clone(),
     };
     channel.send(Frame::Welcome, &encode(&welcome)?)?;
-    let fds: Vec<_> = hooks.offer.fds.iter().map(AsFd::as_fd).collect();
+    let fds: Vec<_> = offer.fds.iter().map(AsFd::as_fd).collect();
     for batch in fds.chunks(fdpass::MAX_FDS) {
         channel.send_fds(batch)?;
     }
-    channel.expect(Frame::Ready, Instant::now() + READY_WAIT)?;
-    let entries = send_cache(&mut channel, hooks)?;
-    channel.send(Frame::CacheEnd, &entries.to_be_bytes())?;
-    channel.expect(Frame::Switch, Instant::now() + SWITCH_WAIT)?;
-    hooks.drain.request();
-    hooks.control.wake_all();
-    hooks.handed_off.store(true, Ordering::SeqCst);
-    hooks.stop.store(true, Ordering::SeqCst);
-    // The successor serves alone from here; it may already have gone.
-    let _ = channel.send(Frame::Done, &[]);
-    Ok(hello.pid)
+    Ok(hello)
 }
 
 /// Has every shard export its cache and streams the chunks, for [`CACHE_WAIT`] at most;
@@ -199,7 +214,7 @@ fn send_cache(channel: &mut Channel, hooks: &Hooks) -> io::Result<u64> {
     Ok(bytes)
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> io::Result<Vec<u8>> {
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> io::Result<Vec<u8>> {
     serde_json::to_vec(value).map_err(io::Error::other)
 }
 
@@ -319,10 +334,10 @@ mod tests {
         assert!(matches!(take_over(&path).unwrap(), TakeOver::Nobody));
         let listening = Listening::bind(&path).unwrap();
         let refusing = thread::spawn(move || {
-            let (stream, _) = loop {
-                match listening.listener.accept() {
-                    Ok(accepted) => break accepted,
-                    Err(_) => thread::sleep(Duration::from_millis(10)),
+            let stream = loop {
+                match listening.accept() {
+                    Ok(Some(stream)) => break stream,
+                    _ => thread::sleep(Duration::from_millis(10)),
                 }
             };
             stream.set_nonblocking(false).unwrap();

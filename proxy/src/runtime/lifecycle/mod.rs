@@ -41,7 +41,7 @@
 //! - `state`: the phases, the endings and what each phase hands to the next.
 //! - `start`: the start-up phases; `stop`: the shutdown phases.
 
-mod start;
+pub(crate) mod start;
 mod state;
 mod stop;
 
@@ -50,7 +50,7 @@ use std::time::Instant;
 use super::shards;
 use crate::cli::Args;
 
-pub(crate) use state::{Ending, Phase, load};
+pub(crate) use state::{Ending, Loaded, Phase, load};
 
 /// One run of the process: the command line, taken through the phases.
 #[derive(Debug)]

@@ -2,6 +2,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -126,35 +127,19 @@ impl Lifecycle<'_> {
         })
     }
 
-    /// The sockets of a running shardns, if one answers on the hand-off socket. One that
-    /// refuses is waited for: it must be gone before this process binds and sets up the
-    /// node.
+    /// The sockets to start on: a worker's from its supervisor (which must give them), else
+    /// a running shardns's on the hand-off socket, if one answers.
     fn ask_for_sockets(&self) -> anyhow::Result<(Inherited, Option<successor::Successor>)> {
-        let Some(path) = self.args.handoff_path() else {
-            return Ok((Inherited::default(), None));
-        };
-        match successor::take_over(&path) {
-            Ok(TakeOver::Nobody) => Ok((Inherited::default(), None)),
-            Ok(TakeOver::Inherited(successor, inherited)) => Ok((inherited, Some(successor))),
-            Ok(TakeOver::Refused { pid, reason }) => {
-                tracing::warn!(
-                    "process {pid} refused the hand-off ({reason}): waiting for it to exit"
-                );
-                anyhow::ensure!(
-                    successor::wait_for_exit(pid, PREDECESSOR_EXIT_WAIT),
-                    "process {pid} refused the hand-off and still runs after {} s",
-                    PREDECESSOR_EXIT_WAIT.as_secs()
-                );
-                Ok((Inherited::default(), None))
-            }
-            Err(error) => {
-                tracing::warn!(
-                    "no hand-off from {} ({error}): starting on fresh sockets",
-                    path.display()
-                );
-                Ok((Inherited::default(), None))
-            }
+        if let Some(private) = &self.args.worker_of {
+            return match successor::take_over(private)? {
+                TakeOver::Inherited(successor, inherited) => Ok((inherited, Some(successor))),
+                other => anyhow::bail!(
+                    "the supervisor on {} gave no sockets: {other:?}",
+                    private.display()
+                ),
+            };
         }
+        ask_for_sockets(self.args.handoff_path())
     }
 
     /// Serve: the counters, the signal handlers and the shards' peer mesh, then the HTTP,
@@ -273,7 +258,14 @@ impl Lifecycle<'_> {
     pub(super) fn ready(&self, running: &mut Running) {
         running.shards.wait_until_started();
         running.readiness.serving();
-        if let Some(path) = &self.args.node_cache.pidfile {
+        // A worker's supervisor writes the pidfile.
+        if let Some(path) = self
+            .args
+            .node_cache
+            .pidfile
+            .as_ref()
+            .filter(|_| self.args.worker_of.is_none())
+        {
             match std::fs::write(path, format!("{}\n", std::process::id())) {
                 Ok(()) => running.pidfile = Some(path.clone()),
                 Err(error) => {
@@ -348,10 +340,40 @@ impl Lifecycle<'_> {
     }
 }
 
+/// The sockets of a running shardns, if one answers on the hand-off socket `path`. One that
+/// refuses is waited for: it must be gone before this process binds and sets up the node.
+pub(crate) fn ask_for_sockets(
+    path: Option<PathBuf>,
+) -> anyhow::Result<(Inherited, Option<successor::Successor>)> {
+    let Some(path) = path else {
+        return Ok((Inherited::default(), None));
+    };
+    match successor::take_over(&path) {
+        Ok(TakeOver::Nobody) => Ok((Inherited::default(), None)),
+        Ok(TakeOver::Inherited(successor, inherited)) => Ok((inherited, Some(successor))),
+        Ok(TakeOver::Refused { pid, reason }) => {
+            tracing::warn!("process {pid} refused the hand-off ({reason}): waiting for it to exit");
+            anyhow::ensure!(
+                successor::wait_for_exit(pid, PREDECESSOR_EXIT_WAIT),
+                "process {pid} refused the hand-off and still runs after {} s",
+                PREDECESSOR_EXIT_WAIT.as_secs()
+            );
+            Ok((Inherited::default(), None))
+        }
+        Err(error) => {
+            tracing::warn!(
+                "no hand-off from {} ({error}): starting on fresh sockets",
+                path.display()
+            );
+            Ok((Inherited::default(), None))
+        }
+    }
+}
+
 /// Copies of every socket (`try_clone`: the same socket, another descriptor), tagged with the
 /// address as written and the shard, for a successor. A socket that cannot be copied is left
 /// out (the successor binds that one anew).
-fn offer(
+pub(crate) fn offer(
     written: &[SocketAddr],
     bound: &BoundSockets,
     http: &[(EndpointPlan, TcpListener)],

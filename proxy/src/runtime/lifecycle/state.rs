@@ -92,11 +92,11 @@ pub(crate) enum Ending {
 #[derive(Debug)]
 pub(crate) struct Loaded {
     /// The Corefile as built (listening addresses as written).
-    pub(super) process: ProcessConfig,
+    pub(crate) process: ProcessConfig,
     /// The Corefile's path, read again on reload (`None`: the built-in one).
-    pub(super) conf: Option<PathBuf>,
+    pub(crate) conf: Option<PathBuf>,
     /// Node-local mode's state.
-    pub(super) node: Option<NodeLocal>,
+    pub(crate) node: Option<NodeLocal>,
 }
 
 /// What the bind phase made.
@@ -175,6 +175,21 @@ impl Running {
 /// made from node-cache's template (written to `-conf` when `write`). The error is the
 /// message for stderr.
 pub(crate) fn load(args: &Args, write: bool) -> Result<Loaded, String> {
+    if args.worker_of.is_some() {
+        // A supervisor's worker: the supervisor made the Corefile and owns the node.
+        let conf = args.conf.clone().or_else(|| {
+            args.node_cache
+                .is_node_local()
+                .then(|| args.node_cache.corefile.clone())
+        });
+        let process = corefile::load(conf.as_deref(), &args.resolv_conf)
+            .map_err(|error| error.to_string())?;
+        return Ok(Loaded {
+            process,
+            conf,
+            node: None,
+        });
+    }
     if !args.node_cache.is_node_local() {
         let process = corefile::load(args.conf.as_deref(), &args.resolv_conf)
             .map_err(|error| error.to_string())?;

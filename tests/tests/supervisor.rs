@@ -1,0 +1,139 @@
+//! `shardns --supervise`: a worker killed with SIGKILL under load is restarted on the same
+//! sockets, and the queries sent meanwhile wait in the kernel and are answered; a supervised
+//! shardns is upgraded by another one without losing a query.
+//!
+//! Traffic goes to 127.0.0.1 only; every wait is bounded.
+
+use std::net::UdpSocket;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RecordType;
+use shardns_e2e::load::{CLIENTS, Load};
+use shardns_e2e::shardns::send_signal;
+use shardns_e2e::{Shardns, TempDir, Unbound, build_query, wait_for, zone};
+
+fn corefile(unbound: &Unbound) -> String {
+    format!(
+        ".:0 {{\n    bind 127.0.0.1\n    cache 300\n    forward . {}\n}}\n",
+        unbound.addr()
+    )
+}
+
+fn supervised(unbound: &Unbound, socket: &str) -> Shardns {
+    Shardns::start(
+        &corefile(unbound),
+        &["--supervise", "--shards", "2", "--handoff-socket", socket],
+    )
+    .expect("supervised shardns")
+}
+
+/// The pid of the last worker that the supervisor says serves.
+fn serving_worker(shardns: &Shardns) -> Option<u32> {
+    shardns
+        .log_text()
+        .lines()
+        .filter(|line| line.contains("supervisor::workers: worker ") && line.ends_with(" serves"))
+        .filter_map(|line| {
+            line.split("worker ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .next_back()
+}
+
+fn warm(server: std::net::SocketAddr) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    for host in 0..zone::HOSTS {
+        socket
+            .send_to(&build_query(&zone::host(host), RecordType::A, 1), server)
+            .unwrap();
+        let mut buf = [0u8; 1500];
+        socket.recv(&mut buf).expect("warm-up answer");
+    }
+}
+
+#[test]
+fn a_killed_worker_is_restarted_on_the_same_sockets() {
+    let unbound = Unbound::start().expect("unbound");
+    let dir = TempDir::new("supervise").unwrap();
+    let socket = dir.join("handoff.sock").display().to_string();
+    let shardns = supervised(&unbound, &socket);
+    let server = shardns.udp_addr();
+    let first = wait_for(Duration::from_secs(5), || serving_worker(&shardns)).expect("a worker");
+    warm(server);
+    let load = Load::start(server);
+    thread::sleep(Duration::from_millis(500));
+    let mut worker = first;
+    let mut gaps = Vec::new();
+    for kill in 0..3 {
+        let killed = Instant::now();
+        send_signal(worker, "KILL").unwrap();
+        let next = wait_for(Duration::from_secs(5), || {
+            serving_worker(&shardns).filter(|&pid| pid != worker)
+        })
+        .unwrap_or_else(|| panic!("kill {kill}: no new worker:\n{}", shardns.log_text()));
+        gaps.push(killed.elapsed());
+        worker = next;
+        thread::sleep(Duration::from_millis(500));
+    }
+    let seen = load.stop();
+    eprintln!("{seen:?}; killed to serving again: {gaps:?}");
+    assert!(seen.sent > 1_000, "{seen:?}");
+    assert_eq!(seen.wrong, 0, "{seen:?}");
+    assert_eq!(seen.answered + seen.lost, seen.sent);
+    // At most the queries each killed worker had read and not answered yet: one per client.
+    assert!(seen.lost <= 3 * CLIENTS as u64, "{seen:?}");
+    assert!(
+        gaps.iter().all(|gap| *gap < Duration::from_secs(2)),
+        "{gaps:?}"
+    );
+    let log = shardns.log_text();
+    assert_eq!(
+        log.matches("restarting in 0 ms on the same sockets")
+            .count(),
+        3,
+        "{log}"
+    );
+    shardns.stop();
+}
+
+#[test]
+fn a_supervised_shardns_is_upgraded_by_another_without_loss() {
+    let unbound = Unbound::start().expect("unbound");
+    let dir = TempDir::new("supervise-upgrade").unwrap();
+    let socket = dir.join("handoff.sock").display().to_string();
+    let old = supervised(&unbound, &socket);
+    let server = old.udp_addr();
+    let old_worker = wait_for(Duration::from_secs(5), || serving_worker(&old)).expect("worker");
+    warm(server);
+    let upstream_before = unbound.total_queries();
+    let load = Load::start(server);
+    thread::sleep(Duration::from_millis(500));
+    let new = supervised(&unbound, &socket);
+    assert_eq!(new.udp_addr(), server);
+    let (status, log) = old
+        .wait_exit(Duration::from_secs(15))
+        .expect("the old one leaves");
+    assert!(status.success(), "{status}\n{log}");
+    assert!(
+        log.contains(&format!("worker {old_worker} was taken over")),
+        "{log}"
+    );
+    thread::sleep(Duration::from_millis(500));
+    let seen = load.stop();
+    eprintln!("{seen:?}");
+    assert_eq!(seen.answered, seen.sent, "{seen:?}");
+    assert_eq!(
+        unbound.total_queries(),
+        upstream_before,
+        "the cache went along"
+    );
+    new.stop();
+}
