@@ -37,8 +37,8 @@ pub use interface::{DEFAULT_INTERFACE_NAME, InterfaceError, InterfaceState, Loca
 pub use kubedns::{ConfigMapCheck, ConfigMapError, ConfigMapProblem, KubeDnsConfig};
 pub use rules::{
     Backend, COMMENT_ALLOW_TRAFFIC, COMMENT_SKIP_CONNTRACK, Chain, IpFamily, IptablesCommand,
-    IptablesError, IptablesVariant, Protocol, Rule, RuleOperation, Rules, Side, SyncReport, Table,
-    Target, TeardownReport, UnknownIptablesVariant, desired_rules,
+    IptablesError, IptablesVariant, Protocol, Rule, RuleDesign, RuleOperation, Rules, Side,
+    SyncReport, Table, Target, TeardownReport, UnknownIptablesVariant, desired_rules,
 };
 pub use setup::{NodePlan, NodeSetup};
 pub use setup_errors::{SETUP_ERRORS_METRIC, SetupErrorType, SetupErrors};

@@ -23,7 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::interface::{InterfaceError, LocalInterface};
-use crate::rules::{Backend, IptablesCommand, IptablesVariant, Rules, SyncReport, desired_rules};
+use crate::rules::{
+    Backend, IptablesCommand, IptablesVariant, RuleDesign, Rules, SyncReport, desired_rules,
+};
 use crate::setup_errors::SetupErrors;
 
 /// What to set up, from node-cache's flags.
@@ -40,6 +42,8 @@ pub struct NodePlan {
     pub dns_port: u16,
     /// The health port the rules match (`-health-port`).
     pub health_port: u16,
+    /// node-cache's rules, or the fail-open ones.
+    pub design: RuleDesign,
 }
 
 /// The interface and the rules of a [`NodePlan`], and whether the rules are in place.
@@ -66,7 +70,12 @@ impl<B: Backend> NodeSetup<B> {
             .as_deref()
             .map(|name| LocalInterface::new(name, plan.local_ips.clone(), Arc::clone(&errors)));
         let rules = plan.iptables.then(|| {
-            let desired = desired_rules(&plan.local_ips, plan.dns_port, plan.health_port);
+            let desired = desired_rules(
+                &plan.local_ips,
+                plan.dns_port,
+                plan.health_port,
+                plan.design,
+            );
             Rules::new(backend, desired, errors)
         });
         NodeSetup {
@@ -186,6 +195,7 @@ mod tests {
             iptables,
             dns_port: 53,
             health_port: 8080,
+            design: RuleDesign::NodeCache,
         }
     }
 

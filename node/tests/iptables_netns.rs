@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use common::{NetworkNamespace, skip_reason};
 use shardns_node::{
-    IpFamily, IptablesCommand, IptablesVariant, Rules, SetupErrorType, SetupErrors, SyncReport,
-    TeardownReport, desired_rules,
+    IpFamily, IptablesCommand, IptablesVariant, RuleDesign, Rules, SetupErrorType, SetupErrors,
+    SyncReport, TeardownReport, desired_rules,
 };
 
 const SKIP: &str = "NodeLocal DNS Cache: skip conntrack";
@@ -166,7 +166,12 @@ fn apply_check_teardown(variant: IptablesVariant, label: &str) {
     );
     let errors = Arc::new(SetupErrors::new());
     let command = IptablesCommand::new(variant).in_network_namespace(namespace.name());
-    let desired = desired_rules(&[ip(LINK_LOCAL), ip(CLUSTER_IP)], 53, 8080);
+    let desired = desired_rules(
+        &[ip(LINK_LOCAL), ip(CLUSTER_IP)],
+        53,
+        8080,
+        RuleDesign::NodeCache,
+    );
     let mut rules = Rules::new(command, desired, Arc::clone(&errors));
     let ips = [(LINK_LOCAL, 32), (CLUSTER_IP, 32)];
     let expected_filter = expected_table("filter", &ips, &[FOREIGN]);
@@ -286,7 +291,11 @@ fn ipv6_rules_use_ip6tables(variant: IptablesVariant, label: &str) {
     };
     let errors = Arc::new(SetupErrors::new());
     let command = IptablesCommand::new(variant).in_network_namespace(namespace.name());
-    let mut rules = Rules::new(command, desired_rules(&[ip("fd00::a")], 53, 8080), errors);
+    let mut rules = Rules::new(
+        command,
+        desired_rules(&[ip("fd00::a")], 53, 8080, RuleDesign::NodeCache),
+        errors,
+    );
     assert_eq!(
         rules.apply(),
         SyncReport {
@@ -373,7 +382,7 @@ fn a_held_xtables_lock_is_counted_with_iptables_legacy() {
     let errors = Arc::new(SetupErrors::new());
     let mut rules = Rules::new(
         command,
-        desired_rules(&[ip(LINK_LOCAL)], 53, 8080),
+        desired_rules(&[ip(LINK_LOCAL)], 53, 8080, RuleDesign::NodeCache),
         Arc::clone(&errors),
     );
 
@@ -409,4 +418,50 @@ fn a_held_xtables_lock_is_counted_with_iptables_legacy() {
         }
     );
     assert_eq!(errors.count(SetupErrorType::IptablesLock), 4);
+}
+
+/// The fail-open rules (`-m socket --nowildcard` on the raw PREROUTING pair) go in, are
+/// recognised on the next check (no copy added) and come out, with both back-ends.
+fn fail_open_rules_round_trip(variant: IptablesVariant, label: &str) {
+    let program = variant.program(IpFamily::V4);
+    let Some(namespace) = namespace_for(&[program], label) else {
+        return;
+    };
+    let errors = Arc::new(SetupErrors::new());
+    let command = IptablesCommand::new(variant).in_network_namespace(namespace.name());
+    let desired = desired_rules(&[ip(CLUSTER_IP)], 53, 8080, RuleDesign::FailOpen);
+    let mut rules = Rules::new(command, desired, Arc::clone(&errors));
+    assert_eq!(rules.apply().inserted, 12);
+    let raw = listing(&namespace, program, "raw");
+    assert_eq!(
+        raw.iter()
+            .filter(|line| line.contains("-m socket --nowildcard"))
+            .count(),
+        2,
+        "{raw:#?}"
+    );
+    assert_eq!(
+        rules.check(),
+        SyncReport {
+            present: 12,
+            ..SyncReport::default()
+        }
+    );
+    assert_eq!(rules.teardown().deleted, 12);
+    assert!(
+        listing(&namespace, program, "raw")
+            .iter()
+            .all(|line| !line.contains("NodeLocal"))
+    );
+    assert_eq!(errors.total(), 0);
+}
+
+#[test]
+fn fail_open_rules_round_trip_with_iptables_nft() {
+    fail_open_rules_round_trip(IptablesVariant::Nft, "failopen-nft");
+}
+
+#[test]
+fn fail_open_rules_round_trip_with_iptables_legacy() {
+    fail_open_rules_round_trip(IptablesVariant::Legacy, "failopen-legacy");
 }

@@ -292,11 +292,17 @@ fn quote_command_line(line: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::RuleDesign;
     use crate::rules::rule::desired_rules;
 
     #[test]
     fn command_lines_are_node_caches() {
-        let rules = desired_rules(&["169.254.20.10".parse().unwrap()], 53, 8080);
+        let rules = desired_rules(
+            &["169.254.20.10".parse().unwrap()],
+            53,
+            8080,
+            RuleDesign::NodeCache,
+        );
         let command = IptablesCommand::new(IptablesVariant::System);
         assert_eq!(
             quote_command_line(&command.rule_command_line(RuleOperation::Check, &rules[0])),
@@ -317,7 +323,12 @@ mod tests {
 
     #[test]
     fn ipv6_rules_use_ip6tables_of_the_chosen_variant() {
-        let rule = desired_rules(&["fd00::a".parse().unwrap()], 53, 8080)[0];
+        let rule = desired_rules(
+            &["fd00::a".parse().unwrap()],
+            53,
+            8080,
+            RuleDesign::NodeCache,
+        )[0];
         for (variant, program) in [
             (IptablesVariant::System, "ip6tables"),
             (IptablesVariant::Nft, "ip6tables-nft"),
@@ -373,7 +384,12 @@ mod tests {
 
     #[test]
     fn a_missing_program_is_an_iptables_error() {
-        let rule = desired_rules(&["169.254.20.10".parse().unwrap()], 53, 8080)[0];
+        let rule = desired_rules(
+            &["169.254.20.10".parse().unwrap()],
+            53,
+            8080,
+            RuleDesign::NodeCache,
+        )[0];
         let mut command = IptablesCommand::new(IptablesVariant::Nft)
             .with_command_prefix(vec!["/nonexistent/shardns-test-program".to_string()]);
         let error = command.check(&rule).unwrap_err();

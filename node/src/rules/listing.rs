@@ -28,6 +28,12 @@ impl Rule {
         }
         let mut seen = Seen::default();
         while let Some(option) = words.next() {
+            if option == "--nowildcard" {
+                if std::mem::replace(&mut seen.nowildcard, true) {
+                    return false;
+                }
+                continue;
+            }
             let Some(value) = words.next() else {
                 return false;
             };
@@ -41,6 +47,7 @@ impl Rule {
                 "--comment" => seen.comment.replace(value).is_none(),
                 "-m" => match value.as_str() {
                     "comment" => true,
+                    "socket" => !std::mem::replace(&mut seen.socket, true),
                     module if module == self.protocol.name() => true,
                     _ => false,
                 },
@@ -71,6 +78,8 @@ impl Rule {
             && port.is_some_and(|port| port.parse::<u16>() == Ok(self.port))
             && seen.target.as_deref() == Some(self.target.name())
             && seen.comment.as_deref() == Some(self.comment())
+            && seen.socket == self.while_served
+            && seen.nowildcard == self.while_served
     }
 
     fn is_own_address(&self, text: &str) -> bool {
@@ -94,6 +103,10 @@ struct Seen {
     destination_port: Option<String>,
     target: Option<String>,
     comment: Option<String>,
+    /// `-m socket`.
+    socket: bool,
+    /// `--nowildcard` (the socket match's option, without a value).
+    nowildcard: bool,
 }
 
 /// Splits a `-S` line into words as iptables quotes them: a word in double quotes may hold
@@ -136,6 +149,7 @@ fn split_listing_line(line: &str) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::RuleDesign;
     use crate::rules::rule::desired_rules;
 
     fn ip(text: &str) -> IpAddr {
@@ -144,7 +158,7 @@ mod tests {
 
     #[test]
     fn recognises_iptables_canonical_listing() {
-        let rules = desired_rules(&[ip("169.254.20.10")], 53, 8080);
+        let rules = desired_rules(&[ip("169.254.20.10")], 53, 8080, RuleDesign::NodeCache);
         // Printed by iptables-nft and iptables-legacy 1.8.9 for rules 1 and 8.
         let first = "-A PREROUTING -d 169.254.20.10/32 -p tcp -m tcp --dport 53 -m comment \
                      --comment \"NodeLocal DNS Cache: skip conntrack\" -j NOTRACK";
@@ -160,8 +174,40 @@ mod tests {
     }
 
     #[test]
+    fn fail_open_rules_carry_the_socket_match_and_only_they_do() {
+        let rules = desired_rules(&[ip("10.96.0.10")], 53, 8080, RuleDesign::FailOpen);
+        assert_eq!(
+            rules.iter().filter(|rule| rule.while_served).count(),
+            2,
+            "the two raw PREROUTING rules"
+        );
+        assert_eq!(
+            rules[1].arguments().join(" "),
+            "-p udp -d 10.96.0.10 --dport 53 -m socket --nowildcard -j NOTRACK -m comment \
+             --comment NodeLocal DNS Cache: skip conntrack"
+        );
+        // As iptables 1.8.9 prints it (nf_tables and legacy alike).
+        let listed = "-A PREROUTING -d 10.96.0.10/32 -p udp -m udp --dport 53 -m socket \
+                      --nowildcard -m comment --comment \"NodeLocal DNS Cache: skip conntrack\" \
+                      -j NOTRACK";
+        assert!(rules[1].matches_listing(listed));
+        let plain = desired_rules(&[ip("10.96.0.10")], 53, 8080, RuleDesign::NodeCache);
+        assert!(
+            !plain[1].matches_listing(listed),
+            "node-cache's rule is another rule"
+        );
+        let without = listed.replace(" -m socket --nowildcard", "");
+        assert!(plain[1].matches_listing(&without));
+        assert!(!rules[1].matches_listing(&without));
+        assert!(!rules[1].matches_listing(&listed.replace(" --nowildcard", "")));
+        assert!(
+            !rules[1].matches_listing(&listed.replace("--nowildcard", "--nowildcard --nowildcard"))
+        );
+    }
+
+    #[test]
     fn recognises_ipv6_listing() {
-        let rules = desired_rules(&[ip("fd00::a")], 53, 8080);
+        let rules = desired_rules(&[ip("fd00::a")], 53, 8080, RuleDesign::NodeCache);
         let line = "-A OUTPUT -s fd00::a/128 -p tcp -m tcp --sport 8080 -m comment \
                     --comment \"NodeLocal DNS Cache: skip conntrack\" -j NOTRACK";
         let matching: Vec<usize> = (0..rules.len())
@@ -172,7 +218,7 @@ mod tests {
 
     #[test]
     fn other_rules_are_not_ours() {
-        let rule = desired_rules(&[ip("169.254.20.10")], 53, 8080)[0];
+        let rule = desired_rules(&[ip("169.254.20.10")], 53, 8080, RuleDesign::NodeCache)[0];
         let base = "-A PREROUTING -d 169.254.20.10/32 -p tcp -m tcp --dport 53 -m comment \
                     --comment \"NodeLocal DNS Cache: skip conntrack\" -j NOTRACK";
         assert!(rule.matches_listing(base));

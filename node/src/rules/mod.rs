@@ -33,8 +33,8 @@ pub use self::iptables::{
     IptablesCommand, IptablesError, IptablesVariant, RuleOperation, UnknownIptablesVariant,
 };
 pub use self::rule::{
-    COMMENT_ALLOW_TRAFFIC, COMMENT_SKIP_CONNTRACK, Chain, IpFamily, Protocol, Rule, Side, Table,
-    Target, desired_rules,
+    COMMENT_ALLOW_TRAFFIC, COMMENT_SKIP_CONNTRACK, Chain, IpFamily, Protocol, Rule, RuleDesign,
+    Side, Table, Target, desired_rules,
 };
 use crate::setup_errors::SetupErrors;
 

@@ -174,6 +174,24 @@ pub struct Rule {
     pub port: u16,
     /// `-j`.
     pub target: Target,
+    /// `-m socket --nowildcard`: the rule matches only while a socket is bound to the
+    /// packet's destination address and port (fail-open rules, [`RuleDesign::FailOpen`]).
+    pub while_served: bool,
+}
+
+/// Which rules to install.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RuleDesign {
+    /// node-cache's 12 rules per local IP, exactly.
+    #[default]
+    NodeCache,
+    /// node-cache's rules, but the two that skip conntrack for pods' queries (raw PREROUTING)
+    /// match only while a socket is bound to the local IP and port (`-m socket
+    /// --nowildcard`): when every shardns process is gone (SIGKILL, the OOM killer), pods'
+    /// queries to the cluster DNS IP are tracked again and kube-proxy's DNAT takes them to
+    /// the cluster DNS instead of a dead address. The kernel refuses the socket match in
+    /// OUTPUT, so host-network clients still depend on a live process.
+    FailOpen,
 }
 
 impl Rule {
@@ -191,20 +209,26 @@ impl Rule {
     /// `-p tcp -d X --dport P -j NOTRACK -m comment --comment "NodeLocal DNS Cache: ..."`
     /// (the comment is one argument).
     pub fn arguments(&self) -> Vec<String> {
-        vec![
+        let mut arguments = vec![
             "-p".to_string(),
             self.protocol.name().to_string(),
             self.side.address_option().to_string(),
             self.address.to_string(),
             self.side.port_option().to_string(),
             self.port.to_string(),
+        ];
+        if self.while_served {
+            arguments.extend(["-m", "socket", "--nowildcard"].map(String::from));
+        }
+        arguments.extend([
             "-j".to_string(),
             self.target.name().to_string(),
             "-m".to_string(),
             "comment".to_string(),
             "--comment".to_string(),
             self.comment().to_string(),
-        ]
+        ]);
+        arguments
     }
 }
 
@@ -236,7 +260,14 @@ impl fmt::Display for Rule {
 ///
 /// each followed by `-m comment --comment` [`COMMENT_SKIP_CONNTRACK`] (NOTRACK) or
 /// [`COMMENT_ALLOW_TRAFFIC`] (ACCEPT).
-pub fn desired_rules(local_ips: &[IpAddr], dns_port: u16, health_port: u16) -> Vec<Rule> {
+///
+/// With [`RuleDesign::FailOpen`], rules 1 and 2 also carry `-m socket --nowildcard`.
+pub fn desired_rules(
+    local_ips: &[IpAddr],
+    dns_port: u16,
+    health_port: u16,
+    design: RuleDesign,
+) -> Vec<Rule> {
     use Chain::{Input, Output, Prerouting};
     use Protocol::{Tcp, Udp};
     use Side::{Destination, Source};
@@ -268,6 +299,7 @@ pub fn desired_rules(local_ips: &[IpAddr], dns_port: u16, health_port: u16) -> V
                 address,
                 port,
                 target,
+                while_served: design == RuleDesign::FailOpen && chain == Prerouting,
             });
         }
     }
@@ -304,7 +336,12 @@ mod tests {
 
     #[test]
     fn twelve_rules_per_ip_in_node_caches_order() {
-        let rules = desired_rules(&[ip("169.254.20.10"), ip("10.96.0.10")], 53, 8080);
+        let rules = desired_rules(
+            &[ip("169.254.20.10"), ip("10.96.0.10")],
+            53,
+            8080,
+            RuleDesign::NodeCache,
+        );
         let shown: Vec<String> = rules.iter().map(Rule::to_string).collect();
         let mut expected = node_cache_rules("169.254.20.10", "53", "8080");
         expected.extend(node_cache_rules("10.96.0.10", "53", "8080"));
@@ -313,7 +350,7 @@ mod tests {
 
     #[test]
     fn other_ports_are_used_where_node_cache_uses_them() {
-        let rules = desired_rules(&[ip("fd00::a")], 5353, 9090);
+        let rules = desired_rules(&[ip("fd00::a")], 5353, 9090, RuleDesign::NodeCache);
         let shown: Vec<String> = rules.iter().map(Rule::to_string).collect();
         assert_eq!(shown, node_cache_rules("fd00::a", "5353", "9090"));
         assert!(rules.iter().all(|rule| rule.family() == IpFamily::V6));
@@ -321,7 +358,7 @@ mod tests {
 
     #[test]
     fn arguments_keep_the_comment_as_one_argument() {
-        let rule = desired_rules(&[ip("169.254.20.10")], 53, 8080)[2];
+        let rule = desired_rules(&[ip("169.254.20.10")], 53, 8080, RuleDesign::NodeCache)[2];
         assert_eq!(
             rule.arguments(),
             [

@@ -1,5 +1,6 @@
 //! Unit tests of apply / check / teardown against the in-memory iptables (no root needed).
 
+use crate::rules::RuleDesign;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -13,7 +14,12 @@ fn ip(text: &str) -> IpAddr {
 
 /// Two local IPs, as the stock DaemonSet passes them (link-local IP, kube-dns ClusterIP).
 fn two_ip_rules() -> Vec<Rule> {
-    desired_rules(&[ip("169.254.20.10"), ip("10.96.0.10")], 53, 8080)
+    desired_rules(
+        &[ip("169.254.20.10"), ip("10.96.0.10")],
+        53,
+        8080,
+        RuleDesign::NodeCache,
+    )
 }
 
 fn rules_with(fake: FakeIptables, desired: Vec<Rule>) -> (Rules<FakeIptables>, Arc<SetupErrors>) {
@@ -205,7 +211,7 @@ fn teardown_removes_every_copy_and_nothing_else() {
         rules.backend.append_by_hand(desired[9]);
     }
     rules.backend.append_by_hand(desired[20]);
-    let foreign = desired_rules(&[ip("10.0.0.1")], 53, 8080)[2];
+    let foreign = desired_rules(&[ip("10.0.0.1")], 53, 8080, RuleDesign::NodeCache)[2];
     rules.backend.append_by_hand(foreign);
     let report = rules.teardown();
     assert_eq!(
@@ -223,7 +229,12 @@ fn teardown_removes_every_copy_and_nothing_else() {
 
 #[test]
 fn ipv6_rules_go_to_ip6tables() {
-    let desired = desired_rules(&[ip("fd00::10"), ip("fd00::a")], 53, 8080);
+    let desired = desired_rules(
+        &[ip("fd00::10"), ip("fd00::a")],
+        53,
+        8080,
+        RuleDesign::NodeCache,
+    );
     let (mut rules, _) = rules_with(FakeIptables::default(), desired.clone());
     assert_eq!(rules.apply().inserted, 24);
     let families: Vec<IpFamily> = rules
@@ -331,7 +342,12 @@ fn failing_deletes_are_counted_and_reported_by_teardown() {
 
 #[test]
 fn a_duplicated_local_ip_gives_each_rule_once() {
-    let desired = desired_rules(&[ip("169.254.20.10"), ip("169.254.20.10")], 53, 8080);
+    let desired = desired_rules(
+        &[ip("169.254.20.10"), ip("169.254.20.10")],
+        53,
+        8080,
+        RuleDesign::NodeCache,
+    );
     let (mut rules, _) = rules_with(FakeIptables::default(), desired.clone());
     assert_eq!(rules.desired(), &desired[..12]);
     assert_eq!(rules.apply().inserted, 12);

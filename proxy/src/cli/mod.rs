@@ -104,6 +104,13 @@ pub struct Args {
     #[arg(long)]
     pub no_handoff: bool,
 
+    /// Node-local mode: make the two rules that skip conntrack for pods' queries match only
+    /// while shardns holds its sockets (`-m socket --nowildcard`), so that pods' queries fall
+    /// back to the cluster DNS when every shardns process is gone (node-cache's exact rules
+    /// otherwise)
+    #[arg(long)]
+    pub fail_open_rules: bool,
+
     /// Run as a supervisor (a container's PID 1): hold the sockets and the node setup, and run
     /// the DNS work in a worker process, restarted within 100 ms if it dies
     #[arg(long)]

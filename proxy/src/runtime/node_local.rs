@@ -23,8 +23,8 @@ use anyhow::Context;
 use shardns_node::kubedns::kube_dns_directory;
 use shardns_node::watch::POLL_PERIOD;
 use shardns_node::{
-    CorefileSettings, CorefileSync, NodePlan, NodeSetup, SetupErrors, Startup, WatchEvent,
-    spawn_watch,
+    CorefileSettings, CorefileSync, NodePlan, NodeSetup, RuleDesign, SetupErrors, Startup,
+    WatchEvent, spawn_watch,
 };
 
 use crate::cli::Args;
@@ -117,6 +117,11 @@ impl NodeLocal {
             iptables: flags.setup_iptables,
             dns_port: flags.dns_port,
             health_port: flags.health_port,
+            design: if args.fail_open_rules {
+                RuleDesign::FailOpen
+            } else {
+                RuleDesign::NodeCache
+            },
         };
         let setup = NodeSetup::new(&plan, Arc::clone(&errors));
         let rules_in_place = setup.rules_in_place();
