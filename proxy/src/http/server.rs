@@ -204,6 +204,9 @@ async fn serve_connection(
             .header_read_timeout(limits.request_timeout)
             .max_buf_size(MAX_REQUEST)
             .keep_alive(true)
+            // A client that sends its request and then shuts down its write side still gets
+            // the answer (without this hyper may see the end of stream first and close).
+            .half_close(true)
             .title_case_headers(true)
             .serve_connection(TokioIo::new(stream), service)
     );
