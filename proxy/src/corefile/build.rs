@@ -124,6 +124,8 @@ pub(crate) fn build_process(file: &str, text: &str) -> Result<ProcessConfig, Con
                 log_errors: settings.log_errors,
                 log_queries: settings.log.as_ref().map(|log| log.zones.clone()),
                 loop_probe,
+                acl: None,
+                ratelimit: None,
             });
             server_lines.push(key.line);
         }
