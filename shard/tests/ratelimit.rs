@@ -246,3 +246,22 @@ fn whitelisted_clients_and_prefixes() {
         assert_eq!(ask(&mut rig, udp("192.0.2.1:1"), &name), Outcome::Pending);
     }
 }
+
+/// A loop probe coming back is seen even when its copy is over the rate (the policies come
+/// after the loop check).
+#[test]
+fn a_limited_loop_probe_is_still_a_loop() {
+    use shardns_shard::LoopProbe;
+    let probe = LoopProbe::new(b"\x00", || 1234 << 2);
+    let mut looped = config(limit(1, 1));
+    looped.servers[0].loop_probe = Some(probe.clone());
+    let mut rig = Rig::one(looped);
+    let hinfo = query(1, "1234.1234.", RecordType::HINFO, Ask::default());
+    assert_eq!(
+        rig.send_on(0, udp("127.0.0.1:4000"), &hinfo),
+        Outcome::Pending
+    );
+    let again = rig.send_on(0, udp("127.0.0.1:5353"), &hinfo);
+    assert!(matches!(again, Outcome::Reply(_)), "over the rate");
+    assert!(probe.detected());
+}

@@ -97,14 +97,15 @@ impl Engine {
             let len = error_reply(&message, Rcode::REFUSED, out);
             return self.error(dropped, exchange, Rcode::REFUSED, len);
         };
+        if message.question.qtype == HINFO {
+            // Before the policies, which must not hide a loop.
+            self.check_loop(server, &client, message.question.name);
+        }
         if self.polices()
             && let Some(outcome) =
                 self.police(now, &client, &message, (server, slot), exchange, out)
         {
             return outcome;
-        }
-        if message.question.qtype == HINFO {
-            self.check_loop(server, &client, message.question.name);
         }
         let key = Key::of(&message);
         let hash = key.hash_seeded(self.group.seed);
