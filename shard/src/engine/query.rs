@@ -102,8 +102,7 @@ impl Engine {
             self.check_loop(server, &client, message.question.name);
         }
         if self.polices()
-            && let Some(outcome) =
-                self.police(now, &client, &message, (server, slot), exchange, out)
+            && let Some(outcome) = self.police(now, &client, &message, (server, slot), out)
         {
             return outcome;
         }
@@ -147,7 +146,7 @@ impl Engine {
     /// What the request metrics need of a query from `client` (the reply's part is filled
     /// in when it is known).
     #[inline]
-    fn exchange(
+    pub(super) fn exchange(
         &self,
         client: &Client,
         message: Option<&Message<'_>>,
