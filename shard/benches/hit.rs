@@ -60,6 +60,8 @@ fn engine() -> Engine {
             log_errors: false,
             log_queries: None,
             loop_probe: None,
+            acl: None,
+            ratelimit: None,
         }],
         upstreams: vec![UpstreamConfig {
             addr: "127.0.0.1:5300".parse().unwrap(),

@@ -91,6 +91,8 @@ fn retired(block: &ServerConfig) -> ServerConfig {
         log_errors: false,
         log_queries: None,
         loop_probe: None,
+        acl: None,
+        ratelimit: None,
     }
 }
 
@@ -121,6 +123,8 @@ mod tests {
             log_errors: true,
             log_queries: None,
             loop_probe: None,
+            acl: None,
+            ratelimit: None,
         }
     }
 

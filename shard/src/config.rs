@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use shardns_wire::Rcode;
 
+pub use crate::policy::{
+    ACL_ZONES, AclAction, AclConfig, AclPolicy, AclRule, AclZone, Cidr, RateLimitAction,
+    RateLimitConfig,
+};
+
 /// Everything a shard needs to serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -96,6 +101,10 @@ pub struct ServerConfig {
     pub log_queries: Option<Vec<Vec<u8>>>,
     /// The `loop` directive: the block's loop check.
     pub loop_probe: Option<crate::LoopProbe>,
+    /// The `acl` directives (checked before the cache).
+    pub acl: Option<AclConfig>,
+    /// The `ratelimit` directive (checked before `acl`).
+    pub ratelimit: Option<RateLimitConfig>,
 }
 
 /// The `cache` directive.

@@ -261,6 +261,8 @@ mod tests {
                 log_errors: false,
                 log_queries: None,
                 loop_probe: None,
+                acl: None,
+                ratelimit: None,
             }],
             upstreams: (0..3)
                 .map(|i| UpstreamConfig {

@@ -25,6 +25,7 @@
 //!   miss. `peer`, `control`: messages between shards, and from the process.
 //! - `tcp`: RFC 7766 framing and client connection bookkeeping (sans-IO).
 //! - `driver/`: the io_uring and epoll drivers; all of the project's `unsafe` lives there.
+//! - `policy/`: `acl` and `ratelimit`, what a block allows before its cache is consulted.
 //! - [`config`]: the immutable configuration a shard runs on (swapped whole on reload).
 #![deny(unsafe_code)]
 #![warn(unreachable_pub)]
@@ -43,6 +44,7 @@ mod log_limit;
 mod loop_probe;
 mod names;
 mod peer;
+mod policy;
 mod question;
 mod run;
 mod stats;
@@ -62,6 +64,7 @@ pub use loop_probe::{HINFO, LoopProbe};
 pub use peer::PeerMessage;
 pub use run::{DRIVER_EPOLL, DRIVER_URING, IoMode, ShardSockets, ShardSpec, run_shard};
 pub use stats::{
-    CacheStats, Counter, DURATION_BUCKETS, DurationHistogram, Gauge, QUERY_TYPES, RequestSlots,
-    RequestStats, SIZE_BUCKETS, ShardStats, SizeHistogram, TYPE_SLOTS, UpstreamStats, Writer,
+    CacheStats, Counter, DURATION_BUCKETS, DurationHistogram, Gauge, PolicyStats, QUERY_TYPES,
+    RequestSlots, RequestStats, SIZE_BUCKETS, ShardStats, SizeHistogram, TYPE_SLOTS, UpstreamStats,
+    Writer,
 };

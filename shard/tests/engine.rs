@@ -35,6 +35,8 @@ fn server(
         log_errors: true,
         log_queries: None,
         loop_probe: None,
+        acl: None,
+        ratelimit: None,
     }
 }
 

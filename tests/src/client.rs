@@ -3,7 +3,7 @@
 //! connection), replies parsed with hickory-proto or read header-only.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -150,6 +150,20 @@ impl UdpClient {
     /// A client inside a namespace the test created (any address there is the test's).
     pub fn inside(_: &Inside, server: SocketAddr) -> Result<UdpClient> {
         UdpClient::bound(server)
+    }
+
+    /// A client sending from `source`, a loopback address (127.0.0.0/8 or ::1: Linux accepts
+    /// any address of 127.0.0.0/8 on `lo`), so that tests can play several clients.
+    pub fn from_source(source: IpAddr, server: SocketAddr) -> Result<UdpClient> {
+        ensure!(
+            source.is_loopback() && server.ip().is_loopback(),
+            "test traffic must stay on loopback, not {source} -> {server}"
+        );
+        let sock = UdpSocket::bind(SocketAddr::new(source, 0))
+            .with_context(|| format!("binding a UDP client socket to {source}"))?;
+        sock.connect(server)
+            .with_context(|| format!("connecting UDP socket to {server}"))?;
+        Ok(UdpClient { sock, server })
     }
 
     fn bound(server: SocketAddr) -> Result<UdpClient> {

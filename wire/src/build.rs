@@ -10,6 +10,19 @@ pub const EDNS_PAYLOAD: u16 = 1232;
 pub const OPT_LEN: usize = 11;
 /// Largest error reply: header, a 255-octet name, type/class, an OPT record.
 pub const MAX_REPLY_OVERHEAD: usize = HEADER_LEN + 255 + 4 + OPT_LEN;
+/// Bytes an Extended DNS Error option without EXTRA-TEXT adds to an OPT record (RFC 8914).
+pub const EDE_LEN: usize = 6;
+/// The EDNS option code of an Extended DNS Error (RFC 8914 §2).
+pub const EDE_OPTION: u16 = 15;
+
+/// Extended DNS Error INFO-CODEs (RFC 8914 §4) shardns sends.
+pub mod ede {
+    /// "Blocked": the server's policy blocks the name (CoreDNS's `acl` `block`).
+    pub const BLOCKED: u16 = 15;
+    /// "Filtered": the answer was removed by request of the client's operator (CoreDNS's
+    /// `acl` `filter`).
+    pub const FILTERED: u16 = 17;
+}
 
 /// Flags of a reply to a query with `query_flags`: QR and RA set; opcode, RD and CD copied.
 fn reply_flags(query_flags: u16, rcode: Rcode) -> u16 {
@@ -47,6 +60,22 @@ pub fn error_reply(query: &Message<'_>, rcode: Rcode, out: &mut [u8]) -> usize {
         edns,
         out,
     )
+}
+
+/// As [`error_reply`], and when the query had EDNS the reply's OPT record carries an Extended
+/// DNS Error with `info_code` and no text (RFC 8914; without EDNS there is nowhere to put it).
+/// `out` needs [`MAX_REPLY_OVERHEAD`] + [`EDE_LEN`] bytes.
+pub fn ede_reply(query: &Message<'_>, rcode: Rcode, info_code: u16, out: &mut [u8]) -> usize {
+    let len = error_reply(query, rcode, out);
+    if query.edns.is_none() {
+        return len;
+    }
+    // The OPT record is the last one written: its RDLENGTH is the last two bytes.
+    out[len - 2..len].copy_from_slice(&(EDE_LEN as u16).to_be_bytes());
+    out[len..len + 2].copy_from_slice(&EDE_OPTION.to_be_bytes());
+    out[len + 2..len + 4].copy_from_slice(&2u16.to_be_bytes());
+    out[len + 4..len + 6].copy_from_slice(&info_code.to_be_bytes());
+    len + EDE_LEN
 }
 
 /// An error reply built from its parts: the client's ID and flags, the question, and
@@ -186,6 +215,31 @@ mod tests {
         assert_eq!(reply.rcode(), Rcode::SERVFAIL);
         assert!(reply.edns.is_none());
         assert_eq!(reply.header.arcount, 0);
+    }
+
+    #[test]
+    fn ede_reply_carries_the_info_code_in_the_opt_record() {
+        let raw = query(true);
+        let msg = Message::parse(&raw).unwrap();
+        let mut out = [0u8; MAX_REPLY_OVERHEAD + EDE_LEN];
+        let len = ede_reply(&msg, Rcode::REFUSED, ede::BLOCKED, &mut out);
+        let reply = Message::parse(&out[..len]).unwrap();
+        assert_eq!(reply.rcode(), Rcode::REFUSED);
+        assert_eq!(reply.question, msg.question);
+        assert!(reply.dnssec_ok(), "DO mirrored");
+        assert_eq!(reply.edns.as_ref().unwrap().options.len(), EDE_LEN);
+        // OPT: owner, type, payload, ext-rcode, version, flags, RDLENGTH 6, then the option.
+        assert_eq!(
+            &out[len - EDE_LEN - 2..len],
+            &[0, 6, 0, 15, 0, 2, 0, 15],
+            "RDLENGTH, option code 15, length 2, INFO-CODE 15"
+        );
+        let plain = query(false);
+        let msg = Message::parse(&plain).unwrap();
+        let len = ede_reply(&msg, Rcode::NOERROR, ede::FILTERED, &mut out);
+        let reply = Message::parse(&out[..len]).unwrap();
+        assert!(reply.edns.is_none(), "no OPT for a client without EDNS");
+        assert_eq!((reply.rcode(), reply.header.arcount), (Rcode::NOERROR, 0));
     }
 
     #[test]

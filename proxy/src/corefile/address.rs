@@ -1,8 +1,10 @@
-//! Text forms of zones, server block keys and upstream addresses.
+//! Text forms of zones, server block keys, upstream addresses and address prefixes.
 //!
 //! Functions here return a plain message on error; the caller adds the file and line.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use shardns_shard::config::Cidr;
 
 /// The DNS port, used when a key or an upstream names none.
 pub(super) const DNS_PORT: u16 = 53;
@@ -76,6 +78,35 @@ pub(super) fn parse_zone(text: &str) -> Result<Zone, String> {
         wire,
         text: format!("{trimmed}."),
     })
+}
+
+/// What an address prefix may look like, for messages.
+pub(super) const CIDR_EXPECTED: &str =
+    "an address prefix such as 10.0.0.0/8 or fd00::/56, or an address";
+
+/// Parses an address prefix as CoreDNS's `acl` reads one: `IP/LEN`, or an address alone (a
+/// /32 or /128); host bits are cleared (`10.1.2.3/8` is `10.0.0.0/8`, as Go's `ParseCIDR`).
+/// The error says what is wrong; the caller names the directive.
+pub(super) fn parse_cidr(text: &str) -> Result<Cidr, String> {
+    let (ip, prefix) = match text.split_once('/') {
+        Some((ip, prefix)) => (ip, Some(prefix)),
+        None => (text, None),
+    };
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| format!("{text:?} is not {CIDR_EXPECTED}"))?;
+    let longest = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => longest,
+        Some(prefix) => prefix
+            .parse::<u8>()
+            .ok()
+            .filter(|&prefix| prefix <= longest)
+            .ok_or_else(|| {
+                format!("{text:?}: the prefix length must be a number from 0 to {longest}")
+            })?,
+    };
+    Cidr::new(ip, prefix).ok_or_else(|| format!("{text:?} is not {CIDR_EXPECTED}"))
 }
 
 /// Strips a `dns://` scheme; other schemes are refused.
@@ -217,6 +248,29 @@ pub(super) fn parse_http_listen(kind: &str, text: &str) -> Result<SocketAddr, St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cidrs() {
+        let text = |input: &str| parse_cidr(input).map(|cidr| cidr.to_string());
+        assert_eq!(text("10.1.2.3/8").unwrap(), "10.0.0.0/8");
+        assert_eq!(text("192.0.2.7").unwrap(), "192.0.2.7/32");
+        assert_eq!(text("fd00:1:2:3::9/56").unwrap(), "fd00:1:2::/56");
+        assert_eq!(text("::1").unwrap(), "::1/128");
+        assert_eq!(text("0.0.0.0/0").unwrap(), "0.0.0.0/0");
+        assert_eq!(
+            text("10.0.0.0/33").unwrap_err(),
+            "\"10.0.0.0/33\": the prefix length must be a number from 0 to 32"
+        );
+        assert_eq!(
+            text("fd00::/x").unwrap_err(),
+            "\"fd00::/x\": the prefix length must be a number from 0 to 128"
+        );
+        assert_eq!(
+            text("10.0.0/8").unwrap_err(),
+            "\"10.0.0/8\" is not an address prefix such as 10.0.0.0/8 or fd00::/56, or an \
+             address"
+        );
+    }
 
     #[test]
     fn zones() {

@@ -7,12 +7,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use shardns_shard::config::{
-    CacheConfig, ForwardConfig, Limits, ListenerConfig, ServerConfig, UpstreamConfig,
+    ACL_ZONES, AclConfig, AclRule, AclZone, CacheConfig, ForwardConfig, Limits, ListenerConfig,
+    ServerConfig, UpstreamConfig,
 };
 use shardns_shard::{Config, LoopProbe};
 
 use super::address::{self, Zone};
-use super::directives::{self, CacheSettings, ReloadSettings};
+use super::directives::{self, AclSettings, CacheSettings, ReloadSettings};
 use super::{ConfigError, ProcessConfig, parser};
 
 /// The shards' configuration described by Corefile `text` ([`build_process`] without the
@@ -113,6 +114,7 @@ pub(crate) fn build_process(file: &str, text: &str) -> Result<ProcessConfig, Con
             let loop_probe = settings
                 .loop_check
                 .then(|| LoopProbe::new(&zone.wire, rand::random::<u64>));
+            let acl = acl_for_zone(&settings.acl, &zone).map_err(|(l, m)| at(l, m))?;
             config.servers.push(ServerConfig {
                 cache: settings
                     .cache
@@ -124,6 +126,8 @@ pub(crate) fn build_process(file: &str, text: &str) -> Result<ProcessConfig, Con
                 log_errors: settings.log_errors,
                 log_queries: settings.log.as_ref().map(|log| log.zones.clone()),
                 loop_probe,
+                acl,
+                ratelimit: settings.ratelimit.clone(),
             });
             server_lines.push(key.line);
         }
@@ -220,6 +224,58 @@ fn cache_for_zone(cache: &CacheSettings, zone: &Zone) -> Option<CacheConfig> {
         zones: zones.iter().map(|zone| zone.wire.clone()).collect(),
         ..cache.options.clone()
     })
+}
+
+/// The `acl` directives of a server block as they apply to its zone `zone`: each directive's
+/// ZONES (the block's zone when it names none), less those that share no name with `zone`;
+/// a directive left with no zone is left out. Fails, at the directive that names one too
+/// many, when the rules name more than [`ACL_ZONES`] distinct zones.
+fn acl_for_zone(acls: &[AclSettings], zone: &Zone) -> Result<Option<AclConfig>, (usize, String)> {
+    if acls.is_empty() {
+        return Ok(None);
+    }
+    let mut config = AclConfig::default();
+    for acl in acls {
+        let zones: Vec<&Zone> = match acl.zones.is_empty() {
+            true => vec![zone],
+            false => acl
+                .zones
+                .iter()
+                .filter(|z| z.overlap(zone).is_some())
+                .collect(),
+        };
+        let mut indices = Vec::with_capacity(zones.len());
+        for acl_zone in zones {
+            let index = match config.zones.iter().position(|z| z.wire == acl_zone.wire) {
+                Some(index) => index,
+                None if config.zones.len() < ACL_ZONES => {
+                    config.zones.push(AclZone {
+                        wire: acl_zone.wire.clone(),
+                        text: acl_zone.text.clone(),
+                    });
+                    config.zones.len() - 1
+                }
+                None => {
+                    return Err((
+                        acl.line,
+                        format!(
+                            "acl: the acl directives of a server block may name at most \
+                             {ACL_ZONES} zones (each has its own counters); {:?} is one more",
+                            acl_zone.text
+                        ),
+                    ));
+                }
+            };
+            indices.push(index);
+        }
+        if !indices.is_empty() {
+            config.rules.push(AclRule {
+                zones: indices,
+                policies: acl.policies.clone(),
+            });
+        }
+    }
+    Ok(Some(config))
 }
 
 fn upstream_index(upstreams: &mut Vec<UpstreamConfig>, addr: SocketAddr) -> usize {

@@ -3,8 +3,9 @@
 //!
 //! - [`tokenizer`]: text → words and braces, each with its line (quotes, comments, `{$ENV}`).
 //! - [`parser`]: words → server blocks (`ZONE[:PORT]... { ... }`) of directives.
-//! - [`directives`]: what each directive means, one file per directive (`cache`, `forward`,
-//!   `prometheus`, `reload`); `bind` and `errors` are read in `directives/mod.rs`.
+//! - [`directives`]: what each directive means, one file per directive (`acl`, `cache`,
+//!   `forward`, `health` and `ready`, `log`, `prometheus`, `ratelimit`, `reload`); `bind`,
+//!   `errors` and `loop` are read in `directives/mod.rs`.
 //! - [`build`]: server blocks → [`Config`] (listeners, servers, upstreams) and
 //!   [`ProcessConfig`].
 //! - [`address`], [`duration`], [`resolv`]: the value syntaxes directives share (zones, keys
@@ -144,6 +145,20 @@ mod tests {
             "{error}"
         );
         assert!(error.ends_with("has no usable nameserver line"), "{error}");
+    }
+
+    #[test]
+    fn default_corefile_binds_only_loopback() {
+        // Without --conf nothing may listen beyond the machine: DNS on 127.0.0.1 only, and no
+        // HTTP endpoint at all.
+        let resolv = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/resolv.conf");
+        let process = load(None, Path::new(resolv)).unwrap();
+        assert!(!process.config.listeners.is_empty());
+        for listener in &process.config.listeners {
+            assert!(listener.addr.ip().is_loopback(), "{}", listener.addr);
+        }
+        assert!(process.metrics.is_empty() && process.health.is_empty());
+        assert!(process.ready.is_empty());
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //!   does). The duration histogram has one series per upstream and RCODE seen (`rcode` as
 //!   miekg/dns names it, else the number); its `le` label comes last, as the Go client writes
 //!   it.
+//! - CoreDNS's `acl` families and shardns's `shardns_ratelimited_total`, per listening
+//!   address and zone, when some block has those directives (in [`super::policy`]).
 //! - shardns's own `shardns_upstream_*{shard, to}` gauges (per upstream and shard) and
 //!   `shardns_shard_*{shard}` series, one per shard, for a per-shard dashboard.
 //!
@@ -42,6 +44,7 @@ use super::families::{
     CACHE_FAMILIES, CACHE_TYPES, DURATION_FAMILY, FORWARD_FAMILIES, PROTOCOLS, PROXY_NAME,
     SHARD_FAMILIES, UPSTREAM_FAMILIES, UPSTREAM_GAUGES, error_rcode_label, upstream_rcode_label,
 };
+use super::policy::PolicySeries;
 use super::requests::RequestSeries;
 
 /// `coredns_build_info`'s `goversion` label: the Rust compiler that built shardns.
@@ -72,6 +75,8 @@ pub(crate) struct Exposition {
     upstreams: Vec<String>,
     /// CoreDNS's `coredns_dns_*` request families.
     requests: RequestSeries,
+    /// The `acl` and `ratelimit` families.
+    policies: PolicySeries,
     shards: Vec<Arc<ShardStats>>,
     /// Counters of the process, beside the shards'.
     process: Arc<ProcessCounters>,
@@ -133,15 +138,14 @@ impl Exposition {
             .take(counted)
             .map(|upstream| upstream.addr.to_string())
             .collect();
+        let blocks = shards
+            .first()
+            .map_or(config.servers.len(), |stats| stats.servers.len());
         Exposition {
             caches,
             upstreams,
-            requests: RequestSeries::new(
-                config,
-                shards
-                    .first()
-                    .map_or(config.servers.len(), |stats| stats.servers.len()),
-            ),
+            requests: RequestSeries::new(config, blocks),
+            policies: PolicySeries::new(config, blocks),
             shards,
             process,
         }
@@ -343,6 +347,7 @@ impl Exposition {
             }
         }
         self.requests.render(&mut out, &self.shards);
+        self.policies.render(&mut out, &self.shards);
         self.render_process(&mut out);
         let shard_names: Vec<String> = (0..self.shards.len()).map(|i| i.to_string()).collect();
         self.render_forward(&mut out, &shard_names);

@@ -8,9 +8,11 @@
 //!   `shardns_upstream_*` and per-shard `shardns_shard_*` series.
 //! - `families`: the tables of those families (names, help texts, the counters they read).
 //! - `requests`: CoreDNS's `coredns_dns_*` request families.
+//! - `policy`: CoreDNS's `coredns_acl_*` families and shardns's `shardns_ratelimited_total`.
 
 pub(crate) mod exposition;
 mod families;
+mod policy;
 mod requests;
 
 use std::sync::{Mutex, PoisonError};

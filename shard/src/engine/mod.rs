@@ -7,6 +7,7 @@
 //! - [`miss`]: resolving a miss, through the owner shard or the upstreams, and
 //!   delivering the outcome to every client and shard waiting for it.
 //! - [`attempt`]: one upstream attempt, and what comes back on a link.
+//! - [`policy`]: a block's `ratelimit` and `acl`, before the cache.
 //! - [`probe`]: health probes of upstreams that failed.
 //! - [`reload`]: switching to a new configuration, keeping the cache.
 
@@ -14,6 +15,7 @@ mod attempt;
 mod handoff;
 mod log;
 mod miss;
+mod policy;
 mod probe;
 mod query;
 mod reload;
@@ -32,6 +34,7 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::log_limit::LogLimit;
 use crate::peer::{Peer, PeerMessage};
+use crate::policy::RateTable;
 use crate::stats::RequestSlots;
 use crate::timer::{Timer, TimerTable};
 use crate::upstream::{InFlight, TcpPool};
@@ -124,6 +127,12 @@ pub struct Engine {
     error_log: LogLimit,
     /// Some server block has `log`: only then is a block's `log` looked at per query.
     logging: bool,
+    /// Per server block: its `ratelimit` buckets (None without `ratelimit`).
+    rates: Vec<Option<RateTable>>,
+    /// The seed of this shard's `ratelimit` tables.
+    rate_seed: u64,
+    /// Some server block has `acl` or `ratelimit`: only then are they looked at per query.
+    policing: bool,
 }
 
 impl Engine {
@@ -133,7 +142,8 @@ impl Engine {
     }
 
     /// An engine with a given random generator (tests use a fixed seed).
-    pub fn with_rng(config: Arc<Config>, group: Group, shard: usize, rng: StdRng) -> Engine {
+    pub fn with_rng(config: Arc<Config>, group: Group, shard: usize, mut rng: StdRng) -> Engine {
+        let rate_seed = rng.random();
         let hold = config.limits.query_timeout + PEER_GRACE;
         let caches = config
             .servers
@@ -148,6 +158,9 @@ impl Engine {
         let stats = Arc::new(ShardStats::new(&config, config.upstreams.len()));
         let logging = config.servers.iter().any(|s| s.log_queries.is_some());
         Engine {
+            rates: policy::rate_tables(&config, rate_seed, None),
+            rate_seed,
+            policing: policy::policing(&config),
             slots: RequestSlots::of(&config, stats.servers.len()),
             tcp: tcp_pool(&config),
             health: Health::new(&config),

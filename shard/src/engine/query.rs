@@ -1,7 +1,7 @@
-//! A client query, from bytes to a decision: drop it, answer it with an error, answer it from
-//! the cache (fresh, or stale in `immediate` mode), or resolve it. This is the hot path: a
-//! cache hit is one parse, one key hash, one table probe and one copy into the driver's
-//! buffer, patched in place; nothing allocates.
+//! A client query, from bytes to a decision: drop it, answer it with an error, let the block's
+//! `ratelimit` and `acl` answer it, answer it from the cache (fresh, or stale in `immediate`
+//! mode), or resolve it. This is the hot path: a cache hit is one parse, one key hash, one
+//! table probe and one copy into the driver's buffer, patched in place; nothing allocates.
 
 use std::time::{Duration, Instant};
 
@@ -98,7 +98,13 @@ impl Engine {
             return self.error(dropped, exchange, Rcode::REFUSED, len);
         };
         if message.question.qtype == HINFO {
+            // Before the policies, which must not hide a loop.
             self.check_loop(server, &client, message.question.name);
+        }
+        if self.polices()
+            && let Some(outcome) = self.police(now, &client, &message, (server, slot), out)
+        {
+            return outcome;
         }
         let key = Key::of(&message);
         let hash = key.hash_seeded(self.group.seed);
@@ -140,7 +146,7 @@ impl Engine {
     /// What the request metrics need of a query from `client` (the reply's part is filled
     /// in when it is known).
     #[inline]
-    fn exchange(
+    pub(super) fn exchange(
         &self,
         client: &Client,
         message: Option<&Message<'_>>,
@@ -159,9 +165,9 @@ impl Engine {
         }
     }
 
-    /// Counts an error reply of `len` bytes already in the output buffer, written by the
-    /// server itself, in request slot `slot`.
-    fn error(
+    /// Counts an error reply of `len` bytes already in the output buffer, written by
+    /// `exchange.writer` (the server itself unless it says otherwise), in request slot `slot`.
+    pub(super) fn error(
         &mut self,
         slot: Option<usize>,
         exchange: Exchange,
@@ -374,7 +380,11 @@ impl Engine {
 }
 
 /// The log line's view of `message` from `client`, answered after `micros`.
-fn logged<'a>(client: &'a Client, message: &'a Message<'_>, micros: u64) -> LoggedQuery<'a> {
+pub(super) fn logged<'a>(
+    client: &'a Client,
+    message: &'a Message<'_>,
+    micros: u64,
+) -> LoggedQuery<'a> {
     LoggedQuery {
         client,
         id: message.header.id,

@@ -29,6 +29,9 @@ impl Engine {
         self.caches.resize_with(config.servers.len(), || None);
         self.routes = super::routes(&config);
         self.logging = config.servers.iter().any(|s| s.log_queries.is_some());
+        self.policing = super::policy::policing(&config);
+        self.rates =
+            super::policy::rate_tables(&config, self.rate_seed, Some((&old, &mut self.rates)));
         self.slots = RequestSlots::of(&config, self.stats.servers.len());
         for (server, block) in config.servers.iter().enumerate() {
             let slot = &mut self.caches[server];

@@ -3,6 +3,7 @@
 //! relaxed load and store of the shard's own memory (no lock prefix, no line shared with
 //! another shard's writes), so counting costs the hit path what a plain integer would.
 
+mod policy;
 mod requests;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -10,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use shardns_wire::Rcode;
 
 use crate::config::Config;
+pub use policy::PolicyStats;
 pub(crate) use requests::Exchange;
 pub use requests::{
     QUERY_TYPES, RequestSlots, RequestStats, SIZE_BUCKETS, SizeHistogram, TYPE_SLOTS, Writer,
@@ -99,6 +101,8 @@ pub struct ShardStats {
     pub max_concurrent_rejects: Counter,
     /// CoreDNS's `coredns_dns_*` request metrics, per request slot ([`RequestSlots`]).
     pub requests: Box<[RequestStats]>,
+    /// What `acl` and `ratelimit` did, per request slot (indexed like `requests`).
+    pub policies: Box<[PolicyStats]>,
     /// The I/O driver this shard runs (`shardns_shard_info{io}`): 0 not started, 1 epoll,
     /// 2 io_uring.
     pub driver: Gauge,
@@ -134,6 +138,7 @@ impl ShardStats {
             servers: (0..blocks).map(|_| CacheStats::default()).collect(),
             upstreams: (0..upstreams).map(|_| UpstreamStats::default()).collect(),
             requests: (0..requests).map(|_| RequestStats::default()).collect(),
+            policies: (0..requests).map(|_| PolicyStats::default()).collect(),
             ..ShardStats::default()
         }
     }
@@ -144,6 +149,7 @@ impl ShardStats {
         self.servers.len() >= config.servers.len()
             && self.upstreams.len() >= config.upstreams.len()
             && self.requests.len() == RequestSlots::of(config, self.servers.len()).len()
+            && self.policies.len() == self.requests.len()
     }
 }
 

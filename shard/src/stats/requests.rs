@@ -75,11 +75,15 @@ pub enum Writer {
     Cache = 1,
     /// Forwarding: an upstream's answer, or its failure (timeout, limits).
     Forward = 2,
+    /// `acl`: a blocked or filtered query.
+    Acl = 3,
+    /// `ratelimit`: a query over its client's rate.
+    Ratelimit = 4,
 }
 
 impl Writer {
-    /// Every writer, in slot order, with CoreDNS's label value.
-    pub const LABELS: [&'static str; 3] = ["", "cache", "forward"];
+    /// Every writer, in slot order, with CoreDNS's label value (the plugin's name).
+    pub const LABELS: [&'static str; 5] = ["", "cache", "forward", "acl", "ratelimit"];
 }
 
 /// Upper bounds (bytes) of CoreDNS's request and response size histograms; a last bucket
@@ -126,7 +130,7 @@ pub struct RequestStats {
     pub do_requests: Counter,
     /// `coredns_dns_responses_total`, by writer ([`Writer`]) and RCODE slot (RCODE `n` up to
     /// 15, BADVERS and above in 16).
-    pub responses: [[Counter; 17]; 3],
+    pub responses: [[Counter; 17]; Writer::LABELS.len()],
     /// `coredns_dns_request_duration_seconds`.
     pub duration: DurationHistogram,
     /// `coredns_dns_request_size_bytes`, by protocol.

@@ -61,6 +61,8 @@ pub fn config_with(cache: Option<CacheConfig>) -> Config {
             log_errors: false,
             log_queries: None,
             loop_probe: None,
+            acl: None,
+            ratelimit: None,
         }],
         upstreams: vec![UpstreamConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 1053)),

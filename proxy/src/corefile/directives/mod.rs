@@ -1,18 +1,25 @@
-//! The directives of a server block, read into [`BlockSettings`]: `bind` and `errors` here,
-//! the others one file each: `cache` (in [`cache`]), `forward` (in [`forward`]), `prometheus`
-//! (in [`prometheus`]) and `reload` (in [`reload`]); [`options`] holds the rules of options
-//! blocks. Every error names the file and line of the offending token.
+//! The directives of a server block, read into [`BlockSettings`]: `bind`, `errors` and
+//! `loop` here, the others one file each: `acl` (in [`acl`]), `cache` (in [`cache`]),
+//! `forward` (in [`forward`]), `health` and `ready` (in [`health`]), `log` (in [`log`]),
+//! `prometheus` (in [`prometheus`]), `ratelimit` (in [`ratelimit`]) and `reload` (in
+//! [`reload`]); [`options`] holds the rules of options blocks. Every error names the file and
+//! line of the offending token.
 
+mod acl;
 mod cache;
 mod forward;
 mod health;
 mod log;
 mod options;
 mod prometheus;
+mod ratelimit;
 mod reload;
 
 use std::net::IpAddr;
 
+use shardns_shard::config::RateLimitConfig;
+
+pub(super) use acl::AclSettings;
 pub(super) use cache::CacheSettings;
 pub(super) use forward::ForwardSettings;
 pub(crate) use health::{HealthSettings, ReadySettings};
@@ -34,7 +41,7 @@ const MAX_CAPACITY: u64 = 100_000_000;
 /// CoreDNS plugins this build does not implement yet.
 #[rustfmt::skip]
 const NOT_YET: &[&str] = &[
-    "acl", "any", "auto", "autopath", "bufsize", "cancel", "chaos", "debug", "dns64", "dnssec",
+    "any", "auto", "autopath", "bufsize", "cancel", "chaos", "debug", "dns64", "dnssec",
     "dnstap", "erratic", "etcd", "file", "geoip", "grpc", "header",
     "hosts", "import", "k8s_external", "kubernetes", "loadbalance", "local",
     "metadata", "minimal", "nsid", "pprof", "rewrite", "root",
@@ -66,6 +73,10 @@ pub(super) struct BlockSettings {
     pub loop_check: bool,
     /// The `log` directive.
     pub log: Option<LogSettings>,
+    /// The `acl` directives, in order (a block may have several).
+    pub acl: Vec<AclSettings>,
+    /// The `ratelimit` directive.
+    pub ratelimit: Option<RateLimitConfig>,
 }
 
 /// Reads the directives of a server block.
@@ -155,6 +166,14 @@ pub(super) fn block_settings(
             "log" => {
                 once(settings.log.is_some())?;
                 settings.log = Some(log::parse(directive).map_err(|(l, m)| at(l, m))?);
+            }
+            "acl" => settings
+                .acl
+                .push(acl::parse(directive).map_err(|(l, m)| at(l, m))?),
+            "ratelimit" => {
+                once(settings.ratelimit.is_some())?;
+                let ratelimit = ratelimit::parse(directive).map_err(|(l, m)| at(l, m))?;
+                settings.ratelimit = Some(ratelimit);
             }
             _ if NOT_YET.contains(&name) => {
                 return Err(at(line, format!("directive {name:?} is not supported yet")));
