@@ -27,7 +27,7 @@ pub struct ImportReport {
 impl Engine {
     /// Every fresh entry of this shard's caches that this shard owns (with `--coalesce
     /// within`, every entry: each shard holds its own copies), as hand-off chunks
-    /// ([`transfer`]).
+    /// (the cache's `transfer` module).
     pub fn export_cache(&mut self, now: Instant) -> Vec<Vec<u8>> {
         let clock = self.nanos(now);
         let mut chunks = Chunks::default();
