@@ -19,7 +19,9 @@
 //! 5. the answer: [`Behaviour::rcode`] if set, else the zone's; over UDP, TC=1 without
 //!    records if [`Behaviour::truncate_udp`] or if it does not fit the client's size (512, or
 //!    the EDNS size); [`Behaviour::wrong_question`] swaps the question name;
-//! 6. sent after the query's delay ([`Behaviour::name_delays`], else [`Behaviour::delay`]),
+//! 6. [`Behaviour::garbage`]: garbage instead of the answer; over TCP,
+//!    [`Behaviour::truncate_tcp`]: the answer's frame cut short, then FIN or silence;
+//! 7. sent after the query's delay ([`Behaviour::name_delays`], else [`Behaviour::delay`]),
 //!    with the wrong ID first or only as [`Behaviour::wrong_id`] says.
 //!
 //! Every blocking call has a bounded timeout: threads poll for shutdown every 50 ms; TCP
@@ -44,7 +46,7 @@ use std::time::Duration;
 
 use hickory_proto::rr::{Name, RecordType};
 
-pub use behaviour::{Behaviour, WrongId};
+pub use behaviour::{Behaviour, Garbage, TruncateTcp, WrongId};
 pub use handle::TestUpstream;
 pub use stats::UpstreamStats;
 
@@ -71,6 +73,7 @@ struct Counters {
     malformed: AtomicU64,
     health_probes: AtomicU64,
     answered: AtomicU64,
+    garbled: AtomicU64,
     tcp_accepted: AtomicU64,
     tcp_open: AtomicU64,
     max_outstanding: AtomicU64,

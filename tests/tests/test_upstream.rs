@@ -10,8 +10,8 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use shardns_e2e::upstream::zone;
 use shardns_e2e::{
-    TcpClient, TestUpstream, UdpClient, build_query, dig, dig_answers, dig_status, header_of,
-    new_id, query_message, query_message_plain, wait_for,
+    Garbage, TcpClient, TestUpstream, TruncateTcp, UdpClient, build_query, dig, dig_answers,
+    dig_status, header_of, new_id, query_message, query_message_plain, wait_for,
 };
 
 /// Timeout for a reply that should come.
@@ -432,6 +432,160 @@ fn truncate_udp_then_tcp_works() {
     let r = tcp.query(&zone::host(1), RecordType::A).unwrap();
     assert!(!r.truncated());
     assert_eq!(a_addrs(&r), vec![zone::host_a(1)]);
+}
+
+/// Whether `bytes` could be taken for a DNS reply to the query with ID `id`.
+fn looks_like_a_reply_to(bytes: &[u8], id: u16) -> bool {
+    header_of(bytes).is_some_and(|h| h.id == id)
+}
+
+#[test]
+fn garbage_framed_over_udp_and_tcp() {
+    let up = upstream();
+    up.garbage(Garbage::Framed);
+    let udp = UdpClient::new(up.addr()).unwrap();
+    let id = new_id();
+    let bytes = udp
+        .exchange_raw(&build_query(&zone::host(1), RecordType::A, id), T)
+        .unwrap()
+        .expect("a datagram of garbage");
+    assert!((40..=100).contains(&bytes.len()), "{} bytes", bytes.len());
+    assert!(!looks_like_a_reply_to(&bytes, id), "{bytes:02x?}");
+
+    // Over TCP, in a frame of its own length; two queries, two different frames.
+    let mut tcp = TcpClient::connect(up.addr()).unwrap();
+    let mut frames = Vec::new();
+    for n in 2..4 {
+        let id = new_id();
+        tcp.send_raw(&build_query(&zone::host(n), RecordType::A, id))
+            .unwrap();
+        let frame = tcp.recv_raw(T).expect("a frame of garbage");
+        assert!((40..=100).contains(&frame.len()), "{} bytes", frame.len());
+        assert!(!looks_like_a_reply_to(&frame, id), "{frame:02x?}");
+        frames.push(frame);
+    }
+    assert_ne!(frames[0], frames[1]);
+    assert_eq!(up.queries(), 3);
+    assert_eq!((up.garbled(), up.answered()), (3, 0));
+
+    // Off again: answers on the same connection.
+    up.garbage(Garbage::Off);
+    assert_eq!(
+        a_addrs(&tcp.query(&zone::host(4), RecordType::A).unwrap()),
+        vec![zone::host_a(4)]
+    );
+    assert_eq!(up.answered(), 1);
+}
+
+#[test]
+fn garbage_unframed_over_tcp() {
+    let up = upstream();
+    up.garbage(Garbage::Unframed);
+    // UDP: a datagram of garbage, as framed.
+    let udp = UdpClient::new(up.addr()).unwrap();
+    let id = new_id();
+    let bytes = udp
+        .exchange_raw(&build_query(&zone::host(1), RecordType::A, id), T)
+        .unwrap()
+        .expect("a datagram of garbage");
+    assert!(!looks_like_a_reply_to(&bytes, id));
+
+    // TCP: 40 to 100 raw bytes, no length prefix; nothing else on the connection.
+    let mut s = raw_tcp(up.addr());
+    let id = new_id();
+    s.write_all(&framed(&build_query(&zone::host(2), RecordType::A, id)))
+        .unwrap();
+    s.set_read_timeout(Some(SILENT)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    let started = Instant::now();
+    while started.elapsed() < T {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!((40..=100).contains(&got.len()), "{} bytes", got.len());
+    // Not a frame: the first two bytes are not the length of the rest.
+    let prefix = usize::from(u16::from_be_bytes([got[0], got[1]]));
+    assert_ne!(prefix, got.len() - 2, "{got:02x?}");
+    assert_eq!(
+        prefix,
+        usize::from(!id),
+        "the first two bytes are the ID, inverted"
+    );
+    assert_eq!((up.garbled(), up.answered()), (2, 0));
+}
+
+#[test]
+fn truncate_tcp_then_close() {
+    let up = upstream();
+    up.truncate_tcp(TruncateTcp::ThenClose);
+    let mut s = raw_tcp(up.addr());
+    let id = new_id();
+    s.write_all(&framed(&build_query(&zone::host(1), RecordType::A, id)))
+        .unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("FIN after the cut frame");
+    let promised = usize::from(u16::from_be_bytes([got[0], got[1]]));
+    assert!(promised > 12, "{got:02x?}");
+    assert_eq!(got.len() - 2, promised / 2, "half of the promised bytes");
+    assert_eq!(
+        header_of(&got[2..]).unwrap().id,
+        id,
+        "the reply's own start"
+    );
+    assert_eq!((up.garbled(), up.answered()), (1, 0));
+
+    // UDP is not affected.
+    let r = UdpClient::new(up.addr())
+        .unwrap()
+        .query(&zone::host(1), RecordType::A)
+        .unwrap();
+    assert_eq!(a_addrs(&r), vec![zone::host_a(1)]);
+    assert_eq!(up.answered(), 1);
+}
+
+#[test]
+fn truncate_tcp_then_silence() {
+    let up = upstream();
+    up.truncate_tcp(TruncateTcp::ThenSilence);
+    let mut s = raw_tcp(up.addr());
+    let id = new_id();
+    s.write_all(&framed(&build_query(&zone::host(1), RecordType::A, id)))
+        .unwrap();
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).unwrap();
+    let promised = usize::from(u16::from_be_bytes(head));
+    let mut half = vec![0u8; promised / 2];
+    s.read_exact(&mut half).unwrap();
+    assert_eq!(header_of(&half).unwrap().id, id);
+    // Then silence, even for later queries and with the behaviour back to normal: the
+    // connection stays open and sends nothing more.
+    up.truncate_tcp(TruncateTcp::Off);
+    s.write_all(&framed(&build_query(
+        &zone::host(2),
+        RecordType::A,
+        new_id(),
+    )))
+    .unwrap();
+    s.set_read_timeout(Some(SILENT)).unwrap();
+    let mut more = [0u8; 64];
+    let err = s.read(&mut more).expect_err("silence, not data or FIN");
+    assert!(
+        matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        "{err}"
+    );
+    assert_eq!(up.tcp_connections_open(), 1);
+    assert_eq!((up.garbled(), up.answered(), up.tcp_queries()), (1, 0, 1));
+    // A new connection is answered.
+    let r = TcpClient::connect(up.addr())
+        .unwrap()
+        .query(&zone::host(3), RecordType::A)
+        .unwrap();
+    assert_eq!(a_addrs(&r), vec![zone::host_a(3)]);
 }
 
 #[test]

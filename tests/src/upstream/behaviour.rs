@@ -21,6 +21,37 @@ pub enum WrongId {
     ThenRight,
 }
 
+/// What [`TestUpstream`] sends instead of a DNS reply ([`Behaviour::garbage`]): bytes that
+/// are not a DNS message (pseudo-random, 40 to 100 of them, made from the query's ID and a
+/// counter, never starting with the query's ID).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Garbage {
+    /// A DNS reply (default).
+    #[default]
+    Off,
+    /// Over UDP a datagram of garbage; over TCP garbage in a proper frame (its length first).
+    Framed,
+    /// Over UDP as [`Garbage::Framed`]; over TCP the bytes with no length prefix, so that
+    /// their first two bytes read as one.
+    Unframed,
+}
+
+/// How [`TestUpstream`] cuts its TCP replies short ([`Behaviour::truncate_tcp`]). No effect on
+/// UDP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TruncateTcp {
+    /// Whole frames (default).
+    #[default]
+    Off,
+    /// The reply's length prefix and half its bytes, then FIN: the prefix promises more than
+    /// ever comes.
+    ThenClose,
+    /// The reply's length prefix and half its bytes, then nothing more on that connection
+    /// (later queries on it are read and discarded, not counted), as a server whose write
+    /// blocked mid-frame. The connection stays open until the client closes it.
+    ThenSilence,
+}
+
 /// What [`TestUpstream`] does with each query. Read once per query, when it is received.
 /// `Default` is a well-behaved server: answers at once, concurrently, right ID and question.
 #[derive(Debug, Clone, Default)]
@@ -59,6 +90,12 @@ pub struct Behaviour {
     pub rcode: Option<ResponseCode>,
     /// Over UDP, answer with TC=1 and no records (to exercise a retry over TCP).
     pub truncate_udp: bool,
+    /// Send garbage instead of the reply (after the query's delay). Counted in
+    /// [`UpstreamStats::garbled`](super::UpstreamStats::garbled), not as answered.
+    pub garbage: Garbage,
+    /// Over TCP, cut the reply short (after the query's delay). Counted in
+    /// [`UpstreamStats::garbled`](super::UpstreamStats::garbled), not as answered.
+    pub truncate_tcp: TruncateTcp,
 }
 
 impl TestUpstream {
@@ -151,5 +188,15 @@ impl TestUpstream {
     /// See [`Behaviour::truncate_udp`].
     pub fn truncate_udp(&self, on: bool) -> &Self {
         self.with(|b| b.truncate_udp = on)
+    }
+
+    /// See [`Behaviour::garbage`].
+    pub fn garbage(&self, garbage: Garbage) -> &Self {
+        self.with(|b| b.garbage = garbage)
+    }
+
+    /// See [`Behaviour::truncate_tcp`].
+    pub fn truncate_tcp(&self, truncate: TruncateTcp) -> &Self {
+        self.with(|b| b.truncate_tcp = truncate)
     }
 }

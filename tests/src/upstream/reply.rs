@@ -8,7 +8,7 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode}
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
-use super::{Inner, Proto, WrongId, lock, name_key, zone};
+use super::{Garbage, Inner, Proto, TruncateTcp, WrongId, lock, name_key, zone};
 
 pub(super) enum Decision {
     /// Malformed (already counted), or nothing to do.
@@ -20,7 +20,47 @@ pub(super) enum Decision {
         delay: Duration,
         serialize: bool,
         close_after: Option<usize>,
+        wire: Wire,
     },
+}
+
+/// How the answer's messages go on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wire {
+    /// DNS replies; over TCP each framed.
+    Reply,
+    /// Garbage; over TCP framed unless `framed` is false.
+    Garbage { framed: bool },
+    /// Over TCP: each reply's length prefix and half its bytes, then FIN (`close`) or
+    /// silence on that connection. Over UDP: whole replies.
+    Cut { close: bool },
+}
+
+impl Wire {
+    /// Whether what is sent is an answer (else it counts as garbled).
+    pub(super) fn is_reply(self, proto: Proto) -> bool {
+        match self {
+            Wire::Reply => true,
+            Wire::Garbage { .. } => false,
+            Wire::Cut { .. } => proto == Proto::Udp,
+        }
+    }
+}
+
+/// 40 to 100 bytes that are not a DNS reply to a query with ID `id`: xorshift from `id` and
+/// `n`, the first two never `id`.
+pub(super) fn garbage(id: u16, n: u64) -> Vec<u8> {
+    let mut x = (u64::from(id) << 32 | n) ^ 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let len = 40 + (next() % 61) as usize;
+    let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+    bytes[..2].copy_from_slice(&(!id).to_be_bytes());
+    bytes
 }
 
 pub(super) fn decide(inner: &Inner, bytes: &[u8], proto: Proto) -> Decision {
@@ -55,6 +95,13 @@ pub(super) fn decide(inner: &Inner, bytes: &[u8], proto: Proto) -> Decision {
     }
     let delay = b.name_delays.get(&key).copied().unwrap_or(b.delay);
     let (serialize, close_after) = (b.serialize_tcp, b.close_after);
+    let wire = match (b.garbage, b.truncate_tcp) {
+        (Garbage::Framed, _) => Wire::Garbage { framed: true },
+        (Garbage::Unframed, _) => Wire::Garbage { framed: false },
+        (Garbage::Off, TruncateTcp::ThenClose) => Wire::Cut { close: true },
+        (Garbage::Off, TruncateTcp::ThenSilence) => Wire::Cut { close: false },
+        (Garbage::Off, TruncateTcp::Off) => Wire::Reply,
+    };
     let plan = Plan {
         rcode: b.rcode,
         truncate_udp: b.truncate_udp,
@@ -62,12 +109,23 @@ pub(super) fn decide(inner: &Inner, bytes: &[u8], proto: Proto) -> Decision {
         wrong_id: b.wrong_id,
     };
     drop(b);
+    if let Wire::Garbage { .. } = wire {
+        let n = c.garbled.load(Ordering::SeqCst) ^ c.queries.load(Ordering::SeqCst);
+        return Decision::Answer {
+            msgs: vec![garbage(msg.id(), n)],
+            delay,
+            serialize,
+            close_after,
+            wire,
+        };
+    }
     match build_reply(&msg, q, proto, &plan) {
         Ok(msgs) => Decision::Answer {
             msgs,
             delay,
             serialize,
             close_after,
+            wire,
         },
         Err(_) => {
             c.malformed.fetch_add(1, Ordering::SeqCst);

@@ -20,6 +20,10 @@ pub struct UpstreamStats {
     pub health_probes: u64,
     /// Queries answered (a reply written; a wrong-ID-then-right pair counts once).
     pub answered: u64,
+    /// Garbage sent instead of a reply, and TCP replies cut short
+    /// ([`Behaviour::garbage`](super::Behaviour::garbage),
+    /// [`Behaviour::truncate_tcp`](super::Behaviour::truncate_tcp)); not in `answered`.
+    pub garbled: u64,
     pub tcp_connections_accepted: u64,
     /// TCP connections open right now (a gauge: not cleared by `reset_counters`).
     pub tcp_connections_open: u64,
@@ -42,6 +46,7 @@ impl TestUpstream {
             malformed: get(&c.malformed),
             health_probes: get(&c.health_probes),
             answered: get(&c.answered),
+            garbled: get(&c.garbled),
             tcp_connections_accepted: get(&c.tcp_accepted),
             tcp_connections_open: get(&c.tcp_open),
             max_outstanding_per_connection: get(&c.max_outstanding),
@@ -84,6 +89,10 @@ impl TestUpstream {
         self.stats().answered
     }
 
+    pub fn garbled(&self) -> u64 {
+        self.stats().garbled
+    }
+
     pub fn tcp_connections_accepted(&self) -> u64 {
         self.stats().tcp_connections_accepted
     }
@@ -106,6 +115,7 @@ impl TestUpstream {
             &c.malformed,
             &c.health_probes,
             &c.answered,
+            &c.garbled,
             &c.tcp_accepted,
             &c.max_outstanding,
         ] {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use super::reply::{Decision, decide};
+use super::reply::{Decision, Wire, decide};
 use super::{Inner, POLL, Proto, decrement, is_timeout, lock, read_lock, write_lock};
 
 /// Write timeout on accepted TCP connections.
@@ -37,6 +37,8 @@ pub(super) struct Conn {
     fin_sent: AtomicBool,
     fin_at: Mutex<Option<Instant>>,
     aborted: AtomicBool,
+    /// A frame was cut short and the connection went silent ([`Wire::Cut`]).
+    stalled: AtomicBool,
     outstanding: AtomicU64,
     answered: AtomicUsize,
     last_answer: Mutex<Instant>,
@@ -50,15 +52,21 @@ impl Conn {
         }
     }
 
-    fn write_all(&self, bytes: &[u8]) -> bool {
+    /// Writes `bytes` unless FIN was sent or the connection stalled; then stalls it if
+    /// `stall` (under the one write lock, so that no frame follows).
+    fn write_all(&self, bytes: &[u8], stall: bool) -> bool {
         let _w = lock(&self.write);
-        if self.fin_sent.load(Ordering::SeqCst) {
+        if self.fin_sent.load(Ordering::SeqCst) || self.stalled.load(Ordering::SeqCst) {
             return false;
         }
-        match read_lock(&self.stream).as_ref() {
+        let written = match read_lock(&self.stream).as_ref() {
             Some(mut s) => s.write_all(bytes).is_ok(),
             None => false,
+        };
+        if stall {
+            self.stalled.store(true, Ordering::SeqCst);
         }
+        written
     }
 
     /// FIN (shutdown of the write side); the reader drains and closes later.
@@ -115,6 +123,7 @@ pub(super) fn serve_accept(inner: &Arc<Inner>, listener: &Socket, stop: &AtomicB
             fin_sent: AtomicBool::new(false),
             fin_at: Mutex::new(None),
             aborted: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
             outstanding: AtomicU64::new(0),
             answered: AtomicUsize::new(0),
             last_answer: Mutex::new(Instant::now()),
@@ -204,9 +213,10 @@ fn serve_conn_loop(inner: &Arc<Inner>, conn: &Arc<Conn>) {
             }
             let frame = &buf[off + 2..off + 2 + len];
             off += 2 + len;
-            if lock(&inner.behaviour)
-                .close_after
-                .is_some_and(|n| received >= n)
+            if conn.stalled.load(Ordering::SeqCst)
+                || lock(&inner.behaviour)
+                    .close_after
+                    .is_some_and(|n| received >= n)
             {
                 continue; // past the last query this connection takes
             }
@@ -234,6 +244,7 @@ fn serve_conn_loop(inner: &Arc<Inner>, conn: &Arc<Conn>) {
                     delay,
                     serialize,
                     close_after,
+                    wire,
                 } => {
                     let now = Instant::now();
                     let due = if serialize {
@@ -242,18 +253,14 @@ fn serve_conn_loop(inner: &Arc<Inner>, conn: &Arc<Conn>) {
                         now + delay
                     };
                     busy_until = busy_until.max(due);
-                    let mut frames = Vec::new();
-                    for m in &msgs {
-                        frames.extend_from_slice(&(m.len() as u16).to_be_bytes());
-                        frames.extend_from_slice(m);
-                    }
+                    let frames = on_the_wire(&msgs, wire);
                     if due <= now {
-                        tcp_send(inner, conn, &frames, close_after);
+                        tcp_send(inner, conn, &frames, close_after, wire);
                     } else {
                         let (i, c) = (inner.clone(), conn.clone());
                         inner.sched.schedule(
                             due,
-                            Box::new(move || tcp_send(&i, &c, &frames, close_after)),
+                            Box::new(move || tcp_send(&i, &c, &frames, close_after, wire)),
                         );
                     }
                 }
@@ -262,18 +269,48 @@ fn serve_conn_loop(inner: &Arc<Inner>, conn: &Arc<Conn>) {
     }
 }
 
-fn tcp_send(inner: &Inner, conn: &Conn, frames: &[u8], close_after: Option<usize>) {
+/// The bytes to write for `msgs` sent as `wire` says.
+fn on_the_wire(msgs: &[Vec<u8>], wire: Wire) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for m in msgs {
+        match wire {
+            Wire::Garbage { framed: false } => {}
+            _ => bytes.extend_from_slice(&(m.len() as u16).to_be_bytes()),
+        }
+        match wire {
+            Wire::Cut { .. } => {
+                // Half of the first message, and nothing after it.
+                bytes.extend_from_slice(&m[..m.len() / 2]);
+                break;
+            }
+            _ => bytes.extend_from_slice(m),
+        }
+    }
+    bytes
+}
+
+fn tcp_send(inner: &Inner, conn: &Conn, frames: &[u8], close_after: Option<usize>, wire: Wire) {
     // Counted before sending, so that a client that has the reply sees it counted.
-    inner.counters.answered.fetch_add(1, Ordering::SeqCst);
-    let ok = conn.write_all(frames);
+    let counter = match wire.is_reply(Proto::Tcp) {
+        true => &inner.counters.answered,
+        false => &inner.counters.garbled,
+    };
+    counter.fetch_add(1, Ordering::SeqCst);
+    let ok = conn.write_all(frames, wire == Wire::Cut { close: false });
     conn.outstanding.fetch_sub(1, Ordering::SeqCst);
     *lock(&conn.last_answer) = Instant::now();
-    if ok {
-        let answered = conn.answered.fetch_add(1, Ordering::SeqCst) + 1;
-        if close_after.is_some_and(|n| answered >= n) {
-            conn.fin();
+    if !ok {
+        decrement(counter);
+        return;
+    }
+    match wire {
+        Wire::Cut { close: true } => conn.fin(),
+        Wire::Cut { close: false } => {}
+        Wire::Reply | Wire::Garbage { .. } => {
+            let answered = conn.answered.fetch_add(1, Ordering::SeqCst) + 1;
+            if close_after.is_some_and(|n| answered >= n) {
+                conn.fin();
+            }
         }
-    } else {
-        decrement(&inner.counters.answered);
     }
 }

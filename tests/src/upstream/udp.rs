@@ -23,19 +23,23 @@ pub(super) fn serve_udp(inner: &Arc<Inner>, sock: UdpSocket, stop: &AtomicBool) 
                 continue;
             }
         };
-        let Decision::Answer { msgs, delay, .. } = decide(inner, &buf[..n], Proto::Udp) else {
+        let Decision::Answer {
+            msgs, delay, wire, ..
+        } = decide(inner, &buf[..n], Proto::Udp)
+        else {
             continue;
         };
+        let reply = wire.is_reply(Proto::Udp);
         let due = Instant::now() + delay;
         if delay.is_zero() {
-            udp_send(inner, &sock, peer, &msgs);
+            udp_send(inner, &sock, peer, &msgs, reply);
         } else {
             let (weak, i) = (Arc::downgrade(&sock), inner.clone());
             inner.sched.schedule(
                 due,
                 Box::new(move || {
                     if let Some(s) = weak.upgrade() {
-                        udp_send(&i, &s, peer, &msgs);
+                        udp_send(&i, &s, peer, &msgs, reply);
                     }
                 }),
             );
@@ -43,9 +47,13 @@ pub(super) fn serve_udp(inner: &Arc<Inner>, sock: UdpSocket, stop: &AtomicBool) 
     }
 }
 
-fn udp_send(inner: &Inner, sock: &UdpSocket, peer: SocketAddr, msgs: &[Vec<u8>]) {
+/// Sends `msgs` to `peer`, counted as answered if they are a `reply`, else as garbled.
+fn udp_send(inner: &Inner, sock: &UdpSocket, peer: SocketAddr, msgs: &[Vec<u8>], reply: bool) {
     // Counted before sending, so that a client that has the reply sees it counted.
-    let answered = &inner.counters.answered;
+    let answered = match reply {
+        true => &inner.counters.answered,
+        false => &inner.counters.garbled,
+    };
     answered.fetch_add(1, Ordering::SeqCst);
     let mut ok = true;
     for m in msgs {
