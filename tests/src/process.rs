@@ -39,3 +39,17 @@ pub fn run_with_deadline(cmd: &mut Command, timeout: Duration, what: &str) -> Re
     }
     Ok(stdout)
 }
+
+/// The resident set size of process `pid` in KiB (`VmRSS` in `/proc/PID/status`); `None` if
+/// the process is gone.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
+}

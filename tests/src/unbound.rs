@@ -251,6 +251,30 @@ impl Unbound {
         self.addr
     }
 
+    /// Kills Unbound (SIGKILL) and waits for it: its port refuses TCP connections and answers
+    /// UDP with ICMP port unreachable until [`Unbound::restart`].
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts Unbound again with the same configuration, on the same port, and waits (≤ 5 s)
+    /// until it answers; kills the running one first, if any.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        let bin = tool(UNBOUND, "unbound")?;
+        self.child = Command::new(&bin)
+            .arg("-d")
+            .arg("-c")
+            .arg(&self.conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(File::create(&self.stderr)?))
+            .stderr(Stdio::from(File::create(&self.stderr)?))
+            .spawn()
+            .with_context(|| format!("spawning {bin}"))?;
+        self.wait_ready(Duration::from_secs(5))
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
