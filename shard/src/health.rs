@@ -129,6 +129,14 @@ impl Health {
         }
     }
 
+    /// The link of `upstream`'s probe in flight, if any.
+    pub(crate) fn probe_link(&self, upstream: u16) -> Option<Link> {
+        self.states
+            .get(usize::from(upstream))?
+            .probe
+            .map(|(link, _)| link)
+    }
+
     /// Whether wire ID `id` on `link` belongs to a probe in flight.
     pub(crate) fn is_probe(&self, link: Link, id: u16) -> bool {
         self.states.iter().any(|s| s.probe == Some((link, id)))

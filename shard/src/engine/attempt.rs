@@ -89,9 +89,28 @@ impl Engine {
     pub(super) fn end_attempt(&mut self, now: Instant, id: PendingId) {
         if let Some(link) = self.inflight.finish_attempt(id, &mut self.timers) {
             if link.protocol == Protocol::Tcp {
-                self.tcp.release(now, link, &mut self.timers);
+                self.release_tcp(now, link);
             }
             self.upstream_gauges(link.upstream);
+        }
+    }
+
+    /// An exchange on the TCP connection `link` is done; a retired connection left with
+    /// nothing in flight is closed.
+    pub(super) fn release_tcp(&mut self, now: Instant, link: Link) {
+        if let Some(closing) = self.tcp.release(now, link, &mut self.timers) {
+            self.outbox.push_back(Transmit::Close { link: closing });
+        }
+    }
+
+    /// An exchange on the TCP connection `link` timed out: it takes no new query and closes
+    /// once the queries on it are done ([`crate::upstream::pool`]).
+    pub(super) fn retire_tcp(&mut self, link: Link) {
+        if link.protocol != Protocol::Tcp {
+            return;
+        }
+        if let Some(closing) = self.tcp.retire(link, &mut self.timers) {
+            self.outbox.push_back(Transmit::Close { link: closing });
         }
     }
 
@@ -119,6 +138,7 @@ impl Engine {
             });
             self.health
                 .exchange_failed(now, link.upstream, &mut self.timers);
+            self.retire_tcp(link);
         }
         self.send_attempt(now, id);
     }

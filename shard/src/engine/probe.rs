@@ -44,8 +44,15 @@ impl Engine {
         });
     }
 
-    /// The probe of `upstream` got no reply by its deadline.
+    /// The probe of `upstream` got no reply by its deadline. A TCP probe's connection is
+    /// retired and given back, as an attempt's.
     pub(super) fn probe_failed(&mut self, now: Instant, upstream: u16) {
+        if let Some(link) = self.health.probe_link(upstream)
+            && link.protocol == Protocol::Tcp
+        {
+            self.retire_tcp(link);
+            self.release_tcp(now, link);
+        }
         let went_down = self.health.probe_failed(now, upstream, &mut self.timers);
         self.count_probe_failure(upstream, went_down);
     }
@@ -77,7 +84,7 @@ impl Engine {
             tracing::info!(shard = self.shard, "upstream {} is up again", target.addr);
         }
         if link.protocol == Protocol::Tcp {
-            self.tcp.release(now, link, &mut self.timers);
+            self.release_tcp(now, link);
         }
         self.upstream_gauges(upstream);
         true

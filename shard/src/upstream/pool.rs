@@ -2,6 +2,12 @@
 //! connection a query takes, how many queries each carries, and when an idle one closes (an
 //! [`Timer::Idle`] in the engine's table). The driver opens a connection the first time a
 //! query names it and closes it when told.
+//!
+//! A connection on which an exchange timed out is *retired*: it takes no new query and
+//! closes once the queries it carries are done. Its peer may be gone without a word (a
+//! black hole), or its byte stream may be stuck mid-frame or out of step (half a frame, a
+//! bogus length), and then nothing more will ever be read from it; CoreDNS closes a
+//! connection on a read timeout for the same reason.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +19,8 @@ use crate::{Link, Protocol};
 struct TcpConn {
     id: u32,
     inflight: usize,
+    /// Takes no new query; closes when `inflight` reaches 0.
+    retired: bool,
 }
 
 /// Per-upstream pools of TCP connections carrying several queries each.
@@ -43,22 +51,26 @@ impl TcpPool {
     /// than `max_inflight` queries in flight, else a new one while under the cap, else the
     /// least loaded. With `max_inflight` 1, an upstream that answers a connection's queries
     /// one at a time, in order (CoreDNS), never makes a query wait behind another until the
-    /// cap is reached. Returns the link, and whether it is an open connection (false: new).
+    /// cap is reached. Retired connections are neither picked nor counted against the cap.
+    /// Returns the link, and whether it is an open connection (false: new).
     pub(crate) fn acquire(&mut self, upstream: u16, timers: &mut TimerTable) -> (Link, bool) {
         let conns = &mut self.conns[upstream as usize];
         let mut reused = true;
         let least_loaded = conns
             .iter()
             .enumerate()
+            .filter(|(_, c)| !c.retired)
             .min_by_key(|(_, c)| c.inflight)
             .map(|(i, c)| (i, c.inflight));
+        let live = conns.iter().filter(|c| !c.retired).count();
         let index = match least_loaded {
             Some((i, load)) if load < self.max_inflight => i,
-            _ if conns.len() < self.max_conns => {
+            _ if live < self.max_conns => {
                 reused = false;
                 conns.push(TcpConn {
                     id: self.next_id,
                     inflight: 0,
+                    retired: false,
                 });
                 self.next_id = self.next_id.checked_add(1).unwrap_or(1);
                 conns.len() - 1
@@ -81,22 +93,50 @@ impl TcpPool {
     }
 
     /// A query on `link` is done (answered, timed out or moved); a connection left with
-    /// nothing in flight closes after its upstream's idle time unless used again.
-    pub(crate) fn release(&mut self, now: Instant, link: Link, timers: &mut TimerTable) {
+    /// nothing in flight closes after its upstream's idle time unless used again, or at once
+    /// if retired: then the returned link is for the driver to close.
+    pub(crate) fn release(
+        &mut self,
+        now: Instant,
+        link: Link,
+        timers: &mut TimerTable,
+    ) -> Option<Link> {
         let idle = self.idle_of(link.upstream);
-        let Some(conns) = self.conns.get_mut(link.upstream as usize) else {
-            return;
-        };
-        if let Some(conn) = conns.iter_mut().find(|c| c.id == link.conn) {
-            conn.inflight = conn.inflight.saturating_sub(1);
-            if conn.inflight == 0 {
-                let timer = Timer::Idle {
-                    upstream: link.upstream,
-                    conn: link.conn,
-                };
-                timers.set(timer, now + idle);
-            }
+        let conns = self.conns.get_mut(link.upstream as usize)?;
+        let index = conns.iter().position(|c| c.id == link.conn)?;
+        let conn = &mut conns[index];
+        conn.inflight = conn.inflight.saturating_sub(1);
+        if conn.inflight > 0 {
+            return None;
         }
+        if conn.retired {
+            conns.remove(index);
+            return Some(link);
+        }
+        let timer = Timer::Idle {
+            upstream: link.upstream,
+            conn: link.conn,
+        };
+        timers.set(timer, now + idle);
+        None
+    }
+
+    /// An exchange on `link` timed out: the connection takes no new query and closes once
+    /// the queries it carries are done (see the module). Returns the link for the driver to
+    /// close if it carries none.
+    pub(crate) fn retire(&mut self, link: Link, timers: &mut TimerTable) -> Option<Link> {
+        let conns = self.conns.get_mut(link.upstream as usize)?;
+        let index = conns.iter().position(|c| c.id == link.conn)?;
+        conns[index].retired = true;
+        if conns[index].inflight > 0 {
+            return None;
+        }
+        conns.remove(index);
+        timers.clear(Timer::Idle {
+            upstream: link.upstream,
+            conn: link.conn,
+        });
+        Some(link)
     }
 
     /// The connection behind `link` is gone.
@@ -213,5 +253,28 @@ mod tests {
         assert_eq!(timers.len(), 0);
         let (next, reused) = pool.acquire(0, &mut timers);
         assert!(!reused && next.conn > f.conn, "IDs keep counting");
+    }
+
+    #[test]
+    fn a_retired_connection_takes_no_query_and_closes_when_done() {
+        let now = Instant::now();
+        let mut timers = TimerTable::default();
+        let mut pool = TcpPool::new(vec![Duration::from_secs(10)], 2, 1);
+        let (a, _) = pool.acquire(0, &mut timers);
+        let (b, _) = pool.acquire(0, &mut timers);
+        assert_eq!(a, b, "two queries on the one connection");
+        // The first query's attempt timed out on it.
+        assert_eq!(pool.retire(a, &mut timers), None, "still carries two");
+        let (c, reused) = pool.acquire(0, &mut timers);
+        assert!(!reused && c != a, "a new one, although at the cap of 1");
+        assert_eq!(pool.release(now, a, &mut timers), None, "one left on it");
+        assert_eq!(pool.release(now, a, &mut timers), Some(a), "done: close it");
+        assert_eq!(pool.open(0), 1);
+        assert_eq!(pool.release(now, a, &mut timers), None, "gone already");
+        // An idle one retired closes at once, its idle timer cleared.
+        assert_eq!(pool.release(now, c, &mut timers), None);
+        assert_eq!(timers.len(), 1);
+        assert_eq!(pool.retire(c, &mut timers), Some(c));
+        assert_eq!((pool.open(0), timers.len()), (0, 0));
     }
 }
