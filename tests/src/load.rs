@@ -329,6 +329,8 @@ struct Asked {
     sent: Instant,
     /// The right address (a hit), or `None` (a miss: NXDOMAIN is right).
     right: Option<Ipv4Addr>,
+    /// The name asked for (the answer's question must be it).
+    name: String,
 }
 
 impl Client {
@@ -373,6 +375,7 @@ impl Client {
                     id,
                     sent: Instant::now(),
                     right,
+                    name,
                 });
                 if let Some(interval) = interval {
                     next_send += interval;
@@ -394,7 +397,7 @@ impl Client {
                 && let Some(at) = asked.iter().position(|a| a.id == reply.id())
             {
                 let query = asked.swap_remove(at);
-                let outcome = judge(&reply, query.right);
+                let outcome = judge(&reply, &query);
                 events.push(self.count(&query, query.sent.elapsed(), outcome));
                 if interval.is_none() {
                     next_send = Instant::now() + self.mix.pace;
@@ -440,9 +443,13 @@ impl Client {
     }
 }
 
-/// How an answer to a query for `right` (a hit's address, or a miss) is counted.
-fn judge(reply: &Message, right: Option<Ipv4Addr>) -> Outcome {
-    match (right, reply.response_code()) {
+/// How an answer to `query` is counted: one for another question is wrong, whatever it says.
+fn judge(reply: &Message, query: &Asked) -> Outcome {
+    let question = reply.queries().first().map(|q| q.name().to_ascii());
+    if !question.is_some_and(|name| name.eq_ignore_ascii_case(&query.name)) {
+        return Outcome::Wrong;
+    }
+    match (query.right, reply.response_code()) {
         (Some(a), ResponseCode::NoError) => {
             let has = reply
                 .answers()

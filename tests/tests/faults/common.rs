@@ -9,6 +9,8 @@ use shardns_e2e::load::{Kind, Load, Mix, Outcome, Record};
 use shardns_e2e::process::rss_kib;
 use shardns_e2e::{Shardns, build_query, new_id, wait_for};
 
+/// The query deadline of the default configuration: a SERVFAIL comes by then.
+pub const QUERY_DEADLINE: Duration = Duration::from_secs(5);
 /// How long the load runs before a fault, for a steady state (and the RSS taken then).
 pub const STEADY: Duration = Duration::from_millis(1000);
 /// How long the load runs on after the recovery.
@@ -210,4 +212,74 @@ pub fn run(
     };
     run.print();
     run
+}
+
+/// What the clients must see during a fault.
+#[derive(Debug, Clone, Copy)]
+pub struct Expect {
+    /// Misses sent during the fault got SERVFAIL (at least one).
+    pub servfail: bool,
+    /// Misses sent during the fault may have been answered right (the upstream answered
+    /// some, late or on a retry).
+    pub some_right: bool,
+}
+
+/// The upstream cannot answer: every miss during the fault gets SERVFAIL.
+pub const UNANSWERABLE: Expect = Expect {
+    servfail: true,
+    some_right: false,
+};
+
+/// Hits unaffected; misses as `expect` says, each SERVFAIL by the query deadline.
+pub fn check_during(run: &Run, expect: Expect, shardns: &Shardns) {
+    let hits = run.during(Kind::Hit, Duration::ZERO);
+    assert_eq!(
+        hits.answered, hits.sent,
+        "{}: cached names during the fault: {hits:?}",
+        run.name
+    );
+    // Misses sent once the fault was in place (a query under way at its start may still have
+    // been answered).
+    let settled = run.from + Duration::from_millis(200);
+    let misses = run
+        .record
+        .seen_where(|e| e.kind == Kind::Miss && e.sent >= settled && e.sent < run.to);
+    assert!(misses.sent > 0, "{}: no miss during the fault", run.name);
+    if expect.servfail {
+        assert!(
+            misses.servfail > 0,
+            "{}: misses during: {misses:?}",
+            run.name
+        );
+    }
+    if !expect.some_right {
+        // Those answered before the upstream healed.
+        let answered = run
+            .record
+            .seen_where(|e| e.kind == Kind::Miss && e.sent >= settled && e.done() < run.to);
+        assert_eq!(
+            answered.answered, 0,
+            "{}: answered while the upstream could not: {answered:?}",
+            run.name
+        );
+    }
+    let slowest_servfail = run
+        .record
+        .events
+        .iter()
+        .filter(|e| e.outcome == Outcome::ServFail)
+        .map(|e| e.took)
+        .max()
+        .unwrap_or_default();
+    assert!(
+        slowest_servfail <= QUERY_DEADLINE + Duration::from_millis(500),
+        "{}: a SERVFAIL took {slowest_servfail:?}\n{}",
+        run.name,
+        shardns.log_text()
+    );
+    eprintln!(
+        "fault={}: misses during the fault: {misses:?}; slowest SERVFAIL {} ms",
+        run.name,
+        slowest_servfail.as_millis()
+    );
 }

@@ -10,4 +10,5 @@
 #![forbid(unsafe_code)]
 
 mod common;
+mod unbound;
 mod upstream;

@@ -6,16 +6,13 @@
 
 use std::time::Duration;
 
-use shardns_e2e::load::{Kind, Outcome};
 use shardns_e2e::upstream::zone;
 use shardns_e2e::{Garbage, Shardns, TestUpstream, TruncateTcp, wait_for};
 
-use crate::common::{self, Run};
+use crate::common::{self, Expect, Run, UNANSWERABLE, check_during};
 
 /// How long each fault lasts: twice the attempt timeout.
 const HOLD: Duration = Duration::from_secs(4);
-/// The query deadline of the default configuration: a SERVFAIL comes by then.
-const QUERY_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The Corefile: one block forwarding everything to `upstream` with the `forward` block's
 /// `options` (lines), and `cache`.
@@ -30,22 +27,6 @@ fn corefile(upstream: &TestUpstream, options: &[&str], cache: &str) -> String {
 fn hits() -> Vec<(String, std::net::Ipv4Addr)> {
     (0..16).map(|n| (zone::host(n), zone::host_a(n))).collect()
 }
-
-/// What the clients must see during a fault.
-#[derive(Debug, Clone, Copy)]
-struct Expect {
-    /// Misses sent during the fault got SERVFAIL (at least one).
-    servfail: bool,
-    /// Misses sent during the fault may have been answered right (the upstream answered
-    /// some, late or on a retry).
-    some_right: bool,
-}
-
-/// The upstream cannot answer: every miss during the fault gets SERVFAIL.
-const UNANSWERABLE: Expect = Expect {
-    servfail: true,
-    some_right: false,
-};
 
 /// Starts a [`TestUpstream`] and shardns (2 shards) over it, runs the load through
 /// `inject` … `heal`, and checks the common goals and `expect`.
@@ -84,60 +65,6 @@ fn fault_with(
     run.assert_common(&shardns);
     check_during(&run, expect, &shardns);
     (run, upstream, shardns)
-}
-
-/// Hits unaffected; misses as `expect` says, each SERVFAIL by the query deadline.
-fn check_during(run: &Run, expect: Expect, shardns: &Shardns) {
-    let hits = run.during(Kind::Hit, Duration::ZERO);
-    assert_eq!(
-        hits.answered, hits.sent,
-        "{}: cached names during the fault: {hits:?}",
-        run.name
-    );
-    // Misses sent once the fault was in place (a query under way at its start may still have
-    // been answered).
-    let settled = run.from + Duration::from_millis(200);
-    let misses = run
-        .record
-        .seen_where(|e| e.kind == Kind::Miss && e.sent >= settled && e.sent < run.to);
-    assert!(misses.sent > 0, "{}: no miss during the fault", run.name);
-    if expect.servfail {
-        assert!(
-            misses.servfail > 0,
-            "{}: misses during: {misses:?}",
-            run.name
-        );
-    }
-    if !expect.some_right {
-        // Those answered before the upstream healed.
-        let answered = run
-            .record
-            .seen_where(|e| e.kind == Kind::Miss && e.sent >= settled && e.done() < run.to);
-        assert_eq!(
-            answered.answered, 0,
-            "{}: answered while the upstream could not: {answered:?}",
-            run.name
-        );
-    }
-    let slowest_servfail = run
-        .record
-        .events
-        .iter()
-        .filter(|e| e.outcome == Outcome::ServFail)
-        .map(|e| e.took)
-        .max()
-        .unwrap_or_default();
-    assert!(
-        slowest_servfail <= QUERY_DEADLINE + Duration::from_millis(500),
-        "{}: a SERVFAIL took {slowest_servfail:?}\n{}",
-        run.name,
-        shardns.log_text()
-    );
-    eprintln!(
-        "fault={}: misses during the fault: {misses:?}; slowest SERVFAIL {} ms",
-        run.name,
-        slowest_servfail.as_millis()
-    );
 }
 
 fn stop_listening(upstream: &TestUpstream) {
