@@ -136,15 +136,47 @@ pub(crate) struct ClientConn<T> {
     pub out: OutBuf,
     /// Queries answered `Pending` whose reply has not been queued yet.
     pub pending: usize,
-    /// Last time bytes moved in either direction (or the connection opened).
+    /// Last time a whole query came in, a reply was queued or reply bytes were written (or
+    /// the connection opened). Bytes of a query not yet complete do not count: a client
+    /// sending a byte now and then is closed at the idle timeout like a silent one.
     pub last_active: Instant,
+    /// Since when its replies have waited with no byte of them written: set by a write that
+    /// leaves bytes behind, moved on by each write that makes progress, cleared when all is
+    /// written. A client that stops reading is closed `idle` after it.
+    pub write_stalled: Option<Instant>,
     /// The peer closed its sending side: read nothing more, close once everything is written.
     pub read_closed: bool,
     /// Whether the driver currently asks for writability (driver bookkeeping).
     pub want_write: bool,
+    /// Whether the driver currently leaves the connection's queries unread because too many
+    /// replies wait ([`READ_PAUSE`]; driver bookkeeping).
+    pub read_paused: bool,
 }
 
+/// Unwritten reply bytes beyond which a connection's queries are left unread until the client
+/// reads (its sends then block in the kernel): a client that never reads costs a bounded
+/// buffer, not one that grows with what it sends.
+pub(crate) const READ_PAUSE: usize = 64 * 1024;
+
 impl<T> ClientConn<T> {
+    /// Whether its queries are to be read now: not at the end of its stream, and not too
+    /// many replies waiting.
+    pub(crate) fn wants_read(&self) -> bool {
+        !self.read_closed && self.out.len() < READ_PAUSE
+    }
+
+    /// After a write of its replies left `before` bytes to go: notes progress or a stall.
+    pub(crate) fn wrote(&mut self, now: Instant, before: usize) {
+        if self.out.is_empty() {
+            self.write_stalled = None;
+        } else if self.out.len() < before || self.write_stalled.is_none() {
+            self.write_stalled = Some(now);
+        }
+        if self.out.len() < before {
+            self.last_active = now;
+        }
+    }
+
     /// Nothing is owed to the client: no reply pending upstream and nothing left to write.
     pub(crate) fn is_quiet(&self) -> bool {
         self.pending == 0 && self.out.is_empty()
@@ -175,7 +207,9 @@ pub(crate) enum Admission {
 /// [`Client::conn`] the handler sees).
 ///
 /// Idle policy: a connection with nothing owed (no pending reply, nothing unwritten) is
-/// closed after `idle` without traffic; one that still owes replies gets `idle + grace`
+/// closed after `idle` without a whole query or a reply (see [`ClientConn::last_active`]),
+/// and so is one whose replies have waited `idle` for the client to read a byte of them
+/// ([`ClientConn::write_stalled`]); one that still owes replies gets `idle + grace`
 /// (the grace covers the engine's query timeout, after which it always replies).
 ///
 /// Cap policy: at `max` connections, a new connection evicts the longest-idle quiet
@@ -233,8 +267,10 @@ impl<T> ClientTable<T> {
             out: OutBuf::default(),
             pending: 0,
             last_active: now,
+            write_stalled: None,
             read_closed: false,
             want_write: false,
+            read_paused: false,
         };
         self.conns.insert(token, conn);
         token
@@ -252,6 +288,12 @@ impl<T> ClientTable<T> {
 
     /// Whether a connection is due to be closed at `now` under the idle policy.
     pub(crate) fn is_expired(&self, conn: &ClientConn<T>, now: Instant) -> bool {
+        if conn
+            .write_stalled
+            .is_some_and(|since| now.saturating_duration_since(since) >= self.idle)
+        {
+            return true;
+        }
         let idle_for = now.saturating_duration_since(conn.last_active);
         if conn.is_quiet() {
             idle_for >= self.idle
@@ -374,5 +416,48 @@ mod tests {
         assert_eq!(out, vec![a]);
         assert!(t.remove(a).is_some());
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_is_closed_at_the_idle_timeout() {
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        let peer: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let mut t: ClientTable<()> =
+            ClientTable::new(8, Duration::from_secs(10), Duration::from_secs(5));
+        let a = t.insert(t0, (), 0, peer);
+        let c = t.get_mut(a).expect("a");
+        // A write that leaves bytes behind starts the stall; queries keep coming (activity).
+        c.out.push_frame(&[0u8; 100]);
+        c.wrote(t0, c.out.len());
+        assert_eq!(c.write_stalled, Some(t0));
+        c.last_active = t0 + 9 * second;
+        c.wrote(t0 + 9 * second, c.out.len());
+        assert_eq!(c.write_stalled, Some(t0), "no progress: the stall goes on");
+        let mut out = Vec::new();
+        t.expired(t0 + 10 * second, &mut out);
+        assert_eq!(
+            out,
+            vec![a],
+            "stalled for the idle time, however busy reading"
+        );
+        // Progress moves the stall on; everything written ends it.
+        let c = t.get_mut(a).expect("a");
+        let before = c.out.len();
+        c.out.consume(10);
+        c.wrote(t0 + 10 * second, before);
+        assert_eq!(c.write_stalled, Some(t0 + 10 * second));
+        assert!(c.wants_read());
+        c.out.push_frame(&vec![0u8; 40000]);
+        c.out.push_frame(&vec![0u8; 40000]);
+        assert!(
+            !c.wants_read(),
+            "too many replies waiting: its queries wait"
+        );
+        let before = c.out.len();
+        c.out.consume(before);
+        c.wrote(t0 + 11 * second, before);
+        assert_eq!(c.write_stalled, None);
+        assert!(c.wants_read());
     }
 }

@@ -43,10 +43,19 @@ pub fn run_with_deadline(cmd: &mut Command, timeout: Duration, what: &str) -> Re
 /// The resident set size of process `pid` in KiB (`VmRSS` in `/proc/PID/status`); `None` if
 /// the process is gone.
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// The peak resident set size of process `pid` in KiB (`VmHWM`); `None` if it is gone.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .find_map(|line| line.strip_prefix(field))?
         .trim()
         .strip_suffix("kB")?
         .trim()

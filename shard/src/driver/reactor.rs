@@ -17,7 +17,7 @@ use super::peers::PeerLinks;
 use super::sys::{Epoll, connect_nonblocking};
 use crate::config::Limits;
 use crate::handler::{Client, Handler, Link, LinkError, MAX_MESSAGE, Outcome, Protocol, Transmit};
-use crate::tcp::{Admission, ClientTable, FrameDecoder, OutBuf};
+use crate::tcp::{Admission, ClientTable, FrameDecoder, OutBuf, READ_PAUSE};
 
 /// Token kind (high 32 bits of an epoll token): a UDP listener of the epoll driver.
 pub(crate) const KIND_UDP_LISTENER: u64 = 1;
@@ -414,18 +414,23 @@ impl<M> Reactor<M> {
             return;
         };
         let mut close = false;
-        if ev & (READABLE | BROKEN) != 0 && !conn.read_closed {
+        if ev & (READABLE | BROKEN) != 0 && conn.wants_read() {
             for _ in 0..READ_BUDGET {
+                if conn.out.len() >= READ_PAUSE {
+                    break; // the rest waits until the client reads (see `flush_client`)
+                }
                 match (&conn.io).read(&mut self.scratch) {
                     Ok(0) => {
                         conn.read_closed = true;
                         break;
                     }
                     Ok(n) => {
-                        conn.last_active = now;
+                        // Only a whole query is activity: a client that sends a byte now
+                        // and then (slowloris) is closed at the idle timeout all the same.
                         conn.decoder.push(&self.scratch[..n]);
                         let client = conn.client;
                         while let Some(msg) = conn.decoder.next_message() {
+                            conn.last_active = now;
                             match handler.handle_query(now, client, msg, &mut self.out) {
                                 Outcome::Reply(len) => {
                                     let len = len.min(self.out.len());
@@ -686,17 +691,18 @@ fn flush_client(
         debug!("client {t} write: {e}");
         return true;
     }
-    if conn.out.len() < before {
-        conn.last_active = now;
-    }
+    conn.wrote(now, before);
     if conn.out.len() > MAX_CLIENT_BACKLOG {
         debug!("client {t} not reading its replies; closing");
         return true;
     }
+    // Reading stops while too many replies wait (`READ_PAUSE`), and resumes once written.
     let want = !conn.out.is_empty();
-    if want != conn.want_write {
+    let paused = !conn.read_closed && !conn.wants_read();
+    if want != conn.want_write || paused != conn.read_paused {
         conn.want_write = want;
-        let mut ev = if conn.read_closed { 0 } else { READABLE };
+        conn.read_paused = paused;
+        let mut ev = if conn.wants_read() { READABLE } else { 0 };
         if want {
             ev |= WRITABLE;
         }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
 use shardns_e2e::load::{Kind, Load, Mix, Outcome, Record};
-use shardns_e2e::process::rss_kib;
+use shardns_e2e::process::{peak_rss_kib, rss_kib};
 use shardns_e2e::{Shardns, build_query, new_id, wait_for};
 
 /// The query deadline of the default configuration: a SERVFAIL comes by then.
@@ -77,6 +77,8 @@ pub struct Run {
     pub recovery: Option<Duration>,
     pub rss_before: u64,
     pub rss_after: u64,
+    /// The process's peak RSS by the end (`VmHWM`).
+    pub rss_peak: u64,
 }
 
 impl Run {
@@ -88,7 +90,7 @@ impl Run {
             .map_or_else(|| "none".to_string(), |d| format!("{} ms", d.as_millis()));
         eprintln!(
             "fault={} load={:.0} q/s sent={} answered={} servfail={} wrong={} lost={} \
-             recovery={} rss_before={} KiB rss_after={} KiB",
+             recovery={} rss_before={} KiB rss_after={} KiB rss_peak={} KiB",
             self.name,
             self.record.rate(),
             seen.sent,
@@ -99,6 +101,7 @@ impl Run {
             recovery,
             self.rss_before,
             self.rss_after,
+            self.rss_peak,
         );
     }
 
@@ -160,6 +163,7 @@ impl Run {
             );
         }
         assert_rss(self.name, self.rss_before, self.rss_after);
+        assert_rss(self.name, self.rss_before, self.rss_peak);
     }
 }
 
@@ -186,6 +190,19 @@ pub fn run(
     hold: Duration,
     heal: impl FnOnce(),
 ) -> Run {
+    run_until(name, shardns, mix, inject, hold, || false, heal)
+}
+
+/// [`run`], the fault held until `over` says so (asked every 100 ms) or for `hold` at most.
+pub fn run_until(
+    name: &'static str,
+    shardns: &mut Shardns,
+    mix: Mix,
+    inject: impl FnOnce(),
+    hold: Duration,
+    over: impl Fn() -> bool,
+    heal: impl FnOnce(),
+) -> Run {
     let server = shardns.udp_addr();
     warm(server, &mix);
     let load = Load::with(server, mix);
@@ -193,7 +210,7 @@ pub fn run(
     let rss_before = rss_kib(shardns.pid()).unwrap_or(0);
     let from = Instant::now();
     inject();
-    std::thread::sleep(hold);
+    let _ = wait_for(hold, || over().then_some(()));
     heal();
     let to = Instant::now();
     let _ = wait_for(RECOVERY_LIMIT, || load.right_miss_since(to).then_some(()));
@@ -201,6 +218,7 @@ pub fn run(
     let record = load.finish();
     shardns.assert_alive();
     let rss_after = rss_kib(shardns.pid()).unwrap_or(0);
+    let rss_peak = peak_rss_kib(shardns.pid()).unwrap_or(0);
     let run = Run {
         name,
         recovery: record.recovery(to),
@@ -209,6 +227,7 @@ pub fn run(
         to,
         rss_before,
         rss_after,
+        rss_peak,
     };
     run.print();
     run

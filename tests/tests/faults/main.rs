@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+mod clients;
 mod common;
 mod unbound;
 mod upstream;
