@@ -177,7 +177,7 @@ impl Attackers {
                 && attackers.iter().any(|a| a.closed.is_none())
             {
                 for attacker in &mut attackers {
-                    if attacker.attack != Attack::Slowloris || turn % 4 == 0 {
+                    if attacker.attack != Attack::Slowloris || turn.is_multiple_of(4) {
                         attacker.turn();
                     } else if attacker.closed.is_none() {
                         // Between its bytes a slowloris still notices a close.
