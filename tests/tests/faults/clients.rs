@@ -288,7 +288,7 @@ fn clients_half_open_and_slowloris_on_dns_tcp() {
     );
     let run = common::run_until(
         NAME,
-        &mut shardns,
+        &shardns,
         mix,
         || {
             *attackers.lock().unwrap() =
@@ -308,7 +308,7 @@ fn clients_half_open_and_slowloris_on_dns_tcp() {
     let attackers = attackers.into_inner().unwrap().unwrap().stop();
     let (asked, failed) = tcp_client.into_inner().unwrap().unwrap().stop();
     eprintln!("fault={NAME}: TCP client during the attack: {asked} asked, {failed:?} failed");
-    run.assert_common(&shardns);
+    run.assert_common(&mut shardns);
     assert!(asked > 20, "{asked}");
     assert!(failed.is_empty(), "{NAME}: TCP queries failed: {failed:?}");
     let hits = run.during(shardns_e2e::load::Kind::Hit, Duration::ZERO);
@@ -413,7 +413,7 @@ fn clients_half_open_and_slowloris_on_http_endpoints() {
     );
     let run = common::run_until(
         NAME,
-        &mut shardns,
+        &shardns,
         mix,
         || {
             for (addr, path) in endpoints {
@@ -437,7 +437,7 @@ fn clients_half_open_and_slowloris_on_http_endpoints() {
         .collect();
     let (asked, failed) = scrapes.into_inner().unwrap().unwrap().stop();
     eprintln!("fault={NAME}: requests during the attack: {asked} asked, {failed:?} failed");
-    run.assert_common(&shardns);
+    run.assert_common(&mut shardns);
     assert!(asked > 30, "{asked}");
     assert!(failed.is_empty(), "{NAME}: requests failed: {failed:?}");
     for attack in [Attack::Silent, Attack::Half, Attack::Slowloris] {

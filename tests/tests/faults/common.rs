@@ -112,10 +112,11 @@ impl Run {
             .seen_where(|e| e.kind == kind && e.sent >= from && e.sent < to)
     }
 
-    /// Asserts the common goals: nothing lost, no wrong answer, everything right before the
+    /// Asserts the common goals: the process still running, nothing lost, no wrong answer, everything right before the
     /// fault and from one second after the recovery on, a recovery within
     /// [`RECOVERY_LIMIT`], and the RSS bound.
-    pub fn assert_common(&self, shardns: &Shardns) {
+    pub fn assert_common(&self, shardns: &mut Shardns) {
+        shardns.assert_alive();
         let seen = self.record.seen();
         let log = || shardns.log_text();
         assert!(seen.sent > 200, "{}: the load ran: {seen:?}", self.name);
@@ -181,10 +182,10 @@ pub fn assert_rss(name: &str, before: u64, after: u64) {
 
 /// Runs `mix` against `shardns` (warmed first): [`STEADY`], then `inject`, `hold`, `heal`,
 /// then until a miss sent after the heal is answered right (≤ [`RECOVERY_LIMIT`]), then
-/// [`AFTER`]. Asserts the process is still running; prints the figures.
+/// [`AFTER`]. Prints the figures.
 pub fn run(
     name: &'static str,
-    shardns: &mut Shardns,
+    shardns: &Shardns,
     mix: Mix,
     inject: impl FnOnce(),
     hold: Duration,
@@ -196,7 +197,7 @@ pub fn run(
 /// [`run`], the fault held until `over` says so (asked every 100 ms) or for `hold` at most.
 pub fn run_until(
     name: &'static str,
-    shardns: &mut Shardns,
+    shardns: &Shardns,
     mix: Mix,
     inject: impl FnOnce(),
     hold: Duration,
@@ -216,7 +217,6 @@ pub fn run_until(
     let _ = wait_for(RECOVERY_LIMIT, || load.right_miss_since(to).then_some(()));
     std::thread::sleep(AFTER);
     let record = load.finish();
-    shardns.assert_alive();
     let rss_after = rss_kib(shardns.pid()).unwrap_or(0);
     let rss_peak = peak_rss_kib(shardns.pid()).unwrap_or(0);
     let run = Run {

@@ -11,5 +11,6 @@
 
 mod clients;
 mod common;
+mod config;
 mod unbound;
 mod upstream;

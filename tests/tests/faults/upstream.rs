@@ -56,13 +56,13 @@ fn fault_with(
     let mix = common::mix(hits(), zone::ZONE);
     let run = common::run(
         name,
-        &mut shardns,
+        &shardns,
         mix,
         || inject(&upstream),
         HOLD,
         || heal(&upstream),
     );
-    run.assert_common(&shardns);
+    run.assert_common(&mut shardns);
     check_during(&run, expect, &shardns);
     (run, upstream, shardns)
 }
