@@ -2,8 +2,10 @@
 //! due, writes each new Corefile to `-conf` ([`write_atomically`]) and tells the caller what
 //! happened ([`WatchEvent`]): a Corefile written is the caller's reload trigger (the same path
 //! as SIGUSR1), a failure is to be counted under its
-//! [`setup_error_type`](WatchEvent::setup_error_type). It checks its stop flag at least every
-//! [`STOP_CHECK_INTERVAL`].
+//! [`setup_error_type`](WatchEvent::setup_error_type). A Corefile that could not be written
+//! (a full disk, say) is written again at every poll until it is, or until a newer one takes
+//! its place; meanwhile the caller may serve it from memory ([`WatchEvent::WriteFailed`]
+//! carries it). It checks its stop flag at least every [`STOP_CHECK_INTERVAL`].
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -31,8 +33,13 @@ pub enum WatchEvent {
     },
     /// A poll went wrong (the Corefile, if any, is unchanged).
     Failed(SyncError),
-    /// A new Corefile could not be written.
-    WriteFailed(WriteError),
+    /// A new Corefile could not be written; it is tried again at the next poll.
+    WriteFailed {
+        /// Why.
+        error: WriteError,
+        /// The Corefile that `-conf` does not hold.
+        corefile: String,
+    },
 }
 
 impl WatchEvent {
@@ -42,28 +49,32 @@ impl WatchEvent {
         match self {
             WatchEvent::Written { .. } => None,
             WatchEvent::Failed(error) => error.setup_error_type(),
-            WatchEvent::WriteFailed(error) => Some(error.setup_error_type()),
+            WatchEvent::WriteFailed { error, .. } => Some(error.setup_error_type()),
         }
     }
 }
 
 /// Starts the thread `corefile-watch`, which polls `sync` and writes new Corefiles to `conf`
-/// until `stop` is set, calling `on_event` with what it did.
+/// until `stop` is set, calling `on_event` with what it did. `unwritten` is a Corefile that
+/// `conf` should hold and does not (the start-up one could not be written): written at the
+/// first poll.
 pub fn spawn_watch(
     sync: CorefileSync,
     conf: PathBuf,
+    unwritten: Option<String>,
     stop: Arc<AtomicBool>,
     on_event: impl FnMut(WatchEvent) + Send + 'static,
 ) -> io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name("corefile-watch".to_owned())
-        .spawn(move || run(sync, &conf, &stop, &FileSystem, on_event))
+        .spawn(move || run(sync, &conf, unwritten, &stop, &FileSystem, on_event))
 }
 
 /// The thread's loop over `source`.
 fn run(
     mut sync: CorefileSync,
     conf: &Path,
+    mut unwritten: Option<String>,
     stop: &AtomicBool,
     source: &impl FileSource,
     mut on_event: impl FnMut(WatchEvent),
@@ -77,7 +88,14 @@ fn run(
                 on_event(WatchEvent::Failed(error));
             }
             if let Some(corefile) = outcome.corefile {
-                on_event(write(&sync, conf, &corefile));
+                unwritten = Some(corefile);
+            }
+            if let Some(corefile) = unwritten.take() {
+                let event = write(&sync, conf, corefile);
+                if let WatchEvent::WriteFailed { corefile, .. } = &event {
+                    unwritten = Some(corefile.clone());
+                }
+                on_event(event);
             }
         }
         let until_due = sync.next_poll().saturating_duration_since(Instant::now());
@@ -86,8 +104,8 @@ fn run(
 }
 
 /// Writes `corefile` to `conf`, logging it as node-cache does.
-fn write(sync: &CorefileSync, conf: &Path, corefile: &str) -> WatchEvent {
-    match write_atomically(conf, corefile) {
+fn write(sync: &CorefileSync, conf: &Path, corefile: String) -> WatchEvent {
+    match write_atomically(conf, &corefile) {
         Ok(()) => {
             let kube_dns = sync.generator().kube_dns();
             tracing::info!(
@@ -102,8 +120,8 @@ fn write(sync: &CorefileSync, conf: &Path, corefile: &str) -> WatchEvent {
             }
         }
         Err(error) => {
-            tracing::warn!(%error, "Corefile not updated");
-            WatchEvent::WriteFailed(error)
+            tracing::warn!(%error, "Corefile not updated; trying again at the next poll");
+            WatchEvent::WriteFailed { error, corefile }
         }
     }
 }
@@ -152,7 +170,7 @@ mod tests {
 
         let stop = Arc::new(AtomicBool::new(false));
         let (events, received) = mpsc::channel();
-        let handle = spawn_watch(sync, conf.clone(), Arc::clone(&stop), move |event| {
+        let handle = spawn_watch(sync, conf.clone(), None, Arc::clone(&stop), move |event| {
             let _ = events.send(event);
         })
         .unwrap();
@@ -190,8 +208,27 @@ mod tests {
         fs::write(conf.join("occupied"), "").unwrap();
         replace(&kube_dns.join("stubDomains"), "{}").unwrap();
         let event = received.recv_timeout(WAIT).unwrap();
-        assert!(matches!(event, WatchEvent::WriteFailed(_)), "{event:?}");
         assert_eq!(event.setup_error_type(), Some(SetupErrorType::Configmap));
+        let WatchEvent::WriteFailed { corefile, .. } = event else {
+            panic!("{event:?}");
+        };
+        assert!(!corefile.contains("acme.local"), "{corefile}");
+        // Tried again at the next poll, and once it can be written, written.
+        let event = received.recv_timeout(WAIT).unwrap();
+        assert!(
+            matches!(&event, WatchEvent::WriteFailed { corefile: again, .. } if *again == corefile),
+            "{event:?}"
+        );
+        fs::remove_dir_all(&conf).unwrap();
+        let event = loop {
+            let event = received.recv_timeout(WAIT).unwrap();
+            if !matches!(event, WatchEvent::WriteFailed { .. }) {
+                break event;
+            }
+        };
+        assert!(matches!(&event, WatchEvent::Written { .. }), "{event:?}");
+        assert_eq!(fs::read_to_string(&conf).unwrap(), corefile);
+        thread::sleep(Duration::from_millis(100));
 
         stop.store(true, Ordering::Relaxed);
         handle.join().unwrap();

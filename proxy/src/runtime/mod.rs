@@ -6,12 +6,14 @@
 //! - [`shards`]: the counters, spawning and pinning the shard threads, and joining them.
 //! - [`signals`]: every signal handler (SIGTERM, SIGINT, SIGUSR1).
 //! - [`reload`]: the reload thread (SIGUSR1 and the `reload` directive).
+//! - [`pidfile`]: the pidfile, written whole or not at all.
 
 pub(crate) mod endpoints;
 pub(crate) mod handoff;
 pub(crate) mod lifecycle;
 pub(crate) mod loop_check;
 pub(crate) mod node_local;
+pub(crate) mod pidfile;
 pub(crate) mod readiness;
 pub(crate) mod reload;
 pub(crate) mod shards;

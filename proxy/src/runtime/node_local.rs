@@ -3,6 +3,12 @@
 //!
 //! - Before the Corefile is loaded ([`NodeLocal::generate`]): node-cache's template filled
 //!   from the environment, the kube-dns ConfigMap and resolv.conf, and written to `-conf`.
+//!   A Corefile that cannot be written there (a full or read-only disk) is served from memory
+//!   all the same: the error is logged naming the file and counted (`configmap`), reloads
+//!   build the text in memory rather than what the file holds
+//!   ([`NodeLocal::unwritten_corefile`]), and the write is tried again at every poll of the
+//!   `corefile-watch` thread until it succeeds. (node-cache stops when it cannot write its
+//!   Corefile at start-up, and keeps serving the old one when it cannot write a new one.)
 //! - Before binding ([`NodeLocal::prepare`]): the interface holding the local IPs.
 //! - Once serving ([`NodeLocal::install`]): the NOTRACK rules; then two threads: `node-sync`
 //!   re-checks the interface and the rules every `-syncinterval`, `corefile-watch` polls the
@@ -41,6 +47,9 @@ pub(crate) struct NodeLocal {
     setup: Arc<Mutex<NodeSetup>>,
     rules_in_place: Arc<AtomicBool>,
     errors: Arc<SetupErrors>,
+    /// The generated Corefile while `conf` does not hold it (it could not be written): what
+    /// runs, and what a reload builds.
+    unwritten: Arc<Mutex<Option<String>>>,
     sync_interval: Duration,
     skip_teardown: bool,
     /// Another process took over: nothing is torn down.
@@ -103,13 +112,23 @@ impl NodeLocal {
             }
         }
         let path = args.conf.clone().unwrap_or_else(|| flags.corefile.clone());
+        let mut unwritten = None;
         if write {
-            shardns_node::write_atomically(&path, &corefile)?;
-            tracing::info!(
-                "Corefile written to {} from {}",
-                path.display(),
-                flags.base_corefile.display()
-            );
+            match shardns_node::write_atomically(&path, &corefile) {
+                Ok(()) => tracing::info!(
+                    "Corefile written to {} from {}",
+                    path.display(),
+                    flags.base_corefile.display()
+                ),
+                Err(error) => {
+                    tracing::error!(
+                        "{error}; serving it from memory, and writing it again every {} s",
+                        POLL_PERIOD.as_secs()
+                    );
+                    errors.record(error.setup_error_type());
+                    unwritten = Some(corefile.clone());
+                }
+            }
         }
         let plan = NodePlan {
             local_ips,
@@ -136,6 +155,7 @@ impl NodeLocal {
                 Arc::new(AtomicBool::new(true))
             },
             errors,
+            unwritten: Arc::new(Mutex::new(unwritten)),
             sync_interval: flags.sync_interval,
             skip_teardown: flags.skip_teardown,
             handed_off: false,
@@ -153,6 +173,20 @@ impl NodeLocal {
     /// The setup error counters, for the metrics page.
     pub(crate) fn errors(&self) -> Arc<SetupErrors> {
         Arc::clone(&self.errors)
+    }
+
+    /// The generated Corefile while `-conf` does not hold it (it could not be written), for
+    /// reloads to build instead of the file.
+    pub(crate) fn unwritten_corefile(&self) -> Arc<Mutex<Option<String>>> {
+        Arc::clone(&self.unwritten)
+    }
+
+    /// Whether `-conf` does not hold the generated Corefile (it could not be written).
+    pub(crate) fn corefile_unwritten(&self) -> bool {
+        self.unwritten
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
     }
 
     /// Set while the rules are in place (always set when shardns does not manage rules).
@@ -190,16 +224,34 @@ impl NodeLocal {
         self.threads.push(keeper);
         if let Some(sync) = self.sync.take() {
             let errors = Arc::clone(&self.errors);
+            let unwritten = Arc::clone(&self.unwritten);
+            let pending = unwritten
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
             let watch = spawn_watch(
                 sync,
                 self.conf.clone(),
+                pending,
                 Arc::clone(&self.stop),
                 move |event| {
                     if let Some(error_type) = event.setup_error_type() {
                         errors.record(error_type);
                     }
-                    if let WatchEvent::Written { .. } = event {
-                        reload.store(true, Ordering::SeqCst);
+                    let mut unwritten = unwritten.lock().unwrap_or_else(PoisonError::into_inner);
+                    match event {
+                        WatchEvent::Written { .. } => {
+                            *unwritten = None;
+                            reload.store(true, Ordering::SeqCst);
+                        }
+                        // Served from memory; reloaded once, not at every try.
+                        WatchEvent::WriteFailed { corefile, .. }
+                            if unwritten.as_ref() != Some(&corefile) =>
+                        {
+                            *unwritten = Some(corefile);
+                            reload.store(true, Ordering::SeqCst);
+                        }
+                        _ => {}
                     }
                 },
             )

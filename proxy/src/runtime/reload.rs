@@ -55,6 +55,9 @@ pub(crate) struct Reloader {
     page: Option<Arc<Mutex<Exposition>>>,
     /// `/ready`'s state, told the new cluster zone's upstreams on reload.
     readiness: Option<Arc<Readiness>>,
+    /// Node-local mode: the generated Corefile while `conf` does not hold it (it could not
+    /// be written); a reload builds it instead of the file.
+    unwritten: Option<Arc<Mutex<Option<String>>>>,
 }
 
 impl Reloader {
@@ -78,7 +81,15 @@ impl Reloader {
             interval: started.reload,
             page: None,
             readiness: None,
+            unwritten: None,
         }
+    }
+
+    /// Builds `unwritten` instead of the file while it holds a Corefile (node-local mode's
+    /// Corefile that could not be written to `conf`).
+    pub(crate) fn with_unwritten(mut self, unwritten: Arc<Mutex<Option<String>>>) -> Reloader {
+        self.unwritten = Some(unwritten);
+        self
     }
 
     /// Keeps `exposition`'s labels in step with reloads, and counts failed reloads on it
@@ -116,7 +127,16 @@ impl Reloader {
     /// Reads and builds the Corefile again. `Ok(Some(config))`: it changed, and `config` is
     /// what the shards must now run; `Ok(None)`: nothing changed.
     pub(crate) fn check(&mut self) -> Result<Option<Arc<Config>>, ReloadError> {
-        let process = corefile::load(self.conf.as_deref(), &self.resolv_conf)?;
+        let unwritten = self
+            .unwritten
+            .as_ref()
+            .and_then(|text| text.lock().unwrap_or_else(PoisonError::into_inner).clone());
+        let process = match (unwritten, &self.conf) {
+            (Some(text), Some(conf)) => {
+                corefile::build_process(&conf.display().to_string(), &text)?
+            }
+            _ => corefile::load(self.conf.as_deref(), &self.resolv_conf)?,
+        };
         let mut next = process.config;
         let written: Vec<SocketAddr> = next.listeners.iter().map(|l| l.addr).collect();
         if written != self.written {
@@ -318,5 +338,39 @@ mod tests {
         let kept = next.servers[0].loop_probe.as_ref().unwrap();
         assert_eq!(kept.qname(), probe.qname(), "the probe the prober sends");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_unwritten_corefile_is_built_instead_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = ".:0 {\n bind 127.0.0.1\n cache 30\n forward . 127.0.0.1:1053\n}\n";
+        let path = write(dir.path(), good);
+        let resolv = dir.path().join("resolv.conf");
+        let started = corefile::load(Some(&path), &resolv).unwrap();
+        let unwritten = Arc::new(Mutex::new(Some(good.to_string())));
+        let mut reloader = Reloader::new(
+            Some(path.clone()),
+            resolv,
+            &started,
+            Arc::new(started.config.clone()),
+        )
+        .with_unwritten(Arc::clone(&unwritten));
+        // The file is stale (or gone): what runs is the text in memory.
+        write(
+            dir.path(),
+            ".:0 {\n bind 127.0.0.1\n forward . 127.0.0.1:2053\n}\n",
+        );
+        assert!(reloader.check().unwrap().is_none(), "unchanged");
+        std::fs::remove_file(&path).unwrap();
+        assert!(reloader.check().unwrap().is_none(), "no file, no error");
+        // A newer Corefile in memory is applied.
+        *unwritten.lock().unwrap() = Some(good.replace("1053", "3053"));
+        let next = reloader.check().unwrap().expect("changed");
+        assert_eq!(next.upstreams[0].addr, "127.0.0.1:3053".parse().unwrap());
+        // Written at last: the file again.
+        *unwritten.lock().unwrap() = None;
+        assert!(reloader.check().is_err(), "the file is gone");
+        write(dir.path(), &good.replace("1053", "3053"));
+        assert!(reloader.check().unwrap().is_none());
     }
 }

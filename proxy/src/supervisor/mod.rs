@@ -38,7 +38,7 @@ use crate::runtime::handoff::predecessor::Listening;
 use crate::runtime::lifecycle::start::{ask_for_sockets, offer};
 use crate::runtime::lifecycle::{Loaded, load};
 use crate::runtime::node_local::NodeLocal;
-use crate::runtime::{endpoints, shards, signals, sockets};
+use crate::runtime::{endpoints, pidfile, shards, signals, sockets};
 use restarts::Restarts;
 use workers::{Desk, Launcher, start_desk};
 
@@ -83,6 +83,14 @@ fn run(args: &Args) -> anyhow::Result<End> {
         }
     };
     if let Some(node) = &node {
+        // The worker reads the Corefile from -conf: it cannot run one held in memory here.
+        if node.corefile_unwritten() {
+            eprintln!(
+                "shardns: the Corefile could not be written to -conf (see the log above), and \
+                 a supervised worker reads it from there"
+            );
+            return Ok(End::Worker(EXIT_USAGE as u8));
+        }
         node.prepare();
     }
     // The sockets: those of a shardns already running, else new ones.
@@ -138,12 +146,11 @@ fn run(args: &Args) -> anyhow::Result<End> {
         )?),
         _ => None,
     };
-    let pidfile = args.node_cache.pidfile.clone();
-    if let Some(path) = &pidfile
-        && let Err(error) = std::fs::write(path, format!("{}\n", std::process::id()))
-    {
-        tracing::error!("cannot write the pidfile {}: {error}", path.display());
-    }
+    let pidfile = args
+        .node_cache
+        .pidfile
+        .clone()
+        .filter(|path| pidfile::write_or_log(path));
     let launcher = Launcher::new(&private)?;
     let mut supervisor = Supervisor {
         launcher,

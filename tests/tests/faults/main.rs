@@ -12,5 +12,6 @@
 mod clients;
 mod common;
 mod config;
+mod disk;
 mod unbound;
 mod upstream;

@@ -23,7 +23,7 @@ use crate::runtime::readiness::Readiness;
 use crate::runtime::reload::{self, Reloader};
 use crate::runtime::shards::{self, Shards};
 use crate::runtime::sockets::Bound as BoundSockets;
-use crate::runtime::{loop_check, signals, sockets};
+use crate::runtime::{loop_check, pidfile, signals, sockets};
 
 /// How long a process that refused to hand over may take to exit before this one gives up.
 const PREDECESSOR_EXIT_WAIT: Duration = Duration::from_secs(120);
@@ -199,6 +199,10 @@ impl Lifecycle<'_> {
         )
         .with_metrics(exposition)
         .with_readiness(Arc::clone(&readiness));
+        let reloader = match &node {
+            Some(node) => reloader.with_unwritten(node.unwritten_corefile()),
+            None => reloader,
+        };
         if let Some(successor) = &mut successor {
             let started = Instant::now();
             match successor.receive_cache() {
@@ -265,13 +269,9 @@ impl Lifecycle<'_> {
             .pidfile
             .as_ref()
             .filter(|_| self.args.worker_of.is_none())
+            && pidfile::write_or_log(path)
         {
-            match std::fs::write(path, format!("{}\n", std::process::id())) {
-                Ok(()) => running.pidfile = Some(path.clone()),
-                Err(error) => {
-                    tracing::error!("cannot write the pidfile {}: {error}", path.display())
-                }
-            }
+            running.pidfile = Some(path.clone());
         }
         match loop_check::start(
             &running.config,
