@@ -26,6 +26,8 @@ pub const CLIENTS: usize = 4;
 const PACE: Duration = Duration::from_millis(4);
 /// How long [`Load::start`]'s clients wait for an answer.
 const TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest a load runs, stopped or not (a test that panicked before stopping it).
+const MAX_RUN: Duration = Duration::from_secs(300);
 
 /// What the clients saw.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -351,7 +353,7 @@ impl Client {
         let mut next_send = Instant::now();
         let mut buf = [0u8; 1500];
         loop {
-            let stopping = self.stop.load(Ordering::SeqCst);
+            let stopping = self.stop.load(Ordering::SeqCst) || self.started.elapsed() >= MAX_RUN;
             if stopping && asked.is_empty() {
                 break;
             }
