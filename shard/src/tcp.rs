@@ -201,6 +201,11 @@ impl<T> ClientTable<T> {
         }
     }
 
+    /// The most connections it keeps.
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
     /// Decides whether a new connection fits (see the cap policy on [`ClientTable`]).
     pub(crate) fn admit(&self) -> Admission {
         if self.conns.len() < self.max {
