@@ -157,6 +157,8 @@ enum Fault {
 struct Window {
     fault: Fault,
     start: Instant,
+    /// When it struck: for a worker kill, when `kill` returned (the signal delivered).
+    struck: Instant,
     end: Instant,
 }
 
@@ -247,7 +249,7 @@ fn account(record: &Record, windows: &[Window], lost_per_kill: &mut [usize]) -> 
             // client's wait of it. One per client and kill at most.
             let kill = windows.iter().position(|w| {
                 w.fault == Fault::KillWorker
-                    && record.sent <= w.start
+                    && record.sent <= w.struck
                     && record.sent + CLIENT_TIMEOUT >= w.start
             });
             match kill {
@@ -305,11 +307,13 @@ fn faults_under_load_lose_nothing_they_do_not_explain() {
             fault = Fault::FreezeUpstream;
         }
         let start = Instant::now();
+        let mut struck = start;
         match fault {
             Fault::KillWorker => {
                 let worker = serving_worker(&current).expect("a serving worker");
                 rss_peak = rss_peak.max(rss_kib(worker));
                 send_signal(worker, "KILL").unwrap();
+                struck = Instant::now();
                 wait_for(Duration::from_secs(5), || {
                     serving_worker(&current).filter(|&pid| pid != worker)
                 })
@@ -355,6 +359,7 @@ fn faults_under_load_lose_nothing_they_do_not_explain() {
         windows.push(Window {
             fault,
             start,
+            struck,
             end: Instant::now(),
         });
     }
@@ -404,13 +409,12 @@ fn faults_under_load_lose_nothing_they_do_not_explain() {
         "{}",
         records.len()
     );
-    let first = |r: &Record| r.sent.duration_since(started);
+    let at = |r: &&Record| (r.sent.duration_since(started), r.miss, r.outcome);
     assert!(
         unexplained.is_empty(),
-        "{} unexplained, the first: {:?} at {:?}; faults: {:?}",
+        "{} unexplained (sent at, miss, outcome), the first ten: {:?}; faults: {:?}",
         unexplained.len(),
-        unexplained[0],
-        first(unexplained[0]),
+        unexplained.iter().take(10).map(at).collect::<Vec<_>>(),
         windows
             .iter()
             .map(|w| (
