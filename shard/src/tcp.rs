@@ -235,6 +235,11 @@ impl<T> ClientTable<T> {
         }
     }
 
+    /// The most connections it keeps.
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
     /// Decides whether a new connection fits (see the cap policy on [`ClientTable`]).
     pub(crate) fn admit(&self) -> Admission {
         if self.conns.len() < self.max {
@@ -286,12 +291,23 @@ impl<T> ClientTable<T> {
         self.conns.remove(&token)
     }
 
+    /// Whether `conn`'s replies have waited `idle` with no byte of them written (a client
+    /// that stopped reading).
+    pub(crate) fn is_stalled(&self, conn: &ClientConn<T>, now: Instant) -> bool {
+        conn.write_stalled
+            .is_some_and(|since| now.saturating_duration_since(since) >= self.idle)
+    }
+
+    /// [`ClientTable::is_stalled`] for the connection with this token.
+    pub(crate) fn stalled(&self, token: u32, now: Instant) -> bool {
+        self.conns
+            .get(&token)
+            .is_some_and(|conn| self.is_stalled(conn, now))
+    }
+
     /// Whether a connection is due to be closed at `now` under the idle policy.
     pub(crate) fn is_expired(&self, conn: &ClientConn<T>, now: Instant) -> bool {
-        if conn
-            .write_stalled
-            .is_some_and(|since| now.saturating_duration_since(since) >= self.idle)
-        {
+        if self.is_stalled(conn, now) {
             return true;
         }
         let idle_for = now.saturating_duration_since(conn.last_active);

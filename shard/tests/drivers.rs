@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use shardns_shard::config::Limits;
 use shardns_shard::{
-    Client, Config, Control, DRIVER_EPOLL, DRIVER_URING, Drain, Handler, IoMode, Link, LinkError,
-    Outcome, PeerLinks, Protocol, ShardSockets, ShardSpec, ShardStats, Transmit, peer_mesh,
-    run_shard,
+    Bound, Client, Config, Control, DRIVER_EPOLL, DRIVER_URING, Drain, Handler, IoMode, Link,
+    LinkError, Outcome, PeerLinks, Protocol, ShardSockets, ShardSpec, ShardStats, Transmit,
+    peer_mesh, run_shard,
 };
 
 /// Reply at once (copy with QR set).
@@ -349,6 +349,8 @@ impl Handler for TestHandler {
 struct Server {
     udp: SocketAddr,
     tcp: SocketAddr,
+    /// The shard's counters.
+    stats: Arc<ShardStats>,
     shutdown: Arc<AtomicBool>,
     thread: Option<JoinHandle<io::Result<()>>>,
     events: Arc<Mutex<Events>>,
@@ -390,6 +392,7 @@ fn start_on(
     let shutdown = Arc::new(AtomicBool::new(false));
     let events = Arc::new(Mutex::new(Events::default()));
     let handler = TestHandler::new(index, up_udp, up_tcp, events.clone());
+    let stats = Arc::new(ShardStats::default());
     let spec = ShardSpec {
         index,
         io: mode,
@@ -400,13 +403,14 @@ fn start_on(
         shutdown: shutdown.clone(),
         limits,
         peers,
-        stats: None,
+        stats: Some(Arc::clone(&stats)),
         drain,
     };
     let thread = thread::spawn(move || run_shard(spec, handler));
     Server {
         udp: udp_addr,
         tcp: tcp_addr,
+        stats,
         shutdown,
         thread: Some(thread),
         events,
@@ -690,6 +694,47 @@ fn tcp_client_cap(mode: IoMode) {
     }
     send_tcp(&mut c2, &query(4, ECHO, 0));
     assert_reply(&read_tcp(&mut c2), 4);
+    assert_eq!(srv.stats.bounds.get(Bound::ClientTcpConnections), 1);
+    assert_eq!(srv.stats.bounds.get(Bound::ClientTcpBacklog), 0);
+}
+
+/// A client that sends large queries and never reads the replies has its queries left
+/// unread once 64 KiB of replies wait, and is closed once they have waited the idle time
+/// (2 s here) with no byte read; that is counted; the others are served throughout.
+fn tcp_client_that_never_reads(mode: IoMode) {
+    let up = upstreams();
+    let limits = Limits {
+        client_tcp_idle: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let srv = start(mode, limits, up.udp, up.tcp);
+    let mut hog = tcp_client(srv.tcp);
+    hog.set_write_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let mut big = query(1, ECHO, 0);
+    big.resize(60_000, 0);
+    let big = frame(&big);
+    let started = Instant::now();
+    let mut sent = 0usize;
+    // 400 × 60 kB = 24 MB: more than the kernel's buffers on both sides plus the MiB.
+    while sent < 400 && started.elapsed() < Duration::from_secs(20) {
+        if hog.write_all(&big).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while srv.stats.bounds.get(Bound::ClientTcpBacklog) == 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        srv.stats.bounds.get(Bound::ClientTcpBacklog),
+        1,
+        "closed after {sent} queries"
+    );
+    let mut other = tcp_client(srv.tcp);
+    send_tcp(&mut other, &query(2, ECHO, 0));
+    assert_reply(&read_tcp(&mut other), 2);
 }
 
 fn upstream_udp_round_trip(mode: IoMode) {
@@ -1059,6 +1104,7 @@ both!(
     tcp_out_of_order,
     tcp_idle_timeout,
     tcp_client_cap,
+    tcp_client_that_never_reads,
     upstream_udp_round_trip,
     upstream_tcp_round_trip,
     upstream_tcp_close_and_reconnect,

@@ -9,8 +9,8 @@ use std::time::Duration;
 use common::{Ask, Rig, Upstream, config_forward, ttls};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use shardns_shard::Protocol;
 use shardns_shard::config::{ForwardConfig, Policy};
+use shardns_shard::{Bound, Protocol};
 use shardns_wire::Rcode;
 
 fn a(ttl: u32) -> Upstream {
@@ -332,6 +332,58 @@ fn waiting_clients_are_capped_per_shard() {
         ask(&mut c, "other.example.");
     }
     assert!(c.replies.is_empty());
+    let bounds = &c.engines[0].stats().bounds;
+    assert_eq!(bounds.get(Bound::WaitingClients), 2);
+    assert_eq!(bounds.get(Bound::PendingQueries), 0);
+}
+
+#[test]
+fn pending_queries_are_capped_counted_and_logged_at_a_bounded_rate() {
+    let ((), lines) = common::logs::capture(|| {
+        let mut config = config_forward(None, 1, ForwardConfig::default());
+        config.limits.max_pending = 2;
+        let mut c = Rig::new(1, config);
+        for name in ["a.example.", "b.example.", "c.example.", "d.example."] {
+            ask(&mut c, name);
+        }
+        // Two over the cap, refused at once; the first is logged, the second only counted.
+        assert_eq!(c.replies.len(), 2);
+        assert!(
+            c.replies
+                .iter()
+                .all(|r| r.message().response_code() == ResponseCode::Refused)
+        );
+        c.replies.clear();
+        c.wait(Duration::from_secs(1));
+        ask(&mut c, "e.example.");
+        assert_eq!(c.replies.len(), 1, "still at the cap");
+        c.replies.clear();
+        // Ten seconds after the first line (a and b have timed out meanwhile), the next
+        // time writes one with the count.
+        c.wait(Duration::from_secs(10));
+        c.replies.clear();
+        for name in ["f.example.", "g.example.", "h.example."] {
+            ask(&mut c, name);
+        }
+        assert_eq!(c.replies.len(), 1, "h refused");
+        assert_eq!(c.engines[0].stats().bounds.get(Bound::PendingQueries), 4);
+    });
+    let bounds: Vec<&common::logs::Line> = lines
+        .iter()
+        .filter(|line| line.message.contains("pending upstream queries at the cap"))
+        .collect();
+    assert_eq!(bounds.len(), 2, "{lines:?}");
+    assert!(bounds.iter().all(|line| line.level == tracing::Level::WARN));
+    assert!(
+        bounds[0].message.contains("(2); reached 0 more"),
+        "{:?}",
+        bounds[0]
+    );
+    assert!(
+        bounds[1].message.contains("(2); reached 2 more"),
+        "{:?}",
+        bounds[1]
+    );
 }
 
 /// A rig whose block logs failed queries (`errors`).

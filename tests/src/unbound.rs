@@ -223,6 +223,32 @@ impl Unbound {
         Err(last_err.context("Unbound did not start after 5 attempts"))
     }
 
+    /// Kills Unbound (SIGKILL) and waits for it to be gone: its port answers nothing.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Starts Unbound again on the same port and configuration (after [`Unbound::kill`])
+    /// and waits (≤ 5 s) until it answers.
+    pub fn restart(&mut self) -> Result<()> {
+        if self.child.try_wait()?.is_none() {
+            self.kill()?;
+        }
+        let bin = tool(UNBOUND, "unbound")?;
+        self.child = Command::new(&bin)
+            .arg("-d")
+            .arg("-c")
+            .arg(&self.conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(File::create(&self.stderr)?))
+            .stderr(Stdio::from(File::create(&self.stderr)?))
+            .spawn()
+            .with_context(|| format!("spawning {bin}"))?;
+        self.wait_ready(Duration::from_secs(5))
+    }
+
     fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let client = UdpClient::new(self.addr)?;
@@ -249,30 +275,6 @@ impl Unbound {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    /// Kills Unbound (SIGKILL) and waits for it: its port refuses TCP connections and answers
-    /// UDP with ICMP port unreachable until [`Unbound::restart`].
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Starts Unbound again with the same configuration, on the same port, and waits (≤ 5 s)
-    /// until it answers; kills the running one first, if any.
-    pub fn restart(&mut self) -> Result<()> {
-        self.kill();
-        let bin = tool(UNBOUND, "unbound")?;
-        self.child = Command::new(&bin)
-            .arg("-d")
-            .arg("-c")
-            .arg(&self.conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(File::create(&self.stderr)?))
-            .stderr(Stdio::from(File::create(&self.stderr)?))
-            .spawn()
-            .with_context(|| format!("spawning {bin}"))?;
-        self.wait_ready(Duration::from_secs(5))
     }
 
     pub fn port(&self) -> u16 {

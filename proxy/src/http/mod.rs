@@ -30,6 +30,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::thread::{self, JoinHandle};
 
+use shardns_shard::Counter;
+
 pub(crate) use health_probe::HealthProbe;
 pub(crate) use router::{Response, Router};
 pub(crate) use routes::ReadinessCheck;
@@ -46,11 +48,14 @@ pub(crate) struct Endpoint {
 /// Starts the `http` thread, serving every endpoint until `shutdown` is set (it then stops
 /// within [`server::SHUTDOWN_POLL`], closing every connection). The runtime is made and the
 /// listeners registered before the thread starts: an error here is returned, not logged.
+/// Connections closed at once because the cap was reached are counted in `refused`
+/// (`shardns_http_connections_refused_total`).
 pub(crate) fn start(
     endpoints: Vec<Endpoint>,
     shutdown: Arc<AtomicBool>,
+    refused: Arc<Counter>,
 ) -> io::Result<JoinHandle<()>> {
-    start_with(endpoints, shutdown, server::Limits::default())
+    start_with(endpoints, shutdown, server::Limits::default(), refused)
 }
 
 /// [`start`] with other limits (the tests' smaller cap and shorter deadlines).
@@ -58,8 +63,9 @@ fn start_with(
     endpoints: Vec<Endpoint>,
     shutdown: Arc<AtomicBool>,
     limits: server::Limits,
+    refused: Arc<Counter>,
 ) -> io::Result<JoinHandle<()>> {
-    let server = server::Server::new(endpoints, limits)?;
+    let server = server::Server::new(endpoints, limits, refused)?;
     thread::Builder::new()
         .name("http".to_string())
         .spawn(move || server.run(&shutdown))

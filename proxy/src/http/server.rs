@@ -4,8 +4,8 @@
 //! Bounds, so that slow or silent clients cost little and never stall the others:
 //!
 //! - at most [`Limits::max_connections`] connections at once, over every listener: beyond,
-//!   a new connection is accepted and closed at once (and a warning logged when the cap is
-//!   reached);
+//!   a new connection is accepted and closed at once, counted, and logged (the first at
+//!   once, then at most one line every [`CAP_LOG_EVERY`] with the count since);
 //! - a connection gets no buffers until its first bytes arrive, and is closed if none arrive
 //!   within [`Limits::request_timeout`]; hyper then closes it when a request head (the first,
 //!   or the next on a kept-alive connection) is not complete within that time again, and
@@ -26,12 +26,14 @@ use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use shardns_shard::Counter;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -43,6 +45,8 @@ use super::router::Router;
 pub(super) const MAX_REQUEST: usize = 8 * 1024;
 /// How often the runtime looks at the shutdown flag.
 pub(super) const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
+/// The shortest time between two log lines about the connection cap.
+pub(super) const CAP_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Pause after a failed `accept` (out of file descriptors, say) before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -76,6 +80,7 @@ pub(super) struct Server {
     runtime: Runtime,
     listeners: Vec<Listening>,
     limits: Limits,
+    refused: Arc<Counter>,
 }
 
 /// One listener, registered with the runtime, and its routes.
@@ -88,7 +93,11 @@ struct Listening {
 
 impl Server {
     /// The runtime, with `endpoints`' listeners registered in it.
-    pub(super) fn new(endpoints: Vec<Endpoint>, limits: Limits) -> io::Result<Server> {
+    pub(super) fn new(
+        endpoints: Vec<Endpoint>,
+        limits: Limits,
+        refused: Arc<Counter>,
+    ) -> io::Result<Server> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -111,6 +120,7 @@ impl Server {
             runtime,
             listeners,
             limits,
+            refused,
         })
     }
 
@@ -121,14 +131,22 @@ impl Server {
             runtime,
             listeners,
             limits,
+            refused,
         } = self;
         let permits = Arc::new(Semaphore::new(limits.max_connections));
+        // Shared by the accept loops (locked only when the cap is reached).
+        let cap = Arc::new(Mutex::new(CapLog {
+            refused,
+            last: None,
+            unlogged: 0,
+        }));
         runtime.block_on(async {
             for listening in listeners {
                 if let Some(probe) = listening.router.health_probe() {
                     tokio::spawn(probe.clone().run(listening.addr));
                 }
-                tokio::spawn(accept(listening, Arc::clone(&permits), limits));
+                let cap = Arc::clone(&cap);
+                tokio::spawn(accept(listening, Arc::clone(&permits), limits, cap));
             }
             let mut ticks = tokio::time::interval(SHUTDOWN_POLL);
             while !shutdown.load(Ordering::Relaxed) {
@@ -140,15 +158,49 @@ impl Server {
     }
 }
 
+/// The count and the log limit of connections closed at the cap.
+#[derive(Debug)]
+struct CapLog {
+    refused: Arc<Counter>,
+    /// When the last line was written, and how many were refused since.
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl CapLog {
+    /// A connection to `addr` was closed at `now` because `max` were open.
+    fn refused(&mut self, now: Instant, addr: SocketAddr, max: usize) {
+        self.refused.inc();
+        if self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < CAP_LOG_EVERY)
+        {
+            self.unlogged += 1;
+            return;
+        }
+        self.last = Some(now);
+        let more = std::mem::take(&mut self.unlogged);
+        tracing::warn!(
+            limit = "http_connections",
+            "http: {max} connections open, a new connection to {addr} was closed; \
+             {more} more closed since the last line"
+        );
+    }
+}
+
 /// Accepts connections on one listener for ever, each served by a task of its own while the
 /// cap allows, else closed at once.
-async fn accept(listening: Listening, permits: Arc<Semaphore>, limits: Limits) {
+async fn accept(
+    listening: Listening,
+    permits: Arc<Semaphore>,
+    limits: Limits,
+    cap: Arc<Mutex<CapLog>>,
+) {
     let Listening {
         listener,
         addr,
         router,
     } = listening;
-    let mut at_cap = false;
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -159,17 +211,15 @@ async fn accept(listening: Listening, permits: Arc<Semaphore>, limits: Limits) {
             }
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            if !at_cap {
-                tracing::warn!(
-                    "http: {} connections open, new connections to {addr} are closed",
-                    limits.max_connections
-                );
-                at_cap = true;
-            }
+            // Counted before the client can see the close.
+            cap.lock().unwrap_or_else(PoisonError::into_inner).refused(
+                Instant::now(),
+                addr,
+                limits.max_connections,
+            );
             drop(stream);
             continue;
         };
-        at_cap = false;
         tokio::spawn(serve_connection(
             stream,
             Arc::clone(&router),

@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use shardns_shard::Counter;
+
 use super::router::Response;
 use super::server::Limits;
 use super::{Endpoint, Router, start_with};
@@ -27,6 +29,8 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 struct TestServer {
     addrs: Vec<SocketAddr>,
     shutdown: Arc<AtomicBool>,
+    /// Connections closed at the cap.
+    refused: Arc<Counter>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -44,10 +48,18 @@ impl TestServer {
             })
             .collect();
         let shutdown = Arc::new(AtomicBool::new(false));
-        let thread = start_with(endpoints, Arc::clone(&shutdown), limits).unwrap();
+        let refused = Arc::new(Counter::default());
+        let thread = start_with(
+            endpoints,
+            Arc::clone(&shutdown),
+            limits,
+            Arc::clone(&refused),
+        )
+        .unwrap();
         TestServer {
             addrs,
             shutdown,
+            refused,
             thread: Some(thread),
         }
     }

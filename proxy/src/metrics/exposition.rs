@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use shardns_node::{SETUP_ERRORS_METRIC, SetupErrors};
 use shardns_shard::{
-    Config, Counter, DRIVER_EPOLL, DRIVER_URING, DURATION_BUCKETS, ShardStats, UpstreamStats,
+    Bound, Config, Counter, DRIVER_EPOLL, DRIVER_URING, DURATION_BUCKETS, ShardStats, UpstreamStats,
 };
 
 use super::families::{
@@ -90,6 +90,8 @@ pub(crate) struct ProcessCounters {
     pub(crate) reload_failed: Counter,
     /// `coredns_nodecache_setup_errors_total{errortype}`, in node-local mode.
     pub(crate) setup_errors: Option<Arc<SetupErrors>>,
+    /// `shardns_http_connections_refused_total`: HTTP connections closed at the cap.
+    pub(crate) http_refused: Arc<Counter>,
 }
 
 impl Exposition {
@@ -389,6 +391,29 @@ impl Exposition {
                 sample(&mut out, name, &labels, count);
             }
         }
+        let name = "shardns_shard_limit_reached_total";
+        header(
+            &mut out,
+            name,
+            "counter",
+            "Times a bound of the shard was reached (client TCP connections at the cap, a \
+             client TCP connection with too many unread replies, pending queries or waiting \
+             clients at the cap).",
+        );
+        for (stats, shard) in self.shards.iter().zip(&shard_names) {
+            for bound in Bound::ALL {
+                let labels = [("limit", bound.label()), ("shard", shard.as_str())];
+                sample(&mut out, name, &labels, stats.bounds.get(bound));
+            }
+        }
+        let name = "shardns_http_connections_refused_total";
+        header(
+            &mut out,
+            name,
+            "counter",
+            "HTTP connections closed at once because the connection cap was reached.",
+        );
+        sample(&mut out, name, &[], self.process.http_refused.get());
         let name = "shardns_shard_error_replies_total";
         header(
             &mut out,

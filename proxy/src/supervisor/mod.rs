@@ -236,7 +236,11 @@ fn page(
         http::Response::ok(crate::metrics::CONTENT_TYPE, body)
     });
     let endpoint = http::Endpoint { listener, router };
-    Ok(http::start(vec![endpoint], Arc::clone(shutdown))?)
+    Ok(http::start(
+        vec![endpoint],
+        Arc::clone(shutdown),
+        Arc::new(shardns_shard::Counter::default()),
+    )?)
 }
 
 /// The supervisor's state while it watches its worker.

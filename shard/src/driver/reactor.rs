@@ -8,6 +8,7 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
@@ -17,6 +18,7 @@ use super::peers::PeerLinks;
 use super::sys::{Epoll, connect_nonblocking};
 use crate::config::Limits;
 use crate::handler::{Client, Handler, Link, LinkError, MAX_MESSAGE, Outcome, Protocol, Transmit};
+use crate::stats::{Bound, BoundLog, BoundStats, ShardStats};
 use crate::tcp::{Admission, ClientTable, FrameDecoder, OutBuf, READ_PAUSE};
 
 /// Token kind (high 32 bits of an epoll token): a UDP listener of the epoll driver.
@@ -87,6 +89,39 @@ pub(crate) struct Reactor<M> {
     dirty_upstreams: Vec<u32>,
     /// Client connections with replies queued since the last [`Reactor::flush_writes`].
     dirty_clients: Vec<u32>,
+    /// Where reaching a bound is counted and logged.
+    bounds: Bounds,
+}
+
+/// The counters (when the shard has them) and the log limit of the reactor's bounds.
+#[derive(Debug)]
+struct Bounds {
+    stats: Option<Arc<ShardStats>>,
+    log: BoundLog,
+}
+
+impl Bounds {
+    fn reached(&mut self, now: Instant, bound: Bound, limit: usize) {
+        match &self.stats {
+            Some(stats) => {
+                self.log.reached(now, &stats.bounds, bound, limit);
+            }
+            None => {
+                self.log.reached(now, &BoundStats::default(), bound, limit);
+            }
+        }
+    }
+}
+
+/// What flushing a client connection found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flushed {
+    /// Keep it.
+    Open,
+    /// A write failed: close it.
+    Failed,
+    /// It left more than [`MAX_CLIENT_BACKLOG`] unread: close it.
+    Backlogged,
 }
 
 impl<M> Reactor<M> {
@@ -118,7 +153,20 @@ impl<M> Reactor<M> {
             peers: None,
             dirty_upstreams: Vec::new(),
             dirty_clients: Vec::new(),
+            bounds: Bounds {
+                stats: None,
+                log: BoundLog::new(0),
+            },
         })
+    }
+
+    /// Counts the bounds this reactor reaches into `stats` and names shard `shard` in
+    /// their log lines.
+    pub(crate) fn count_bounds(&mut self, shard: usize, stats: Option<Arc<ShardStats>>) {
+        self.bounds = Bounds {
+            stats,
+            log: BoundLog::new(shard),
+        };
     }
 
     /// Connects the shard to its group: registers the wake-up eventfd of `peers` in the
@@ -270,7 +318,12 @@ impl<M> Reactor<M> {
             let Some(conn) = self.clients.get_mut(t) else {
                 continue;
             };
-            if flush_client(&self.epoll, t, conn, now) || (conn.read_closed && conn.is_quiet()) {
+            let flushed = flush_client(&self.epoll, t, conn, now);
+            if flushed == Flushed::Backlogged {
+                self.bounds
+                    .reached(now, Bound::ClientTcpBacklog, MAX_CLIENT_BACKLOG);
+            }
+            if flushed != Flushed::Open || (conn.read_closed && conn.is_quiet()) {
                 self.close_client(now, t, handler);
                 closed = true;
             }
@@ -316,7 +369,13 @@ impl<M> Reactor<M> {
         let mut expired = std::mem::take(&mut self.expired);
         self.clients.expired(now, &mut expired);
         for t in expired.drain(..) {
-            debug!("closing idle client connection {t}");
+            if self.clients.stalled(t, now) {
+                debug!("client {t} left its replies unread for the idle time; closing");
+                self.bounds
+                    .reached(now, Bound::ClientTcpBacklog, READ_PAUSE);
+            } else {
+                debug!("closing idle client connection {t}");
+            }
             self.close_client(now, t, handler);
         }
         self.expired = expired;
@@ -388,10 +447,14 @@ impl<M> Reactor<M> {
                 Admission::Room => {}
                 Admission::Evict(t) => {
                     debug!("client TCP cap reached: closing longest-idle connection {t}");
+                    self.bounds
+                        .reached(now, Bound::ClientTcpConnections, self.clients.max());
                     self.close_client(now, t, handler);
                 }
                 Admission::Full => {
                     debug!("client TCP cap reached and all busy: refusing {peer}");
+                    self.bounds
+                        .reached(now, Bound::ClientTcpConnections, self.clients.max());
                     continue;
                 }
             }
@@ -458,7 +521,12 @@ impl<M> Reactor<M> {
             close = true;
         }
         if !close {
-            close = flush_client(&self.epoll, t, conn, now);
+            let flushed = flush_client(&self.epoll, t, conn, now);
+            if flushed == Flushed::Backlogged {
+                self.bounds
+                    .reached(now, Bound::ClientTcpBacklog, MAX_CLIENT_BACKLOG);
+            }
+            close = flushed != Flushed::Open;
         }
         if close || (conn.read_closed && conn.is_quiet()) {
             self.close_client(now, t, handler);
@@ -678,23 +746,23 @@ fn write_out(stream: &TcpStream, out: &mut OutBuf) -> io::Result<()> {
     Ok(())
 }
 
-/// Flushes a client connection and updates its epoll interest. Returns `true` if it must be
-/// closed (write error or too much unread backlog).
+/// Flushes a client connection and updates its epoll interest; says whether it must be
+/// closed, and why.
 fn flush_client(
     epoll: &Epoll,
     t: u32,
     conn: &mut crate::tcp::ClientConn<TcpStream>,
     now: Instant,
-) -> bool {
+) -> Flushed {
     let before = conn.out.len();
     if let Err(e) = write_out(&conn.io, &mut conn.out) {
         debug!("client {t} write: {e}");
-        return true;
+        return Flushed::Failed;
     }
     conn.wrote(now, before);
     if conn.out.len() > MAX_CLIENT_BACKLOG {
         debug!("client {t} not reading its replies; closing");
-        return true;
+        return Flushed::Backlogged;
     }
     // Reading stops while too many replies wait (`READ_PAUSE`), and resumes once written.
     let want = !conn.out.is_empty();
@@ -708,10 +776,10 @@ fn flush_client(
         }
         if let Err(e) = epoll.modify(conn.io.as_raw_fd(), ev, token(KIND_CLIENT, t)) {
             debug!("epoll modify client {t}: {e}");
-            return true;
+            return Flushed::Failed;
         }
     }
-    false
+    Flushed::Open
 }
 
 /// Flushes an upstream connection and updates its epoll interest.

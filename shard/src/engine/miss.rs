@@ -19,7 +19,7 @@ use crate::log_limit::Verdict;
 use crate::names::{to_text, type_name};
 use crate::peer::{Peer, PeerResult};
 use crate::question::{LowerQuestion, PendingKey};
-use crate::stats::{Exchange, Writer};
+use crate::stats::{Bound, Exchange, Writer};
 use crate::upstream::{Pending, PendingId, Requester, Waiter};
 
 /// What the request metrics need of a resolution's end: when (engine clock), for which
@@ -61,6 +61,7 @@ impl Engine {
         if let Some(id) = self.inflight.find(&key) {
             match requester {
                 Requester::Client(_) if self.inflight.waiters() >= limits.max_waiters => {
+                    self.reached(now, Bound::WaitingClients, limits.max_waiters);
                     return Err(Rcode::REFUSED);
                 }
                 Requester::Client(waiter) => self.inflight.push_waiter(id, waiter),
@@ -77,9 +78,12 @@ impl Engine {
             return Ok(id);
         }
         let has_waiter = matches!(requester, Requester::Client(_));
-        if self.inflight.len() >= limits.max_pending
-            || (has_waiter && self.inflight.waiters() >= limits.max_waiters)
-        {
+        if self.inflight.len() >= limits.max_pending {
+            self.reached(now, Bound::PendingQueries, limits.max_pending);
+            return Err(Rcode::REFUSED);
+        }
+        if has_waiter && self.inflight.waiters() >= limits.max_waiters {
+            self.reached(now, Bound::WaitingClients, limits.max_waiters);
             return Err(Rcode::REFUSED);
         }
         let owner = match (&requester, self.group.coalesce) {

@@ -35,7 +35,7 @@ use crate::health::Health;
 use crate::log_limit::LogLimit;
 use crate::peer::{Peer, PeerMessage};
 use crate::policy::RateTable;
-use crate::stats::RequestSlots;
+use crate::stats::{Bound, BoundLog, RequestSlots};
 use crate::timer::{Timer, TimerTable};
 use crate::upstream::{InFlight, TcpPool};
 use crate::{
@@ -125,6 +125,8 @@ pub struct Engine {
     scratch: Vec<u8>,
     /// The rate limit of the `errors` log.
     error_log: LogLimit,
+    /// The rate limit of the lines about bounds reached.
+    bound_log: BoundLog,
     /// Some server block has `log`: only then is a block's `log` looked at per query.
     logging: bool,
     /// Per server block: its `ratelimit` buckets (None without `ratelimit`).
@@ -180,8 +182,15 @@ impl Engine {
             ttl_offsets: Vec::new(),
             scratch: vec![0; MAX_MESSAGE],
             error_log: LogLimit::new(ERROR_LINES_PER_SECOND),
+            bound_log: BoundLog::new(shard),
             logging,
         }
+    }
+
+    /// `bound` (of value `limit`) was reached: counted, and logged at a bounded rate.
+    fn reached(&mut self, now: Instant, bound: Bound, limit: usize) {
+        self.bound_log
+            .reached(now, &self.stats.bounds, bound, limit);
     }
 
     /// Counts into `stats` (made by the process, so a metrics scraper holds it too) instead

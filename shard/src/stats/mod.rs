@@ -3,6 +3,7 @@
 //! relaxed load and store of the shard's own memory (no lock prefix, no line shared with
 //! another shard's writes), so counting costs the hit path what a plain integer would.
 
+mod bounds;
 mod policy;
 mod requests;
 
@@ -11,6 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use shardns_wire::Rcode;
 
 use crate::config::Config;
+pub(crate) use bounds::BoundLog;
+pub use bounds::{Bound, BoundStats};
 pub use policy::PolicyStats;
 pub(crate) use requests::Exchange;
 pub use requests::{
@@ -103,6 +106,8 @@ pub struct ShardStats {
     pub requests: Box<[RequestStats]>,
     /// What `acl` and `ratelimit` did, per request slot (indexed like `requests`).
     pub policies: Box<[PolicyStats]>,
+    /// How often each of the shard's bounds was reached.
+    pub bounds: BoundStats,
     /// The I/O driver this shard runs (`shardns_shard_info{io}`): 0 not started, 1 epoll,
     /// 2 io_uring.
     pub driver: Gauge,

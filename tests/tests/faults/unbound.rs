@@ -73,7 +73,7 @@ fn unbound_killed_then_restarted() {
         HOLD,
         &unbound,
         &mut shardns,
-        Unbound::kill,
+        |unbound| unbound.kill().expect("SIGKILL"),
         restart,
     );
     check_during(&run, UNANSWERABLE, &shardns);
@@ -124,7 +124,7 @@ fn unbound_killed_with_serve_stale() {
         &mut shardns,
         |unbound| {
             counted.lock().unwrap().0 = stale(&scrape(metrics));
-            unbound.kill();
+            unbound.kill().expect("SIGKILL");
         },
         |unbound| {
             counted.lock().unwrap().1 = stale(&scrape(metrics));

@@ -89,6 +89,13 @@ fn the_cap_closes_new_connections_at_once() {
         "{:?}",
         since.elapsed()
     );
+    // Counted (shardns_http_connections_refused_total), each one.
+    assert_eq!(server.refused.get(), 1);
+    for _ in 0..3 {
+        let mut more = connect(addr);
+        assert!(closed_silently(&mut more, Duration::from_secs(2)));
+    }
+    assert_eq!(server.refused.get(), 4);
     // One held connection asks and is served: the cap counts connections, not requests.
     held[0].write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
     assert_eq!(read_reply(&mut held[0], false).unwrap().status, 200);

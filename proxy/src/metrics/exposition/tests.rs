@@ -51,6 +51,9 @@ fn two_shards(config: &Config) -> Vec<Arc<ShardStats>> {
                 server.entries[1].set(block + 11);
             }
             stats.healthcheck_broken.add(base + 13);
+            for (i, reached) in stats.bounds.reached.iter().enumerate() {
+                reached.add(base + 20 + i as u64);
+            }
             stats.max_concurrent_rejects.add(base + 14);
             for (index, upstream) in stats.upstreams.iter().enumerate() {
                 let index = index as u64;
@@ -84,7 +87,9 @@ fn two_shards(config: &Config) -> Vec<Arc<ShardStats>> {
 
 fn page() -> String {
     let config = build("Corefile", COREFILE).unwrap();
-    Exposition::new(&config, two_shards(&config), Default::default()).render()
+    let process = ProcessCounters::default();
+    process.http_refused.add(7);
+    Exposition::new(&config, two_shards(&config), Arc::new(process)).render()
 }
 
 /// The value of the sample line starting with `series` (name and labels).
@@ -218,6 +223,21 @@ fn shard_series() {
         3
     );
     assert!(!page.contains("shardns_shard_error_replies_total{rcode=\"NOERROR\""));
+    let limit = |limit: &str, shard: u8| {
+        let series =
+            format!("shardns_shard_limit_reached_total{{limit=\"{limit}\",shard=\"{shard}\"}}");
+        value(&page, &series)
+    };
+    assert_eq!(
+        (
+            limit("client_tcp_connections", 0),
+            limit("client_tcp_backlog", 1),
+            limit("pending_queries", 0),
+            limit("waiting_clients", 1)
+        ),
+        (120, 221, 122, 223)
+    );
+    assert_eq!(value(&page, "shardns_http_connections_refused_total"), 7);
 }
 
 #[test]
@@ -271,6 +291,7 @@ fn every_family_has_help_and_type_once_and_in_one_group() {
             + 6 // coredns_dns_*: requests, do_requests, duration, two sizes, responses
             + 2 // coredns_build_info, coredns_reload_failed_total
             + 1 // shardns_shard_info
+            + 2 // shardns_shard_limit_reached_total, shardns_http_connections_refused_total
     );
     assert!(page.ends_with('\n'));
     // Stable: the same counters render the same page.

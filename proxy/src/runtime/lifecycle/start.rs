@@ -176,7 +176,7 @@ impl Lifecycle<'_> {
         let exposition = Arc::new(Mutex::new(Exposition::new(
             &config,
             stats.clone(),
-            process_counters,
+            Arc::clone(&process_counters),
         )));
         let readiness = Arc::new(Readiness::new(
             &config,
@@ -187,8 +187,12 @@ impl Lifecycle<'_> {
             None
         } else {
             let endpoints = routers(http_listeners, &exposition, &readiness);
-            let thread = http::start(endpoints, Arc::clone(&shutdown))
-                .context("cannot start the http thread")?;
+            let thread = http::start(
+                endpoints,
+                Arc::clone(&shutdown),
+                Arc::clone(&process_counters.http_refused),
+            )
+            .context("cannot start the http thread")?;
             Some(thread)
         };
         let reloader = Reloader::new(
