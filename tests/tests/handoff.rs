@@ -72,7 +72,8 @@ fn five_upgrades_under_load_lose_no_query_and_keep_the_cache() {
     }
     let seen = load.stop();
     eprintln!("{seen:?}");
-    assert!(seen.sent > 1_000, "the load ran: {seen:?}");
+    // About 1,000 queries a second on an idle machine; far fewer on a loaded one.
+    assert!(seen.sent > 300, "the load ran: {seen:?}");
     assert_eq!(
         seen.answered, seen.sent,
         "every query answered right: {seen:?}"

@@ -85,7 +85,8 @@ fn a_killed_worker_is_restarted_on_the_same_sockets() {
     }
     let seen = load.stop();
     eprintln!("{seen:?}; killed to serving again: {gaps:?}");
-    assert!(seen.sent > 1_000, "{seen:?}");
+    // About 1,000 queries a second on an idle machine; far fewer on a loaded one.
+    assert!(seen.sent > 300, "the load ran: {seen:?}");
     assert_eq!(seen.wrong, 0, "{seen:?}");
     assert_eq!(seen.answered + seen.lost, seen.sent);
     // At most the queries each killed worker had read and not answered yet: one per client.
