@@ -23,7 +23,8 @@ pub(super) fn serve_udp(inner: &Arc<Inner>, sock: UdpSocket, stop: &AtomicBool) 
                 continue;
             }
         };
-        let Decision::Answer { msgs, delay, .. } = decide(inner, &buf[..n], Proto::Udp) else {
+        let Decision::Answer { msgs, delay, .. } = decide(inner, &buf[..n], Proto::Udp, peer)
+        else {
             continue;
         };
         let due = Instant::now() + delay;
