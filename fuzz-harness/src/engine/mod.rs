@@ -23,6 +23,9 @@
 //! - every upstream query goes to the address of the upstream its link names in the current
 //!   configuration, parses, is not a response and is at most 512 bytes;
 //! - the pending table stays within `max_pending`;
+//! - every UDP link (a socket of its own per attempt or probe) is closed by the engine when
+//!   its exchange is over: at most one per pending query and per upstream's probe is open
+//!   (the engine's count agrees), and none but probes' once every shard is idle;
 //! - after `handle_timeout(now)` the next deadline is later than `now` (a driver would spin);
 //! - peer messages settle (no endless ping-pong between shards).
 //!
@@ -687,6 +690,9 @@ struct Harness {
     now: Instant,
     out: Vec<u8>,
     sent: VecDeque<Sent>,
+    /// UDP links the engines opened and have not closed (shard, link), and whether the
+    /// last query on each was a health probe.
+    udp_open: HashMap<(usize, Link), bool>,
     /// Replies owed, per client: what each pending query asked.
     owed: HashMap<Client, Vec<Asked>>,
     names: Vec<String>,
@@ -726,6 +732,7 @@ impl Harness {
             now: group.epoch + Duration::from_millis(1),
             out: vec![0; MAX_MESSAGE],
             sent: VecDeque::new(),
+            udp_open: HashMap::new(),
             owed: HashMap::new(),
             names: names(),
             report: Report::default(),
@@ -879,13 +886,24 @@ impl Harness {
             }
             Step::Import { bytes } => self.import(bytes),
         }
-        for engine in &self.engines {
+        let upstreams = self.config.upstreams.len().max(self.other.upstreams.len());
+        for (shard, engine) in self.engines.iter().enumerate() {
             let pending = engine.pending();
             assert!(
                 pending <= MAX_PENDING,
                 "{pending} queries pending, over max_pending {MAX_PENDING}"
             );
             self.report.max_pending = self.report.max_pending.max(pending);
+            let open = self.udp_open.keys().filter(|(s, _)| *s == shard).count();
+            assert_eq!(
+                open,
+                engine.upstream_udp_sockets(),
+                "shard {shard}: UDP links open as the driver sees them and as the engine counts"
+            );
+            assert!(
+                open <= pending + upstreams,
+                "shard {shard}: {open} UDP links open for {pending} pending queries"
+            );
         }
     }
 
@@ -1046,6 +1064,11 @@ impl Harness {
                 let message = Message::parse(&payload)
                     .unwrap_or_else(|e| panic!("upstream query does not parse ({e:?})"));
                 assert!(!message.header.qr(), "an upstream query with QR set");
+                if link.protocol == Protocol::Udp {
+                    // Health probes ask `. NS` (every configuration here probes the root).
+                    let probe = message.question.name == b"\0" && message.question.qtype == 2;
+                    self.udp_open.insert((shard, link), probe);
+                }
                 self.sent.push_back(Sent {
                     shard,
                     link,
@@ -1058,6 +1081,12 @@ impl Harness {
             Transmit::Close { link } => {
                 self.report.links_closed_by_engine += 1;
                 self.sent.retain(|s| !(s.shard == shard && s.link == link));
+                if link.protocol == Protocol::Udp {
+                    assert!(
+                        self.udp_open.remove(&(shard, link)).is_some(),
+                        "shard {shard} closed UDP link {link:?}, which is not open"
+                    );
+                }
             }
         }
     }
@@ -1091,6 +1120,11 @@ impl Harness {
             assert_eq!(engine.pending(), 0, "shard {shard}: queries still pending");
             assert!(engine.is_idle(), "shard {shard} is not idle");
         }
+        let left: Vec<_> = self.udp_open.iter().filter(|(_, probe)| !**probe).collect();
+        assert!(
+            left.is_empty(),
+            "UDP links left open with nothing pending: {left:?}"
+        );
     }
 }
 
