@@ -338,8 +338,11 @@ fn refused_connection_fails_over_at_once_and_servfails_when_all_are_down() {
     assert_eq!(rig.engines[0].stats().upstream_link_failures.get(), 4);
 }
 
-/// Three replies that answer nothing: another ID, another question, garbage.
+/// Four replies that answer nothing: another ID, another question, garbage, another opcode
+/// (NOTIFY: a hit would serve it as it is).
 fn wrong_replies(up: &Message) -> Vec<Vec<u8>> {
+    let mut notify = reply(up, ResponseCode::NoError, &[[6, 6, 6, 6]], 60, None);
+    notify[2] = (notify[2] & 0x87) | (4 << 3);
     let mut wrong_id = up.clone();
     wrong_id.set_id(up.id().wrapping_add(1));
     let mut wrong_q = up.clone();
@@ -352,6 +355,7 @@ fn wrong_replies(up: &Message) -> Vec<Vec<u8>> {
         reply(&wrong_id, ResponseCode::NoError, &[[6, 6, 6, 6]], 60, None),
         reply(&wrong_q, ResponseCode::NoError, &[[6, 6, 6, 6]], 60, None),
         b"\x00\x01garbage".to_vec(),
+        notify,
     ]
 }
 
@@ -366,7 +370,7 @@ fn replies_with_wrong_id_or_question_are_ignored_over_tcp() {
         rig.respond(link, &wrong);
     }
     assert!(rig.upstream.is_empty() && rig.replies.is_empty());
-    assert_eq!(rig.engines[0].stats().upstream_rejected.get(), 3);
+    assert_eq!(rig.engines[0].stats().upstream_rejected.get(), 4);
     assert_eq!(rig.engines[0].stats().upstream_forgeries.get(), 0);
     rig.respond(
         link,
@@ -385,7 +389,7 @@ fn replies_with_wrong_id_or_question_are_ignored_over_tcp() {
 /// once: the UDP socket closes, and a right guess that comes after is not taken.
 #[test]
 fn a_reply_that_answers_nothing_over_udp_moves_the_query_to_tcp() {
-    for wrong in 0..3 {
+    for wrong in 0..4 {
         let mut rig = Rig::one(config(1, false, cache30()));
         let c = client(4000, Protocol::Udp);
         rig.outcome(c, &query(5, "q.example.", RecordType::A, false));

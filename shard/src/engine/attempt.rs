@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use rand::Rng;
-use shardns_wire::{Header, Message, Rcode, name_eq_lowercase};
+use shardns_wire::{Header, Message, Rcode, name_eq_lowercase, opcode};
 
 use super::Engine;
 use super::miss::Delivery;
@@ -135,7 +135,10 @@ impl Engine {
         let accepted = match (&parsed, self.inflight.get(id)) {
             (Ok(message), Some(pending)) => {
                 let (q, asked) = (&message.question, &pending.key.question);
+                // A reply to our (standard) query: QR set and the query's opcode, which it is
+                // served with from the cache.
                 message.header.qr()
+                    && message.header.opcode() == opcode::QUERY
                     && q.qtype == asked.qtype()
                     && q.qclass == asked.qclass()
                     && name_eq_lowercase(q.name, asked.qname())
