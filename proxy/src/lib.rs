@@ -40,6 +40,8 @@
 
 mod cli;
 mod corefile;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod metrics;
 mod runtime;

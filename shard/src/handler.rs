@@ -36,9 +36,10 @@ pub struct Client {
     pub conn: u32,
 }
 
-/// One way to reach an upstream. For UDP, `conn` is 0 and the driver keeps one connected
-/// socket per upstream. For TCP, each distinct `conn` is one connection, opened by the driver
-/// (non-blocking connect) the first time a [`Transmit::Query`] names it.
+/// One way to reach an upstream. Each distinct `conn` is one socket, opened by the driver the
+/// first time a [`Transmit::Query`] names it and closed on [`Transmit::Close`]: for TCP a
+/// connection (non-blocking connect), for UDP a socket bound to a port the kernel picks at
+/// random and connected to the upstream (the engine uses one per exchange).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Link {
     /// Index into [`crate::Config::upstreams`].
@@ -125,7 +126,8 @@ pub enum Transmit {
         addr: SocketAddr,
         payload: Vec<u8>,
     },
-    /// The engine is done with a TCP link (idle or broken); the driver closes it.
+    /// The engine is done with a link (a TCP connection idle or broken, a UDP socket whose
+    /// exchanges are over); the driver closes it.
     Close { link: Link },
 }
 

@@ -137,6 +137,14 @@ impl Health {
             .map(|(link, _)| link)
     }
 
+    /// The links of every probe in flight.
+    pub(crate) fn probe_links(&self) -> Vec<Link> {
+        self.states
+            .iter()
+            .filter_map(|s| s.probe.map(|(link, _)| link))
+            .collect()
+    }
+
     /// Whether wire ID `id` on `link` belongs to a probe in flight.
     pub(crate) fn is_probe(&self, link: Link, id: u16) -> bool {
         self.states.iter().any(|s| s.probe == Some((link, id)))

@@ -40,6 +40,9 @@ const PEER: u8 = 6;
 const PEER_FAN: u8 = 7;
 /// Misses sent for one [`PEER_FAN`] query: more than a shard serves per wake-up.
 const FAN_OUT: usize = 3000;
+/// Forward over UDP link `arg` (a socket of its own) to the UDP upstream, and close the
+/// link once the response is in.
+const UP_UDP_CONN: u8 = 8;
 /// Marker in byte 3 of a reply whose upstream link failed.
 const FAILED: u8 = 0xEE;
 
@@ -186,15 +189,16 @@ impl Handler for TestHandler {
                 out[2] |= 0x80;
                 Outcome::Reply(q.len())
             }
-            UP_UDP | UP_TCP | UP_TCP_CLOSE => {
+            UP_UDP | UP_TCP | UP_TCP_CLOSE | UP_UDP_CONN => {
                 self.next_id = self.next_id.wrapping_add(1);
                 let uid = self.next_id;
-                let (link, addr) = if q[3] == UP_UDP {
+                let (link, addr) = if q[3] == UP_UDP || q[3] == UP_UDP_CONN {
+                    let conn = if q[3] == UP_UDP { 0 } else { u32::from(q[4]) };
                     (
                         Link {
                             upstream: 0,
                             protocol: Protocol::Udp,
-                            conn: 0,
+                            conn,
                         },
                         self.up_udp,
                     )
@@ -211,7 +215,7 @@ impl Handler for TestHandler {
                 };
                 let mut payload = q.to_vec();
                 payload[..2].copy_from_slice(&uid.to_be_bytes());
-                let close = q[3] == UP_TCP_CLOSE;
+                let close = q[3] == UP_TCP_CLOSE || q[3] == UP_UDP_CONN;
                 self.pending
                     .insert(uid, (client, [q[0], q[1]], link, close));
                 self.events.lock().expect("lock").forwarded += 1;
@@ -794,6 +798,43 @@ fn upstream_tcp_close_and_reconnect(mode: IoMode) {
     assert!(srv.events.lock().expect("lock").link_closed.is_empty());
 }
 
+/// Each UDP link is a socket of its own, on a port the kernel picked, closed when the
+/// handler closes the link: its port is free again.
+fn upstream_udp_socket_per_link(mode: IoMode) {
+    let upstream = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    upstream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let up = upstreams();
+    let up_udp = upstream.local_addr().expect("addr");
+    let srv = start(mode, Limits::default(), up_udp, up.tcp);
+    let c = udp_client();
+    c.connect(srv.udp).expect("connect");
+    let mut ports = Vec::new();
+    let mut buf = [0u8; 512];
+    for (id, conn) in [(1u16, 1u8), (2, 2)] {
+        c.send(&query(id, UP_UDP_CONN, conn)).expect("send");
+        let (n, from) = upstream.recv_from(&mut buf).expect("the query upstream");
+        ports.push(from.port());
+        let mut reply = buf[..n].to_vec();
+        reply[2] |= 0x80;
+        upstream.send_to(&reply, from).expect("reply");
+        assert_reply(&recv_udp(&c), id);
+    }
+    assert_ne!(ports[0], ports[1], "one socket per link");
+    // Both links were closed after their responses: their ports can be bound again.
+    for port in ports {
+        let free = (0..100).any(|_| {
+            let bound = UdpSocket::bind(("0.0.0.0", port)).is_ok();
+            if !bound {
+                thread::sleep(Duration::from_millis(10));
+            }
+            bound
+        });
+        assert!(free, "port {port} still bound after its link closed");
+    }
+}
+
 /// Sends `query(id, action, arg)` to a server whose upstreams are dead addresses: the client
 /// gets a FAILED reply and exactly `link` is reported closed.
 fn assert_upstream_refused(mode: IoMode, id: u16, action: u8, arg: u8, link: Link) {
@@ -1110,6 +1151,7 @@ both!(
     upstream_tcp_close_and_reconnect,
     upstream_tcp_refused,
     upstream_udp_refused,
+    upstream_udp_socket_per_link,
     shutdown_returns,
     peer_round_trips,
     peer_wakes_idle_shard,

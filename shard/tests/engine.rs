@@ -338,31 +338,40 @@ fn refused_connection_fails_over_at_once_and_servfails_when_all_are_down() {
     assert_eq!(rig.engines[0].stats().upstream_link_failures.get(), 4);
 }
 
-#[test]
-fn replies_with_wrong_id_or_question_are_ignored() {
-    let mut rig = Rig::one(config(1, false, cache30()));
-    let c = client(4000, Protocol::Udp);
-    rig.outcome(c, &query(5, "q.example.", RecordType::A, false));
-    let (link, _, up) = rig.upstream_query();
+/// Four replies that answer nothing: another ID, another question, garbage, another opcode
+/// (NOTIFY: a hit would serve it as it is).
+fn wrong_replies(up: &Message) -> Vec<Vec<u8>> {
+    let mut notify = reply(up, ResponseCode::NoError, &[[6, 6, 6, 6]], 60, None);
+    notify[2] = (notify[2] & 0x87) | (4 << 3);
     let mut wrong_id = up.clone();
     wrong_id.set_id(up.id().wrapping_add(1));
-    rig.respond(
-        link,
-        &reply(&wrong_id, ResponseCode::NoError, &[[6, 6, 6, 6]], 60, None),
-    );
     let mut wrong_q = up.clone();
     wrong_q.take_queries();
     wrong_q.add_query(Query::query(
         Name::from_ascii("evil.example.").unwrap(),
         RecordType::A,
     ));
-    rig.respond(
-        link,
-        &reply(&wrong_q, ResponseCode::NoError, &[[6, 6, 6, 6]], 60, None),
-    );
-    rig.respond(link, b"\x00\x01garbage");
+    vec![
+        reply(&wrong_id, ResponseCode::NoError, &[[6, 6, 6, 6]], 60, None),
+        reply(&wrong_q, ResponseCode::NoError, &[[6, 6, 6, 6]], 60, None),
+        b"\x00\x01garbage".to_vec(),
+        notify,
+    ]
+}
+
+#[test]
+fn replies_with_wrong_id_or_question_are_ignored_over_tcp() {
+    let mut rig = Rig::one(config(1, true, cache30()));
+    let c = client(4000, Protocol::Udp);
+    rig.outcome(c, &query(5, "q.example.", RecordType::A, false));
+    let (link, _, up) = rig.upstream_query();
+    assert_eq!(link.protocol, Protocol::Tcp);
+    for wrong in wrong_replies(&up) {
+        rig.respond(link, &wrong);
+    }
     assert!(rig.upstream.is_empty() && rig.replies.is_empty());
-    assert_eq!(rig.engines[0].stats().upstream_rejected.get(), 3);
+    assert_eq!(rig.engines[0].stats().upstream_rejected.get(), 4);
+    assert_eq!(rig.engines[0].stats().upstream_forgeries.get(), 0);
     rig.respond(
         link,
         &reply(&up, ResponseCode::NoError, &[[1, 2, 3, 4]], 60, None),
@@ -373,6 +382,104 @@ fn replies_with_wrong_id_or_question_are_ignored() {
         replies[0].1.answers()[0].data(),
         &RData::A(A::new(1, 2, 3, 4))
     );
+}
+
+/// Over UDP each attempt has a socket (a link) of its own; a datagram on it that answers
+/// nothing (a forger who found the port, or a broken upstream) moves the query to TCP at
+/// once: the UDP socket closes, and a right guess that comes after is not taken.
+#[test]
+fn a_reply_that_answers_nothing_over_udp_moves_the_query_to_tcp() {
+    for wrong in 0..4 {
+        let mut rig = Rig::one(config(1, false, cache30()));
+        let c = client(4000, Protocol::Udp);
+        rig.outcome(c, &query(5, "q.example.", RecordType::A, false));
+        let (udp, _, up) = rig.upstream_query();
+        assert_eq!(udp.protocol, Protocol::Udp);
+        assert_eq!(rig.engines[0].upstream_udp_sockets(), 1);
+        rig.respond(udp, &wrong_replies(&up)[wrong]);
+        let (tcp, _, again) = rig.upstream_query();
+        assert_eq!(
+            (tcp.protocol, again.queries(), rig.closed.as_slice()),
+            (Protocol::Tcp, up.queries(), &[udp][..]),
+            "the query goes on over TCP and the UDP socket closes"
+        );
+        assert_ne!(again.id(), up.id());
+        assert_eq!(rig.engines[0].upstream_udp_sockets(), 0);
+        let stats = rig.engines[0].stats();
+        assert_eq!(
+            (
+                stats.upstream_rejected.get(),
+                stats.upstream_forgeries.get()
+            ),
+            (1, 1)
+        );
+        // The forger's right guess, too late, on the closed socket: nothing.
+        rig.respond(
+            udp,
+            &reply(&up, ResponseCode::NoError, &[[6, 6, 6, 6]], 86_400, None),
+        );
+        assert!(rig.replies.is_empty() && rig.upstream.is_empty());
+        rig.respond(
+            tcp,
+            &reply(&again, ResponseCode::NoError, &[[1, 2, 3, 4]], 60, None),
+        );
+        let replies = rig.take_replies();
+        assert_eq!(replies.len(), 1);
+        assert_eq!(
+            replies[0].1.answers()[0].data(),
+            &RData::A(A::new(1, 2, 3, 4))
+        );
+        // Cached: the truth.
+        let hit = rig
+            .query(c, &query(6, "q.example.", RecordType::A, false))
+            .expect("a hit");
+        assert_eq!(hit.answers()[0].data(), &RData::A(A::new(1, 2, 3, 4)));
+    }
+}
+
+/// Each UDP attempt (and each probe) has its own socket, closed when it is over: answered,
+/// timed out or failed.
+#[test]
+fn every_udp_attempt_has_a_socket_of_its_own_closed_when_it_ends() {
+    let mut rig = Rig::one(config(2, false, cache30()));
+    let c = client(4000, Protocol::Udp);
+    rig.outcome(c, &query(1, "a.example.", RecordType::A, false));
+    rig.outcome(c, &query(2, "b.example.", RecordType::A, false));
+    let first = rig.lose();
+    let second = rig.upstream.pop_front().expect("a second query");
+    assert_ne!(first.link, second.link, "one socket per attempt");
+    assert_eq!(rig.engines[0].upstream_udp_sockets(), 2);
+    // Answered: its socket closes.
+    let bytes = reply(
+        &second.query(),
+        ResponseCode::NoError,
+        &[[1, 1, 1, 1]],
+        60,
+        None,
+    );
+    rig.respond(second.link, &bytes);
+    assert_eq!(rig.closed, [second.link]);
+    // Timed out: the next attempt takes another socket, the first closes.
+    rig.wait(Duration::from_secs(2));
+    let retry = rig.upstream.pop_front().expect("a retry");
+    assert_ne!(retry.link, first.link);
+    assert!(rig.closed.contains(&first.link));
+    // Refused: its socket closes too (the health probe that follows has its own).
+    let retry_link = retry.link;
+    rig.close_link(retry_link);
+    assert!(rig.closed.contains(&retry_link));
+    rig.wait(Duration::from_secs(10));
+    rig.take_replies();
+    for probe in rig.probes.drain(..) {
+        assert!(probe.link.protocol == Protocol::Udp && probe.link.conn != 0);
+    }
+    assert_eq!(
+        rig.engines[0].upstream_udp_sockets(),
+        0,
+        "nothing pending, no probe waiting: every socket closed ({:?})",
+        rig.closed
+    );
+    assert!(rig.engines[0].is_idle());
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::scenario::{a, cache, check, hit, relayed};
 use common::{Ask, Rig, config_with};
+use hickory_proto::op::{MessageType, OpCode};
 use hickory_proto::rr::RecordType;
 use shardns_shard::{Coalesce, ImportReport};
 
@@ -138,4 +139,41 @@ fn expired_entries_stay_behind_and_bad_bytes_store_nothing() {
     let now = elsewhere.now;
     let report = elsewhere.engines[0].import_cache(now, chunk);
     assert_eq!((report.stored, report.dropped), (0, NAMES));
+}
+
+/// An entry whose message is not a reply to a standard query (QR clear, another opcode) is
+/// not stored: a hit serves the stored header as it is (found by the engine fuzz target: a
+/// damaged hand-off chunk made a hit answer without QR and with opcode 11).
+#[test]
+fn entries_that_are_not_replies_to_a_standard_query_are_dropped() {
+    let mut old = filled(1);
+    let chunks = export(&mut old);
+    // The first entry: zone (2 + 1 bytes for the root), kind, flags, lifetime (4), keepttl,
+    // ext RCODE, message length (2), then the message; its flags word at 2..4.
+    let flags = 2 + 1 + 1 + 1 + 4 + 1 + 1 + 2 + 2;
+    for damage in [0x80u8, 0x58] {
+        let mut chunk = chunks[0].clone();
+        chunk[flags] ^= damage;
+        let mut new = Rig::one(config_with(Some(cache(None))));
+        let now = new.now;
+        let report = new.engines[0].import_cache(now, &chunk);
+        assert_eq!(
+            (report.stored, report.dropped),
+            (NAMES - 1, 1),
+            "{damage:#x}"
+        );
+        // The dropped one is a miss; the others are hits.
+        for i in 0..NAMES {
+            new.ask_on(0, &name(i), RecordType::A, Ask::default());
+        }
+        assert_eq!(new.upstream.len(), 1, "{damage:#x}: one miss");
+        let replies = new.take_replies();
+        assert_eq!(replies.len(), NAMES - 1);
+        for (_, reply) in replies {
+            assert_eq!(
+                (reply.message_type(), reply.op_code()),
+                (MessageType::Response, OpCode::Query)
+            );
+        }
+    }
 }

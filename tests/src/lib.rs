@@ -27,7 +27,9 @@ pub use dig::{dig, dig_answers, dig_status};
 pub use shardns::{Shardns, ShardnsExit, shardns_binary};
 pub use tempdir::TempDir;
 pub use unbound::{Unbound, zone};
-pub use upstream::{Behaviour, Garbage, TestUpstream, TruncateTcp, UpstreamStats, WrongId};
+pub use upstream::{
+    Behaviour, Garbage, SeenQuery, TestUpstream, TruncateTcp, UpstreamStats, WrongId,
+};
 
 /// The I/O backend a shardns instance runs on (`--io`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,8 @@
 //! Order of decisions for each received message:
 //! 1. unparseable, a response (QR=1), or not exactly one question: counted as malformed and
 //!    dropped;
-//! 2. counted (total, per protocol, per name and type, health probe);
+//! 2. counted (total, per protocol, per name and type, health probe) and logged (protocol,
+//!    source address, ID, name: [`TestUpstream::seen`]);
 //! 3. TCP and [`Behaviour::reset_connections`]: the connection is reset (RST), no answer;
 //! 4. [`Behaviour::drop_queries`]: no answer;
 //! 5. the answer: [`Behaviour::rcode`] if set, else the zone's; over UDP, TC=1 without
@@ -37,7 +38,7 @@ mod udp;
 /// The data [`TestUpstream`] serves. Answers use the query's name as written (case kept).
 pub mod zone;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
@@ -48,7 +49,7 @@ use hickory_proto::rr::{Name, RecordType};
 
 pub use behaviour::{Behaviour, Garbage, TruncateTcp, WrongId};
 pub use handle::TestUpstream;
-pub use stats::UpstreamStats;
+pub use stats::{SeenQuery, UpstreamStats};
 
 use scheduler::Scheduler;
 use tcp::Conn;
@@ -78,6 +79,8 @@ struct Counters {
     tcp_open: AtomicU64,
     max_outstanding: AtomicU64,
     per_name: Mutex<HashMap<(String, RecordType), u64>>,
+    /// The last [`stats::SEEN_MAX`] well-formed queries, oldest first.
+    seen: Mutex<VecDeque<SeenQuery>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -691,3 +691,46 @@ fn handle_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<TestUpstream>();
 }
+
+#[test]
+fn seen_logs_every_query_with_its_source_and_id() {
+    let up = upstream();
+    let udp = UdpClient::new(up.addr()).unwrap();
+    let id = new_id();
+    udp.exchange(&query_message(&zone::host(5), RecordType::A, id), T)
+        .unwrap();
+    let mut tcp = TcpClient::connect(up.addr()).unwrap();
+    let tcp_id = new_id();
+    tcp.send_raw(&build_query(&zone::host(6), RecordType::AAAA, tcp_id))
+        .unwrap();
+    tcp.recv(T).unwrap();
+    let seen = up.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(!seen[0].tcp && seen[1].tcp, "{seen:?}");
+    assert_eq!(seen[0].peer, udp.local_addr());
+    assert_eq!(
+        (seen[0].id, seen[0].name.as_str()),
+        (id, "host5.upstream.test.")
+    );
+    assert_eq!((seen[1].id, seen[1].rtype), (tcp_id, RecordType::AAAA));
+    up.reset_counters();
+    assert!(up.seen().is_empty());
+}
+
+#[test]
+fn spoofer_sends_from_the_upstreams_address() {
+    let up = upstream();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(T)).unwrap();
+    // A socket connected to the upstream accepts what its spoofer sends.
+    client.connect(up.addr()).unwrap();
+    let spoofer = up.spoofer().expect("listening");
+    spoofer
+        .send_to(b"forged", client.local_addr().unwrap())
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let (n, from) = client.recv_from(&mut buf).expect("the forged datagram");
+    assert_eq!((&buf[..n], from), (&b"forged"[..], up.addr()));
+    up.stop_listening();
+    assert!(up.spoofer().is_none());
+}

@@ -4,6 +4,7 @@
 //! `search`, `options`, ...) are ignored, and so are nameserver lines whose address does not
 //! parse. Upstreams get port 53.
 
+use std::io::Read;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::path::Path;
 
@@ -29,9 +30,26 @@ pub(super) enum ResolvError {
     },
 }
 
-/// Reads the nameservers of the resolv.conf file at `path`, in file order.
+/// The most of a resolv.conf file read (glibc reads far less of it).
+const MAX_RESOLV_CONF: u64 = 1 << 20;
+
+/// Reads the nameservers of the resolv.conf file at `path`, in file order. Only a regular
+/// file (or a link to one) is read, and at most [`MAX_RESOLV_CONF`] bytes of it: a path such
+/// as `/dev/zero` or `/dev/stdin` would otherwise never end or block start-up.
 pub(super) fn read_nameservers(path: &str) -> Result<Vec<SocketAddr>, ResolvError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ResolvError::Read {
+    let read = |path: &str| -> std::io::Result<String> {
+        let file = std::fs::File::open(path)?;
+        if !file.metadata()?.is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_RESOLV_CONF).read_to_end(&mut bytes)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    let text = read(path).map_err(|source| ResolvError::Read {
         path: path.to_string(),
         source,
     })?;
@@ -127,5 +145,10 @@ mod tests {
         let error = read_nameservers(manifest).unwrap_err();
         assert!(matches!(error, ResolvError::NoNameserver { .. }), "{error}");
         assert!(error.to_string().ends_with("has no usable nameserver line"));
+        // Devices and directories are refused at once (a read of /dev/zero never ends).
+        for path in ["/dev/zero", "/dev/null", "/"] {
+            let error = read_nameservers(path).unwrap_err().to_string();
+            assert!(error.contains("not a regular file"), "{path}: {error}");
+        }
     }
 }

@@ -232,6 +232,12 @@ pub(super) const SHARD_FAMILIES: &[ShardFamily] = &[
         |stats| stats.upstream_link_failures.get(),
     ),
     (
+        "shardns_shard_upstream_forgeries_total",
+        "Upstream UDP attempts moved to TCP: a datagram on their socket answered nothing (a \
+         forgery, or a broken upstream).",
+        |stats| stats.upstream_forgeries.get(),
+    ),
+    (
         "shardns_shard_dropped_total",
         "Client packets dropped without a reply (no header, or a response).",
         |stats| stats.dropped.get(),

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use shardns_wire::build::{EDNS_PAYLOAD, append_opt, client_udp_limit, truncate};
-use shardns_wire::{HEADER_LEN, Header, KeyFlags, Message, Rcode};
+use shardns_wire::{HEADER_LEN, Header, KeyFlags, Message, Rcode, opcode};
 
 use crate::Protocol;
 use crate::config::{CacheConfig, CacheSection};
@@ -148,7 +148,11 @@ impl StoredResponse {
             offsets.push(u16::try_from(offset).unwrap_or(u16::MAX));
         })
         .ok()?;
-        if message.edns.is_some()
+        // Served as it is (but for ID, RD/CD/AD/AA/TC and TTLs): it must be a reply to a
+        // standard query, as every stored response is.
+        if !message.header.qr()
+            || message.header.opcode() != opcode::QUERY
+            || message.edns.is_some()
             || message.records.end != entry.message.len()
             || entry.message.len() > usize::from(u16::MAX)
             || offsets

@@ -1,5 +1,5 @@
 //! The slow path shared by both drivers: an epoll set holding the TCP listeners, client TCP
-//! connections, upstream UDP sockets and upstream TCP connections, and the code that serves
+//! connections, upstream UDP sockets (one per exchange) and upstream TCP connections, and the code that serves
 //! them for a [`Handler`]. The epoll driver adds its UDP listeners to the same set; the
 //! io_uring driver watches [`Reactor::epoll_fd`] with a multishot poll and calls
 //! [`Reactor::poll_ready`] when it fires. The shard's peer wake-up eventfd (see
@@ -63,11 +63,12 @@ struct UpstreamConn {
     out: OutBuf,
 }
 
-/// One upstream UDP socket (connected to `addr`).
+/// One upstream UDP socket (bound to a port the kernel picks, connected to `addr`).
 #[derive(Debug)]
 struct UpstreamUdp {
     socket: UdpSocket,
     addr: SocketAddr,
+    link: Link,
 }
 
 /// The shared slow path: see the module documentation. `M` is the shard group's peer
@@ -78,7 +79,9 @@ pub(crate) struct Reactor<M> {
     events: Vec<libc::epoll_event>,
     listeners: Vec<(u16, TcpListener)>,
     clients: ClientTable<TcpStream>,
-    up_udp: Vec<Option<UpstreamUdp>>,
+    /// Upstream UDP sockets by the `conn` of their link: one per exchange, opened by the
+    /// first query that names the link, closed when the engine says so.
+    up_udp: HashMap<u32, UpstreamUdp>,
     up_tcp: HashMap<u32, UpstreamConn>,
     scratch: Box<[u8]>,
     out: Box<[u8]>,
@@ -144,7 +147,7 @@ impl<M> Reactor<M> {
                 limits.client_tcp_idle,
                 limits.query_timeout,
             ),
-            up_udp: Vec::new(),
+            up_udp: HashMap::new(),
             up_tcp: HashMap::new(),
             scratch: vec![0u8; MAX_MESSAGE + 1].into_boxed_slice(),
             out: vec![0u8; MAX_MESSAGE].into_boxed_slice(),
@@ -250,7 +253,7 @@ impl<M> Reactor<M> {
         match kind {
             KIND_TCP_LISTENER => self.accept(now, id as usize, handler),
             KIND_CLIENT => self.client_event(now, id, ev, handler),
-            KIND_UP_UDP => self.upstream_udp_readable(now, id as u16, handler),
+            KIND_UP_UDP => self.upstream_udp_readable(now, id, handler),
             KIND_UP_TCP => self.upstream_tcp_event(now, id, ev, handler),
             KIND_PEER => self.peer_readable(now, handler),
             _ => debug!("unexpected epoll token {tok:#x}"),
@@ -270,11 +273,12 @@ impl<M> Reactor<M> {
                 Protocol::Udp => self.query_udp(now, link, addr, &payload, handler),
                 Protocol::Tcp => self.query_tcp(now, link, addr, &payload, handler),
             },
-            Transmit::Close { link } => {
-                if link.protocol == Protocol::Tcp {
+            Transmit::Close { link } => match link.protocol {
+                Protocol::Tcp => {
                     self.up_tcp.remove(&link.conn);
                 }
-            }
+                Protocol::Udp => self.close_udp(link.conn),
+            },
         }
     }
 
@@ -564,13 +568,19 @@ impl<M> Reactor<M> {
         payload: &[u8],
         handler: &mut H,
     ) {
-        let idx = usize::from(link.upstream);
-        if self.up_udp.len() <= idx {
-            self.up_udp.resize_with(idx + 1, || None);
+        if self
+            .up_udp
+            .get(&link.conn)
+            .is_some_and(|u| u.addr != addr || u.link != link)
+        {
+            // Not expected (the engine closes a link before its number returns).
+            self.close_udp(link.conn);
         }
-        if self.up_udp[idx].as_ref().is_none_or(|u| u.addr != addr) {
-            match open_upstream_udp(&self.epoll, addr, link.upstream) {
-                Ok(u) => self.up_udp[idx] = Some(u),
+        if !self.up_udp.contains_key(&link.conn) {
+            match open_upstream_udp(&self.epoll, addr, link) {
+                Ok(u) => {
+                    self.up_udp.insert(link.conn, u);
+                }
                 Err(e) => {
                     debug!("upstream {addr} udp socket: {e}");
                     handler.handle_link_closed(now, link, LinkError::dial(e.kind()));
@@ -578,33 +588,44 @@ impl<M> Reactor<M> {
                 }
             }
         }
-        let Some(u) = &self.up_udp[idx] else { return };
+        let Some(u) = self.up_udp.get(&link.conn) else {
+            return;
+        };
         match u.socket.send(payload) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => debug!("upstream {addr}: {e}"),
             Err(e) => {
                 debug!("upstream {addr} udp send: {e}");
+                self.close_udp(link.conn);
                 handler.handle_link_closed(now, link, LinkError::write(e.kind()));
             }
         }
     }
 
-    fn upstream_udp_readable<H: Handler>(&mut self, now: Instant, idx: u16, handler: &mut H) {
-        let Some(Some(u)) = self.up_udp.get(usize::from(idx)) else {
-            return;
-        };
-        let link = Link {
-            upstream: idx,
-            protocol: Protocol::Udp,
-            conn: 0,
-        };
+    /// Closes the upstream UDP socket of link number `conn`, if open.
+    fn close_udp(&mut self, conn: u32) {
+        if let Some(u) = self.up_udp.remove(&conn)
+            && let Err(e) = self.epoll.delete(u.socket.as_raw_fd())
+        {
+            debug!("epoll delete upstream udp socket: {e}");
+        }
+    }
+
+    fn upstream_udp_readable<H: Handler>(&mut self, now: Instant, conn: u32, handler: &mut H) {
         for _ in 0..READ_BUDGET {
+            // Looked up each time: the handler may have closed the socket (a Close is
+            // performed later, but a failed send closes at once).
+            let Some(u) = self.up_udp.get(&conn) else {
+                return;
+            };
+            let link = u.link;
             match u.socket.recv(&mut self.scratch) {
                 Ok(n) => handler.handle_response(now, link, &self.scratch[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!("upstream {} udp: {e}", u.addr);
+                    self.close_udp(conn);
                     handler.handle_link_closed(now, link, LinkError::read(e.kind()));
                     return;
                 }
@@ -715,7 +736,10 @@ impl<M> Reactor<M> {
     }
 }
 
-fn open_upstream_udp(epoll: &Epoll, addr: SocketAddr, idx: u16) -> io::Result<UpstreamUdp> {
+/// A UDP socket for `link`: bound to port 0, so the kernel picks a random free port of the
+/// ephemeral range (Linux draws the starting point at random for every bind), and connected
+/// to `addr`, so the kernel delivers only datagrams from the upstream's address and port.
+fn open_upstream_udp(epoll: &Epoll, addr: SocketAddr, link: Link) -> io::Result<UpstreamUdp> {
     let bind: SocketAddr = if addr.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
@@ -727,9 +751,9 @@ fn open_upstream_udp(epoll: &Epoll, addr: SocketAddr, idx: u16) -> io::Result<Up
     epoll.add(
         socket.as_raw_fd(),
         libc::EPOLLIN as u32,
-        token(KIND_UP_UDP, u32::from(idx)),
+        token(KIND_UP_UDP, link.conn),
     )?;
-    Ok(UpstreamUdp { socket, addr })
+    Ok(UpstreamUdp { socket, addr, link })
 }
 
 /// Writes what it can of `out` to `stream`. Returns `Err` if the connection is broken.

@@ -1,11 +1,13 @@
-//! One upstream attempt: choosing its link (the upstream's UDP socket or a pooled TCP
+//! One upstream attempt: choosing its link (a UDP socket of its own, or a pooled TCP
 //! connection) and wire ID, and what comes back on a link: a reply (matched by ID and
-//! question), a closed link, or nothing by the attempt's deadline.
+//! question), a closed link, or nothing by the attempt's deadline. On UDP, a datagram that
+//! answers nothing while an attempt waits on its socket is taken for a forgery: the attempt
+//! goes on over TCP.
 
 use std::time::Instant;
 
 use rand::Rng;
-use shardns_wire::{Header, Message, Rcode, name_eq_lowercase};
+use shardns_wire::{Header, Message, Rcode, name_eq_lowercase, opcode};
 
 use super::Engine;
 use super::miss::Delivery;
@@ -30,19 +32,8 @@ impl Engine {
             return;
         };
         let (link, reused) = match pending.transport() {
-            Protocol::Udp => {
-                let used = self.udp_used.get_mut(upstream as usize);
-                let reused = used.as_deref().copied().unwrap_or(true);
-                if let Some(used) = used {
-                    *used = true;
-                }
-                let link = Link {
-                    upstream,
-                    protocol: Protocol::Udp,
-                    conn: 0,
-                };
-                (link, reused)
-            }
+            // A socket of its own (a fresh random port), unless the shard has too many open.
+            Protocol::Udp => self.inflight.acquire_udp(upstream, self.rng.random()),
             Protocol::Tcp => self.tcp.acquire(upstream, &mut self.timers),
         };
         if let Some(stats) = self.stats.upstreams.get(upstream as usize) {
@@ -148,11 +139,13 @@ impl Engine {
     pub(super) fn response(&mut self, now: Instant, link: Link, response: &[u8]) {
         let Ok(header) = Header::parse(response) else {
             self.stats.upstream_rejected.inc();
+            self.suspect_forgery(now, link);
             return;
         };
         let Some(id) = self.inflight.by_wire(link, header.id) else {
             if !(header.qr() && self.probe_reply(now, link, header.id)) {
                 self.stats.upstream_rejected.inc();
+                self.suspect_forgery(now, link);
             }
             return;
         };
@@ -162,7 +155,10 @@ impl Engine {
         let accepted = match (&parsed, self.inflight.get(id)) {
             (Ok(message), Some(pending)) => {
                 let (q, asked) = (&message.question, &pending.key.question);
+                // A reply to our (standard) query: QR set and the query's opcode, which it is
+                // served with from the cache.
                 message.header.qr()
+                    && message.header.opcode() == opcode::QUERY
                     && q.qtype == asked.qtype()
                     && q.qclass == asked.qclass()
                     && name_eq_lowercase(q.name, asked.qname())
@@ -172,13 +168,14 @@ impl Engine {
         let message = match parsed {
             Ok(message) if accepted => message,
             _ => {
-                // Wrong question or garbage: keep waiting for the real reply until the
-                // deadline.
+                // Wrong question or garbage: over TCP, keep waiting for the real reply until
+                // the deadline; over UDP, go on over TCP.
                 self.stats.upstream_rejected.inc();
                 if let Some(pending) = self.inflight.get(id) {
                     self.stats.servers[pending.key.server()].drops.inc();
                 }
                 self.ttl_offsets = offsets;
+                self.suspect_forgery(now, link);
                 return;
             }
         };
@@ -230,6 +227,33 @@ impl Engine {
         self.deliver(now, pending, Delivery::Response(stored, kind));
     }
 
+    /// A datagram on UDP `link` answered nothing (an unknown ID, the wrong question, not a
+    /// reply, garbage). The socket is connected to the upstream and its own to the attempts
+    /// on it, so it came from the upstream or from someone forging the upstream's address who
+    /// found the port; a forger's next guess could be right. Every attempt on the link goes
+    /// on over TCP (one more attempt, as after a truncated reply), where an off-path forger
+    /// cannot reach, and the socket closes. Nothing happens on TCP links (their replies are
+    /// the upstream's; a wrong one is skipped) or when no attempt waits on the link.
+    fn suspect_forgery(&mut self, now: Instant, link: Link) {
+        if link.protocol != Protocol::Udp {
+            return;
+        }
+        for id in self.inflight.on_link(link) {
+            let Some(pending) = self.inflight.get_mut(id) else {
+                continue;
+            };
+            pending.over_tcp = true;
+            pending.attempts = pending.attempts.saturating_sub(1);
+            tracing::debug!(
+                shard = self.shard,
+                upstream = link.upstream,
+                "unexpected datagram on an upstream UDP socket: going on over TCP"
+            );
+            self.stats.upstream_forgeries.inc();
+            self.send_attempt(now, id);
+        }
+    }
+
     /// An upstream link failed or closed (`error`): its probe fails, and the attempts on it
     /// move on.
     pub(super) fn link_closed(&mut self, now: Instant, link: Link, error: LinkError) {
@@ -237,6 +261,7 @@ impl Engine {
             self.tcp.forget(link, &mut self.timers);
         }
         for (upstream, went_down) in self.health.link_closed(now, link, &mut self.timers) {
+            self.inflight.release_udp(link);
             self.count_probe_failure(upstream, went_down);
         }
         let on_link = self.inflight.on_link(link);

@@ -112,8 +112,6 @@ pub struct Engine {
     inflight: InFlight,
     tcp: TcpPool,
     health: Health,
-    /// Per upstream: whether its UDP socket has been used (for the connection-cache metric).
-    udp_used: Vec<bool>,
     rng: StdRng,
     /// Network output, drained by [`Handler::poll_transmit`].
     outbox: VecDeque<Transmit>,
@@ -166,7 +164,6 @@ impl Engine {
             slots: RequestSlots::of(&config, stats.servers.len()),
             tcp: tcp_pool(&config),
             health: Health::new(&config),
-            udp_used: vec![false; config.upstreams.len()],
             config,
             group,
             shard,
@@ -217,6 +214,12 @@ impl Engine {
     /// Queries currently in flight (upstream, or waiting for their owner shard).
     pub fn pending(&self) -> usize {
         self.inflight.len()
+    }
+
+    /// Upstream UDP sockets open (one per attempt or probe waiting on UDP, at most
+    /// 1,024; see [`Transmit::Close`]).
+    pub fn upstream_udp_sockets(&self) -> usize {
+        self.inflight.open_udp()
     }
 
     /// The cache of server block `server` (None without `cache`).
@@ -319,7 +322,10 @@ impl Handler for Engine {
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.outbox.pop_front()
+        self.outbox.pop_front().or_else(|| {
+            let link = self.inflight.pop_closed_udp()?;
+            Some(Transmit::Close { link })
+        })
     }
 
     fn poll_peer(&mut self) -> Option<(usize, PeerMessage)> {
@@ -327,7 +333,10 @@ impl Handler for Engine {
     }
 
     fn is_idle(&self) -> bool {
-        self.inflight.len() == 0 && self.outbox.is_empty() && self.peer_outbox.is_empty()
+        self.inflight.len() == 0
+            && self.outbox.is_empty()
+            && self.peer_outbox.is_empty()
+            && !self.inflight.closing_udp()
     }
 }
 

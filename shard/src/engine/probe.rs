@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use rand::Rng;
 use shardns_wire::build::upstream_query;
 use shardns_wire::{Header, Question, rtype};
 
@@ -19,13 +20,13 @@ impl Engine {
             return;
         };
         let addr = target.addr;
+        if let Some(old) = self.health.probe_link(upstream) {
+            // Not expected (a probe is sent when none is in flight); its socket closes.
+            self.inflight.release_udp(old);
+        }
         let link = match spec.tcp {
             true => self.tcp.acquire(upstream, &mut self.timers).0,
-            false => Link {
-                upstream,
-                protocol: Protocol::Udp,
-                conn: 0,
-            },
+            false => self.inflight.acquire_udp(upstream, self.rng.random()).0,
         };
         let id = self.free_wire_id(link);
         let question = Question {
@@ -47,11 +48,14 @@ impl Engine {
     /// The probe of `upstream` got no reply by its deadline. A TCP probe's connection is
     /// retired and given back, as an attempt's.
     pub(super) fn probe_failed(&mut self, now: Instant, upstream: u16) {
-        if let Some(link) = self.health.probe_link(upstream)
-            && link.protocol == Protocol::Tcp
-        {
-            self.retire_tcp(link);
-            self.release_tcp(now, link);
+        if let Some(link) = self.health.probe_link(upstream) {
+            match link.protocol {
+                Protocol::Tcp => {
+                    self.retire_tcp(link);
+                    self.release_tcp(now, link);
+                }
+                Protocol::Udp => self.inflight.release_udp(link),
+            }
         }
         let went_down = self.health.probe_failed(now, upstream, &mut self.timers);
         self.count_probe_failure(upstream, went_down);
@@ -83,8 +87,9 @@ impl Engine {
         if was_down && let Some(target) = self.config.upstreams.get(usize::from(upstream)) {
             tracing::info!(shard = self.shard, "upstream {} is up again", target.addr);
         }
-        if link.protocol == Protocol::Tcp {
-            self.release_tcp(now, link);
+        match link.protocol {
+            Protocol::Tcp => self.release_tcp(now, link),
+            Protocol::Udp => self.inflight.release_udp(link),
         }
         self.upstream_gauges(upstream);
         true

@@ -55,6 +55,10 @@ impl Engine {
             }
         }
         self.config = Arc::clone(&config);
+        // The probes in flight are forgotten: their UDP sockets close.
+        for link in self.health.probe_links() {
+            self.inflight.release_udp(link);
+        }
         self.health = Health::new(&config);
         for upstream in 0..old.upstreams.len() {
             // The old probes are void: their upstreams may have other indices now.
@@ -67,7 +71,9 @@ impl Engine {
                 self.outbox.push_back(Transmit::Close { link });
             }
             self.tcp = tcp_pool(&config).continuing(&self.tcp);
-            self.udp_used = vec![false; config.upstreams.len()];
+            // Upstream indices may name other addresses now: no new attempt shares an old
+            // UDP socket (each closes when its attempts are over).
+            self.inflight.retire_udp();
             for id in self.inflight.ids() {
                 self.inflight.finish_attempt(id, &mut self.timers);
                 let Some(pending) = self.inflight.get_mut(id) else {

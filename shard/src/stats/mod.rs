@@ -85,6 +85,9 @@ pub struct ShardStats {
     pub upstream_timeouts: Counter,
     /// Attempts that failed because the link closed (refused, reset, EOF).
     pub upstream_link_failures: Counter,
+    /// UDP attempts moved to TCP because a datagram on their socket answered nothing (a
+    /// forgery, or a broken upstream).
+    pub upstream_forgeries: Counter,
     /// Packets dropped without a reply (no header, QR=1).
     pub dropped: Counter,
     /// Messages sent to other shards (misses handed to a key's owner, answers sent back).

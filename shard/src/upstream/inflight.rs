@@ -1,12 +1,15 @@
 //! The in-flight table of one shard: every resolution under way, indexed by its
 //! [`PendingKey`] (for coalescing) and by link + wire ID (for matching upstream replies),
-//! with its attempt and overall deadlines in the engine's [`TimerTable`]. No I/O and no
-//! clock: callers pass `now`.
+//! with its attempt and overall deadlines in the engine's [`TimerTable`], and the upstream UDP
+//! sockets its attempts (and the health probes) use ([`UdpSockets`]): an attempt's socket is
+//! released whenever the attempt ends, however it ends. No I/O and no clock: callers pass
+//! `now`.
 
 use std::time::{Duration, Instant};
 
 use hashbrown::{HashMap, HashTable};
 
+use super::udp::UdpSockets;
 use crate::failure::AttemptFailure;
 use crate::question::PendingKey;
 use crate::timer::{Timer, TimerTable};
@@ -158,6 +161,8 @@ pub(crate) struct InFlight {
     per_upstream: Vec<usize>,
     /// Clients waiting, over every pending query.
     waiters: usize,
+    /// The upstream UDP sockets of attempts and probes.
+    udp: UdpSockets,
 }
 
 /// Adds `delta` to `counts[index]`, growing the vector as needed.
@@ -304,7 +309,40 @@ impl InFlight {
         bump(&mut self.per_upstream, link.upstream as usize, -1);
         self.by_wire.remove(&(link, id));
         timers.clear(Timer::Attempt(pending_id));
+        self.udp.release(link);
         Some(link)
+    }
+
+    /// A UDP socket for one more exchange with `upstream` (an attempt, whose
+    /// [`InFlight::start_attempt`] must follow, or a probe, which [`InFlight::release_udp`]
+    /// must end); `pick` chooses among shared ones. Returns its link and whether it is shared.
+    pub(crate) fn acquire_udp(&mut self, upstream: u16, pick: u64) -> (Link, bool) {
+        self.udp.acquire(upstream, pick)
+    }
+
+    /// A probe's exchange on UDP `link` is over (see [`InFlight::acquire_udp`]).
+    pub(crate) fn release_udp(&mut self, link: Link) {
+        self.udp.release(link);
+    }
+
+    /// No UDP socket open now takes new exchanges (the upstreams were renumbered).
+    pub(crate) fn retire_udp(&mut self) {
+        self.udp.retire_all();
+    }
+
+    /// The next UDP socket no exchange uses any more, for the driver to close.
+    pub(crate) fn pop_closed_udp(&mut self) -> Option<Link> {
+        self.udp.pop_closed()
+    }
+
+    /// Whether UDP sockets wait to be closed.
+    pub(crate) fn closing_udp(&self) -> bool {
+        self.udp.closing()
+    }
+
+    /// Upstream UDP sockets open.
+    pub(crate) fn open_udp(&self) -> usize {
+        self.udp.open()
     }
 
     /// The pending query waiting for wire ID `id` on `link`.

@@ -35,6 +35,8 @@ impl fmt::Debug for TestUpstream {
 
 struct Listeners {
     stop: Arc<AtomicBool>,
+    /// A handle on the listening UDP socket, for [`TestUpstream::spoofer`].
+    udp_socket: UdpSocket,
     udp: JoinHandle<()>,
     tcp: JoinHandle<()>,
 }
@@ -86,6 +88,7 @@ impl TestUpstream {
 
     fn spawn_listeners(&self, udp: UdpSocket, tcp: Socket) -> Result<Listeners> {
         udp.set_read_timeout(Some(POLL))?;
+        let udp_socket = udp.try_clone()?;
         let stop = Arc::new(AtomicBool::new(false));
         let (i, s) = (self.inner.clone(), stop.clone());
         let udp = std::thread::Builder::new()
@@ -104,7 +107,12 @@ impl TestUpstream {
                 return Err(e).context("spawning the TCP accept thread");
             }
         };
-        Ok(Listeners { stop, udp, tcp })
+        Ok(Listeners {
+            stop,
+            udp_socket,
+            udp,
+            tcp,
+        })
     }
 
     /// The address (127.0.0.1:PORT), the same for UDP and TCP, across stop/start.
@@ -114,6 +122,16 @@ impl TestUpstream {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// A handle on the listening UDP socket (`None` while not listening): what a test sends
+    /// with it leaves from the upstream's own address and port, as a forger who spoofs the
+    /// upstream's address would send it. Reading from it steals the server's queries: only
+    /// send.
+    pub fn spoofer(&self) -> Option<UdpSocket> {
+        lock(&self.listeners)
+            .as_ref()
+            .and_then(|l| l.udp_socket.try_clone().ok())
     }
 
     /// Whether the listening sockets are open (see [`TestUpstream::stop_listening`]).

@@ -1,5 +1,6 @@
 //! Deciding what to do with one received message, and building the reply from the zone.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode}
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
+use super::stats::{SEEN_MAX, SeenQuery};
 use super::{Garbage, Inner, Proto, TruncateTcp, WrongId, lock, name_key, zone};
 
 pub(super) enum Decision {
@@ -63,7 +65,7 @@ pub(super) fn garbage(id: u16, n: u64) -> Vec<u8> {
     bytes
 }
 
-pub(super) fn decide(inner: &Inner, bytes: &[u8], proto: Proto) -> Decision {
+pub(super) fn decide(inner: &Inner, bytes: &[u8], proto: Proto, peer: SocketAddr) -> Decision {
     let c = &inner.counters;
     let msg = match Message::from_vec(bytes) {
         Ok(m) if m.message_type() == MessageType::Query && m.queries().len() == 1 => m,
@@ -85,6 +87,19 @@ pub(super) fn decide(inner: &Inner, bytes: &[u8], proto: Proto) -> Decision {
     *lock(&c.per_name)
         .entry((key.clone(), q.query_type()))
         .or_insert(0) += 1;
+    {
+        let mut seen = lock(&c.seen);
+        if seen.len() >= SEEN_MAX {
+            seen.pop_front();
+        }
+        seen.push_back(SeenQuery {
+            tcp: proto == Proto::Tcp,
+            peer,
+            id: msg.id(),
+            name: key.clone(),
+            rtype: q.query_type(),
+        });
+    }
 
     let b = lock(&inner.behaviour);
     if proto == Proto::Tcp && b.reset_connections {

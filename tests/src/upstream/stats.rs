@@ -1,11 +1,29 @@
 //! [`TestUpstream`]'s counters: the [`UpstreamStats`] snapshot and the handle's methods that
 //! read and reset them.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hickory_proto::rr::RecordType;
 
 use super::{TestUpstream, lock, normalize_name};
+
+/// Queries kept in the log of [`TestUpstream::seen`] (the oldest are forgotten).
+pub const SEEN_MAX: usize = 100_000;
+
+/// One well-formed query as it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenQuery {
+    /// Over TCP (else UDP).
+    pub tcp: bool,
+    /// Where it came from: the proxy's source address and port.
+    pub peer: SocketAddr,
+    /// Its message ID.
+    pub id: u16,
+    /// Its name, lowercased, with the trailing dot.
+    pub name: String,
+    pub rtype: RecordType,
+}
 
 /// A snapshot of [`TestUpstream`]'s counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -105,6 +123,12 @@ impl TestUpstream {
         self.stats().max_outstanding_per_connection
     }
 
+    /// The last [`SEEN_MAX`] well-formed queries received, oldest first (cleared by
+    /// [`TestUpstream::reset_counters`]).
+    pub fn seen(&self) -> Vec<SeenQuery> {
+        lock(&self.inner.counters.seen).iter().cloned().collect()
+    }
+
     /// Zeroes every counter except the `tcp_connections_open` gauge.
     pub fn reset_counters(&self) {
         let c = &self.inner.counters;
@@ -122,5 +146,6 @@ impl TestUpstream {
             a.store(0, Ordering::SeqCst);
         }
         lock(&c.per_name).clear();
+        lock(&c.seen).clear();
     }
 }

@@ -29,6 +29,8 @@ pub(super) fn bind_tcp(port: u16) -> io::Result<Socket> {
 }
 
 pub(super) struct Conn {
+    /// The client's address (shardns's end of the connection).
+    peer: SocketAddr,
     /// `None` once closed. Read-locked for reads and writes (`&TcpStream` does both), so that
     /// taking it out (to close, or reset) closes the socket at once.
     stream: RwLock<Option<TcpStream>>,
@@ -103,8 +105,11 @@ impl Conn {
 
 pub(super) fn serve_accept(inner: &Arc<Inner>, listener: &Socket, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) && !inner.shutdown.load(Ordering::SeqCst) {
-        let stream: TcpStream = match listener.accept() {
-            Ok((s, _)) => s.into(),
+        let (stream, peer): (TcpStream, SocketAddr) = match listener.accept() {
+            Ok((s, peer)) => match peer.as_socket() {
+                Some(peer) => (s.into(), peer),
+                None => continue,
+            },
             Err(e) if is_timeout(&e) => continue,
             Err(_) => {
                 std::thread::sleep(Duration::from_millis(5));
@@ -118,6 +123,7 @@ pub(super) fn serve_accept(inner: &Arc<Inner>, listener: &Socket, stop: &AtomicB
             continue;
         }
         let conn = Arc::new(Conn {
+            peer,
             stream: RwLock::new(Some(stream)),
             write: Mutex::new(()),
             fin_sent: AtomicBool::new(false),
@@ -220,7 +226,7 @@ fn serve_conn_loop(inner: &Arc<Inner>, conn: &Arc<Conn>) {
             {
                 continue; // past the last query this connection takes
             }
-            let d = decide(inner, frame, Proto::Tcp);
+            let d = decide(inner, frame, Proto::Tcp, conn.peer);
             if !matches!(d, Decision::Ignore) {
                 received += 1;
                 let o = conn.outstanding.fetch_add(1, Ordering::SeqCst) + 1;

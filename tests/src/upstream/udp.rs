@@ -25,7 +25,7 @@ pub(super) fn serve_udp(inner: &Arc<Inner>, sock: UdpSocket, stop: &AtomicBool) 
         };
         let Decision::Answer {
             msgs, delay, wire, ..
-        } = decide(inner, &buf[..n], Proto::Udp)
+        } = decide(inner, &buf[..n], Proto::Udp, peer)
         else {
             continue;
         };

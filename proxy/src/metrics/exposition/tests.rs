@@ -34,6 +34,7 @@ fn two_shards(config: &Config) -> Vec<Arc<ShardStats>> {
             stats.peer_sent.add(base + 10);
             stats.peer_received.add(base + 11);
             stats.error_replies[2].add(base + 12);
+            stats.upstream_forgeries.add(base + 13);
             if shard == 1 {
                 stats.error_replies[16].add(3);
             }
@@ -175,6 +176,7 @@ fn shard_series() {
         ("shardns_shard_upstream_rejected_total", 7),
         ("shardns_shard_upstream_timeouts_total", 8),
         ("shardns_shard_dropped_total", 9),
+        ("shardns_shard_upstream_forgeries_total", 13),
     ] {
         assert_eq!(
             value(&page, &format!("{name}{{shard=\"0\"}}")),
