@@ -23,7 +23,10 @@
 # Usage: scripts/bench-miss.sh [SECONDS] [ROUNDS]   (defaults 10 3: about 4 minutes)
 # Environment: MISS_OUTSTANDING (256) queries in flight; MISS_DNSDIST_INFLIGHT (8) dnsdist's
 # maxInFlight per backend connection; MISS_UPSTREAMS ("serial unbound"); MISS_SERVERS
-# ("shardns dnsdist unbound"); SHARDNS_ARGS (extra shardns flags); CARGO_TARGET_DIR.
+# ("shardns dnsdist unbound"; `shardns=PATH` runs another shardns binary beside this
+# one's); MISS_PROTO (tcp) the servers' transport to the upstream: `udp` drops shardns's
+# `force_tcp`, sets Unbound's `forward-tcp-upstream: no` and leaves dnsdist out (its UDP path
+# is another design); SHARDNS_ARGS (extra shardns flags); CARGO_TARGET_DIR.
 # Peers missing from PATH are skipped (scripts/bench-peers.sh installs dnsdist and unbound).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +36,7 @@ OUTSTANDING=${MISS_OUTSTANDING:-256}
 DNSDIST_INFLIGHT=${MISS_DNSDIST_INFLIGHT:-8}
 UPSTREAMS=${MISS_UPSTREAMS:-serial unbound}
 SERVERS=${MISS_SERVERS:-shardns dnsdist unbound}
+PROTO=${MISS_PROTO:-tcp}
 source scripts/bench-lib.sh
 bench_init miss
 scripts/bench-peers.sh || echo "note: scripts/bench-peers.sh could not install every peer; missing ones are skipped" >&2
@@ -51,7 +55,12 @@ for kind in $UPSTREAMS; do
 done
 WANT=()
 for server in $SERVERS; do
-  if [ "$server" != shardns ] && ! have "$server"; then echo "note: no $server on PATH: skipped" >&2; continue; fi
+  case $server in
+    shardns|shardns=*) ;;
+    dnsdist) if [ "$PROTO" = udp ]; then echo "note: MISS_PROTO=udp: dnsdist left out" >&2; continue; fi
+             have dnsdist || { echo "note: no dnsdist on PATH: skipped" >&2; continue; } ;;
+    *) have "$server" || { echo "note: no $server on PATH: skipped" >&2; continue; } ;;
+  esac
   WANT+=("$server")
 done
 
@@ -61,18 +70,22 @@ start_server() { # server tag
   local server=$1 tag=$2
   SERVER_PORT=$(free_port)
   case $server in
-    shardns)
+    shardns|shardns=*)
+      local bin="$T/shardns" which=""
+      if [ "$server" != shardns ]; then bin=${server#shardns=}; which=" $(basename "$bin")"; fi
+      local options="force_tcp"
+      [ "$PROTO" = udp ] && options=""
       cat > "$WORK/Corefile-$tag" <<CF
 .:$SERVER_PORT {
     bind 127.0.0.1
     forward . 127.0.0.1:$UP_PORT {
-        force_tcp
+        $options
     }
 }
 CF
       # shellcheck disable=SC2086 # SHARDNS_ARGS is an option list
-      taskset -c 0 "$T/shardns" --conf "$WORK/Corefile-$tag" --shards 1 ${SHARDNS_ARGS:-} 2>"$WORK/shardns-$tag.log" &
-      LABEL="shardns (1 shard, no cache)"
+      taskset -c 0 "$bin" --conf "$WORK/Corefile-$tag" --shards 1 ${SHARDNS_ARGS:-} 2>"$WORK/shardns-$tag.log" &
+      LABEL="shardns$which (1 shard, no cache, $PROTO upstream)"
       ;;
     dnsdist)
       cat > "$WORK/dnsdist-$tag.conf" <<DD
@@ -94,11 +107,11 @@ DD
 forward-zone:
   name: "."
   forward-addr: 127.0.0.1@$UP_PORT
-  forward-tcp-upstream: yes
+  forward-tcp-upstream: $([ "$PROTO" = udp ] && echo no || echo yes)
 UB
       } > "$WORK/unbound-forwarder-$tag.conf"
       taskset -c 0 unbound -d -c "$WORK/unbound-forwarder-$tag.conf" >"$WORK/unbound-forwarder-$tag.log" 2>&1 &
-      LABEL="Unbound $(unbound -V 2>/dev/null | awk 'NR==1{print $2}') (forwarder, TCP upstream)"
+      LABEL="Unbound $(unbound -V 2>/dev/null | awk 'NR==1{print $2}') (forwarder, $PROTO upstream)"
       ;;
   esac
   SERVER_PID=$!
