@@ -437,10 +437,11 @@ fn a_reply_that_answers_nothing_over_udp_moves_the_query_to_tcp() {
     }
 }
 
-/// Each UDP attempt (and each probe) has its own socket, closed when it is over: answered,
-/// timed out or failed.
+/// Each UDP attempt (and each probe) has a socket to itself. Answered, the socket waits for
+/// the next exchange with its upstream; timed out or failed, it closes (a late reply must
+/// not meet the next exchange).
 #[test]
-fn every_udp_attempt_has_a_socket_of_its_own_closed_when_it_ends() {
+fn every_udp_attempt_has_a_socket_to_itself_kept_only_after_an_answer() {
     let mut rig = Rig::one(config(2, false, cache30()));
     let c = client(4000, Protocol::Udp);
     rig.outcome(c, &query(1, "a.example.", RecordType::A, false));
@@ -449,7 +450,7 @@ fn every_udp_attempt_has_a_socket_of_its_own_closed_when_it_ends() {
     let second = rig.upstream.pop_front().expect("a second query");
     assert_ne!(first.link, second.link, "one socket per attempt");
     assert_eq!(rig.engines[0].upstream_udp_sockets(), 2);
-    // Answered: its socket closes.
+    // Answered: its socket stays, idle, and the next query to that upstream takes it.
     let bytes = reply(
         &second.query(),
         ResponseCode::NoError,
@@ -458,13 +459,14 @@ fn every_udp_attempt_has_a_socket_of_its_own_closed_when_it_ends() {
         None,
     );
     rig.respond(second.link, &bytes);
-    assert_eq!(rig.closed, [second.link]);
+    assert!(rig.closed.is_empty());
+    assert_eq!(rig.engines[0].idle_upstream_udp_sockets(), 1);
     // Timed out: the next attempt takes another socket, the first closes.
     rig.wait(Duration::from_secs(2));
     let retry = rig.upstream.pop_front().expect("a retry");
     assert_ne!(retry.link, first.link);
     assert!(rig.closed.contains(&first.link));
-    // Refused: its socket closes too (the health probe that follows has its own).
+    // Refused: its socket closes too.
     let retry_link = retry.link;
     rig.close_link(retry_link);
     assert!(rig.closed.contains(&retry_link));
@@ -475,11 +477,45 @@ fn every_udp_attempt_has_a_socket_of_its_own_closed_when_it_ends() {
     }
     assert_eq!(
         rig.engines[0].upstream_udp_sockets(),
-        0,
-        "nothing pending, no probe waiting: every socket closed ({:?})",
+        rig.engines[0].idle_upstream_udp_sockets(),
+        "nothing pending, no probe waiting: only idle sockets open ({:?})",
         rig.closed
     );
     assert!(rig.engines[0].is_idle());
+}
+
+/// A socket serves at most 16 exchanges; an idle socket that receives anything closes.
+#[test]
+fn an_idle_udp_socket_is_reused_a_bounded_number_of_times_and_burnt_by_a_stray_datagram() {
+    let mut rig = Rig::one(config(1, false, cache30()));
+    let c = client(4000, Protocol::Udp);
+    let mut links = Vec::new();
+    for n in 0..17u16 {
+        let name = format!("n{n}.example.");
+        rig.outcome(c, &query(n, &name, RecordType::A, false));
+        let (link, _, up) = rig.upstream_query();
+        links.push(link);
+        rig.respond(
+            link,
+            &reply(&up, ResponseCode::NoError, &[[1, 1, 1, 1]], 60, None),
+        );
+        assert_eq!(rig.take_replies().len(), 1);
+    }
+    assert!(links[..16].iter().all(|&l| l == links[0]), "{links:?}");
+    assert_ne!(links[16], links[0], "a fresh socket after 16 exchanges");
+    assert_eq!(rig.closed, [links[0]]);
+    // A stray datagram on the idle socket: counted, and the socket closes.
+    let stray = reply(
+        &Message::from_vec(&query(999, "x.example.", RecordType::A, false)).unwrap(),
+        ResponseCode::NoError,
+        &[[6, 6, 6, 6]],
+        60,
+        None,
+    );
+    rig.respond(links[16], &stray);
+    assert_eq!(rig.closed, [links[0], links[16]]);
+    assert_eq!(rig.engines[0].upstream_udp_sockets(), 0);
+    assert_eq!(rig.engines[0].stats().upstream_rejected.get(), 1);
 }
 
 #[test]

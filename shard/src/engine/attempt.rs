@@ -32,7 +32,8 @@ impl Engine {
             return;
         };
         let (link, reused) = match pending.transport() {
-            // A socket of its own (a fresh random port), unless the shard has too many open.
+            // A socket to itself: an idle one (a random port, at most 16 exchanges), or a
+            // fresh one; shared only when the shard has too many open.
             Protocol::Udp => self.inflight.acquire_udp(upstream, self.rng.random()),
             Protocol::Tcp => self.tcp.acquire(upstream, &mut self.timers),
         };
@@ -130,6 +131,8 @@ impl Engine {
             self.health
                 .exchange_failed(now, link.upstream, &mut self.timers);
             self.retire_tcp(link);
+            // A late reply must not meet the socket's next exchange.
+            self.inflight.burn_udp(link);
         }
         self.send_attempt(now, id);
     }
@@ -238,6 +241,8 @@ impl Engine {
         if link.protocol != Protocol::Udp {
             return;
         }
+        // Never used again: closed now if idle, else once the attempts have moved on.
+        self.inflight.burn_udp(link);
         for id in self.inflight.on_link(link) {
             let Some(pending) = self.inflight.get_mut(id) else {
                 continue;
@@ -260,6 +265,7 @@ impl Engine {
         if link.protocol == Protocol::Tcp {
             self.tcp.forget(link, &mut self.timers);
         }
+        self.inflight.burn_udp(link);
         for (upstream, went_down) in self.health.link_closed(now, link, &mut self.timers) {
             self.inflight.release_udp(link);
             self.count_probe_failure(upstream, went_down);

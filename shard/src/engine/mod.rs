@@ -216,10 +216,16 @@ impl Engine {
         self.inflight.len()
     }
 
-    /// Upstream UDP sockets open (one per attempt or probe waiting on UDP, at most
-    /// 1,024; see [`Transmit::Close`]).
+    /// Upstream UDP sockets open (one per attempt or probe waiting on UDP, and the idle ones
+    /// kept for the next; at most 1,024; see [`Transmit::Close`]).
     pub fn upstream_udp_sockets(&self) -> usize {
         self.inflight.open_udp()
+    }
+
+    /// Of those, the idle ones: no exchange on them, kept for the next exchanges with their
+    /// upstream (at most 8 per upstream).
+    pub fn idle_upstream_udp_sockets(&self) -> usize {
+        self.inflight.idle_udp()
     }
 
     /// The cache of server block `server` (None without `cache`).

@@ -54,7 +54,10 @@ impl Engine {
                     self.retire_tcp(link);
                     self.release_tcp(now, link);
                 }
-                Protocol::Udp => self.inflight.release_udp(link),
+                Protocol::Udp => {
+                    self.inflight.burn_udp(link);
+                    self.inflight.release_udp(link);
+                }
             }
         }
         let went_down = self.health.probe_failed(now, upstream, &mut self.timers);

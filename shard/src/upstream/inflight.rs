@@ -315,7 +315,8 @@ impl InFlight {
 
     /// A UDP socket for one more exchange with `upstream` (an attempt, whose
     /// [`InFlight::start_attempt`] must follow, or a probe, which [`InFlight::release_udp`]
-    /// must end); `pick` chooses among shared ones. Returns its link and whether it is shared.
+    /// must end); `pick` chooses among idle or shared ones. Returns its link and whether it was
+    /// open already.
     pub(crate) fn acquire_udp(&mut self, upstream: u16, pick: u64) -> (Link, bool) {
         self.udp.acquire(upstream, pick)
     }
@@ -323,6 +324,17 @@ impl InFlight {
     /// A probe's exchange on UDP `link` is over (see [`InFlight::acquire_udp`]).
     pub(crate) fn release_udp(&mut self, link: Link) {
         self.udp.release(link);
+    }
+
+    /// UDP `link`'s socket is not used again (a datagram on it answered nothing, or its
+    /// exchange timed out or failed): it closes once no exchange is on it.
+    pub(crate) fn burn_udp(&mut self, link: Link) {
+        self.udp.burn(link);
+    }
+
+    /// Idle UDP sockets, kept for the next exchanges.
+    pub(crate) fn idle_udp(&self) -> usize {
+        self.udp.idle()
     }
 
     /// No UDP socket open now takes new exchanges (the upstreams were renumbered).

@@ -1,14 +1,20 @@
-//! The upstream UDP sockets of one shard, as the engine sees them. Every exchange (a query's
-//! attempt, or a health probe) gets a socket of its own, which the driver opens (bound to a
+//! The upstream UDP sockets of one shard, as the engine sees them. An exchange (a query's
+//! attempt, or a health probe) gets a socket to itself: one the driver opens (bound to a
 //! port the kernel picks at random from the ephemeral range, and connected to the upstream)
-//! the first time a query names its link, and closes when the exchange is over. So a forger
-//! must guess a fresh port as well as a fresh ID for every query (RFC 5452 §9.2), a reply
-//! that comes late finds no socket, and any datagram on a socket while its exchange is on is
-//! a forgery or a broken upstream (the engine then goes on over TCP).
+//! the first time a query names its link, or one kept from an earlier exchange with the same
+//! upstream. A socket serves at most [`EXCHANGES_PER_SOCKET`] exchanges, one at a time, and
+//! between them waits among at most [`IDLE_PER_UPSTREAM`] idle sockets of its upstream, one
+//! of which the next exchange takes at random. So a forger must guess a port among the few
+//! open, changing ones as well as the ID (RFC 5452 §9.2), while opening and closing a socket
+//! costs each exchange a sixteenth of what it would alone (docs/BENCHMARKS.md).
+//!
+//! A socket is closed, never reused, once it is *burnt*: a datagram on it answered nothing
+//! (a forger who found the port, or a broken upstream: the engine goes on over TCP), or its
+//! exchange timed out or failed (a late reply would otherwise meet the next exchange).
 //!
 //! Ports are bounded: at most [`MAX_UDP_SOCKETS`] per shard. Past that, an exchange shares a
-//! socket already open to the same upstream, picked at random (replies are still told apart
-//! by ID and question).
+//! socket already in use to the same upstream, picked at random (replies are still told
+//! apart by ID and question).
 
 use std::collections::VecDeque;
 
@@ -18,19 +24,28 @@ use crate::{Link, Protocol};
 
 /// Most upstream UDP sockets one shard keeps open at once.
 pub(crate) const MAX_UDP_SOCKETS: usize = 1024;
+/// Exchanges one socket serves before it is closed.
+pub(crate) const EXCHANGES_PER_SOCKET: u32 = 16;
+/// Idle sockets kept per upstream for the next exchanges.
+pub(crate) const IDLE_PER_UPSTREAM: usize = 8;
 
-/// One open socket: its upstream, how many exchanges use it, and whether more may share it.
+/// One open socket: its upstream, how many exchanges use it now and have used it, and
+/// whether more may use it.
 #[derive(Debug, Clone, Copy)]
 struct Socket {
     upstream: u16,
     users: u32,
-    shareable: bool,
+    served: u32,
+    /// Not after a reload renumbered the upstreams, nor once burnt.
+    reusable: bool,
 }
 
 /// The open upstream UDP sockets of one shard, by the `conn` of their [`Link`].
 #[derive(Debug)]
 pub(crate) struct UdpSockets {
     open: HashMap<u32, Socket>,
+    /// Per upstream, its idle sockets (no exchange on them), for the next exchanges.
+    idle: HashMap<u16, Vec<u32>>,
     next_conn: u32,
     /// Sockets no exchange uses any more, for the driver to close.
     closed: VecDeque<Link>,
@@ -56,21 +71,33 @@ impl UdpSockets {
     pub(crate) fn with_max(max: usize) -> UdpSockets {
         UdpSockets {
             open: HashMap::new(),
+            idle: HashMap::new(),
             next_conn: 1,
             closed: VecDeque::new(),
             max: max.max(1),
         }
     }
 
-    /// A socket for one more exchange with `upstream`: a new one, or, when the shard has
-    /// its maximum open, one open to `upstream` (the `pick`-th, modulo their number) if there
-    /// is any. Returns its link and whether it is shared.
+    /// A socket for one more exchange with `upstream`: an idle one of that upstream (the
+    /// `pick`-th, modulo their number), else a new one, or, when the shard has its maximum
+    /// open, one in use to `upstream` if there is any. Returns its link and whether it was
+    /// open already (idle or shared: a connection-cache hit).
     pub(crate) fn acquire(&mut self, upstream: u16, pick: u64) -> (Link, bool) {
+        if let Some(idle) = self.idle.get_mut(&upstream)
+            && !idle.is_empty()
+        {
+            let conn = idle.swap_remove((pick % idle.len() as u64) as usize);
+            if let Some(socket) = self.open.get_mut(&conn) {
+                socket.users = 1;
+                socket.served += 1;
+                return (link(upstream, conn), true);
+            }
+        }
         if self.open.len() >= self.max {
             let mut candidates: Vec<u32> = self
                 .open
                 .iter()
-                .filter(|(_, s)| s.upstream == upstream && s.shareable)
+                .filter(|(_, s)| s.upstream == upstream && s.reusable && s.users > 0)
                 .map(|(&conn, _)| conn)
                 .collect();
             if !candidates.is_empty() {
@@ -79,6 +106,7 @@ impl UdpSockets {
                 let conn = candidates[(pick % candidates.len() as u64) as usize];
                 if let Some(socket) = self.open.get_mut(&conn) {
                     socket.users += 1;
+                    socket.served += 1;
                     return (link(upstream, conn), true);
                 }
             }
@@ -93,14 +121,16 @@ impl UdpSockets {
             Socket {
                 upstream,
                 users: 1,
-                shareable: true,
+                served: 1,
+                reusable: true,
             },
         );
         (link(upstream, conn), false)
     }
 
-    /// An exchange on `link` is over: the socket closes when it was the last one using it.
-    /// Links that are not open UDP sockets are ignored.
+    /// An exchange on `link` is over. When it was the last one using the socket, the socket
+    /// waits for the next exchange with its upstream if it may serve more and there is room
+    /// among the idle ones; else it closes. Links that are not open UDP sockets are ignored.
     pub(crate) fn release(&mut self, link: Link) {
         if link.protocol != Protocol::Udp {
             return;
@@ -108,19 +138,58 @@ impl UdpSockets {
         let Some(socket) = self.open.get_mut(&link.conn) else {
             return;
         };
-        socket.users = socket.users.saturating_sub(1);
         if socket.users == 0 {
-            let socket = self.open.remove(&link.conn).expect("present");
-            self.closed
-                .push_back(self::link(socket.upstream, link.conn));
+            // Idle already: released twice.
+            return;
+        }
+        socket.users -= 1;
+        if socket.users > 0 {
+            return;
+        }
+        let socket = *socket;
+        let idle = self.idle.entry(socket.upstream).or_default();
+        if socket.reusable && socket.served < EXCHANGES_PER_SOCKET && idle.len() < IDLE_PER_UPSTREAM
+        {
+            idle.push(link.conn);
+        } else {
+            self.close(link.conn);
         }
     }
 
-    /// No open socket is shared any more (a reload renumbered the upstreams); each closes
-    /// when its exchanges are over.
+    /// `link`'s socket is not used again: closed now if no exchange is on it, else when the
+    /// last one is over. Links that are not open UDP sockets are ignored.
+    pub(crate) fn burn(&mut self, link: Link) {
+        if link.protocol != Protocol::Udp {
+            return;
+        }
+        let Some(socket) = self.open.get_mut(&link.conn) else {
+            return;
+        };
+        socket.reusable = false;
+        if socket.users == 0 {
+            let upstream = socket.upstream;
+            if let Some(idle) = self.idle.get_mut(&upstream) {
+                idle.retain(|&conn| conn != link.conn);
+            }
+            self.close(link.conn);
+        }
+    }
+
+    /// No open socket takes new exchanges any more (a reload renumbered the upstreams): idle
+    /// ones close now, the others when their exchanges are over.
     pub(crate) fn retire_all(&mut self) {
         for socket in self.open.values_mut() {
-            socket.shareable = false;
+            socket.reusable = false;
+        }
+        let idle: Vec<u32> = self.idle.drain().flat_map(|(_, conns)| conns).collect();
+        for conn in idle {
+            self.close(conn);
+        }
+    }
+
+    fn close(&mut self, conn: u32) {
+        if let Some(socket) = self.open.remove(&conn) {
+            self.closed.push_back(link(socket.upstream, conn));
         }
     }
 
@@ -138,6 +207,11 @@ impl UdpSockets {
     pub(crate) fn open(&self) -> usize {
         self.open.len()
     }
+
+    /// Open sockets with no exchange on them, kept for the next ones.
+    pub(crate) fn idle(&self) -> usize {
+        self.idle.values().map(Vec::len).sum()
+    }
 }
 
 #[cfg(test)]
@@ -145,7 +219,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_exchange_gets_a_socket_closed_when_it_is_over() {
+    fn every_exchange_has_a_socket_to_itself_kept_for_the_next_ones() {
         let mut udp = UdpSockets::default();
         let (a, shared_a) = udp.acquire(0, 0);
         let (b, shared_b) = udp.acquire(0, 0);
@@ -156,23 +230,93 @@ mod tests {
         assert!(a.conn != 0 && b.conn != 0 && c.conn != 0);
         assert_eq!((a.protocol, c.upstream), (Protocol::Udp, 1));
         assert_eq!(udp.open(), 3);
+        // Over: kept, idle, for the next exchange with its upstream (not another's).
         udp.release(b);
-        assert_eq!(udp.pop_closed(), Some(b));
-        assert_eq!(udp.pop_closed(), None);
+        assert_eq!((udp.open(), udp.idle(), udp.closing()), (3, 1, false));
+        assert_ne!(udp.acquire(2, 0).0, b);
+        assert_eq!(udp.acquire(0, 5), (b, true));
+        assert_eq!(udp.idle(), 0);
         // Releasing twice, or what is not an open socket, changes nothing.
+        udp.release(b);
         udp.release(b);
         udp.release(Link {
             protocol: Protocol::Tcp,
             ..a
         });
-        assert_eq!((udp.open(), udp.closing()), (2, false));
-        udp.release(a);
-        udp.release(c);
-        assert_eq!(udp.open(), 0);
+        assert_eq!((udp.open(), udp.idle(), udp.closing()), (4, 1, false));
+    }
+
+    #[test]
+    fn a_socket_serves_a_bounded_number_of_exchanges() {
+        let mut udp = UdpSockets::default();
+        let (first, _) = udp.acquire(0, 0);
+        udp.release(first);
+        for _ in 1..EXCHANGES_PER_SOCKET {
+            let (again, _) = udp.acquire(0, 0);
+            assert_eq!(again, first);
+            udp.release(again);
+        }
+        assert_eq!(
+            udp.pop_closed(),
+            Some(first),
+            "closed after its last exchange"
+        );
+        let (next, _) = udp.acquire(0, 0);
+        assert_ne!(next, first);
+    }
+
+    #[test]
+    fn idle_sockets_are_bounded_per_upstream() {
+        let mut udp = UdpSockets::default();
+        let links: Vec<Link> = (0..IDLE_PER_UPSTREAM + 2)
+            .map(|_| udp.acquire(0, 0).0)
+            .collect();
+        for &link in &links {
+            udp.release(link);
+        }
+        assert_eq!(udp.idle(), IDLE_PER_UPSTREAM);
         assert_eq!(
             std::iter::from_fn(|| udp.pop_closed()).collect::<Vec<_>>(),
-            [a, c]
+            links[IDLE_PER_UPSTREAM..]
         );
+        // `pick` chooses among the idle ones.
+        let picked: std::collections::HashSet<Link> = (0..IDLE_PER_UPSTREAM as u64)
+            .map(|pick| udp.acquire(0, pick * 7).0)
+            .collect();
+        assert_eq!(picked.len(), IDLE_PER_UPSTREAM);
+    }
+
+    #[test]
+    fn a_burnt_socket_is_never_used_again() {
+        let mut udp = UdpSockets::default();
+        let (idle, _) = udp.acquire(0, 0);
+        let (busy, _) = udp.acquire(0, 0);
+        udp.release(idle);
+        // Idle: closed at once.
+        udp.burn(idle);
+        assert_eq!((udp.pop_closed(), udp.idle()), (Some(idle), 0));
+        // In use: closed when its exchange is over, not kept.
+        udp.burn(busy);
+        assert!(!udp.closing());
+        udp.release(busy);
+        assert_eq!((udp.pop_closed(), udp.idle()), (Some(busy), 0));
+        assert_eq!(udp.open(), 0);
+        // Burning what is not open changes nothing.
+        udp.burn(busy);
+        assert!(!udp.closing());
+    }
+
+    #[test]
+    fn a_reload_closes_idle_sockets_and_those_in_use_when_done() {
+        let mut udp = UdpSockets::default();
+        let (idle, _) = udp.acquire(0, 0);
+        let (busy, _) = udp.acquire(1, 0);
+        udp.release(idle);
+        udp.retire_all();
+        assert_eq!(udp.pop_closed(), Some(idle));
+        udp.release(busy);
+        assert_eq!(udp.pop_closed(), Some(busy));
+        assert_eq!((udp.open(), udp.idle()), (0, 0));
     }
 
     #[test]
@@ -191,11 +335,11 @@ mod tests {
         let (f, shared) = udp.acquire(2, 0);
         assert!(!shared && f.upstream == 2);
         assert_eq!(udp.open(), 4);
-        // A shared socket closes with its last user.
+        // A shared socket is over with its last user.
         udp.release(c);
-        assert!(!udp.closing());
+        assert_eq!(udp.idle(), 0);
         udp.release(e);
-        assert_eq!(udp.pop_closed(), Some(c));
+        assert_eq!(udp.idle(), 1);
     }
 
     #[test]
