@@ -1,16 +1,24 @@
-//! The upstream UDP sockets of one shard, as the engine sees them. An exchange (a query's
-//! attempt, or a health probe) gets a socket to itself: one the driver opens (bound to a
-//! port the kernel picks at random from the ephemeral range, and connected to the upstream)
-//! the first time a query names its link, or one kept from an earlier exchange with the same
-//! upstream. A socket serves at most [`EXCHANGES_PER_SOCKET`] exchanges, one at a time, and
-//! between them waits among at most [`IDLE_PER_UPSTREAM`] idle sockets of its upstream, one
-//! of which the next exchange takes at random. So a forger must guess a port among the few
-//! open, changing ones as well as the ID (RFC 5452 §9.2), while opening and closing a socket
-//! costs each exchange a sixteenth of what it would alone (docs/BENCHMARKS.md).
+//! The upstream UDP sockets of one shard, as the engine sees them. Each is bound to a port
+//! the kernel picks at random from the ephemeral range and connected to its upstream (the
+//! driver opens it the first time a query names its link). An exchange (a query's attempt,
+//! or a health probe) takes:
+//!
+//! - under load, once [`SOCKETS_BEFORE_SHARING`] sockets to its upstream are in use, one of
+//!   those with fewer than [`EXCHANGES_AT_ONCE`] exchanges on it, at random: the replies of
+//!   several exchanges then come on one socket, and a burst opens no more sockets;
+//! - else an idle socket of its upstream, at random (at most [`IDLE_PER_UPSTREAM`] are kept
+//!   between exchanges);
+//! - else a new one.
+//!
+//! A socket serves at most [`EXCHANGES_PER_SOCKET`] exchanges, then closes. So a forger must
+//! guess one of a few open, changing ports as well as the ID (RFC 5452 §9.2), while the cost
+//! of opening, registering and closing a socket is shared by many exchanges
+//! (docs/BENCHMARKS.md: a socket per exchange cost the UDP miss path 2.4× the CPU).
 //!
 //! A socket is closed, never reused, once it is *burnt*: a datagram on it answered nothing
-//! (a forger who found the port, or a broken upstream: the engine goes on over TCP), or its
-//! exchange timed out or failed (a late reply would otherwise meet the next exchange).
+//! (a forger who found the port, or a broken upstream: every exchange on it goes on over
+//! TCP), or an exchange on it timed out or failed (a late reply would otherwise meet the
+//! next exchange).
 //!
 //! Ports are bounded: at most [`MAX_UDP_SOCKETS`] per shard. Past that, an exchange shares a
 //! socket already in use to the same upstream, picked at random (replies are still told
@@ -25,9 +33,13 @@ use crate::{Link, Protocol};
 /// Most upstream UDP sockets one shard keeps open at once.
 pub(crate) const MAX_UDP_SOCKETS: usize = 1024;
 /// Exchanges one socket serves before it is closed.
-pub(crate) const EXCHANGES_PER_SOCKET: u32 = 16;
+pub(crate) const EXCHANGES_PER_SOCKET: u32 = 64;
 /// Idle sockets kept per upstream for the next exchanges.
 pub(crate) const IDLE_PER_UPSTREAM: usize = 8;
+/// Sockets open to one upstream before exchanges share them.
+pub(crate) const SOCKETS_BEFORE_SHARING: usize = 8;
+/// Exchanges on one socket at once, when shared.
+pub(crate) const EXCHANGES_AT_ONCE: u32 = 8;
 
 /// One open socket: its upstream, how many exchanges use it now and have used it, and
 /// whether more may use it.
@@ -83,6 +95,9 @@ impl UdpSockets {
     /// open, one in use to `upstream` if there is any. Returns its link and whether it was
     /// open already (idle or shared: a connection-cache hit).
     pub(crate) fn acquire(&mut self, upstream: u16, pick: u64) -> (Link, bool) {
+        if let Some(shared) = self.share(upstream, pick) {
+            return (shared, true);
+        }
         if let Some(idle) = self.idle.get_mut(&upstream)
             && !idle.is_empty()
         {
@@ -126,6 +141,36 @@ impl UdpSockets {
             },
         );
         (link(upstream, conn), false)
+    }
+
+    /// Under load: when [`SOCKETS_BEFORE_SHARING`] sockets to `upstream` are in use, one of
+    /// them that may take more (the `pick`-th), so that the replies of several exchanges come
+    /// on one socket and a burst opens no more sockets.
+    fn share(&mut self, upstream: u16, pick: u64) -> Option<Link> {
+        let mut busy = 0usize;
+        let mut candidates: Vec<u32> = Vec::new();
+        for (&conn, socket) in &self.open {
+            if socket.upstream != upstream || socket.users == 0 {
+                continue;
+            }
+            busy += 1;
+            if socket.reusable
+                && socket.users < EXCHANGES_AT_ONCE
+                && socket.served < EXCHANGES_PER_SOCKET
+            {
+                candidates.push(conn);
+            }
+        }
+        if busy < SOCKETS_BEFORE_SHARING || candidates.is_empty() {
+            return None;
+        }
+        // The map's order is arbitrary; sort so that `pick` alone decides.
+        candidates.sort_unstable();
+        let conn = candidates[(pick % candidates.len() as u64) as usize];
+        let socket = self.open.get_mut(&conn)?;
+        socket.users += 1;
+        socket.served += 1;
+        Some(link(upstream, conn))
     }
 
     /// An exchange on `link` is over. When it was the last one using the socket, the socket
@@ -268,22 +313,47 @@ mod tests {
     #[test]
     fn idle_sockets_are_bounded_per_upstream() {
         let mut udp = UdpSockets::default();
-        let links: Vec<Link> = (0..IDLE_PER_UPSTREAM + 2)
-            .map(|_| udp.acquire(0, 0).0)
+        // Ten sockets, each full: the first eight alone, then shared eight at once.
+        let wanted = IDLE_PER_UPSTREAM + 2;
+        let exchanges: Vec<Link> = (0..wanted * EXCHANGES_AT_ONCE as usize)
+            .map(|n| udp.acquire(0, n as u64).0)
             .collect();
-        for &link in &links {
+        let mut links: Vec<Link> = exchanges.clone();
+        links.sort_unstable_by_key(|l| l.conn);
+        links.dedup();
+        assert_eq!(links.len(), wanted);
+        for &link in &exchanges {
             udp.release(link);
         }
         assert_eq!(udp.idle(), IDLE_PER_UPSTREAM);
-        assert_eq!(
-            std::iter::from_fn(|| udp.pop_closed()).collect::<Vec<_>>(),
-            links[IDLE_PER_UPSTREAM..]
-        );
+        assert_eq!(std::iter::from_fn(|| udp.pop_closed()).count(), 2);
         // `pick` chooses among the idle ones.
         let picked: std::collections::HashSet<Link> = (0..IDLE_PER_UPSTREAM as u64)
             .map(|pick| udp.acquire(0, pick * 7).0)
             .collect();
         assert_eq!(picked.len(), IDLE_PER_UPSTREAM);
+    }
+
+    #[test]
+    fn under_load_exchanges_share_a_few_sockets() {
+        let mut udp = UdpSockets::default();
+        let mut links = Vec::new();
+        for n in 0..SOCKETS_BEFORE_SHARING {
+            let (link, shared) = udp.acquire(0, n as u64);
+            assert!(!shared);
+            links.push(link);
+        }
+        // The next ones share those, at most EXCHANGES_AT_ONCE each.
+        for n in 0..(EXCHANGES_AT_ONCE as usize - 1) * SOCKETS_BEFORE_SHARING {
+            let (link, shared) = udp.acquire(0, n as u64);
+            assert!(shared && links.contains(&link));
+        }
+        assert_eq!(udp.open(), SOCKETS_BEFORE_SHARING);
+        // All full: a new one.
+        let (fresh, shared) = udp.acquire(0, 0);
+        assert!(!shared && !links.contains(&fresh));
+        // Another upstream is not shared with.
+        assert!(!udp.acquire(1, 0).1);
     }
 
     #[test]
