@@ -123,7 +123,7 @@ impl TestUpstream {
         self.stats().max_outstanding_per_connection
     }
 
-    /// The last [`SEEN_MAX`] well-formed queries received, oldest first (cleared by
+    /// The last `SEEN_MAX` (100,000) well-formed queries received, oldest first (cleared by
     /// [`TestUpstream::reset_counters`]).
     pub fn seen(&self) -> Vec<SeenQuery> {
         lock(&self.inner.counters.seen).iter().cloned().collect()
