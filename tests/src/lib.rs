@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod netns;
 pub mod node;
 pub mod process;
+pub mod rng;
 pub mod shardns;
 pub mod tempdir;
 pub mod unbound;

@@ -276,6 +276,24 @@ impl Shardns {
         self.log.0.lock().unwrap().lines.clone()
     }
 
+    /// Under `--supervise`: the pid of the last worker the supervisor says serves.
+    pub fn serving_worker(&self) -> Option<u32> {
+        self.log_text()
+            .lines()
+            .filter(|line| {
+                line.contains("supervisor::workers: worker ") && line.ends_with(" serves")
+            })
+            .filter_map(|line| {
+                line.split("worker ")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .next_back()
+    }
+
     pub fn log_text(&self) -> String {
         let mut s = String::from("--- shardns log ---\n");
         for l in self.log_lines() {

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
+use shardns_e2e::process::rss_kib;
+use shardns_e2e::rng::Rng;
 use shardns_e2e::shardns::send_signal;
 use shardns_e2e::{Shardns, TempDir, Unbound, build_query, wait_for, zone};
 
@@ -37,28 +39,6 @@ const KILL_SPACING: Duration = Duration::from_secs(21);
 const MISS_PER_MILLE: u64 = 300;
 /// The worker's resident memory may not exceed this (MiB).
 const RSS_BOUND_MIB: u64 = 256;
-
-/// A small deterministic generator (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// A duration in `[low, high)` milliseconds.
-    fn millis(&mut self, low: u64, high: u64) -> Duration {
-        Duration::from_millis(low + self.below(high - low))
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -90,8 +70,8 @@ fn client(server: SocketAddr, index: usize, stop: &AtomicBool) -> Vec<Record> {
     let mut n: u64 = 0;
     while !stop.load(Ordering::SeqCst) {
         n += 1;
-        let miss = rng.below(1000) < MISS_PER_MILLE;
-        let host = rng.below(u64::from(zone::HOSTS)) as u8;
+        let miss = (rng.below(1000) as u64) < MISS_PER_MILLE;
+        let host = rng.below(usize::from(zone::HOSTS)) as u8;
         let name = if miss {
             format!("u{index}x{n}.{}", zone::ZONE)
         } else {
@@ -187,36 +167,6 @@ fn supervised(unbound: &Unbound, socket: &str) -> Shardns {
     .expect("supervised shardns")
 }
 
-/// The pid of the last worker that the supervisor says serves.
-fn serving_worker(shardns: &Shardns) -> Option<u32> {
-    shardns
-        .log_text()
-        .lines()
-        .filter(|line| line.contains("supervisor::workers: worker ") && line.ends_with(" serves"))
-        .filter_map(|line| {
-            line.split("worker ")
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .next_back()
-}
-
-/// Resident memory of `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmRSS:"))
-                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn warm(server: SocketAddr) {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket
@@ -274,10 +224,10 @@ fn faults_under_load_lose_nothing_they_do_not_explain() {
     let socket = dir.join("handoff.sock").display().to_string();
     let mut current = supervised(&unbound, &socket);
     let server = current.udp_addr();
-    wait_for(Duration::from_secs(5), || serving_worker(&current)).expect("a worker");
+    wait_for(Duration::from_secs(5), || current.serving_worker()).expect("a worker");
     warm(server);
-    let first_worker = serving_worker(&current).expect("a worker");
-    let rss_start = rss_kib(first_worker);
+    let first_worker = current.serving_worker().expect("a worker");
+    let rss_start = rss_kib(first_worker).unwrap_or(0);
 
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<JoinHandle<Vec<Record>>> = (0..CLIENTS)
@@ -310,19 +260,19 @@ fn faults_under_load_lose_nothing_they_do_not_explain() {
         let mut struck = start;
         match fault {
             Fault::KillWorker => {
-                let worker = serving_worker(&current).expect("a serving worker");
-                rss_peak = rss_peak.max(rss_kib(worker));
+                let worker = current.serving_worker().expect("a serving worker");
+                rss_peak = rss_peak.max(rss_kib(worker).unwrap_or(0));
                 send_signal(worker, "KILL").unwrap();
                 struck = Instant::now();
                 wait_for(Duration::from_secs(5), || {
-                    serving_worker(&current).filter(|&pid| pid != worker)
+                    current.serving_worker().filter(|&pid| pid != worker)
                 })
                 .unwrap_or_else(|| panic!("no new worker:\n{}", current.log_text()));
                 last_kill = Some(start);
             }
             Fault::Upgrade => {
-                if let Some(worker) = serving_worker(&current) {
-                    rss_peak = rss_peak.max(rss_kib(worker));
+                if let Some(worker) = current.serving_worker() {
+                    rss_peak = rss_peak.max(rss_kib(worker).unwrap_or(0));
                 }
                 let next = supervised(&unbound, &socket);
                 let old = std::mem::replace(&mut current, next);
@@ -331,7 +281,7 @@ fn faults_under_load_lose_nothing_they_do_not_explain() {
                     .expect("the old supervisor exits");
                 assert!(status.success(), "{status}:\n{log}");
                 logs.push_str(&log);
-                wait_for(Duration::from_secs(5), || serving_worker(&current))
+                wait_for(Duration::from_secs(5), || current.serving_worker())
                     .expect("the new supervisor's worker");
                 // A fresh supervisor has no restarts to count against.
                 last_kill = None;
@@ -370,8 +320,8 @@ fn faults_under_load_lose_nothing_they_do_not_explain() {
         .into_iter()
         .flat_map(|c| c.join().expect("load client"))
         .collect();
-    let worker = serving_worker(&current).expect("a worker at the end");
-    let rss_end = rss_kib(worker);
+    let worker = current.serving_worker().expect("a worker at the end");
+    let rss_end = rss_kib(worker).unwrap_or(0);
     rss_peak = rss_peak.max(rss_end);
     logs.push_str(&current.log_text());
     current.stop();

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use shardns_e2e::metrics::{family_sum, scrape};
+use shardns_e2e::rng::Rng;
 use shardns_e2e::unbound::free_port;
 use shardns_e2e::upstream::zone;
 use shardns_e2e::{Io, Shardns, TestUpstream, build_query, io_tests};
@@ -48,33 +49,6 @@ const FLOOD_DEADLINE: Duration = Duration::from_secs(240);
 const RSS_GROWTH_LIMIT: u64 = 48 << 20;
 /// Queries with QR set carry IDs from here up; nothing shardns sends may carry one.
 const QR_IDS: u16 = 0xf000;
-
-/// SplitMix64: a seeded generator (no RNG crate in this package).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-
-    /// Random bytes, from `min` to `max - 1` of them.
-    fn bytes(&mut self, min: usize, max: usize) -> Vec<u8> {
-        let n = min + self.below(max - min);
-        (0..n).map(|_| self.byte()).collect()
-    }
-}
 
 fn header(id: u16, flags: u16, counts: [u16; 4]) -> Vec<u8> {
     let mut h = id.to_be_bytes().to_vec();
@@ -126,7 +100,7 @@ const KINDS: [&str; 14] = [
 /// Malformed datagram number `kind` (modulo [`KINDS`]), with an ID below [`QR_IDS`] unless it
 /// is a response.
 fn malformed(rng: &mut Rng, kind: usize) -> Vec<u8> {
-    let id = (rng.next() as u16) % QR_IDS;
+    let id = (rng.next_u64() as u16) % QR_IDS;
     let n = rng.below(256) as u8;
     let qname = name(&[format!("host{n}").as_bytes(), b"upstream", b"test"]);
     let question = [qname.as_slice(), &[0, 1, 0, 1]].concat();
@@ -189,7 +163,7 @@ fn malformed(rng: &mut Rng, kind: usize) -> Vec<u8> {
             [header(id, 0x0100, counts).as_slice(), &question].concat()
         }
         8 => {
-            let id = QR_IDS + (rng.next() as u16) % (u16::MAX - QR_IDS);
+            let id = QR_IDS + (rng.next_u64() as u16) % (u16::MAX - QR_IDS);
             [header(id, 0x8100, [1, 0, 0, 0]).as_slice(), &question].concat()
         }
         9 => {
@@ -219,7 +193,7 @@ fn malformed(rng: &mut Rng, kind: usize) -> Vec<u8> {
         11 => {
             let (count, records) = match rng.below(5) {
                 // Huge option data (up to 8 KiB), any size.
-                0 => (1, opt(rng.next() as u16, 0, &rng.bytes(0, 8192))),
+                0 => (1, opt(rng.next_u64() as u16, 0, &rng.bytes(0, 8192))),
                 // Two OPT records.
                 1 => (2, [opt(1232, 0, &[]), opt(4096, 0, &[])].concat()),
                 // Version 1..255 (BADVERS).

@@ -34,6 +34,7 @@ use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use shardns_e2e::metrics::{family_sum, scrape};
+use shardns_e2e::rng::Rng;
 use shardns_e2e::unbound::free_port;
 use shardns_e2e::upstream::zone;
 use shardns_e2e::{SeenQuery, Shardns, TestUpstream, build_query, wait_for};
@@ -206,19 +207,6 @@ fn with_id(bytes: &[u8], id: u16) -> Vec<u8> {
     let mut b = bytes.to_vec();
     b[..2].copy_from_slice(&id.to_be_bytes());
     b
-}
-
-/// SplitMix64, for guessed IDs.
-struct Rng(u64);
-
-impl Rng {
-    fn id(&mut self) -> u16 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) as u16
-    }
 }
 
 /// The first kind of forgery of phase B, by query.

@@ -28,23 +28,6 @@ fn supervised(unbound: &Unbound, socket: &str) -> Shardns {
     .expect("supervised shardns")
 }
 
-/// The pid of the last worker that the supervisor says serves.
-fn serving_worker(shardns: &Shardns) -> Option<u32> {
-    shardns
-        .log_text()
-        .lines()
-        .filter(|line| line.contains("supervisor::workers: worker ") && line.ends_with(" serves"))
-        .filter_map(|line| {
-            line.split("worker ")
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .next_back()
-}
-
 fn warm(server: std::net::SocketAddr) {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket
@@ -66,7 +49,7 @@ fn a_killed_worker_is_restarted_on_the_same_sockets() {
     let socket = dir.join("handoff.sock").display().to_string();
     let shardns = supervised(&unbound, &socket);
     let server = shardns.udp_addr();
-    let first = wait_for(Duration::from_secs(5), || serving_worker(&shardns)).expect("a worker");
+    let first = wait_for(Duration::from_secs(5), || shardns.serving_worker()).expect("a worker");
     warm(server);
     let load = Load::start(server);
     thread::sleep(Duration::from_millis(500));
@@ -76,7 +59,7 @@ fn a_killed_worker_is_restarted_on_the_same_sockets() {
         let killed = Instant::now();
         send_signal(worker, "KILL").unwrap();
         let next = wait_for(Duration::from_secs(5), || {
-            serving_worker(&shardns).filter(|&pid| pid != worker)
+            shardns.serving_worker().filter(|&pid| pid != worker)
         })
         .unwrap_or_else(|| panic!("kill {kill}: no new worker:\n{}", shardns.log_text()));
         gaps.push(killed.elapsed());
@@ -112,7 +95,7 @@ fn a_supervised_shardns_is_upgraded_by_another_without_loss() {
     let socket = dir.join("handoff.sock").display().to_string();
     let old = supervised(&unbound, &socket);
     let server = old.udp_addr();
-    let old_worker = wait_for(Duration::from_secs(5), || serving_worker(&old)).expect("worker");
+    let old_worker = wait_for(Duration::from_secs(5), || old.serving_worker()).expect("worker");
     warm(server);
     let upstream_before = unbound.total_queries();
     let load = Load::start(server);
