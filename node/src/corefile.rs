@@ -200,18 +200,24 @@ impl WriteError {
 /// Tells apart the temporary files of one process.
 static TEMPORARY_FILES: AtomicU64 = AtomicU64::new(0);
 
-/// Writes `text` to `path` so that a reader sees the old file or the new one, never a part:
-/// a temporary file beside it (hidden, so a watched directory ignores it), synced, renamed
-/// over `path`, then the directory synced. node-cache writes in place (`os.WriteFile`, mode
-/// 0666 before the umask); the mode is the same here.
+/// Writes `text` to the Corefile `path` so that a reader sees the old file or the new one,
+/// never a part ([`replace_file`]). node-cache writes in place (`os.WriteFile`, mode 0666
+/// before the umask); the mode is the same here.
 pub fn write_atomically(path: &Path, text: &str) -> Result<(), WriteError> {
-    let failed = |source| WriteError {
+    replace_file(path, text.as_bytes()).map_err(|source| WriteError {
         path: path.to_path_buf(),
         source,
-    };
+    })
+}
+
+/// Writes `bytes` to `path` so that a reader sees the old file or the new one, never a part:
+/// a temporary file beside it (hidden, so a watched directory ignores it; mode 0666 before
+/// the umask), synced, renamed over `path`, then the directory synced. On failure the
+/// temporary file is removed and `path` is as it was.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let name = path
         .file_name()
-        .ok_or_else(|| failed(io::Error::new(io::ErrorKind::InvalidInput, "no file name")))?;
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
     let directory = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
@@ -229,17 +235,17 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<(), WriteError> {
             .truncate(true)
             .mode(0o666)
             .open(&temporary)?;
-        file.write_all(text.as_bytes())?;
+        file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&temporary, path)
     })();
     if let Err(error) = written {
         let _ = fs::remove_file(&temporary);
-        return Err(failed(error));
+        return Err(error);
     }
     // The rename is done; syncing the directory only makes it durable sooner.
     if let Err(error) = fs::File::open(directory).and_then(|directory| directory.sync_all()) {
-        tracing::debug!(directory = %directory.display(), %error, "cannot sync the Corefile's directory");
+        tracing::debug!(directory = %directory.display(), %error, "cannot sync the directory of a replaced file");
     }
     Ok(())
 }

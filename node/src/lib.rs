@@ -31,7 +31,7 @@ pub mod template;
 pub mod watch;
 
 pub use corefile::{
-    CorefileError, CorefileGenerator, CorefileSettings, WriteError, write_atomically,
+    CorefileError, CorefileGenerator, CorefileSettings, WriteError, replace_file, write_atomically,
 };
 pub use interface::{DEFAULT_INTERFACE_NAME, InterfaceError, InterfaceState, LocalInterface};
 pub use kubedns::{ConfigMapCheck, ConfigMapError, ConfigMapProblem, KubeDnsConfig};

@@ -3,34 +3,13 @@
 //! none (a temporary file beside it, renamed over it): a full disk leaves no empty pidfile
 //! behind. A pidfile that cannot be written is logged and the process serves without it.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
-/// Writes this process's ID to `path` (a temporary file renamed over it, removed on failure).
+/// Writes this process's ID to `path` (a temporary file renamed over it, removed on failure:
+/// [`shardns_node::replace_file`]).
 pub(crate) fn write(path: &Path) -> io::Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-    let temporary = path.with_file_name(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temporary)?;
-        file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&temporary, path)
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&temporary);
-    }
-    written
+    shardns_node::replace_file(path, format!("{}\n", std::process::id()).as_bytes())
 }
 
 /// Writes the pidfile at `path`; `true` if written. A failure is logged: the process serves
@@ -50,6 +29,8 @@ pub(crate) fn write_or_log(path: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     #[test]
