@@ -64,7 +64,7 @@ pub use loop_probe::{HINFO, LoopProbe};
 pub use peer::PeerMessage;
 pub use run::{DRIVER_EPOLL, DRIVER_URING, IoMode, ShardSockets, ShardSpec, run_shard};
 pub use stats::{
-    Bound, BoundStats, CacheStats, Counter, DURATION_BUCKETS, DurationHistogram, Gauge,
-    PolicyStats, QUERY_TYPES, RequestSlots, RequestStats, SIZE_BUCKETS, ShardStats, SizeHistogram,
-    TYPE_SLOTS, UpstreamStats, Writer,
+    Bound, BoundStats, CacheStats, Counter, DURATION_BUCKETS, DurationHistogram, Gauge, LOG_EVERY,
+    PolicyStats, QUERY_TYPES, ReachedLog, RequestSlots, RequestStats, SIZE_BUCKETS, ShardStats,
+    SizeHistogram, TYPE_SLOTS, UpstreamStats, Writer,
 };

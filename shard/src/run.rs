@@ -88,7 +88,7 @@ pub fn run_shard<H: Handler>(spec: ShardSpec<H::Peer>, mut handler: H) -> io::Re
     }
     let ShardSockets { udp, tcp } = sockets;
     let mut reactor = Reactor::new(tcp, &limits)?;
-    reactor.count_bounds(index, stats.clone());
+    reactor.count_bounds(index, stats.clone().unwrap_or_default());
     reactor.attach_peers(peers)?;
     let mut ring = match mode {
         IoMode::Epoll => None,

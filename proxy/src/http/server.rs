@@ -5,7 +5,7 @@
 //!
 //! - at most [`Limits::max_connections`] connections at once, over every listener: beyond,
 //!   a new connection is accepted and closed at once, counted, and logged (the first at
-//!   once, then at most one line every [`CAP_LOG_EVERY`] with the count since);
+//!   once, then at most one line every 10 s with the count since: [`ReachedLog`]);
 //! - a connection gets no buffers until its first bytes arrive, and is closed if none arrive
 //!   within [`Limits::request_timeout`]; hyper then closes it when a request head (the first,
 //!   or the next on a kept-alive connection) is not complete within that time again, and
@@ -33,7 +33,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use shardns_shard::Counter;
+use shardns_shard::{Counter, ReachedLog};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -45,8 +45,6 @@ use super::router::Router;
 pub(super) const MAX_REQUEST: usize = 8 * 1024;
 /// How often the runtime looks at the shutdown flag.
 pub(super) const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
-/// The shortest time between two log lines about the connection cap.
-pub(super) const CAP_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Pause after a failed `accept` (out of file descriptors, say) before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -137,8 +135,7 @@ impl Server {
         // Shared by the accept loops (locked only when the cap is reached).
         let cap = Arc::new(Mutex::new(CapLog {
             refused,
-            last: None,
-            unlogged: 0,
+            log: ReachedLog::default(),
         }));
         runtime.block_on(async {
             for listening in listeners {
@@ -162,24 +159,16 @@ impl Server {
 #[derive(Debug)]
 struct CapLog {
     refused: Arc<Counter>,
-    /// When the last line was written, and how many were refused since.
-    last: Option<Instant>,
-    unlogged: u64,
+    log: ReachedLog,
 }
 
 impl CapLog {
     /// A connection to `addr` was closed at `now` because `max` were open.
     fn refused(&mut self, now: Instant, addr: SocketAddr, max: usize) {
         self.refused.inc();
-        if self
-            .last
-            .is_some_and(|last| now.saturating_duration_since(last) < CAP_LOG_EVERY)
-        {
-            self.unlogged += 1;
+        let Some(more) = self.log.reached(now) else {
             return;
-        }
-        self.last = Some(now);
-        let more = std::mem::take(&mut self.unlogged);
+        };
         tracing::warn!(
             limit = "http_connections",
             "http: {max} connections open, a new connection to {addr} was closed; \

@@ -18,7 +18,7 @@ use super::peers::PeerLinks;
 use super::sys::{Epoll, connect_nonblocking};
 use crate::config::Limits;
 use crate::handler::{Client, Handler, Link, LinkError, MAX_MESSAGE, Outcome, Protocol, Transmit};
-use crate::stats::{Bound, BoundLog, BoundStats, ShardStats};
+use crate::stats::{Bound, BoundLog, ShardStats};
 use crate::tcp::{Admission, ClientTable, FrameDecoder, OutBuf, READ_PAUSE};
 
 /// Token kind (high 32 bits of an epoll token): a UDP listener of the epoll driver.
@@ -96,23 +96,17 @@ pub(crate) struct Reactor<M> {
     bounds: Bounds,
 }
 
-/// The counters (when the shard has them) and the log limit of the reactor's bounds.
+/// The counters (the shard's, or the reactor's own when the shard has none) and the log
+/// limit of the reactor's bounds.
 #[derive(Debug)]
 struct Bounds {
-    stats: Option<Arc<ShardStats>>,
+    stats: Arc<ShardStats>,
     log: BoundLog,
 }
 
 impl Bounds {
     fn reached(&mut self, now: Instant, bound: Bound, limit: usize) {
-        match &self.stats {
-            Some(stats) => {
-                self.log.reached(now, &stats.bounds, bound, limit);
-            }
-            None => {
-                self.log.reached(now, &BoundStats::default(), bound, limit);
-            }
-        }
+        self.log.reached(now, &self.stats.bounds, bound, limit);
     }
 }
 
@@ -157,7 +151,7 @@ impl<M> Reactor<M> {
             dirty_upstreams: Vec::new(),
             dirty_clients: Vec::new(),
             bounds: Bounds {
-                stats: None,
+                stats: Arc::default(),
                 log: BoundLog::new(0),
             },
         })
@@ -165,7 +159,7 @@ impl<M> Reactor<M> {
 
     /// Counts the bounds this reactor reaches into `stats` and names shard `shard` in
     /// their log lines.
-    pub(crate) fn count_bounds(&mut self, shard: usize, stats: Option<Arc<ShardStats>>) {
+    pub(crate) fn count_bounds(&mut self, shard: usize, stats: Arc<ShardStats>) {
         self.bounds = Bounds {
             stats,
             log: BoundLog::new(shard),

@@ -11,7 +11,7 @@ use tracing::warn;
 use super::Counter;
 
 /// The shortest time between two log lines about one bound.
-pub(crate) const LOG_EVERY: Duration = Duration::from_secs(10);
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// A bound of the shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,21 +83,46 @@ impl BoundStats {
     }
 }
 
+/// The log rule of a bound (the shard's, and the HTTP server's connection cap): a line the
+/// first time it is reached, then at most one every [`LOG_EVERY`], saying how many more
+/// times it was reached since the last line. Sans clock: callers pass `now`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReachedLog {
+    /// When the last line was written.
+    last: Option<Instant>,
+    /// Times reached since, without a line.
+    unlogged: u64,
+}
+
+impl ReachedLog {
+    /// The bound was reached at `now`: `Some(n)` when a line is to be written now (`n` more
+    /// times reached since the last one), `None` when it is only counted.
+    pub fn reached(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < LOG_EVERY)
+        {
+            self.unlogged += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
 /// The rate limit of the log lines of one shard's bounds.
 #[derive(Debug)]
 pub(crate) struct BoundLog {
     shard: usize,
-    /// Per bound: when its last line was written, and how often it was reached since.
-    last: [Option<Instant>; 4],
-    unlogged: [u64; 4],
+    /// Per bound, indexed like [`Bound::ALL`].
+    logs: [ReachedLog; 4],
 }
 
 impl BoundLog {
     pub(crate) fn new(shard: usize) -> BoundLog {
         BoundLog {
             shard,
-            last: [None; 4],
-            unlogged: [0; 4],
+            logs: [ReachedLog::default(); 4],
         }
     }
 
@@ -113,12 +138,9 @@ impl BoundLog {
     ) -> bool {
         let i = bound.index();
         stats.reached[i].inc();
-        if self.last[i].is_some_and(|last| now.saturating_duration_since(last) < LOG_EVERY) {
-            self.unlogged[i] += 1;
+        let Some(more) = self.logs[i].reached(now) else {
             return false;
-        }
-        let more = std::mem::take(&mut self.unlogged[i]);
-        self.last[i] = Some(now);
+        };
         warn!(
             shard = self.shard,
             limit = bound.label(),
@@ -149,9 +171,9 @@ mod tests {
         }
         // Another bound has its own interval.
         assert!(log.reached(t0, &stats, Bound::WaitingClients, 8));
-        assert_eq!(log.unlogged[Bound::PendingQueries.index()], 5);
+        assert_eq!(log.logs[Bound::PendingQueries.index()].unlogged, 5);
         assert!(log.reached(t0 + LOG_EVERY, &stats, Bound::PendingQueries, 8));
-        assert_eq!(log.unlogged[Bound::PendingQueries.index()], 0);
+        assert_eq!(log.logs[Bound::PendingQueries.index()].unlogged, 0);
         assert_eq!(stats.get(Bound::PendingQueries), 7, "every time is counted");
         assert_eq!(stats.get(Bound::WaitingClients), 1);
         assert_eq!(stats.get(Bound::ClientTcpBacklog), 0);

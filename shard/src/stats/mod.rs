@@ -13,7 +13,7 @@ use shardns_wire::Rcode;
 
 use crate::config::Config;
 pub(crate) use bounds::BoundLog;
-pub use bounds::{Bound, BoundStats};
+pub use bounds::{Bound, BoundStats, LOG_EVERY, ReachedLog};
 pub use policy::PolicyStats;
 pub(crate) use requests::Exchange;
 pub use requests::{
