@@ -18,7 +18,32 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 
-use crate::{build_query, zone};
+use crate::{Unbound, build_query, zone};
+
+/// The Corefile of the load tests (upgrades, restarts, the chaos soak): one block on
+/// 127.0.0.1 (an ephemeral port) caching 300 s and forwarding to `unbound`.
+pub fn corefile(unbound: &Unbound) -> String {
+    format!(
+        ".:0 {{\n    bind 127.0.0.1\n    cache 300\n    forward . {}\n}}\n",
+        unbound.addr()
+    )
+}
+
+/// Asks `server` for every host of Unbound's fixture once (3 s for each answer), so that
+/// [`Load::start`]'s names are cached hits.
+pub fn warm(server: SocketAddr) {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    for host in 0..zone::HOSTS {
+        socket
+            .send_to(&build_query(&zone::host(host), RecordType::A, 1), server)
+            .expect("send");
+        let mut buf = [0u8; 1500];
+        socket.recv(&mut buf).expect("warm-up answer");
+    }
+}
 
 /// Clients sending one query at a time each ([`Load::start`]).
 pub const CLIENTS: usize = 4;

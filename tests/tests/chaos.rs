@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
+use shardns_e2e::load::{corefile, warm};
 use shardns_e2e::process::rss_kib;
 use shardns_e2e::rng::Rng;
 use shardns_e2e::shardns::send_signal;
@@ -142,13 +143,6 @@ struct Window {
     end: Instant,
 }
 
-fn corefile(unbound: &Unbound) -> String {
-    format!(
-        ".:0 {{\n    bind 127.0.0.1\n    cache 300\n    forward . {}\n}}\n",
-        unbound.addr()
-    )
-}
-
 fn supervised(unbound: &Unbound, socket: &str) -> Shardns {
     Shardns::start(
         &corefile(unbound),
@@ -165,20 +159,6 @@ fn supervised(unbound: &Unbound, socket: &str) -> Shardns {
         ],
     )
     .expect("supervised shardns")
-}
-
-fn warm(server: SocketAddr) {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    for host in 0..zone::HOSTS {
-        socket
-            .send_to(&build_query(&zone::host(host), RecordType::A, 1), server)
-            .unwrap();
-        let mut buf = [0u8; 1500];
-        socket.recv(&mut buf).expect("warm-up answer");
-    }
 }
 
 /// Why a record that is not right is allowed, if it is.

@@ -5,22 +5,13 @@
 //!
 //! Traffic goes to 127.0.0.1 only; every wait is bounded.
 
-use std::net::UdpSocket;
 use std::thread;
 use std::time::Duration;
 
-use hickory_proto::rr::RecordType;
-use shardns_e2e::load::Load;
-use shardns_e2e::{Shardns, TempDir, Unbound, build_query, zone};
+use shardns_e2e::load::{Load, corefile, warm};
+use shardns_e2e::{Shardns, TempDir, Unbound};
 
 const UPGRADES: usize = 5;
-
-fn corefile(unbound: &Unbound) -> String {
-    format!(
-        ".:0 {{\n    bind 127.0.0.1\n    cache 300\n    forward . {}\n}}\n",
-        unbound.addr()
-    )
-}
 
 fn start(unbound: &Unbound, socket: &str) -> Shardns {
     Shardns::start(
@@ -38,14 +29,7 @@ fn five_upgrades_under_load_lose_no_query_and_keep_the_cache() {
     let mut running = start(&unbound, &socket);
     let server = running.udp_addr();
     // Every host cached before the load starts.
-    let warm = UdpSocket::bind("127.0.0.1:0").unwrap();
-    warm.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    for host in 0..zone::HOSTS {
-        warm.send_to(&build_query(&zone::host(host), RecordType::A, 1), server)
-            .unwrap();
-        let mut buf = [0u8; 1500];
-        warm.recv(&mut buf).expect("warm-up answer");
-    }
+    warm(server);
     let upstream_before = unbound.total_queries();
 
     let load = Load::start(server);

@@ -4,21 +4,12 @@
 //!
 //! Traffic goes to 127.0.0.1 only; every wait is bounded.
 
-use std::net::UdpSocket;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hickory_proto::rr::RecordType;
-use shardns_e2e::load::{CLIENTS, Load};
+use shardns_e2e::load::{CLIENTS, Load, corefile, warm};
 use shardns_e2e::shardns::send_signal;
-use shardns_e2e::{Shardns, TempDir, Unbound, build_query, wait_for, zone};
-
-fn corefile(unbound: &Unbound) -> String {
-    format!(
-        ".:0 {{\n    bind 127.0.0.1\n    cache 300\n    forward . {}\n}}\n",
-        unbound.addr()
-    )
-}
+use shardns_e2e::{Shardns, TempDir, Unbound, wait_for};
 
 fn supervised(unbound: &Unbound, socket: &str) -> Shardns {
     Shardns::start(
@@ -26,20 +17,6 @@ fn supervised(unbound: &Unbound, socket: &str) -> Shardns {
         &["--supervise", "--shards", "2", "--handoff-socket", socket],
     )
     .expect("supervised shardns")
-}
-
-fn warm(server: std::net::SocketAddr) {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    for host in 0..zone::HOSTS {
-        socket
-            .send_to(&build_query(&zone::host(host), RecordType::A, 1), server)
-            .unwrap();
-        let mut buf = [0u8; 1500];
-        socket.recv(&mut buf).expect("warm-up answer");
-    }
 }
 
 #[test]
