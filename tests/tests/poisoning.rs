@@ -139,27 +139,9 @@ fn proc_addr(text: &str) -> Option<SocketAddr> {
     ))
 }
 
-/// The local ports of process `pid`'s UDP sockets connected to `upstream`
-/// (`/proc/PID/net/udp`, matched by inode).
-fn upstream_ports(pid: u32, upstream: SocketAddr) -> BTreeSet<u16> {
-    let inodes = socket_inodes(pid);
-    let table = std::fs::read_to_string(format!("/proc/{pid}/net/udp")).unwrap_or_default();
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let local = proc_addr(f.get(1)?)?;
-            let remote = proc_addr(f.get(2)?)?;
-            let inode: u64 = f.get(9)?.parse().ok()?;
-            (remote == upstream && inodes.contains(&inode)).then_some(local.port())
-        })
-        .collect()
-}
-
-/// The ports of process `pid`'s UDP sockets connected to `upstream` that have datagrams
-/// queued (not yet read).
-fn queued(pid: u32, upstream: SocketAddr) -> Vec<u16> {
+/// Process `pid`'s UDP sockets connected to `upstream` (`/proc/PID/net/udp`, matched by
+/// inode): each one's local port and the bytes queued on it, not yet read.
+fn upstream_sockets(pid: u32, upstream: SocketAddr) -> Vec<(u16, u64)> {
     let inodes = socket_inodes(pid);
     let table = std::fs::read_to_string(format!("/proc/{pid}/net/udp")).unwrap_or_default();
     table
@@ -171,8 +153,26 @@ fn queued(pid: u32, upstream: SocketAddr) -> Vec<u16> {
             let remote = proc_addr(f.get(2)?)?;
             let rx = u64::from_str_radix(f.get(4)?.split(':').nth(1)?, 16).ok()?;
             let inode: u64 = f.get(9)?.parse().ok()?;
-            (remote == upstream && inodes.contains(&inode) && rx > 0).then_some(local.port())
+            (remote == upstream && inodes.contains(&inode)).then_some((local.port(), rx))
         })
+        .collect()
+}
+
+/// The local ports of process `pid`'s UDP sockets connected to `upstream`.
+fn upstream_ports(pid: u32, upstream: SocketAddr) -> BTreeSet<u16> {
+    upstream_sockets(pid, upstream)
+        .into_iter()
+        .map(|(port, _)| port)
+        .collect()
+}
+
+/// The ports of process `pid`'s UDP sockets connected to `upstream` that have datagrams
+/// queued (not yet read).
+fn queued(pid: u32, upstream: SocketAddr) -> Vec<u16> {
+    upstream_sockets(pid, upstream)
+        .into_iter()
+        .filter(|&(_, rx)| rx > 0)
+        .map(|(port, _)| port)
         .collect()
 }
 
