@@ -16,6 +16,27 @@ use crate::netns::{Inside, Namespace};
 use crate::shardns::send_signal;
 use crate::{TcpClient, TempDir, UdpClient, shardns_binary};
 
+/// Lays out node-cache's inputs in `dir` as the DaemonSet mounts them: the stock template
+/// at `coredns/Corefile.base` (the `node-local-dns` ConfigMap, `proxy/testdata`) and an empty
+/// `kube-dns/` ConfigMap directory; with `nameserver`, a `resolv.conf` naming it.
+pub fn node_cache_inputs(dir: &TempDir, nameserver: Option<&str>) -> Result<()> {
+    std::fs::create_dir_all(dir.join("coredns"))?;
+    std::fs::create_dir_all(dir.join("kube-dns"))?;
+    let template = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../proxy/testdata/Corefile.base"
+    );
+    std::fs::copy(template, dir.join("coredns/Corefile.base"))
+        .with_context(|| format!("copying {template}"))?;
+    if let Some(nameserver) = nameserver {
+        std::fs::write(
+            dir.join("resolv.conf"),
+            format!("nameserver {nameserver}\n"),
+        )?;
+    }
+    Ok(())
+}
+
 /// An Unbound answering from local data on one address of a namespace.
 #[derive(Debug)]
 pub struct NamespaceUnbound {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use shardns_e2e::netns::{Inside, Namespace, skip_reason};
-use shardns_e2e::node::{NamespaceUnbound, NodeCache, lookup};
+use shardns_e2e::node::{NamespaceUnbound, NodeCache, lookup, node_cache_inputs};
 use shardns_e2e::{TempDir, wait_for};
 
 const LINK_LOCAL: &str = "169.254.20.10";
@@ -116,18 +116,7 @@ fn after_a_kill(fail_open: bool) -> Option<(usize, usize)> {
     )
     .unwrap();
     let dir = TempDir::new("failopen").unwrap();
-    std::fs::create_dir_all(dir.join("coredns")).unwrap();
-    std::fs::create_dir_all(dir.join("kube-dns")).unwrap();
-    let template = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../proxy/testdata/Corefile.base"
-    );
-    std::fs::copy(template, dir.join("coredns/Corefile.base")).unwrap();
-    std::fs::write(
-        dir.join("resolv.conf"),
-        format!("nameserver {CLUSTER_DNS}\n"),
-    )
-    .unwrap();
+    node_cache_inputs(&dir, Some(CLUSTER_DNS)).unwrap();
     let path = |name: &str| dir.join(name).display().to_string();
     let mut args: Vec<String> = [
         "-localip",

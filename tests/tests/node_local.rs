@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::ResponseCode;
 use shardns_e2e::metrics::{get_inside, promtool_accepts, value};
 use shardns_e2e::netns::{Inside, Namespace, skip_reason};
-use shardns_e2e::node::{NamespaceUnbound, NodeCache, lookup};
+use shardns_e2e::node::{NamespaceUnbound, NodeCache, lookup, node_cache_inputs};
 use shardns_e2e::{TempDir, wait_for};
 
 const LINK_LOCAL: &str = "169.254.20.10";
@@ -109,12 +109,7 @@ fn stock_corefile_and_arguments_set_up_serve_and_tear_down_the_node() {
     .unwrap();
 
     let dir = TempDir::new("node").unwrap();
-    std::fs::create_dir_all(dir.join("coredns")).unwrap();
-    let template = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../proxy/testdata/Corefile.base"
-    );
-    std::fs::copy(template, dir.join("coredns/Corefile.base")).unwrap();
+    node_cache_inputs(&dir, None).unwrap();
     let configmap = dir.join("kube-dns");
     publish_configmap(
         &configmap,
@@ -394,14 +389,7 @@ fn skipteardown_leaves_the_rules_in_place() {
     )
     .unwrap();
     let dir = TempDir::new("skip").unwrap();
-    std::fs::create_dir_all(dir.join("coredns")).unwrap();
-    std::fs::create_dir_all(dir.join("kube-dns")).unwrap();
-    let template = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../proxy/testdata/Corefile.base"
-    );
-    std::fs::copy(template, dir.join("coredns/Corefile.base")).unwrap();
-    std::fs::write(dir.join("resolv.conf"), format!("nameserver {KUBE_DNS}\n")).unwrap();
+    node_cache_inputs(&dir, Some(KUBE_DNS)).unwrap();
     let args: Vec<String> = [
         "-localip",
         &format!("{LINK_LOCAL},{CLUSTER_IP}"),
