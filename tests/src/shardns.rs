@@ -146,6 +146,24 @@ pub struct Shardns {
 impl Shardns {
     /// Writes `corefile` to `<tmp>/Corefile` and runs `shardns --conf <tmp>/Corefile ARGS`,
     /// waiting for its listening lines.
+    /// [`Shardns::start`] with the Corefile `corefile(port)` names for an HTTP endpoint
+    /// (metrics), `port` free on 127.0.0.1 (up to 3 tries, should another process take it
+    /// first). Returns shardns and the endpoint's address; panics if every try failed.
+    pub fn start_with_http(
+        corefile: impl Fn(u16) -> String,
+        args: &[&str],
+    ) -> (Shardns, SocketAddr) {
+        let mut last_error = None;
+        for _ in 0..3 {
+            let port = crate::unbound::free_port().expect("a free port");
+            match Shardns::start(&corefile(port), args) {
+                Ok(shardns) => return (shardns, SocketAddr::from(([127, 0, 0, 1], port))),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        panic!("starting shardns: {:#}", last_error.expect("three tries"));
+    }
+
     pub fn start(corefile: &str, args: &[&str]) -> Result<Shardns> {
         let dir = TempDir::new("sd")?;
         let conf = dir.join("Corefile");

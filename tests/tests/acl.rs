@@ -14,26 +14,19 @@ use std::time::Duration;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use shardns_e2e::metrics::{promtool_accepts, scrape, value};
-use shardns_e2e::unbound::free_port;
 use shardns_e2e::{Io, Shardns, UdpClient, Unbound, build_query, io_tests, new_id, wait_for, zone};
 
 /// shardns (2 shards) with a cache and `acl_block`, forwarding to `unbound`, serving metrics
 /// on 127.0.0.1; returns it and the metrics address.
 fn start(unbound: &Unbound, acl_block: &str, io: Io) -> (Shardns, SocketAddr) {
-    let mut last_error = None;
-    for _ in 0..3 {
-        let port = free_port().expect("a free port");
-        let corefile = format!(
+    let corefile = |port| {
+        format!(
             ".:0 {{\n    bind 127.0.0.1\n    acl {{\n{acl_block}\n    }}\n    cache 30\n    \
              forward . {}\n    prometheus 127.0.0.1:{port}\n}}\n",
             unbound.addr()
-        );
-        match Shardns::start(&corefile, &["--shards", "2", "--io", io.as_arg()]) {
-            Ok(shardns) => return (shardns, SocketAddr::from(([127, 0, 0, 1], port))),
-            Err(error) => last_error = Some(error),
-        }
-    }
-    panic!("starting shardns: {:#}", last_error.unwrap());
+        )
+    };
+    Shardns::start_with_http(corefile, &["--shards", "2", "--io", io.as_arg()])
 }
 
 /// A client sending from 127.0.0.`last`.

@@ -16,29 +16,22 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use shardns_e2e::metrics;
 use shardns_e2e::shardns::send_signal;
-use shardns_e2e::unbound::free_port;
 use shardns_e2e::{Shardns, UdpClient, Unbound, build_query, new_id, wait_for, zone};
 
 /// shardns (1 shard, no cache) forwarding to `upstreams` with `options` in the block and a
 /// metrics endpoint; returns it and the endpoint's address.
 fn start(upstreams: &[&Unbound], options: &str, args: &[&str]) -> (Shardns, SocketAddr) {
     let to: Vec<String> = upstreams.iter().map(|u| u.addr().to_string()).collect();
-    let mut last_error = None;
-    for _ in 0..3 {
-        let port = free_port().expect("a free port");
-        let corefile = format!(
+    let corefile = |port| {
+        format!(
             ".:0 {{\n    bind 127.0.0.1\n    forward . {} {{\n{options}\n    }}\n    errors\n    \
              prometheus 127.0.0.1:{port}\n}}\n",
             to.join(" ")
-        );
-        let mut all = vec!["--shards", "1"];
-        all.extend_from_slice(args);
-        match Shardns::start(&corefile, &all) {
-            Ok(shardns) => return (shardns, SocketAddr::from(([127, 0, 0, 1], port))),
-            Err(error) => last_error = Some(error),
-        }
-    }
-    panic!("starting shardns: {:#}", last_error.unwrap());
+        )
+    };
+    let mut all = vec!["--shards", "1"];
+    all.extend_from_slice(args);
+    Shardns::start_with_http(corefile, &all)
 }
 
 /// The sum of every sample of family `name` on the metrics page at `addr`.

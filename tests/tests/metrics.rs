@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use shardns_e2e::metrics::{HTTP_TIMEOUT, family_sum, http, promtool_accepts, scrape, value};
-use shardns_e2e::unbound::free_port;
 use shardns_e2e::{Io, Shardns, UdpClient, Unbound, io_tests, wait_for, zone};
 
 /// shardns with a cache, forwarding to `unbound`, serving metrics on 127.0.0.1:`port`.
@@ -28,16 +27,8 @@ fn corefile(unbound: &Unbound, port: u16) -> String {
 /// Starts shardns on a free metrics port (a few tries, in case another process takes the
 /// port between the check and the bind). Returns it and the metrics address.
 fn start(unbound: &Unbound, io: Io) -> (Shardns, SocketAddr) {
-    let mut last_error = None;
-    for _ in 0..3 {
-        let port = free_port().expect("a free port");
-        let args = ["--shards", "2", "--io", io.as_arg()];
-        match Shardns::start(&corefile(unbound, port), &args) {
-            Ok(shardns) => return (shardns, SocketAddr::from(([127, 0, 0, 1], port))),
-            Err(error) => last_error = Some(error),
-        }
-    }
-    panic!("starting shardns: {:#}", last_error.unwrap());
+    let args = ["--shards", "2", "--io", io.as_arg()];
+    Shardns::start_with_http(|port| corefile(unbound, port), &args)
 }
 
 fn counts_queries(io: Io) {

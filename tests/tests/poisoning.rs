@@ -35,7 +35,6 @@ use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use shardns_e2e::metrics::{family_sum, scrape};
 use shardns_e2e::rng::Rng;
-use shardns_e2e::unbound::free_port;
 use shardns_e2e::upstream::zone;
 use shardns_e2e::{SeenQuery, Shardns, TestUpstream, build_query, wait_for};
 
@@ -52,20 +51,14 @@ const MISSES: usize = 512;
 /// shardns (`--shards 2`) with a cache, forwarding to `upstream` over the client's transport,
 /// with metrics. Returns it and the metrics address.
 fn start(upstream: &TestUpstream) -> (Shardns, SocketAddr) {
-    let mut last = None;
-    for _ in 0..3 {
-        let port = free_port().expect("a free port");
-        let corefile = format!(
+    let corefile = |port| {
+        format!(
             ".:0 {{\n    bind 127.0.0.1\n    cache 300\n    forward . {}\n    errors\n    \
              prometheus 127.0.0.1:{port}\n}}\n",
             upstream.addr()
-        );
-        match Shardns::start(&corefile, &["--shards", "2"]) {
-            Ok(shardns) => return (shardns, SocketAddr::from(([127, 0, 0, 1], port))),
-            Err(e) => last = Some(e),
-        }
-    }
-    panic!("starting shardns: {:#}", last.unwrap());
+        )
+    };
+    Shardns::start_with_http(corefile, &["--shards", "2"])
 }
 
 /// A client socket on 127.0.0.1 connected to shardns.

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use shardns_e2e::metrics::{scrape, value};
-use shardns_e2e::unbound::free_port;
 use shardns_e2e::{Io, Shardns, UdpClient, Unbound, build_query, io_tests, wait_for, zone};
 
 /// Queries a second (and burst) each client may send.
@@ -26,20 +25,14 @@ const FLOOD: u16 = 600;
 /// shardns (1 shard, so that one client's rate is the process's) with `ratelimit RATE`, a
 /// cache, forwarding to `unbound`, serving metrics on 127.0.0.1.
 fn start(unbound: &Unbound, io: Io) -> (Shardns, SocketAddr) {
-    let mut last_error = None;
-    for _ in 0..3 {
-        let port = free_port().expect("a free port");
-        let corefile = format!(
+    let corefile = |port| {
+        format!(
             ".:0 {{\n    bind 127.0.0.1\n    ratelimit {RATE}\n    cache 30\n    forward . {}\n    \
              prometheus 127.0.0.1:{port}\n}}\n",
             unbound.addr()
-        );
-        match Shardns::start(&corefile, &["--shards", "1", "--io", io.as_arg()]) {
-            Ok(shardns) => return (shardns, SocketAddr::from(([127, 0, 0, 1], port))),
-            Err(error) => last_error = Some(error),
-        }
-    }
-    panic!("starting shardns: {:#}", last_error.unwrap());
+        )
+    };
+    Shardns::start_with_http(corefile, &["--shards", "1", "--io", io.as_arg()])
 }
 
 fn client_at(last: u8, shardns: &Shardns) -> UdpClient {
