@@ -72,19 +72,13 @@ pub(crate) fn start_desk(listening: Arc<Listening>, desk: Arc<Desk>) -> io::Resu
     thread::Builder::new()
         .name("desk".to_string())
         .spawn(move || {
-            while !desk.shutdown.load(Ordering::SeqCst) {
-                match listening.accept() {
-                    Ok(Some(stream)) => match serve(stream, &desk) {
-                        Ok(pid) => tracing::info!("worker {pid} serves"),
-                        Err(error) => tracing::warn!("a worker did not take the sockets: {error}"),
-                    },
-                    Ok(None) => thread::sleep(ACCEPT_POLL),
-                    Err(error) => {
-                        tracing::warn!("worker socket: {error}");
-                        thread::sleep(ACCEPT_POLL);
-                    }
+            listening.serve_each(&desk.shutdown, ACCEPT_POLL, "worker socket", |stream| {
+                match serve(stream, &desk) {
+                    Ok(pid) => tracing::info!("worker {pid} serves"),
+                    Err(error) => tracing::warn!("a worker did not take the sockets: {error}"),
                 }
-            }
+                false
+            });
         })
 }
 

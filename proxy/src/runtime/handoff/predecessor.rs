@@ -75,6 +75,31 @@ impl Listening {
         }
     }
 
+    /// Accepts callers until `shutdown` is set, looking every `poll`, and hands each to
+    /// `each`, which returns `true` to stop. A failed accept is logged as `what: error`.
+    pub(crate) fn serve_each(
+        &self,
+        shutdown: &AtomicBool,
+        poll: Duration,
+        what: &str,
+        mut each: impl FnMut(UnixStream) -> bool,
+    ) {
+        while !shutdown.load(Ordering::SeqCst) {
+            match self.accept() {
+                Ok(Some(stream)) => {
+                    if each(stream) {
+                        return;
+                    }
+                }
+                Ok(None) => thread::sleep(poll),
+                Err(error) => {
+                    tracing::warn!("{what}: {error}");
+                    thread::sleep(poll);
+                }
+            }
+        }
+    }
+
     /// Removes the socket file, unless another process has put its own there since.
     pub(crate) fn remove(&self) {
         let ours = fs::metadata(&self.path)
@@ -109,24 +134,22 @@ pub(crate) fn start(listening: Arc<Listening>, hooks: Hooks) -> io::Result<JoinH
     thread::Builder::new()
         .name("handoff".to_string())
         .spawn(move || {
-            while !hooks.shutdown.load(Ordering::SeqCst) {
-                match listening.accept() {
-                    Ok(Some(stream)) => match serve(stream, &hooks) {
-                        Ok(pid) => {
-                            tracing::info!("handed over to process {pid}");
-                            return;
-                        }
-                        Err(error) => {
-                            tracing::warn!("hand-off failed, still serving: {error}");
-                        }
-                    },
-                    Ok(None) => thread::sleep(ACCEPT_POLL),
-                    Err(error) => {
-                        tracing::warn!("hand-off socket: {error}");
-                        thread::sleep(ACCEPT_POLL);
+            let shutdown = Arc::clone(&hooks.shutdown);
+            listening.serve_each(
+                &shutdown,
+                ACCEPT_POLL,
+                "hand-off socket",
+                |stream| match serve(stream, &hooks) {
+                    Ok(pid) => {
+                        tracing::info!("handed over to process {pid}");
+                        true
                     }
-                }
-            }
+                    Err(error) => {
+                        tracing::warn!("hand-off failed, still serving: {error}");
+                        false
+                    }
+                },
+            );
         })
 }
 
