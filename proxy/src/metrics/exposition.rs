@@ -196,20 +196,7 @@ impl Exposition {
         );
         sample(out, name, &[], self.process.reload_failed.get());
         if let Some(errors) = &self.process.setup_errors {
-            header(
-                out,
-                SETUP_ERRORS_METRIC,
-                "counter",
-                "The number of errors during periodic network setup for node-cache",
-            );
-            for (error_type, count) in errors.snapshot() {
-                sample(
-                    out,
-                    SETUP_ERRORS_METRIC,
-                    &[("errortype", error_type.label())],
-                    count,
-                );
-            }
+            render_setup_errors(out, errors);
         }
     }
 
@@ -471,8 +458,27 @@ fn zone_text(wire: &[u8]) -> String {
     text
 }
 
+/// node-cache's `coredns_nodecache_setup_errors_total{errortype}` family (also on the
+/// supervisor's page).
+pub(crate) fn render_setup_errors(out: &mut String, errors: &SetupErrors) {
+    header(
+        out,
+        SETUP_ERRORS_METRIC,
+        "counter",
+        "The number of errors during periodic network setup for node-cache",
+    );
+    for (error_type, count) in errors.snapshot() {
+        sample(
+            out,
+            SETUP_ERRORS_METRIC,
+            &[("errortype", error_type.label())],
+            count,
+        );
+    }
+}
+
 /// The `# HELP` and `# TYPE` lines of a family.
-pub(super) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     out.push_str("# HELP ");
     out.push_str(name);
     out.push(' ');
@@ -488,7 +494,7 @@ pub(super) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// One sample line: `name{label="value",...} value` (an integer, or a float for a histogram's
 /// `_sum`).
-pub(super) fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl Display) {
+pub(crate) fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl Display) {
     out.push_str(name);
     if !labels.is_empty() {
         out.push('{');

@@ -17,7 +17,9 @@ mod requests;
 
 use std::sync::{Mutex, PoisonError};
 
-pub(crate) use exposition::{CONTENT_TYPE, Exposition, ProcessCounters};
+pub(crate) use exposition::{
+    CONTENT_TYPE, Exposition, ProcessCounters, header, render_setup_errors, sample,
+};
 
 /// The page as a scrape sees it now (`exposition` is relabelled by reloads, hence the lock).
 pub(crate) fn render(exposition: &Mutex<Exposition>) -> String {

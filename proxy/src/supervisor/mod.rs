@@ -31,9 +31,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use shardns_node::SetupErrors;
 
 use crate::cli::Args;
 use crate::http;
+use crate::metrics::{header, render_setup_errors, sample};
 use crate::runtime::handoff::predecessor::Listening;
 use crate::runtime::lifecycle::start::{ask_for_sockets, offer};
 use crate::runtime::lifecycle::{Loaded, load};
@@ -200,6 +202,30 @@ fn private_socket(args: &Args) -> anyhow::Result<PathBuf> {
     Ok(directory.join(format!("shardns-worker-{}.sock", std::process::id())))
 }
 
+/// The supervisor's metrics: node-cache's setup errors, the workers restarted, and whether
+/// the node has failed open.
+fn page_text(errors: &SetupErrors, restarts: u64, failed_open: bool) -> String {
+    let mut body = String::new();
+    render_setup_errors(&mut body, errors);
+    let name = "shardns_supervisor_worker_restarts_total";
+    header(
+        &mut body,
+        name,
+        "counter",
+        "Workers restarted after they died.",
+    );
+    sample(&mut body, name, &[], restarts);
+    let name = "shardns_supervisor_failed_open";
+    header(
+        &mut body,
+        name,
+        "gauge",
+        "1 while the rules are out because workers keep dying.",
+    );
+    sample(&mut body, name, &[], u8::from(failed_open));
+    body
+}
+
 /// The supervisor's page on `addr`: node-cache's setup errors, and the workers' restarts.
 fn page(
     addr: SocketAddr,
@@ -212,27 +238,11 @@ fn page(
     let (errors, restarts, failed_open) =
         (node.errors(), Arc::clone(restarts), Arc::clone(failed_open));
     let router = http::Router::new().get("/metrics", move || {
-        let mut body = String::new();
-        body.push_str("# HELP coredns_nodecache_setup_errors_total The number of errors during periodic network setup for node-cache\n");
-        body.push_str("# TYPE coredns_nodecache_setup_errors_total counter\n");
-        for (error_type, count) in errors.snapshot() {
-            body.push_str(&format!(
-                "coredns_nodecache_setup_errors_total{{errortype=\"{}\"}} {count}\n",
-                error_type.label()
-            ));
-        }
-        body.push_str("# HELP shardns_supervisor_worker_restarts_total Workers restarted after they died.\n");
-        body.push_str("# TYPE shardns_supervisor_worker_restarts_total counter\n");
-        body.push_str(&format!(
-            "shardns_supervisor_worker_restarts_total {}\n",
-            restarts.load(Ordering::SeqCst)
-        ));
-        body.push_str("# HELP shardns_supervisor_failed_open 1 while the rules are out because workers keep dying.\n");
-        body.push_str("# TYPE shardns_supervisor_failed_open gauge\n");
-        body.push_str(&format!(
-            "shardns_supervisor_failed_open {}\n",
-            u8::from(failed_open.load(Ordering::SeqCst))
-        ));
+        let body = page_text(
+            &errors,
+            restarts.load(Ordering::SeqCst),
+            failed_open.load(Ordering::SeqCst),
+        );
         http::Response::ok(crate::metrics::CONTENT_TYPE, body)
     });
     let endpoint = http::Endpoint { listener, router };
@@ -392,5 +402,34 @@ impl Supervisor {
         if let Some(node) = &mut self.node {
             node.finish();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shardns_node::SetupErrorType;
+
+    use super::*;
+
+    #[test]
+    fn the_page_has_setup_errors_restarts_and_failing_open() {
+        let errors = SetupErrors::new();
+        errors.record(SetupErrorType::Configmap);
+        let page = page_text(&errors, 3, true);
+        assert!(
+            page.contains("coredns_nodecache_setup_errors_total{errortype=\"configmap\"} 1\n"),
+            "{page}"
+        );
+        assert!(page.contains("# TYPE shardns_supervisor_worker_restarts_total counter\n"));
+        assert!(
+            page.contains("\nshardns_supervisor_worker_restarts_total 3\n"),
+            "{page}"
+        );
+        assert!(page.contains("# TYPE shardns_supervisor_failed_open gauge\n"));
+        assert!(
+            page.ends_with("\nshardns_supervisor_failed_open 1\n"),
+            "{page}"
+        );
+        assert!(page_text(&errors, 0, false).ends_with("\nshardns_supervisor_failed_open 0\n"));
     }
 }
