@@ -2,25 +2,32 @@
 # Runs the whole test suite: unit tests of every crate and the end-to-end tests
 # (tests/, package shardns-e2e), which drive the real shardns binary against a real
 # Unbound and use dig, check the metrics page with Prometheus's promtool, and set up nodes
-# in network namespaces with ip and iptables (both iptables-nft and iptables-legacy).
-# Installs them first when they are missing (as root, from Debian's packages).
+# in network namespaces with ip and iptables (both iptables-nft and iptables-legacy), see
+# conntrack tables with conntrack, run the image with podman and check the deploy files with
+# yamllint, kubectl kustomize, kubernetes-validate (PyPI) and @grafana/schema (npm).
+# Installs them first when they are missing (as root, from Debian's packages, PyPI and npm).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 
+# kubectl comes from Debian's kubernetes-client where the machine has none of its own; its
+# built-in kustomize renders the overlays offline.
+packages="unbound dnsutils prometheus iproute2 iptables conntrack podman buildah runc yamllint"
+command -v kubectl >/dev/null 2>&1 || packages="$packages kubernetes-client"
+
 missing=()
-for tool in unbound unbound-control dig promtool ip iptables-nft iptables-legacy; do
+for tool in unbound unbound-control dig promtool ip iptables-nft iptables-legacy conntrack podman buildah runc yamllint kubectl; do
     have "$tool" || missing+=("$tool")
 done
 
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing: ${missing[*]}" >&2
-        echo "install them with: sudo apt-get install -y --no-install-recommends unbound dnsutils prometheus iproute2 iptables" >&2
+        echo "install them with: sudo apt-get install -y --no-install-recommends $packages" >&2
         exit 1
     fi
-    echo "installing unbound, dnsutils, prometheus, iproute2 and iptables (missing: ${missing[*]})"
+    echo "installing $packages (missing: ${missing[*]})"
     # Debian's postinst would start a system-wide Unbound on port 53; forbid service
     # start-ups for the duration of the install (policy-rc.d exit 101 = "denied").
     policy_created=0
@@ -32,7 +39,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     status=0
     {
         apt-get update -qq &&
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends unbound dnsutils prometheus iproute2 iptables
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $packages
     } || status=$?
     if [ "$policy_created" -eq 1 ]; then
         rm -f /usr/sbin/policy-rc.d
@@ -45,6 +52,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
             systemctl stop "$service" || true
         fi
     done
+fi
+
+# kubernetes-validate checks the manifests against the Kubernetes schemas it carries.
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+    echo "installing kubernetes-validate (PyPI)"
+    python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate
 fi
 
 # The end-to-end tests run target/<profile>/shardns: build it (and everything) first.
