@@ -9,7 +9,7 @@ use std::thread;
 use std::time::Duration;
 
 use shardns_e2e::load::{Load, corefile, warm};
-use shardns_e2e::{Shardns, TempDir, Unbound};
+use shardns_e2e::{Shardns, TempDir, Unbound, wait_for};
 
 const UPGRADES: usize = 5;
 
@@ -89,4 +89,66 @@ fn nobody_on_the_socket_means_a_normal_start_and_the_socket_is_removed_at_exit()
     assert!(path.exists());
     alone.stop();
     assert!(!path.exists(), "removed at a normal exit");
+}
+
+/// `--handoff-linger`, as a pod's container needs: the old process hands over, then stays
+/// (serving nothing) until SIGTERM instead of exiting, so the kubelet does not restart it;
+/// its SIGTERM then ends it with status 0 and leaves the successor, its sockets and its
+/// hand-off socket alone.
+#[test]
+fn a_lingering_predecessor_waits_for_sigterm_and_leaves_the_successor_alone() {
+    let unbound = Unbound::start().expect("unbound");
+    let dir = TempDir::new("handoff-linger").unwrap();
+    let socket = dir.join("handoff.sock").display().to_string();
+    let corefile = corefile(&unbound);
+    let lingering = |corefile: &str| {
+        Shardns::start(
+            corefile,
+            &[
+                "--shards",
+                "2",
+                "--handoff-socket",
+                &socket,
+                "--handoff-linger",
+            ],
+        )
+        .expect("shardns")
+    };
+    let mut old = lingering(&corefile);
+    let server = old.udp_addr();
+    warm(server);
+    let new = lingering(&corefile);
+    let handed_over = format!("handed over to process {}", new.pid());
+    let lingers = |process: &Shardns, handed_over: &str| {
+        wait_for(Duration::from_secs(15), || {
+            let log = process.log_text();
+            (log.contains(handed_over) && log.contains("lingering until SIGTERM")).then_some(())
+        })
+        .is_some()
+    };
+    assert!(lingers(&old, &handed_over), "{}", old.log_text());
+    // Still there a while later: without the flag it has exited 0 by now.
+    thread::sleep(Duration::from_secs(1));
+    old.assert_alive();
+
+    let load = Load::start(server);
+    thread::sleep(Duration::from_millis(500));
+    let log = old.stop();
+    thread::sleep(Duration::from_millis(500));
+    let seen = load.stop();
+    assert!(seen.sent > 50, "the load ran: {seen:?}");
+    assert_eq!(seen.answered, seen.sent, "{seen:?}\n{log}");
+
+    // The successor's hand-off socket is still there: a third process takes over from it.
+    let third = Shardns::start(&corefile, &["--shards", "2", "--handoff-socket", &socket])
+        .expect("shardns");
+    let handed_over = format!("handed over to process {}", third.pid());
+    assert!(lingers(&new, &handed_over), "{}", new.log_text());
+    let new_pid = new.pid();
+    new.stop();
+    let third_log = third.stop();
+    assert!(
+        third_log.contains(&format!("taking over from process {new_pid}")),
+        "{third_log}"
+    );
 }

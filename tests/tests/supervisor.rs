@@ -98,3 +98,48 @@ fn a_supervised_shardns_is_upgraded_by_another_without_loss() {
     );
     new.stop();
 }
+
+/// `--handoff-linger` with `--supervise` (a pod's PID 1): the old supervisor, its worker
+/// taken over, stays until SIGTERM (its worker does not linger: the supervisor must see it
+/// leave), then exits 0 and leaves the new one serving.
+#[test]
+fn a_lingering_supervisor_waits_for_sigterm_after_its_worker_was_taken_over() {
+    let unbound = Unbound::start().expect("unbound");
+    let dir = TempDir::new("supervise-linger").unwrap();
+    let socket = dir.join("handoff.sock").display().to_string();
+    let lingering = || {
+        Shardns::start(
+            &corefile(&unbound),
+            &[
+                "--supervise",
+                "--shards",
+                "2",
+                "--handoff-socket",
+                &socket,
+                "--handoff-linger",
+            ],
+        )
+        .expect("supervised shardns")
+    };
+    let mut old = lingering();
+    let server = old.udp_addr();
+    let old_worker = wait_for(Duration::from_secs(5), || old.serving_worker()).expect("worker");
+    warm(server);
+    let new = lingering();
+    let taken_over = format!("worker {old_worker} was taken over");
+    wait_for(Duration::from_secs(15), || {
+        let log = old.log_text();
+        (log.contains(&taken_over) && log.contains("lingering until SIGTERM")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{}", old.log_text()));
+    thread::sleep(Duration::from_secs(1));
+    old.assert_alive();
+    let load = Load::start(server);
+    thread::sleep(Duration::from_millis(300));
+    old.stop();
+    thread::sleep(Duration::from_millis(300));
+    let seen = load.stop();
+    assert!(seen.sent > 30, "the load ran: {seen:?}");
+    assert_eq!(seen.answered, seen.sent, "{seen:?}");
+    new.stop();
+}

@@ -104,6 +104,12 @@ pub struct Args {
     #[arg(long)]
     pub no_handoff: bool,
 
+    /// After handing the sockets to a successor, stay running (serving nothing) until SIGTERM
+    /// instead of exiting 0: in a pod, an exited container is restarted by the kubelet, and
+    /// the restarted one would take the sockets back from the new pod
+    #[arg(long, conflicts_with = "no_handoff")]
+    pub handoff_linger: bool,
+
     /// Node-local mode: make the two rules that skip conntrack for pods' queries match only
     /// while shardns holds its sockets (`-m socket --nowildcard`), so that pods' queries fall
     /// back to the cluster DNS when every shardns process is gone (node-cache's exact rules

@@ -175,6 +175,7 @@ fn run(args: &Args) -> anyhow::Result<End> {
     );
     let end = supervisor.watch();
     supervisor.stop(&end);
+    let signalled = signals.signalled;
     desk.shutdown.store(true, Ordering::SeqCst);
     let _ = desk_thread.join();
     listening.remove();
@@ -184,6 +185,9 @@ fn run(args: &Args) -> anyhow::Result<End> {
     }
     if let Some(path) = pidfile.filter(|_| !matches!(end, End::HandedOff)) {
         let _ = std::fs::remove_file(path);
+    }
+    if matches!(end, End::HandedOff) && args.handoff_linger {
+        signals::linger(&signalled);
     }
     Ok(end)
 }

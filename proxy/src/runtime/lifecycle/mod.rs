@@ -34,6 +34,9 @@
 //!    leaves).
 //! 5. teardown: the HTTP, reload and loop threads are joined; in node-local mode the
 //!    interface is removed; the pidfile is removed (neither after a hand-off).
+//! 6. linger (after a hand-off, with `--handoff-linger`, not in a supervisor's worker): the
+//!    process stays, serving nothing, until SIGTERM, so that a pod's container is not
+//!    restarted by the kubelet while the new pod serves.
 //!
 //! How the run ended is an [`Ending`]. A new step of start-up or shutdown is a new phase:
 //! one more [`Phase`], one more method and one more line in [`Lifecycle::run`].
@@ -47,7 +50,9 @@ mod stop;
 
 use std::time::Instant;
 
-use super::shards;
+use std::sync::Arc;
+
+use super::{shards, signals};
 use crate::cli::Args;
 
 pub(crate) use state::{Ending, Loaded, Phase, load};
@@ -67,6 +72,12 @@ impl<'a> Lifecycle<'a> {
             .shards
             .map_or_else(shards::default_count, |count| count as usize);
         Lifecycle { args, shard_count }
+    }
+
+    /// Whether to linger after a hand-off: `--handoff-linger`, except in a supervisor's
+    /// worker (its supervisor must see it exit to know it was taken over).
+    fn lingers(&self) -> bool {
+        self.args.handoff_linger && self.args.worker_of.is_none()
     }
 
     /// Runs every phase in order and returns how the run ended, once every thread has
@@ -96,8 +107,12 @@ impl<'a> Lifecycle<'a> {
         phase(Phase::StopReading, || self.stop_reading(&running));
         let drained = phase(Phase::Drain, || self.drain(&mut running));
         let ending = running.ending(drained);
+        let signalled = Arc::clone(&running.signalled);
         phase(Phase::Teardown, || self.teardown(running));
         tracing::info!("stopped in {} ms", stopping.elapsed().as_millis());
+        if matches!(ending, Ending::HandedOff) && self.lingers() {
+            phase(Phase::Linger, || signals::linger(&signalled));
+        }
         Ok(ending)
     }
 }

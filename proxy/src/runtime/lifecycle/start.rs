@@ -240,6 +240,7 @@ impl Lifecycle<'_> {
         let shards = shards.start();
         Ok(Running {
             stop: signals.stop,
+            signalled: signals.signalled,
             shutdown,
             reload: signals.reload,
             config,

@@ -49,6 +49,8 @@ pub(crate) enum Phase {
     Drain,
     /// The other threads joined; node-local mode: the interface removed; the pidfile removed.
     Teardown,
+    /// After a hand-off with `--handoff-linger`: waiting, serving nothing, for SIGTERM.
+    Linger,
 }
 
 impl Phase {
@@ -68,6 +70,7 @@ impl Phase {
             Phase::StopReading => "stop reading",
             Phase::Drain => "drain",
             Phase::Teardown => "teardown",
+            Phase::Linger => "linger",
         }
     }
 }
@@ -119,6 +122,8 @@ pub(super) struct Bound {
 pub(super) struct Running {
     /// Set by a signal, the loop check or a hand-off: the stop begins.
     pub(super) stop: Arc<AtomicBool>,
+    /// Set by SIGTERM or SIGINT only: what a lingering process waits for.
+    pub(super) signalled: Arc<AtomicBool>,
     /// Set to stop every thread.
     pub(super) shutdown: Arc<AtomicBool>,
     /// Set to reload the Corefile (SIGUSR1, or a Corefile rewritten in node-local mode).
