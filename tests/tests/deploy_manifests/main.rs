@@ -40,10 +40,18 @@ use manifest::{
 /// carries (its default).
 const KUBERNETES_VERSIONS: [&str; 2] = ["1.25.0", "1.37.0"];
 
+/// The program `name`, or `None` after printing why its test is skipped.
+fn tool_or_skip(name: &str) -> Option<std::path::PathBuf> {
+    let found = find_tool(name);
+    if found.is_none() {
+        eprintln!("skipped: {name} is not installed (scripts/test.sh installs it)");
+    }
+    found
+}
+
 #[test]
 fn every_overlay_renders_with_kubectl_kustomize() -> Result<()> {
-    let Some(kubectl) = find_tool("kubectl") else {
-        eprintln!("skipped: kubectl is not installed");
+    let Some(kubectl) = tool_or_skip("kubectl") else {
         return Ok(());
     };
     let kubernetes = deploy_dir().join("kubernetes");
@@ -79,10 +87,7 @@ fn every_overlay_renders_with_kubectl_kustomize() -> Result<()> {
 
 #[test]
 fn kubernetes_validate_strict_accepts_every_variant() -> Result<()> {
-    let Some(validator) = find_tool("kubernetes-validate") else {
-        eprintln!(
-            "skipped: kubernetes-validate is not installed (pip install kubernetes-validate)"
-        );
+    let Some(validator) = tool_or_skip("kubernetes-validate") else {
         return Ok(());
     };
     let dir = TempDir::new("k8s-validate")?;
@@ -115,8 +120,7 @@ fn kubernetes_validate_strict_accepts_every_variant() -> Result<()> {
 
 #[test]
 fn yamllint_accepts_the_files_and_the_substituted_manifests() -> Result<()> {
-    let Some(yamllint) = find_tool("yamllint") else {
-        eprintln!("skipped: yamllint is not installed");
+    let Some(yamllint) = tool_or_skip("yamllint") else {
         return Ok(());
     };
     let config = deploy_dir().join(".yamllint");

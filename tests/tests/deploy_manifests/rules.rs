@@ -218,7 +218,9 @@ fn probes_and_scrapes_reach_what_the_corefile_serves() -> Result<()> {
         }
         let prometheus: BTreeSet<u16> = directive_arguments(&corefile, "prometheus")
             .iter()
-            .map(|args| Ok(host_and_port(args.first().context("`prometheus` without")?)?.1))
+            .map(|args| {
+                Ok(host_and_port(args.first().context("`prometheus` without an address")?)?.1)
+            })
             .collect::<Result<_>>()?;
         let [metrics_port] = prometheus.iter().copied().collect::<Vec<_>>()[..] else {
             bail!("the Corefile's prometheus ports: {prometheus:?}");
