@@ -93,6 +93,9 @@ fn the_dashboard_type_checks_against_grafana_schema() {
     assert!(out.contains(": OK (@grafana/schema 13.2.3"), "{out}");
 }
 
+/// What is broken, how, and what the check must say.
+type Breakage = (&'static str, fn(&mut Value), &'static str);
+
 #[test]
 fn broken_dashboards_fail_the_type_check() {
     if let Some(reason) = skip_reason() {
@@ -100,7 +103,7 @@ fn broken_dashboards_fail_the_type_check() {
         return;
     }
     let dir = TempDir::new("dash").unwrap();
-    let breakages: [(&str, fn(&mut Value), &str); 4] = [
+    let breakages: [Breakage; 4] = [
         (
             "a panel height as a string",
             |d| d["panels"][1]["gridPos"]["h"] = "8".into(),
