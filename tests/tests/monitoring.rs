@@ -329,6 +329,18 @@ fn prometheus_scrapes_shardns_evaluates_the_rules_and_every_dashboard_query_has_
         value("count(coredns_nodecache_setup_errors_total)").unwrap(),
         5.0
     );
+    eprintln!(
+        "figures: scrape_samples_scraped {}, scrape_duration_seconds {:.4}, dashboard queries {}",
+        value("scrape_samples_scraped{job=\"shardns\"}").unwrap(),
+        value("scrape_duration_seconds{job=\"shardns\"}").unwrap(),
+        dashboard_queries(
+            &serde_json::from_str(
+                &std::fs::read_to_string(repo_path("deploy/grafana/shardns.json")).unwrap()
+            )
+            .unwrap()
+        )
+        .len()
+    );
     drop(prometheus);
     shardns.stop();
 }
