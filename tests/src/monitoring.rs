@@ -25,6 +25,16 @@ pub fn repo_path(relative: &str) -> PathBuf {
         .join(relative)
 }
 
+/// Whether `program --version` runs and succeeds (the tools these tests skip without).
+pub fn program_runs(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
 /// A running Prometheus on 127.0.0.1, its storage and configuration in a temp dir; killed on
 /// drop.
 #[derive(Debug)]

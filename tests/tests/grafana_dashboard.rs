@@ -10,27 +10,18 @@
 #![forbid(unsafe_code)]
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::Value;
 use shardns_e2e::TempDir;
-use shardns_e2e::monitoring::{dashboard_queries, repo_path};
+use shardns_e2e::monitoring::{dashboard_queries, program_runs, repo_path};
 use shardns_e2e::process::run_with_deadline;
 
 /// `npm ci` downloads two packages; tsc takes a few seconds.
 const NPM_TIMEOUT: Duration = Duration::from_secs(300);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn runs(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
-}
 
 /// Why the type check cannot run here, if it cannot; installs the packages with `npm ci`
 /// (once for all the tests of this file) when they are missing.
@@ -38,14 +29,14 @@ fn skip_reason() -> Option<String> {
     static READY: OnceLock<Option<String>> = OnceLock::new();
     READY
         .get_or_init(|| {
-            if !runs("node") {
+            if !program_runs("node") {
                 return Some("node is missing (apt-get install nodejs npm)".to_string());
             }
             let check = repo_path("deploy/grafana/check");
             if check.join("node_modules/.bin/tsc").exists() {
                 return None;
             }
-            if !runs("npm") {
+            if !program_runs("npm") {
                 return Some(format!(
                     "{}/node_modules is missing and npm is not installed",
                     check.display()

@@ -15,7 +15,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -23,7 +23,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde_json::Value;
 use shardns_e2e::load::{Load, Mix};
-use shardns_e2e::monitoring::{Prometheus, dashboard_queries, repo_path, substitute};
+use shardns_e2e::monitoring::{Prometheus, dashboard_queries, program_runs, repo_path, substitute};
 use shardns_e2e::unbound::free_port;
 use shardns_e2e::{Shardns, TempDir, UdpClient, Unbound, shardns_binary, zone};
 
@@ -113,13 +113,7 @@ fn start_node_cache(unbound: &Unbound) -> Result<(Shardns, SocketAddr)> {
 
 /// Why this test cannot run here, if it cannot.
 fn skip_reason() -> Option<String> {
-    let runs = Command::new("prometheus")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !runs {
+    if !program_runs("prometheus") {
         return Some("prometheus is missing (apt-get install prometheus)".to_string());
     }
     if !Path::new("/usr/sbin/unbound").exists() {

@@ -7,23 +7,18 @@
 #![forbid(unsafe_code)]
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use shardns_e2e::TempDir;
-use shardns_e2e::monitoring::repo_path;
+use shardns_e2e::monitoring::{program_runs, repo_path};
 use shardns_e2e::process::run_with_deadline;
 
 const PROMTOOL_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn skip_reason() -> Option<String> {
-    let runs = Command::new("promtool")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    (!runs).then(|| "promtool is missing (apt-get install prometheus)".to_string())
+    (!program_runs("promtool"))
+        .then(|| "promtool is missing (apt-get install prometheus)".to_string())
 }
 
 /// `promtool ARGS`: its output, or the error with its output.
