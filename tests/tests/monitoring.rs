@@ -86,6 +86,7 @@ fn start_node_cache(unbound: &Unbound) -> Result<(Shardns, SocketAddr)> {
             &path("kube-dns"),
             "-setupinterface=false",
             "-setupiptables=false",
+            "-skipteardown",
             "-metrics-listen-address",
             &format!("127.0.0.1:{wrapper}"),
             "--resolv-conf",
