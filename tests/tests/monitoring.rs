@@ -1,6 +1,7 @@
 //! The dashboard and the rules against a real Prometheus (Debian's `prometheus`) scraping a
 //! real shardns under load, all on loopback: shardns runs in node-local mode (node-cache's
-//! arguments, with interface and iptables setup off, so nothing outside the process changes)
+//! arguments, with interface and iptables setup and teardown off: nothing outside the process
+//! changes)
 //! so that the node families exist too, forwarding to a harness Unbound, and to a dead port
 //! for one zone (SERVFAIL, failed health checks). Prometheus scrapes it every second and
 //! evaluates deploy/prometheus/rules.yaml every second. The test asserts, through Prometheus's
