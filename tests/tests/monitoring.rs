@@ -62,8 +62,9 @@ fn template(dns: u16, metrics: u16, unbound: u16, dead: u16) -> String {
     .concat()
 }
 
-/// shardns in node-local mode with [`template`] and the metrics address it serves.
-fn start_node_cache(unbound: &Unbound) -> Result<(Shardns, SocketAddr)> {
+/// shardns in node-local mode with [`template`], the metrics address it serves, and the
+/// dead upstream's address.
+fn start_node_cache(unbound: &Unbound) -> Result<(Shardns, SocketAddr, SocketAddr)> {
     let mut last_error = None;
     for _ in 0..3 {
         let dir = TempDir::new("mon")?;
@@ -106,7 +107,10 @@ fn start_node_cache(unbound: &Unbound) -> Result<(Shardns, SocketAddr)> {
             .arg("KUBE_DNS_UPSTREAM_SERVICE_HOST=127.0.0.1")
             .arg(shardns_binary()?);
         match Shardns::start_in(dir, &program, &args, None) {
-            Ok(shardns) => return Ok((shardns, SocketAddr::from(([127, 0, 0, 1], metrics)))),
+            Ok(shardns) => {
+                let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
+                return Ok((shardns, at(metrics), at(dead)));
+            }
             Err(error) => last_error = Some(error),
         }
     }
@@ -139,7 +143,7 @@ fn rule_names(kind: &str) -> Vec<String> {
 }
 
 /// One round of checks; the list of what does not hold yet (empty: all hold).
-fn unmet(prometheus: &Prometheus, instance: &str) -> Result<Vec<String>> {
+fn unmet(prometheus: &Prometheus, instance: &str, dead: SocketAddr) -> Result<Vec<String>> {
     let mut unmet = Vec::new();
     let up = prometheus.query("up{job=\"shardns\"}")?;
     if up.len() != 1 || up[0]["value"][1] != "1" {
@@ -177,6 +181,11 @@ fn unmet(prometheus: &Prometheus, instance: &str) -> Result<Vec<String>> {
                 rule["name"], rule["health"], rule["lastError"]
             ));
         }
+    }
+    // The dead upstream's alert is on its way (pending: its `for` is 10 minutes).
+    let alert = format!("ALERTS{{alertname=\"ShardnsUpstreamUnhealthy\",to=\"{dead}\"}}");
+    if prometheus.query(&alert)?.is_empty() {
+        unmet.push(format!("no {alert}"));
     }
     for record in rule_names("record") {
         if prometheus.query(&record)?.is_empty() {
@@ -235,7 +244,7 @@ fn prometheus_scrapes_shardns_evaluates_the_rules_and_every_dashboard_query_has_
         return;
     }
     let unbound = Unbound::start().expect("starting Unbound");
-    let (shardns, metrics) = start_node_cache(&unbound).expect("starting shardns");
+    let (shardns, metrics, dead) = start_node_cache(&unbound).expect("starting shardns");
     let config = format!(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
          rule_files:\n  - {}\n\
@@ -272,7 +281,7 @@ fn prometheus_scrapes_shardns_evaluates_the_rules_and_every_dashboard_query_has_
         let name = format!("q{broken}.{BROKEN_ZONE}.");
         let reply = client.query(&name, RecordType::A).expect("a reply");
         assert_eq!(reply.response_code(), ResponseCode::ServFail, "{reply}");
-        last = unmet(&prometheus, &metrics.to_string())
+        last = unmet(&prometheus, &metrics.to_string(), dead)
             .with_context(|| prometheus.log())
             .unwrap();
         match (last.is_empty(), passed_at) {
@@ -298,6 +307,13 @@ fn prometheus_scrapes_shardns_evaluates_the_rules_and_every_dashboard_query_has_
         started.elapsed()
     );
     assert!(seen.answered > 0 && seen.lost == 0, "{seen:?}");
+
+    // The dead upstream's alert is pending (checked above); the live one's is not.
+    let healthy = format!(
+        "ALERTS{{alertname=\"ShardnsUpstreamUnhealthy\",to=\"{}\"}}",
+        unbound.addr()
+    );
+    assert_eq!(prometheus.query(&healthy).unwrap(), Vec::<Value>::new());
 
     // The check can fail: a misspelt family has no series, and a broken expression is an error.
     let typo = prometheus
