@@ -60,6 +60,18 @@ if ! command -v kubernetes-validate >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate
 fi
 
+# The dashboard's type check (deploy/grafana/check) needs node and the npm packages pinned in
+# its package-lock.json (@grafana/schema, typescript).
+if ! { command -v node && command -v npm; } >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+    echo "installing nodejs npm"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+if [ ! -x deploy/grafana/check/node_modules/.bin/tsc ] && command -v npm >/dev/null 2>&1; then
+    echo "installing deploy/grafana/check's packages (npm ci)"
+    npm ci --no-audit --no-fund --prefix deploy/grafana/check
+fi
+
 # The end-to-end tests run target/<profile>/shardns: build it (and everything) first.
 cargo build --workspace --locked
 

@@ -9,6 +9,7 @@ pub mod client;
 pub mod dig;
 pub mod load;
 pub mod metrics;
+pub mod monitoring;
 pub mod netns;
 pub mod node;
 pub mod process;
