@@ -22,6 +22,7 @@
 #   node CMD...        run CMD in the node namespace
 #   conntrack          the node's conntrack entries for pods' queries to 10.96.0.10:53
 #   upstream-stats     the upstream's query counts: `udp=N tcp=N`
+#   metrics [REGEX]    the lines of shardns's metrics page (:9253) that match REGEX
 #   stop-shardns       SIGTERM to shardns, wait for it to exit (≤ 15 s), its stop log
 #   start-shardns      start shardns again (after stop-shardns)
 #   probe SECONDS [STOP_AT [PORT]]
@@ -378,6 +379,10 @@ status() {
     return 0
 }
 
+metrics() {
+    in_ns "$NODE" curl -fs -m 5 "http://127.0.0.1:9253/metrics" | grep -E "${1:-.}" || true
+}
+
 run_shown() {
     echo "\$ $*"
     "$@" 2>&1 | sed 's/^/  /'
@@ -408,7 +413,7 @@ demo() {
     run_shown in_ns "$POD" dig +short kubernetes.default.svc.cluster.local
     echo "  after one more (a cache hit): $(upstream_stats)"
     echo "shardns's count of the queries it answered (coredns_dns_requests_total):"
-    in_ns "$NODE" curl -s "http://127.0.0.1:9253/metrics" | grep '^coredns_dns_requests_total' | sed 's/^/  /'
+    metrics '^coredns_dns_requests_total' | sed 's/^/  /'
     say "graceful stop: SIGTERM to shardns 1 s into 4 s of back-to-back pod queries"
     probe 4 1 | sed 's/^/  /'
     say "after the stop: the pod resolves through kube-proxy's DNAT to $COREDNS_IP"
@@ -436,6 +441,7 @@ pod) in_ns "$POD" "$@" ;;
 node) in_ns "$NODE" "$@" ;;
 conntrack) conntrack_entries ;;
 upstream-stats) upstream_stats ;;
+metrics) metrics "$@" ;;
 stop-shardns) stop_shardns ;;
 start-shardns) start_shardns ;;
 probe) probe "$@" ;;
