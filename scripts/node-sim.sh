@@ -22,6 +22,8 @@
 #   node CMD...        run CMD in the node namespace
 #   conntrack          the node's conntrack entries for pods' queries to 10.96.0.10:53
 #   upstream-stats     the upstream's query counts: `udp=N tcp=N`
+#   upstream-pause, upstream-resume
+#                      stop (SIGSTOP) or resume (SIGCONT) the upstream: a slow upstream
 #   metrics [REGEX]    the lines of shardns's metrics page (:9253) that match REGEX
 #   stop-shardns       SIGTERM to shardns, wait for it to exit (≤ 15 s), its stop log
 #   start-shardns      start shardns again (after stop-shardns)
@@ -118,6 +120,7 @@ down() {
     local pid ns
     for pair in "shardns.pid:$NODE" "unbound.pid:$UPSTREAM"; do
         if pid=$(ours "$STATE/${pair%%:*}" "${pair#*:}"); then
+            kill -CONT "$pid" 2>/dev/null || true
             kill -TERM "$pid" 2>/dev/null || true
             wait_exit "$pid" 10 || kill -KILL "$pid" 2>/dev/null || true
         fi
@@ -442,6 +445,10 @@ node) in_ns "$NODE" "$@" ;;
 conntrack) conntrack_entries ;;
 upstream-stats) upstream_stats ;;
 metrics) metrics "$@" ;;
+upstream-pause | upstream-resume)
+    pid=$(ours "$STATE/unbound.pid" "$UPSTREAM") || die "unbound is not running"
+    if [[ $command == upstream-pause ]]; then kill -STOP "$pid"; else kill -CONT "$pid"; fi
+    ;;
 stop-shardns) stop_shardns ;;
 start-shardns) start_shardns ;;
 probe) probe "$@" ;;

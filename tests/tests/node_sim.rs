@@ -340,3 +340,51 @@ fn a_graceful_stop_returns_the_pod_to_the_dnat_path_without_a_failed_query() {
     }
     sim.down();
 }
+
+/// `dig` from the pod for a name the upstream does not have, given `timeout_s`: its status.
+fn miss_status(sim: &Sim, name: &str, timeout_s: u64) -> Result<String> {
+    let timeout = format!("+timeout={timeout_s}");
+    let out = sim.run(
+        &["pod", "dig", "+tries=1", &timeout, name, "A"],
+        Duration::from_secs(timeout_s + 5),
+    )?;
+    let status = shardns_e2e::dig_status(&out).context("no status")?;
+    Ok(status.to_string())
+}
+
+#[test]
+fn misses_in_flight_when_the_stop_begins_are_still_answered() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(sim) = Sim::up("inflight") else {
+        return;
+    };
+    // The upstream stalls: the pod's misses wait in shardns when SIGTERM comes, and the
+    // upstream answers only after the rules are gone (they take a few hundred ms).
+    sim.run(&["upstream-pause"], Duration::from_secs(10))
+        .unwrap();
+    let statuses = std::thread::scope(|scope| {
+        let queries: Vec<_> = (0..4)
+            .map(|n| {
+                let sim = &sim;
+                scope.spawn(move || {
+                    miss_status(sim, &format!("gone-{n}.default.svc.cluster.local"), 8)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let stop = scope.spawn(|| sim.run(&["stop-shardns"], Duration::from_secs(20)));
+        std::thread::sleep(Duration::from_millis(1500));
+        sim.run(&["upstream-resume"], Duration::from_secs(10))
+            .unwrap();
+        let out = stop.join().unwrap().unwrap();
+        eprintln!("{out}");
+        queries
+            .into_iter()
+            .map(|query| query.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    for status in &statuses {
+        assert_eq!(status.as_deref().ok(), Some("NXDOMAIN"), "{statuses:?}");
+    }
+    sim.down();
+}
