@@ -386,47 +386,58 @@ metrics() {
     in_ns "$NODE" curl -fs -m 5 "http://127.0.0.1:9253/metrics" | grep -E "${1:-.}" || true
 }
 
-run_shown() {
-    echo "\$ $*"
-    "$@" 2>&1 | sed 's/^/  /'
+# Runs CMD in namespace $1 (pod or node), showing it as a prompt there.
+shown() {
+    local where=$1 ns
+    shift
+    [[ $where == pod ]] && ns=$POD || ns=$NODE
+    echo "$where\$ $*"
+    in_ns "$ns" "$@" 2>&1 | sed 's/^/  /'
 }
 
 demo() {
     say "up: three namespaces, kube-proxy's DNAT, Unbound upstream, shardns with node-cache's arguments"
     up
     trap 'echo "node-sim: cleaning up" >&2; down' EXIT
-    echo "node-cache's NOTRACK/ACCEPT rules shardns installed in $NODE:"
-    in_ns "$NODE" iptables-save -t raw | grep 'NodeLocal' | sed 's/^/  /'
+    shown node iptables -t nat -S KUBE-SERVICES
+    echo "node-cache's rules, installed by shardns: $(in_ns "$NODE" iptables-save | grep -c 'NodeLocal DNS Cache'); those for pods' queries:"
+    in_ns "$NODE" iptables-save -t raw | grep -- "-A PREROUTING -d $CLUSTER_IP" | sed 's/^/  /'
+
     say "pod: dig and getaddrinfo through resolv.conf (nameserver $CLUSTER_IP)"
-    cat "/etc/netns/$POD/resolv.conf" | sed 's/^/  /'
+    shown pod cat /etc/resolv.conf
     local before
     before=$(upstream_stats)
-    run_shown in_ns "$POD" dig +noall +answer +stats kubernetes.default.svc.cluster.local
-    run_shown in_ns "$POD" dig +noall +answer +search kubernetes.default
-    run_shown in_ns "$POD" getent ahosts kubernetes.default
-    run_shown in_ns "$POD" getent ahosts www.example.org
-    run_shown in_ns "$POD" getent hosts 10.96.0.1
-    run_shown in_ns "$POD" dig +tcp +noall +answer www.example.org
-    say "conntrack in the node: no entry for the pod's queries to $CLUSTER_IP:53 (NOTRACK)"
-    echo "\$ conntrack -L -s $POD_IP -d $CLUSTER_IP   (in $NODE)"
-    echo "  entries: $(conntrack_entries | grep -c . || true)"
-    say "upstream (Unbound) query counts: cluster.local misses arrive over TCP (force_tcp)"
+    shown pod dig +noall +answer +stats kubernetes.default.svc.cluster.local
+    shown pod dig +noall +answer +search kubernetes.default
+    shown pod getent ahosts kubernetes.default
+    shown pod getent ahosts www.example.org
+    shown pod getent hosts 10.96.0.1
+    shown pod dig +tcp +noall +answer www.example.org
+
+    say "answered by shardns: its counters at $CLUSTER_IP:53; conntrack in the node has no entry (NOTRACK)"
+    metrics "^coredns_dns_requests_total.*server=\"dns://$CLUSTER_IP:53\"" | sed 's/^/  /'
+    echo "node\$ conntrack -L -s $POD_IP -d $CLUSTER_IP | grep -c dport=53"
+    echo "  $(conntrack_entries | grep -c . || true)"
+
+    say "the upstream (Unbound) counts: cluster.local misses arrive over TCP (the template's force_tcp)"
     echo "  before the pod's queries: $before"
-    echo "  after:                    $(upstream_stats)"
-    run_shown in_ns "$POD" dig +short kubernetes.default.svc.cluster.local
-    echo "  after one more (a cache hit): $(upstream_stats)"
-    echo "shardns's count of the queries it answered (coredns_dns_requests_total):"
-    metrics '^coredns_dns_requests_total' | sed 's/^/  /'
-    say "graceful stop: SIGTERM to shardns 1 s into 4 s of back-to-back pod queries"
+    echo "  after them:               $(upstream_stats)"
+    shown pod dig +short kubernetes.default.svc.cluster.local
+    echo "  after one more (a hit):   $(upstream_stats)"
+
+    say "graceful stop: SIGTERM to shardns 1 s into 4 s of back-to-back pod queries (dig +tries=1)"
     probe 4 1 | sed 's/^/  /'
+
     say "after the stop: the pod resolves through kube-proxy's DNAT to $COREDNS_IP"
-    run_shown in_ns "$POD" dig +noall +answer kubernetes.default.svc.cluster.local
-    run_shown in_ns "$POD" getent ahosts www.example.org
+    shown pod dig +noall +answer kubernetes.default.svc.cluster.local
+    shown pod getent ahosts www.example.org
     local entries
     entries=$(conntrack_entries)
-    echo "\$ conntrack -L -s $POD_IP -d $CLUSTER_IP   (in $NODE)"
-    echo "  entries: $(grep -c . <<<"$entries"), the first 3:"
+    echo "node\$ conntrack -L -s $POD_IP -d $CLUSTER_IP | grep dport=53"
+    echo "  $(grep -c . <<<"$entries") entries, the first 3:"
     head -3 <<<"$entries" | sed 's/^/  /'
+    echo "  upstream counts: $(upstream_stats)"
+
     say "down"
     down
     trap - EXIT
