@@ -107,6 +107,18 @@ ours() {
     echo "$pid"
 }
 
+# GET http://$1:$2$3 in the node namespace (≤ 5 s; bash's /dev/tcp, no HTTP client needed):
+# the body on stdout; fails unless the status is 200.
+http_get() {
+    local response status
+    response=$(in_ns "$NODE" timeout 5 bash -c \
+        'exec 3<>"/dev/tcp/$0/$1" && printf "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n" "$2" "$0" >&3 && cat <&3' \
+        "$1" "$2" "$3" 2>/dev/null) || return 1
+    status=${response%%$'\r'*}
+    printf '%s\n' "${response#*$'\r\n\r\n'}"
+    [[ $status == "HTTP/1."?" 200 "* ]]
+}
+
 # Waits ≤ $2 seconds for process $1 to exit.
 wait_exit() {
     local pid=$1 tenths=$(($2 * 10))
@@ -294,7 +306,7 @@ start_shardns() {
         </dev/null >>"$STATE/shardns.log" 2>&1 &
     local pid=$!
     echo "$pid" >"$STATE/shardns.pid"
-    until in_ns "$NODE" curl -fs -m 1 "http://$LOCAL_IP:8080/ready" >/dev/null 2>&1; do
+    until http_get "$LOCAL_IP" 8080 /ready >/dev/null 2>&1; do
         if ! alive "$pid" || ((tries-- <= 0)); then
             tail -30 "$STATE/shardns.log" >&2
             die "shardns (pid $pid) not ready within 10 s"
@@ -371,7 +383,7 @@ status() {
     done
     if pid=$(ours "$STATE/unbound.pid" "$UPSTREAM"); then echo "unbound: pid $pid"; else echo "unbound: not running"; fi
     if pid=$(ours "$STATE/shardns.pid" "$NODE"); then
-        echo "shardns: pid $pid, /ready: $(in_ns "$NODE" curl -s -m 1 "http://$LOCAL_IP:8080/ready" || echo unreachable)"
+        echo "shardns: pid $pid, /ready: $(http_get "$LOCAL_IP" 8080 /ready || true)"
     else
         echo "shardns: not running"
     fi
@@ -383,7 +395,7 @@ status() {
 }
 
 metrics() {
-    in_ns "$NODE" curl -fs -m 5 "http://127.0.0.1:9253/metrics" | grep -E "${1:-.}" || true
+    http_get 127.0.0.1 9253 /metrics | grep -E "${1:-.}" || true
 }
 
 # Runs CMD in namespace $1 (pod or node), showing it as a prompt there.

@@ -48,7 +48,6 @@ impl Sim {
         let needed = [
             "iptables",
             "conntrack",
-            "curl",
             "getent",
             "/usr/bin/dig",
             "/usr/sbin/unbound",
