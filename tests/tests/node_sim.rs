@@ -265,6 +265,8 @@ fn pod_queries_are_answered_by_shardns_without_conntrack_and_misses_go_over_tcp(
     let (udp_after, tcp_after) = sim.upstream_counts().unwrap();
     assert!(udp_after > udp, "the upstream answered the pod itself");
     assert_eq!(tcp_after, tcp);
+    assert_eq!(sim.dig(CLUSTER_NAME, true).unwrap(), ["10.96.0.1"]);
+    assert_eq!(sim.upstream_counts().unwrap(), (udp_after, tcp + 1));
     let entries = sim.conntrack().unwrap();
     assert!(
         entries.len() >= 2
