@@ -146,10 +146,11 @@ down() {
         ip netns del "$ns" 2>/dev/null || true
         rm -rf "/etc/netns/$ns"
     done
-    rmdir /etc/netns 2>/dev/null || true
+    # /etc/netns itself only if `up` made it (and nothing else is in it now).
+    [[ ! -e $STATE/made-etc-netns ]] || rmdir /etc/netns 2>/dev/null || true
     # Only the files this script writes, then the directory if that empties it.
     rm -rf "$STATE/upstream" "$STATE/node" "$STATE/pod"
-    rm -f "$STATE"/*.pid "$STATE"/*.log
+    rm -f "$STATE"/*.pid "$STATE"/*.log "$STATE/made-etc-netns"
     rmdir "$STATE" 2>/dev/null || true
 }
 
@@ -250,6 +251,7 @@ up() {
     in_ns "$NODE" ip route add 10.96.0.0/12 via "$COREDNS_IP"
 
     # The pod's resolver, as kubelet writes it (ip netns exec mounts it on /etc/resolv.conf).
+    [[ -d /etc/netns ]] || touch "$STATE/made-etc-netns"
     mkdir -p "/etc/netns/$POD"
     cat >"/etc/netns/$POD/resolv.conf" <<EOF
 search default.svc.cluster.local svc.cluster.local cluster.local
