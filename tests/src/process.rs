@@ -1,5 +1,6 @@
 //! Running a helper command (dig, unbound-control) to completion within a deadline.
 
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,10 +17,13 @@ pub fn run_with_deadline(cmd: &mut Command, timeout: Duration, what: &str) -> Re
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("running {what}"))?;
+    // Read while it runs: a child writing more than a pipe holds would block until killed.
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let deadline = Instant::now() + timeout;
-    loop {
-        if child.try_wait()?.is_some() {
-            break;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
@@ -27,17 +31,26 @@ pub fn run_with_deadline(cmd: &mut Command, timeout: Duration, what: &str) -> Re
             bail!("{cmd:?} did not finish within {timeout:?} (killed)");
         }
         std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
+    };
+    let stdout = String::from_utf8_lossy(&stdout.join().unwrap_or_default()).into_owned();
+    if !status.success() {
         bail!(
-            "{cmd:?} failed ({}):\n{stdout}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+            "{cmd:?} failed ({status}):\n{stdout}{}",
+            String::from_utf8_lossy(&stderr.join().unwrap_or_default())
         );
     }
     Ok(stdout)
+}
+
+/// A thread reading `pipe` to its end.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
 }
 
 /// The resident set size of process `pid` in KiB (`VmRSS` in `/proc/PID/status`); `None` if

@@ -28,10 +28,12 @@
 //!    they stay: they are the successor's now).
 //! 2. lameduck: after a signal, DNS and `/health` are served for the `health` directive's
 //!    `lameduck` duration.
-//! 3. stop reading: the shutdown flag is set; the shards leave their loops (after a
-//!    hand-off they are draining already: they leave once they owe nothing).
+//! 3. stop reading: after a signal the shards are asked to drain: they stop reading and
+//!    leave once they owe nothing, so what reached them before the rules went is answered
+//!    (after a hand-off they are draining already; after a failure or a loop the shutdown
+//!    flag is set and they leave their loops at once).
 //! 4. drain: the shard threads are joined (each closes its client connections as it
-//!    leaves).
+//!    leaves); those still owing replies past the query timeout and a grace are stopped.
 //! 5. teardown: the HTTP, reload and loop threads are joined; in node-local mode the
 //!    interface is removed; the pidfile is removed (neither after a hand-off).
 //! 6. linger (after a hand-off, with `--handoff-linger`, not in a supervisor's worker): the

@@ -9,8 +9,8 @@ use super::Lifecycle;
 use super::state::Running;
 use crate::runtime::shards::ShardsFailed;
 
-/// Longer than any query may take: a drain after a hand-off is given this beyond the query
-/// timeout before its shards are stopped.
+/// Longer than any query may take: a drain is given this beyond the query timeout before its
+/// shards are stopped.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 impl Lifecycle<'_> {
@@ -46,21 +46,31 @@ impl Lifecycle<'_> {
         }
     }
 
-    /// Stop reading: the shutdown flag is set, so the shards leave their loops (and the
-    /// other threads theirs). After a hand-off the shards stopped reading already and leave
-    /// once they owe nothing: the shutdown flag waits for the drain.
+    /// Stop reading. After a signal the shards are asked to drain: each stops reading and
+    /// leaves once it owes nothing, so the queries that reached it before the rules went
+    /// (misses waiting on the upstream included) are still answered. After a hand-off they
+    /// are draining already. After a failure or a loop the shutdown flag is set: the shards
+    /// leave their loops at once.
     pub(super) fn stop_reading(&self, running: &Running) {
         running.stop.store(true, Ordering::SeqCst);
-        if !running.handed_off() {
+        if running.handed_off() {
+            return;
+        }
+        if running.shutdown.load(Ordering::SeqCst) || running.loop_detected.load(Ordering::SeqCst) {
             running.shutdown.store(true, Ordering::SeqCst);
+            return;
+        }
+        running.drain.request();
+        if let Some(control) = &running.control {
+            control.wake_all();
         }
     }
 
     /// Drain: every shard thread is joined; each closes its client connections as it
-    /// leaves. After a hand-off, shards still owing replies past the query timeout (and a
-    /// grace) are stopped; then the other threads are told to stop.
+    /// leaves. Shards draining (a signal or a hand-off) and still owing replies past the
+    /// query timeout (and a grace) are stopped; then the other threads are told to stop.
     pub(super) fn drain(&self, running: &mut Running) -> Result<(), ShardsFailed> {
-        if !running.handed_off() {
+        if !running.drain.is_requested() {
             return running.shards.join();
         }
         let deadline = Instant::now() + running.config.limits.query_timeout + DRAIN_GRACE;
