@@ -40,9 +40,9 @@ binary="$(realpath "$binary")"
 version="$("$binary" --version | awk '{ print $2 }')"
 [ -n "$version" ] || { echo "$binary --version printed no version" >&2; exit 1; }
 
-context="$root/target/image/context"
-rm -rf "$context"
-mkdir -p "$context"
+mkdir -p "$root/target/image"
+context="$(mktemp -d "$root/target/image/context.XXXXXX")"
+trap 'rm -rf "$context"' EXIT
 "$root/scripts/rootfs.sh" "$binary" "$context/rootfs"
 cp "$root/deploy/podman/Containerfile" "$context/Containerfile"
 
