@@ -11,6 +11,7 @@ pub mod load;
 pub mod metrics;
 pub mod netns;
 pub mod node;
+pub mod podman;
 pub mod process;
 pub mod rng;
 pub mod shardns;

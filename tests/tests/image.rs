@@ -1,316 +1,115 @@
 //! The container image, run for real with podman (root only; skipped with the reason where
-//! podman cannot run): built once per test binary by scripts/image.sh from the debug binary,
-//! saved as an OCI archive and loaded back from it, then run as the DaemonSet runs it —
-//! `--network host`, `--read-only`, `--cap-drop ALL` plus NET_ADMIN and NET_BIND_SERVICE, a
-//! memory limit — serving a read-only Corefile on port 53 of its own loopback address
-//! (127.0.53.x), forwarding to a loopback Unbound.
+//! podman cannot run), as the DaemonSet runs it: `--read-only`, `--cap-drop ALL` plus
+//! NET_ADMIN and NET_BIND_SERVICE, a memory limit (see shardns_e2e::podman).
 //!
-//! Under podman's default seccomp profile io_uring_setup fails with ENOSYS: `--io auto`
-//! falls back to epoll, says so in its log and in `shardns_shard_info`, and answers. Under
-//! deploy/seccomp/shardns.json it runs io_uring. `podman stop` (SIGTERM) ends it with
-//! status 0 within the grace period. The shipped profile is checked to be this machine's
-//! default plus io_uring (scripts/seccomp-profile.py), and the Dockerfile's runtime stage
-//! to be deploy/podman/Containerfile's.
+//! On the host's network, serving a read-only Corefile on port 53 of its own loopback
+//! address (127.0.53.x) and forwarding to a loopback Unbound: under podman's default seccomp
+//! profile io_uring_setup fails with ENOSYS, and `--io auto` falls back to epoll, says so in
+//! its log and in `shardns_shard_info`, and answers; under deploy/seccomp/shardns.json it runs
+//! io_uring; `podman stop` (SIGTERM) ends it with status 0 within the grace period.
 //!
-//! Containers are removed (`podman rm -f`) when a test ends, also when it fails.
+//! In a network namespace the test creates (`--network ns:`), with node-cache's stock
+//! arguments: the image's own iptables installs node-cache's rules, with the nft backend
+//! (`iptables`, the default) and with the legacy one (PATH starting with
+//! /usr/lib/shardns/iptables-legacy, and NET_RAW, which iptables-legacy needs), answers on
+//! the link-local IP, and removes the rules on `podman stop`.
+//!
+//! Without podman: the shipped seccomp profile is checked to be this machine's default plus
+//! io_uring (scripts/seccomp-profile.py), and the Dockerfile's runtime stage to be
+//! deploy/podman/Containerfile's.
 
 #![forbid(unsafe_code)]
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use shardns_e2e::metrics::{family_sum, scrape, value};
-use shardns_e2e::netns::skip_reason;
-use shardns_e2e::{TempDir, UdpClient, Unbound, shardns_binary, wait_for, zone};
+use shardns_e2e::netns::Namespace;
+use shardns_e2e::node::{NamespaceUnbound, node_cache_inputs};
+use shardns_e2e::podman::{
+    Container, DEFAULT_PROFILE, Profile, Run, output_of, repository, skip_reason,
+};
+use shardns_e2e::{TempDir, UdpClient, Unbound, wait_for, zone};
 
-/// The name the tests give the image (scripts/image.sh tags NAME:VERSION and NAME:latest).
-const IMAGE: &str = "localhost/shardns-e2e";
-/// podman's default seccomp profile here (containers-common's), which the shipped one extends.
-const DEFAULT_PROFILE: &str = "/usr/share/containers/seccomp.json";
-/// How long the container gets to answer its first query after `podman run`.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// `podman stop`'s grace period before SIGKILL (the DaemonSet's is longer).
 const STOP_GRACE_SECONDS: u64 = 10;
 
-fn repository() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-/// `podman ARGS` with the repository's containers.conf unless CONTAINERS_CONF is set.
-fn podman(args: &[&str]) -> Command {
-    let mut command = Command::new("podman");
-    command.args(args);
-    if std::env::var_os("CONTAINERS_CONF").is_none() {
-        command.env(
-            "CONTAINERS_CONF",
-            repository().join("deploy/podman/containers.conf"),
-        );
-    }
-    command
-}
-
-/// Runs `command`; its stdout when it succeeds, else an error with everything it printed.
-fn output_of(command: &mut Command) -> Result<String> {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = command
-        .output()
-        .with_context(|| format!("running {command:?}"))?;
-    let stdout = String::from_utf8_lossy(&stdout).into_owned();
-    ensure!(
-        status.success(),
-        "{command:?}: {status}\n{stdout}{}",
-        String::from_utf8_lossy(&stderr)
-    );
-    Ok(stdout)
-}
-
-/// Why the image tests cannot run here, or `None`.
-fn podman_skip_reason() -> Option<String> {
-    if let Some(reason) = skip_reason(&["podman", "runc", "python3", DEFAULT_PROFILE]) {
-        return Some(reason);
-    }
-    output_of(&mut podman(&[
-        "info",
-        "--format",
-        "{{.Host.OCIRuntime.Name}}",
-    ]))
-    .err()
-    .map(|error| format!("podman cannot run here: {error:#}"))
-}
-
-/// The image, built once per test binary: scripts/image.sh with the debug binary, the
-/// result saved as an OCI archive, removed from podman's store and loaded back from the
-/// archive (so the archive is what runs). Returns its reference.
-fn image() -> &'static str {
-    static IMAGE_REF: OnceLock<Result<String, String>> = OnceLock::new();
-    let built = IMAGE_REF.get_or_init(|| build_image().map_err(|error| format!("{error:#}")));
-    match built {
-        Ok(reference) => reference,
-        Err(error) => panic!("building the image: {error}"),
-    }
-}
-
-fn build_image() -> Result<String> {
-    let binary = shardns_binary()?;
-    let dir = TempDir::new("img")?;
-    let archive = dir.join("shardns.oci.tar");
-    let started = Instant::now();
-    let mut script = Command::new(repository().join("scripts/image.sh"));
-    script.args([
-        "--binary",
-        &binary.display().to_string(),
-        "--output",
-        &archive.display().to_string(),
-        "--name",
-        IMAGE,
-    ]);
-    let printed = output_of(&mut script)?;
-    eprintln!(
-        "image built in {} ms: {}",
-        started.elapsed().as_millis(),
-        printed.trim()
-    );
-    ensure!(
-        printed.trim_end().ends_with(&archive.display().to_string()),
-        "scripts/image.sh did not print the archive's path last: {printed}"
-    );
-    let version = output_of(Command::new(&binary).arg("--version"))?;
-    let version = version.split_whitespace().nth(1).context("no version")?;
-    let reference = format!("{IMAGE}:{version}");
-    output_of(&mut podman(&[
-        "rmi",
-        "--force",
-        &reference,
-        &format!("{IMAGE}:latest"),
-    ]))?;
-    let loaded = output_of(&mut podman(&[
-        "load",
-        "--quiet",
-        "--input",
-        &archive.display().to_string(),
-    ]))?;
-    ensure!(loaded.contains(&reference), "podman load: {loaded}");
-    Ok(reference)
-}
-
-/// A container of the image, removed (`podman rm -f`) when dropped.
+/// A container serving 127.0.53.`host`:53 on the host's network, its metrics on port 9153
+/// of the same address.
 #[derive(Debug)]
-struct Container {
-    name: String,
-    /// shardns's DNS address: port 53 of a loopback address of this test's own.
+struct Served {
+    container: Container,
     dns: SocketAddr,
     metrics: SocketAddr,
-    /// How long it took from `podman run` to the first answer.
-    first_answer: Duration,
-    /// Holds the Corefile (mounted read-only).
-    _dir: TempDir,
 }
 
-/// The seccomp profile a container runs under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Profile {
-    /// podman's default (no `--security-opt seccomp`).
-    Default,
-    /// deploy/seccomp/shardns.json.
-    Shardns,
-}
-
-impl Container {
-    /// Runs the image with `--io auto --shards 2`, serving 127.0.53.`host`:53 (which must be
-    /// free) and metrics on 127.0.53.`host`:9153, forwarding to `unbound`; returns once it
-    /// has answered a query.
-    fn start(label: &str, host: u8, profile: Profile, unbound: &Unbound) -> Result<Container> {
-        let address = Ipv4Addr::new(127, 0, 53, host);
-        let dns = SocketAddr::from((address, 53));
-        let metrics = SocketAddr::from((address, 9153));
-        for addr in [dns, metrics] {
-            UdpSocket::bind(addr).with_context(|| format!("{addr} (udp) is in use"))?;
-            TcpListener::bind(addr).with_context(|| format!("{addr} (tcp) is in use"))?;
-        }
-        let dir = TempDir::new("ctr")?;
-        let corefile = dir.join("Corefile");
-        std::fs::write(
-            &corefile,
-            format!(
-                ".:53 {{\n    bind {address}\n    cache 30\n    forward . {}\n    errors\n    \
-                 prometheus {metrics}\n}}\n",
-                unbound.addr()
-            ),
-        )?;
-        let name = format!("shardns-e2e-{label}-{}", std::process::id());
-        let volume = format!("{}:/etc/coredns/Corefile:ro", corefile.display());
-        let seccomp = format!(
-            "seccomp={}",
-            repository().join("deploy/seccomp/shardns.json").display()
-        );
-        let mut args = vec![
-            "run",
-            "--detach",
-            "--name",
-            &name,
-            "--pull",
-            "never",
-            // The DaemonSet's settings: the node's network, a read-only root file system,
-            // no capability but NET_ADMIN (node setup) and NET_BIND_SERVICE (port 53), and
-            // a memory limit.
-            "--network",
-            "host",
-            "--read-only",
-            "--cap-drop",
-            "ALL",
-            "--cap-add",
-            "NET_ADMIN",
-            "--cap-add",
-            "NET_BIND_SERVICE",
-            "--memory",
-            "256m",
-            "--volume",
-            &volume,
-        ];
-        if profile == Profile::Shardns {
-            args.extend(["--security-opt", &seccomp]);
-        }
-        let image = image();
-        args.extend([
-            image,
+/// Runs the image on the host's network with `--io auto --shards 2`, serving a read-only
+/// Corefile: 127.0.53.`host`:53 (which must be free), a cache, forwarding to `unbound`,
+/// metrics on 127.0.53.`host`:9153. Returns once it has answered a query.
+fn serve(label: &str, host: u8, profile: Profile, unbound: &Unbound) -> Served {
+    let address = Ipv4Addr::new(127, 0, 53, host);
+    let dns = SocketAddr::from((address, 53));
+    let metrics = SocketAddr::from((address, 9153));
+    for addr in [dns, metrics] {
+        UdpSocket::bind(addr).unwrap_or_else(|error| panic!("{addr} (udp) is in use: {error}"));
+        TcpListener::bind(addr).unwrap_or_else(|error| panic!("{addr} (tcp) is in use: {error}"));
+    }
+    let dir = TempDir::new("ctr").unwrap();
+    let corefile = dir.join("Corefile");
+    std::fs::write(
+        &corefile,
+        format!(
+            ".:53 {{\n    bind {address}\n    cache 30\n    forward . {}\n    errors\n    \
+             prometheus {metrics}\n}}\n",
+            unbound.addr()
+        ),
+    )
+    .unwrap();
+    let run = Run {
+        label,
+        profile,
+        network: "host".to_string(),
+        options: vec![format!(
+            "--volume={}:/etc/coredns/Corefile:ro",
+            corefile.display()
+        )],
+        args: [
             "--conf",
             "/etc/coredns/Corefile",
             "--io",
             "auto",
             "--shards",
             "2",
-        ]);
-        let mut run = podman(&args);
-        // Removed on drop from here on, whatever happens next.
-        let mut container = Container {
-            name,
-            dns,
-            metrics,
-            first_answer: Duration::ZERO,
-            _dir: dir,
-        };
-        let started = Instant::now();
-        output_of(&mut run)?;
-        let client = UdpClient::new(dns)?;
-        let answered = wait_for(START_TIMEOUT, || {
-            let reply = client.query(zone::DUAL, RecordType::AAAA).ok()?;
-            (reply.response_code() == ResponseCode::NoError).then_some(())
-        });
-        if answered.is_none() {
-            bail!(
-                "no answer from {dns} within {START_TIMEOUT:?} of podman run; its log:\n{}",
-                container.logs()
-            );
-        }
-        container.first_answer = started.elapsed();
-        eprintln!(
-            "{}: first answer {} ms after podman run",
-            container.name,
-            container.first_answer.as_millis()
-        );
-        Ok(container)
-    }
-
-    /// What the container printed (stdout and stderr).
-    fn logs(&self) -> String {
-        let mut command = podman(&["logs", &self.name]);
-        match command.output() {
-            Ok(output) => format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ),
-            Err(error) => format!("(podman logs failed: {error})"),
-        }
-    }
-
-    /// `podman inspect --format FORMAT`.
-    fn inspect(&self, format: &str) -> Result<String> {
-        Ok(
-            output_of(&mut podman(&["inspect", "--format", format, &self.name]))?
-                .trim()
-                .to_string(),
-        )
-    }
-
-    /// Its resident memory in KiB, from inside: the cgroup's view through `podman stats`.
-    fn memory_usage(&self) -> Result<String> {
-        Ok(output_of(&mut podman(&[
-            "stats",
-            "--no-stream",
-            "--format",
-            "{{.MemUsage}}",
-            &self.name,
-        ]))?
-        .trim()
-        .to_string())
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = podman(&["rm", "--force", "--time", "0", &self.name]).output();
+        ]
+        .map(str::to_string)
+        .to_vec(),
+    };
+    let container = Container::run(run, dir).expect("podman run");
+    let client = UdpClient::new(dns).unwrap();
+    container
+        .wait_until("first answer", || {
+            client
+                .query(zone::DUAL, RecordType::AAAA)
+                .is_ok_and(|reply| reply.response_code() == ResponseCode::NoError)
+        })
+        .unwrap();
+    Served {
+        container,
+        dns,
+        metrics,
     }
 }
 
 /// Queries answered from the cache and from the upstream: a name twice (a miss, then a hit)
 /// and a missing name twice (NXDOMAIN, then the cached denial); the misses reach `unbound`
 /// once each, the hits do not, and the cache's counters say so.
-fn answers_hits_and_misses(container: &Container, unbound: &Unbound) {
-    let before = scrape(container.metrics);
-    let client = UdpClient::new(container.dns).expect("UDP client");
+fn answers_hits_and_misses(served: &Served, unbound: &Unbound) {
+    let before = scrape(served.metrics);
+    let client = UdpClient::new(served.dns).expect("UDP client");
     let name = zone::host(7);
     for (query, rcode) in [
         (name.as_str(), ResponseCode::NoError),
@@ -335,13 +134,13 @@ fn answers_hits_and_misses(container: &Container, unbound: &Unbound) {
     // 3 hits (the repeated name, the cached denial, the address check) and 2 misses.
     let expected = (hits + 3, misses + 2);
     let page = wait_for(Duration::from_secs(3), || {
-        let page = scrape(container.metrics);
+        let page = scrape(served.metrics);
         (counted(&page) == expected).then_some(page)
     });
     assert!(
         page.is_some(),
         "hits and misses not {expected:?}:\n{}",
-        scrape(container.metrics)
+        scrape(served.metrics)
     );
 }
 
@@ -359,8 +158,8 @@ fn reply_addresses(client: &UdpClient, name: &str) -> Vec<Ipv4Addr> {
 }
 
 /// Both shards run `driver` (and no shard another one), per `shardns_shard_info`.
-fn assert_driver(container: &Container, driver: &str) {
-    let page = scrape(container.metrics);
+fn assert_driver(served: &Served, driver: &str) {
+    let page = scrape(served.metrics);
     for shard in 0..2 {
         let series = format!("shardns_shard_info{{io=\"{driver}\",shard=\"{shard}\"}}");
         assert_eq!(value(&page, &series), Some(1), "{series}:\n{page}");
@@ -370,14 +169,13 @@ fn assert_driver(container: &Container, driver: &str) {
 
 #[test]
 fn default_profile_falls_back_to_epoll() {
-    if let Some(reason) = podman_skip_reason() {
+    if let Some(reason) = skip_reason() {
         eprintln!("skipped: {reason}");
         return;
     }
     let unbound = Unbound::start().expect("starting Unbound");
-    let container =
-        Container::start("epoll", 1, Profile::Default, &unbound).expect("starting the container");
-    let logs = container.logs();
+    let served = serve("epoll", 1, Profile::Default, &unbound);
+    let logs = served.container.logs();
     for shard in 0..2 {
         // podman's default answers io_uring_setup with ENOSYS (its defaultErrnoRet, 38).
         let line = format!(
@@ -385,73 +183,199 @@ fn default_profile_falls_back_to_epoll() {
              (os error 38)); using epoll"
         );
         assert!(logs.contains(&line), "no {line:?} in:\n{logs}");
-        let listening = format!("listening on udp {} (shard {shard}, epoll)", container.dns);
+        let listening = format!("listening on udp {} (shard {shard}, epoll)", served.dns);
         assert!(logs.contains(&listening), "no {listening:?} in:\n{logs}");
     }
-    assert_driver(&container, "epoll");
-    answers_hits_and_misses(&container, &unbound);
-    eprintln!(
-        "memory (epoll): {}",
-        container.memory_usage().expect("podman stats")
-    );
+    assert_driver(&served, "epoll");
+    answers_hits_and_misses(&served, &unbound);
+    let memory = served.container.memory_usage().expect("podman stats");
+    eprintln!("memory (epoll): {memory}");
 }
 
 #[test]
 fn shardns_profile_runs_io_uring() {
-    if let Some(reason) = podman_skip_reason() {
+    if let Some(reason) = skip_reason() {
         eprintln!("skipped: {reason}");
         return;
     }
     let unbound = Unbound::start().expect("starting Unbound");
-    let container =
-        Container::start("uring", 2, Profile::Shardns, &unbound).expect("starting the container");
-    let logs = container.logs();
+    let served = serve("uring", 2, Profile::Shardns, &unbound);
+    let logs = served.container.logs();
     assert!(!logs.contains("io_uring unavailable"), "{logs}");
     for shard in 0..2 {
-        let listening = format!(
-            "listening on udp {} (shard {shard}, io_uring)",
-            container.dns
-        );
+        let listening = format!("listening on udp {} (shard {shard}, io_uring)", served.dns);
         assert!(logs.contains(&listening), "no {listening:?} in:\n{logs}");
     }
-    assert_driver(&container, "io_uring");
-    answers_hits_and_misses(&container, &unbound);
-    eprintln!(
-        "memory (io_uring): {}",
-        container.memory_usage().expect("podman stats")
-    );
+    assert_driver(&served, "io_uring");
+    answers_hits_and_misses(&served, &unbound);
+    let memory = served.container.memory_usage().expect("podman stats");
+    eprintln!("memory (io_uring): {memory}");
 }
 
 #[test]
 fn podman_stop_ends_it_cleanly() {
-    if let Some(reason) = podman_skip_reason() {
+    if let Some(reason) = skip_reason() {
         eprintln!("skipped: {reason}");
         return;
     }
     let unbound = Unbound::start().expect("starting Unbound");
-    let container =
-        Container::start("stop", 3, Profile::Default, &unbound).expect("starting the container");
-    let stopping = Instant::now();
-    output_of(&mut podman(&[
-        "stop",
-        "--time",
-        &STOP_GRACE_SECONDS.to_string(),
-        &container.name,
-    ]))
-    .expect("podman stop");
-    let took = stopping.elapsed();
-    let logs = container.logs();
-    assert_eq!(
-        container.inspect("{{.State.ExitCode}}").expect("inspect"),
-        "0",
-        "{logs}"
-    );
+    let served = serve("stop", 3, Profile::Default, &unbound);
+    let stopped = served
+        .container
+        .stop(STOP_GRACE_SECONDS)
+        .expect("podman stop");
+    let logs = served.container.logs();
+    assert_eq!(stopped.exit_code, "0", "{logs}");
     assert!(
-        took < Duration::from_secs(STOP_GRACE_SECONDS),
-        "podman stop took {took:?}:\n{logs}"
+        stopped.took < Duration::from_secs(STOP_GRACE_SECONDS),
+        "podman stop took {:?}:\n{logs}",
+        stopped.took
     );
     assert!(logs.contains("stopped in "), "{logs}");
-    eprintln!("podman stop took {} ms", took.as_millis());
+    eprintln!("podman stop took {} ms", stopped.took.as_millis());
+}
+
+const LINK_LOCAL: &str = "169.254.20.10";
+const CLUSTER_IP: &str = "10.96.0.10";
+/// kube-dns behind the `kube-dns-upstream` Service (`$KUBE_DNS_UPSTREAM_SERVICE_HOST`).
+const KUBE_DNS: &str = "10.96.0.20";
+const CLUSTER_NAME: &str = "kubernetes.default.svc.cluster.local.";
+/// node-cache's 12 rules per local IP, for the link-local IP and the ClusterIP.
+const RULES: usize = 24;
+
+/// The iptables backend the image's `iptables` runs.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    /// The image's default: `iptables` is xtables-nft-multi.
+    Nft,
+    /// PATH starting with /usr/lib/shardns/iptables-legacy: `iptables` is xtables-legacy-multi.
+    Legacy,
+}
+
+/// node-cache's rules in `namespace`'s tables of the `save` program (`iptables-nft-save` or
+/// `iptables-legacy-save`, this machine's).
+fn rules(namespace: &Namespace, save: &str) -> usize {
+    namespace
+        .exec(save, &[])
+        .unwrap_or_else(|error| panic!("{save}: {error:#}"))
+        .lines()
+        .filter(|line| line.contains("NodeLocal DNS Cache"))
+        .count()
+}
+
+/// The image in a network namespace of the test's, with node-cache's stock arguments (the
+/// interface left alone: this kernel has no dummy link type) and a TCP-only Unbound as
+/// kube-dns: it installs node-cache's rules with `backend` (and none with the other),
+/// answers the cluster zone on the link-local IP, and on `podman stop` removes the rules and
+/// exits 0.
+fn sets_up_the_node(backend: Backend) {
+    let tools = [
+        "iptables-nft-save",
+        "iptables-legacy-save",
+        "/usr/sbin/unbound",
+    ];
+    if let Some(reason) = skip_reason().or_else(|| shardns_e2e::netns::skip_reason(&tools)) {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let (label, used, other) = match backend {
+        Backend::Nft => ("node-nft", "iptables-nft-save", "iptables-legacy-save"),
+        Backend::Legacy => ("node-legacy", "iptables-legacy-save", "iptables-nft-save"),
+    };
+    let namespace = Namespace::create(label).unwrap();
+    for ip in [LINK_LOCAL, CLUSTER_IP, KUBE_DNS] {
+        namespace
+            .ip(&["addr", "add", &format!("{ip}/32"), "dev", "lo"])
+            .unwrap();
+    }
+    let kube_dns = NamespaceUnbound::start(
+        &namespace,
+        SocketAddr::new(KUBE_DNS.parse().unwrap(), 53),
+        false,
+        "cluster.local.",
+        &["kubernetes.default.svc.cluster.local. 30 IN A 10.96.0.1"],
+    )
+    .unwrap();
+    let dir = TempDir::new("ctrn").unwrap();
+    node_cache_inputs(&dir, None).unwrap();
+    let mut options = vec![
+        format!("--volume={}:/etc/coredns:ro", dir.join("coredns").display()),
+        format!(
+            "--volume={}:/etc/kube-dns:ro",
+            dir.join("kube-dns").display()
+        ),
+        format!("--env=KUBE_DNS_UPSTREAM_SERVICE_HOST={KUBE_DNS}"),
+    ];
+    if let Backend::Legacy = backend {
+        options.push(
+            "--env=PATH=/usr/lib/shardns/iptables-legacy:/usr/local/bin:/usr/sbin:/usr/bin"
+                .to_string(),
+        );
+        // iptables-legacy reads and writes the tables through a raw socket: without
+        // NET_RAW it fails with "can't initialize iptables table `raw': Permission denied".
+        options.push("--cap-add=NET_RAW".to_string());
+    }
+    // node-cache's stock container arguments (nodelocaldns.yaml), the interface aside.
+    let args = [
+        "-localip",
+        &format!("{LINK_LOCAL},{CLUSTER_IP}"),
+        "-conf",
+        "/etc/Corefile",
+        "-upstreamsvc",
+        "kube-dns-upstream",
+        "-setupinterface=false",
+    ]
+    .map(str::to_string)
+    .to_vec();
+    let run = Run {
+        label,
+        profile: Profile::Default,
+        network: format!("ns:/run/netns/{}", namespace.name()),
+        options,
+        args,
+    };
+    let container = Container::run(run, dir).expect("podman run");
+    let server = SocketAddr::new(LINK_LOCAL.parse::<IpAddr>().unwrap(), 53);
+    namespace.run(|inside| {
+        let client = UdpClient::inside(inside, server).unwrap();
+        container
+            .wait_until("answer on the link-local IP", || {
+                client
+                    .query(CLUSTER_NAME, RecordType::A)
+                    .is_ok_and(|reply| {
+                        reply.response_code() == ResponseCode::NoError
+                            && !reply.answers().is_empty()
+                    })
+            })
+            .unwrap();
+    });
+    assert_eq!(kube_dns.queries_for(CLUSTER_NAME), 1);
+    let installed = wait_for(Duration::from_secs(10), || {
+        (rules(&namespace, used) == RULES).then_some(())
+    });
+    assert!(
+        installed.is_some(),
+        "{used}: {} rules, not {RULES}:\n{}",
+        rules(&namespace, used),
+        container.logs()
+    );
+    assert_eq!(rules(&namespace, other), 0, "{other}");
+
+    let stopped = container.stop(STOP_GRACE_SECONDS).expect("podman stop");
+    let logs = container.logs();
+    assert_eq!(stopped.exit_code, "0", "{logs}");
+    assert_eq!(rules(&namespace, used), 0, "{logs}");
+    assert!(logs.contains("iptables rules removed"), "{logs}");
+}
+
+#[test]
+fn sets_up_the_node_with_iptables_nft() {
+    sets_up_the_node(Backend::Nft);
+}
+
+#[test]
+fn sets_up_the_node_with_iptables_legacy() {
+    sets_up_the_node(Backend::Legacy);
 }
 
 /// deploy/seccomp/shardns.json is what scripts/seccomp-profile.py makes of this machine's
