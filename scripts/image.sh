@@ -49,9 +49,16 @@ cp "$root/deploy/podman/Containerfile" "$context/Containerfile"
 # The commit's time as every timestamp in the image, so that the same inputs give the same
 # image.
 epoch="$(git -C "$root" log -1 --format=%ct 2>/dev/null || echo 0)"
+previous="$(podman image inspect --format '{{.Id}}' "$name:$version" 2>/dev/null || true)"
 podman build --quiet --timestamp "$epoch" --network none \
     --tag "$name:$version" --tag "$name:latest" \
     --file "$context/Containerfile" "$context" >/dev/null
+
+# The image this one replaces under NAME:VERSION, if nothing else names or uses it.
+current="$(podman image inspect --format '{{.Id}}' "$name:$version")"
+if [ -n "$previous" ] && [ "$previous" != "$current" ]; then
+    podman rmi "$previous" >/dev/null 2>&1 || true
+fi
 
 mkdir -p "$(dirname "$output")"
 rm -f "$output"
