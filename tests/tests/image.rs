@@ -31,7 +31,7 @@ use shardns_e2e::metrics::{family_sum, scrape, value};
 use shardns_e2e::netns::Namespace;
 use shardns_e2e::node::{NamespaceUnbound, node_cache_inputs};
 use shardns_e2e::podman::{
-    Container, DEFAULT_PROFILE, Profile, Run, output_of, repository, skip_reason,
+    Container, DEFAULT_PROFILE, Profile, Run, output_of, podman, repository, skip_reason,
 };
 use shardns_e2e::{TempDir, UdpClient, Unbound, wait_for, zone};
 
@@ -423,6 +423,12 @@ fn seccomp_profile_is_the_default_plus_io_uring() {
     );
     let default = std::fs::read_to_string(DEFAULT_PROFILE).expect(DEFAULT_PROFILE);
     assert!(allowed(&default).is_empty());
+    // And it is the profile podman applies when none is named.
+    if skip_reason().is_none() {
+        let format = "{{.Host.Security.SECCOMPProfilePath}}";
+        let used = output_of(&mut podman(&["info", "--format", format])).expect("podman info");
+        assert_eq!(used.trim(), DEFAULT_PROFILE);
+    }
 }
 
 /// The Dockerfile's runtime stage and deploy/podman/Containerfile (scripts/image.sh) say
