@@ -13,7 +13,9 @@ use anyhow::{Context, Result, bail, ensure};
 
 use crate::{TempDir, shardns_binary, wait_for};
 
-/// The name the tests give the image (scripts/image.sh tags NAME:VERSION and NAME:latest).
+/// The name the tests give the image, followed by `-PID` of the test process, so that test
+/// runs from several checkouts at once never run or remove each other's image
+/// (scripts/image.sh tags NAME:VERSION and NAME:latest).
 pub const IMAGE: &str = "localhost/shardns-e2e";
 /// podman's default seccomp profile here (containers-common's), which the shipped one extends.
 pub const DEFAULT_PROFILE: &str = "/usr/share/containers/seccomp.json";
@@ -87,7 +89,35 @@ pub fn image() -> &'static str {
     }
 }
 
+/// Removes the images earlier test processes left (`IMAGE-PID` of a PID no longer running);
+/// an image a container still uses stays.
+fn remove_stale_images() -> Result<()> {
+    let listed = output_of(&mut podman(&[
+        "images",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+    ]))?;
+    let prefix = format!("{IMAGE}-");
+    for reference in listed.lines() {
+        let Some(pid) = reference
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split(':').next())
+        else {
+            continue;
+        };
+        let stale = pid.parse::<u32>().is_ok_and(|pid| {
+            pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+        });
+        if stale {
+            let _ = podman(&["rmi", reference]).output();
+        }
+    }
+    Ok(())
+}
+
 fn build_image() -> Result<String> {
+    remove_stale_images()?;
+    let name = format!("{IMAGE}-{}", std::process::id());
     let binary = shardns_binary()?;
     let dir = TempDir::new("img")?;
     let archive = dir.join("shardns.oci.tar");
@@ -98,7 +128,7 @@ fn build_image() -> Result<String> {
         "--output",
         &archive.display().to_string(),
         "--name",
-        IMAGE,
+        &name,
     ]))?;
     eprintln!(
         "image built in {} ms: {}",
@@ -111,13 +141,8 @@ fn build_image() -> Result<String> {
     );
     let version = output_of(Command::new(&binary).arg("--version"))?;
     let version = version.split_whitespace().nth(1).context("no version")?;
-    let reference = format!("{IMAGE}:{version}");
-    output_of(&mut podman(&[
-        "rmi",
-        "--force",
-        &reference,
-        &format!("{IMAGE}:latest"),
-    ]))?;
+    let reference = format!("{name}:{version}");
+    output_of(&mut podman(&["rmi", &reference, &format!("{name}:latest")]))?;
     let loaded = output_of(&mut podman(&[
         "load",
         "--quiet",
