@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod monitoring;
 pub mod netns;
 pub mod node;
+pub mod podman;
 pub mod process;
 pub mod rng;
 pub mod shardns;
