@@ -449,7 +449,7 @@ fn sets_up_the_node_with_iptables_nft() {
 
 /// The manual way to legacy, for `--iptables=iptables` (the default): PATH and NET_RAW.
 #[test]
-fn sets_up_the_node_with_iptables_legacy_by_path() {
+fn sets_up_the_node_with_iptables_legacy() {
     sets_up_the_node(NodeCase {
         label: "node-legacy",
         hint: None,
