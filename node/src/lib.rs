@@ -35,10 +35,12 @@ pub use corefile::{
 };
 pub use interface::{DEFAULT_INTERFACE_NAME, InterfaceError, InterfaceState, LocalInterface};
 pub use kubedns::{ConfigMapCheck, ConfigMapError, ConfigMapProblem, KubeDnsConfig};
+pub use rules::detect::{DetectedBackend, Detection};
 pub use rules::{
     Backend, COMMENT_ALLOW_TRAFFIC, COMMENT_SKIP_CONNTRACK, Chain, IpFamily, IptablesCommand,
-    IptablesError, IptablesVariant, Protocol, Rule, RuleDesign, RuleOperation, Rules, Side,
-    SyncReport, Table, Target, TeardownReport, UnknownIptablesVariant, desired_rules,
+    IptablesError, IptablesMode, IptablesVariant, Protocol, Rule, RuleDesign, RuleOperation, Rules,
+    Side, SyncReport, Table, Target, TeardownReport, UnknownIptablesMode, UnknownIptablesVariant,
+    desired_rules,
 };
 pub use setup::{NodePlan, NodeSetup};
 pub use setup_errors::{SETUP_ERRORS_METRIC, SetupErrorType, SetupErrors};

@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use crate::interface::{InterfaceError, LocalInterface};
 use crate::rules::{
-    Backend, IptablesCommand, IptablesVariant, RuleDesign, Rules, SyncReport, desired_rules,
+    Backend, IptablesCommand, IptablesMode, RuleDesign, Rules, SyncReport, desired_rules,
 };
 use crate::setup_errors::SetupErrors;
 
@@ -55,10 +55,12 @@ pub struct NodeSetup<B = IptablesCommand> {
 }
 
 impl NodeSetup<IptablesCommand> {
-    /// The setup of `plan` with the system's `iptables`/`ip6tables`, counting failures in
-    /// `errors`.
-    pub fn new(plan: &NodePlan, errors: Arc<SetupErrors>) -> Self {
-        Self::with_backend(plan, IptablesCommand::new(IptablesVariant::System), errors)
+    /// The setup of `plan` with `mode`'s iptables programs (`--iptables`; the default is the
+    /// system's `iptables`/`ip6tables`), counting failures in `errors`. With
+    /// [`IptablesMode::Auto`] the backend is detected at the first rule operation (the
+    /// install), not here, so that building the setup runs nothing.
+    pub fn new(plan: &NodePlan, mode: IptablesMode, errors: Arc<SetupErrors>) -> Self {
+        Self::with_backend(plan, IptablesCommand::with_mode(mode), errors)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Root only: node-cache's rules applied, re-checked and torn down with real iptables, both
 //! `iptables-nft` and `iptables-legacy`, inside a network namespace each test creates and
-//! always removes. The host's own tables are never touched.
+//! always removes. The host's own tables are never touched. `--iptables=auto` follows
+//! kubelet's hint chain to either backend.
 
 mod common;
 
@@ -10,8 +11,8 @@ use std::sync::Arc;
 
 use common::{NetworkNamespace, skip_reason};
 use shardns_node::{
-    IpFamily, IptablesCommand, IptablesVariant, RuleDesign, Rules, SetupErrorType, SetupErrors,
-    SyncReport, TeardownReport, desired_rules,
+    IpFamily, IptablesCommand, IptablesMode, IptablesVariant, RuleDesign, Rules, SetupErrorType,
+    SetupErrors, SyncReport, TeardownReport, desired_rules,
 };
 
 const SKIP: &str = "NodeLocal DNS Cache: skip conntrack";
@@ -464,4 +465,50 @@ fn fail_open_rules_round_trip_with_iptables_nft() {
 #[test]
 fn fail_open_rules_round_trip_with_iptables_legacy() {
     fail_open_rules_round_trip(IptablesVariant::Legacy, "failopen-legacy");
+}
+
+/// `--iptables=auto` in a namespace whose `hinted` backend holds kubelet's hint chain, while
+/// the other holds more rules: the detection names `hinted`, and the rules land there only.
+fn auto_follows_kubelets_hint(hinted: IptablesVariant, other: IptablesVariant, label: &str) {
+    let programs = [hinted.program(IpFamily::V4), other.program(IpFamily::V4)];
+    let Some(namespace) = namespace_for(&programs, label) else {
+        return;
+    };
+    namespace.run_ok(
+        programs[0],
+        &["-w", "5", "-t", "mangle", "-N", "KUBE-IPTABLES-HINT"],
+    );
+    for index in 0..12 {
+        let source = format!("10.255.0.{index}/32");
+        namespace.run_ok(
+            programs[1],
+            &["-w", "5", "-A", "INPUT", "-s", &source, "-j", "ACCEPT"],
+        );
+    }
+    let mut command =
+        IptablesCommand::with_mode(IptablesMode::Auto).in_network_namespace(namespace.name());
+    let detection = command.detect_once().expect("auto detects");
+    assert_eq!(detection.backend.variant(), hinted, "{detection}");
+    let desired = desired_rules(&[ip(LINK_LOCAL)], 53, 8080, RuleDesign::NodeCache);
+    let mut rules = Rules::new(command, desired, Arc::new(SetupErrors::new()));
+    assert_eq!(rules.apply().inserted, 12);
+    let ours = |program| {
+        listing(&namespace, program, "raw")
+            .into_iter()
+            .filter(|line| line.contains(SKIP))
+            .count()
+    };
+    assert_eq!(ours(programs[0]), 8);
+    assert_eq!(ours(programs[1]), 0);
+    assert_eq!(rules.teardown().deleted, 12);
+}
+
+#[test]
+fn auto_follows_kubelets_hint_to_iptables_legacy() {
+    auto_follows_kubelets_hint(IptablesVariant::Legacy, IptablesVariant::Nft, "autolegacy");
+}
+
+#[test]
+fn auto_follows_kubelets_hint_to_iptables_nft() {
+    auto_follows_kubelets_hint(IptablesVariant::Nft, IptablesVariant::Legacy, "autonft");
 }

@@ -12,7 +12,10 @@
 //! arguments: the image's own iptables installs node-cache's rules, with the nft backend
 //! (`iptables`, the default) and with the legacy one (PATH starting with
 //! /usr/lib/shardns/iptables-legacy, and NET_RAW, which iptables-legacy needs), answers on
-//! the link-local IP, and removes the rules on `podman stop`.
+//! the link-local IP, and removes the rules on `podman stop`. With `--iptables=auto` (the
+//! DaemonSet's) and no PATH change, the rules land in the backend whose mangle table holds
+//! kubelet's KUBE-IPTABLES-HINT chain, even when the other holds more rules; without NET_RAW
+//! the legacy tables cannot be read, and the log names NET_RAW.
 //!
 //! Without podman: the shipped seccomp profile is checked to be this machine's default plus
 //! io_uring (scripts/seccomp-profile.py), and the Dockerfile's runtime stage to be
@@ -242,20 +245,58 @@ const CLUSTER_NAME: &str = "kubernetes.default.svc.cluster.local.";
 /// node-cache's 12 rules per local IP, for the link-local IP and the ClusterIP.
 const RULES: usize = 24;
 
-/// The iptables backend the image's `iptables` runs.
-#[derive(Debug, Clone, Copy)]
+/// An iptables backend, by this machine's programs (the test's view of the namespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
-    /// The image's default: `iptables` is xtables-nft-multi.
     Nft,
-    /// PATH starting with /usr/lib/shardns/iptables-legacy: `iptables` is xtables-legacy-multi.
     Legacy,
 }
 
-/// node-cache's rules in `namespace`'s tables of the `save` program (`iptables-nft-save` or
-/// `iptables-legacy-save`, this machine's).
-fn rules(namespace: &Namespace, save: &str) -> usize {
+impl Backend {
+    /// This machine's program of the backend: `iptables-nft`, `iptables-legacy-save`, ...
+    fn program(self, suffix: &str) -> String {
+        match self {
+            Backend::Nft => format!("iptables-nft{suffix}"),
+            Backend::Legacy => format!("iptables-legacy{suffix}"),
+        }
+    }
+
+    fn other(self) -> Backend {
+        match self {
+            Backend::Nft => Backend::Legacy,
+            Backend::Legacy => Backend::Nft,
+        }
+    }
+}
+
+/// How one node test sets up its namespace and runs the image.
+#[derive(Debug)]
+struct NodeCase {
+    label: &'static str,
+    /// kubelet's hint chain, `KUBE-IPTABLES-HINT`, is created in this backend's mangle table
+    /// of the namespace before shardns starts.
+    hint: Option<Backend>,
+    /// The other backend holds this many unrelated rules (filter INPUT), so that counting
+    /// rules would choose it: only the hint can lead to the right backend.
+    decoys: usize,
+    /// `--iptables=VALUE`, or the default (the image's `iptables`, nft).
+    iptables: Option<&'static str>,
+    /// PATH starts with /usr/lib/shardns/iptables-legacy (the image's plain names are then
+    /// the legacy backend).
+    legacy_path: bool,
+    /// NET_RAW, which iptables-legacy needs, beside NET_ADMIN and NET_BIND_SERVICE.
+    net_raw: bool,
+    /// Where the rules must land.
+    expect: Backend,
+    /// Words the log must hold.
+    log: &'static [&'static str],
+}
+
+/// node-cache's rules in `namespace`'s tables of `backend` (this machine's `*-save`).
+fn rules(namespace: &Namespace, backend: Backend) -> usize {
+    let save = backend.program("-save");
     namespace
-        .exec(save, &[])
+        .exec(&save, &[])
         .unwrap_or_else(|error| panic!("{save}: {error:#}"))
         .lines()
         .filter(|line| line.contains("NodeLocal DNS Cache"))
@@ -264,11 +305,13 @@ fn rules(namespace: &Namespace, save: &str) -> usize {
 
 /// The image in a network namespace of the test's, with node-cache's stock arguments (the
 /// interface left alone: this kernel has no dummy link type) and a TCP-only Unbound as
-/// kube-dns: it installs node-cache's rules with `backend` (and none with the other),
-/// answers the cluster zone on the link-local IP, and on `podman stop` removes the rules and
-/// exits 0.
-fn sets_up_the_node(backend: Backend) {
+/// kube-dns: it installs node-cache's rules with the case's backend (and none with the
+/// other), answers the cluster zone on the link-local IP, and on `podman stop` removes the
+/// rules and exits 0. Each namespace has its own tables in both backends.
+fn sets_up_the_node(case: NodeCase) {
     let tools = [
+        "iptables-nft",
+        "iptables-legacy",
         "iptables-nft-save",
         "iptables-legacy-save",
         "/usr/sbin/unbound",
@@ -277,15 +320,27 @@ fn sets_up_the_node(backend: Backend) {
         eprintln!("skipped: {reason}");
         return;
     }
-    let (label, used, other) = match backend {
-        Backend::Nft => ("node-nft", "iptables-nft-save", "iptables-legacy-save"),
-        Backend::Legacy => ("node-legacy", "iptables-legacy-save", "iptables-nft-save"),
-    };
-    let namespace = Namespace::create(label).unwrap();
+    let namespace = Namespace::create(case.label).unwrap();
     for ip in [LINK_LOCAL, CLUSTER_IP, KUBE_DNS] {
         namespace
             .ip(&["addr", "add", &format!("{ip}/32"), "dev", "lo"])
             .unwrap();
+    }
+    // What kubelet and the rest of the node leave in the tables.
+    if let Some(backend) = case.hint {
+        let program = backend.program("");
+        namespace
+            .exec(&program, &["-t", "mangle", "-N", "KUBE-IPTABLES-HINT"])
+            .unwrap_or_else(|error| panic!("{program}: {error:#}"));
+        for index in 0..case.decoys {
+            let source = format!("10.255.0.{index}/32");
+            namespace
+                .exec(
+                    &backend.other().program(""),
+                    &["-A", "INPUT", "-s", &source, "-j", "ACCEPT"],
+                )
+                .unwrap();
+        }
     }
     let kube_dns = NamespaceUnbound::start(
         &namespace,
@@ -305,17 +360,19 @@ fn sets_up_the_node(backend: Backend) {
         ),
         format!("--env=KUBE_DNS_UPSTREAM_SERVICE_HOST={KUBE_DNS}"),
     ];
-    if let Backend::Legacy = backend {
+    if case.legacy_path {
         options.push(
             "--env=PATH=/usr/lib/shardns/iptables-legacy:/usr/local/bin:/usr/sbin:/usr/bin"
                 .to_string(),
         );
+    }
+    if case.net_raw {
         // iptables-legacy reads and writes the tables through a raw socket: without
         // NET_RAW it fails with "can't initialize iptables table `raw': Permission denied".
         options.push("--cap-add=NET_RAW".to_string());
     }
     // node-cache's stock container arguments (nodelocaldns.yaml), the interface aside.
-    let args = [
+    let mut args = [
         "-localip",
         &format!("{LINK_LOCAL},{CLUSTER_IP}"),
         "-conf",
@@ -326,8 +383,11 @@ fn sets_up_the_node(backend: Backend) {
     ]
     .map(str::to_string)
     .to_vec();
+    if let Some(mode) = case.iptables {
+        args.push(format!("--iptables={mode}"));
+    }
     let run = Run {
-        label,
+        label: case.label,
         profile: Profile::Default,
         network: format!("ns:/run/netns/{}", namespace.name()),
         options,
@@ -349,16 +409,21 @@ fn sets_up_the_node(backend: Backend) {
             .unwrap();
     });
     assert_eq!(kube_dns.queries_for(CLUSTER_NAME), 1);
+    let used = case.expect;
     let installed = wait_for(Duration::from_secs(10), || {
         (rules(&namespace, used) == RULES).then_some(())
     });
     assert!(
         installed.is_some(),
-        "{used}: {} rules, not {RULES}:\n{}",
+        "{used:?}: {} rules, not {RULES}:\n{}",
         rules(&namespace, used),
         container.logs()
     );
-    assert_eq!(rules(&namespace, other), 0, "{other}");
+    assert_eq!(rules(&namespace, used.other()), 0, "{:?}", used.other());
+    let logs = container.logs();
+    for words in case.log {
+        assert!(logs.contains(words), "no {words:?} in the log:\n{logs}");
+    }
 
     let stopped = container.stop(STOP_GRACE_SECONDS).expect("podman stop");
     let logs = container.logs();
@@ -367,14 +432,93 @@ fn sets_up_the_node(backend: Backend) {
     assert!(logs.contains("iptables rules removed"), "{logs}");
 }
 
+/// The image's `iptables`, with nothing set: nft.
 #[test]
 fn sets_up_the_node_with_iptables_nft() {
-    sets_up_the_node(Backend::Nft);
+    sets_up_the_node(NodeCase {
+        label: "node-nft",
+        hint: None,
+        decoys: 0,
+        iptables: None,
+        legacy_path: false,
+        net_raw: false,
+        expect: Backend::Nft,
+        log: &[],
+    });
 }
 
+/// The manual way to legacy, for `--iptables=iptables` (the default): PATH and NET_RAW.
 #[test]
 fn sets_up_the_node_with_iptables_legacy() {
-    sets_up_the_node(Backend::Legacy);
+    sets_up_the_node(NodeCase {
+        label: "node-legacy",
+        hint: None,
+        decoys: 0,
+        iptables: None,
+        legacy_path: true,
+        net_raw: true,
+        expect: Backend::Legacy,
+        log: &[],
+    });
+}
+
+/// `--iptables=auto` (the DaemonSet's) on a legacy node with the legacy overlay's NET_RAW:
+/// kubelet's hint chain is in the legacy mangle table, while nft holds more rules.
+#[test]
+fn auto_finds_kubelets_hint_in_iptables_legacy() {
+    sets_up_the_node(NodeCase {
+        label: "auto-legacy",
+        hint: Some(Backend::Legacy),
+        decoys: 12,
+        iptables: Some("auto"),
+        legacy_path: false,
+        net_raw: true,
+        expect: Backend::Legacy,
+        log: &[
+            "--iptables=auto: using iptables-legacy because kubelet's KUBE-IPTABLES-HINT chain \
+             is in iptables-legacy's mangle table",
+        ],
+    });
+}
+
+/// `--iptables=auto` on an nft node, with NET_RAW so that the legacy tables can be read:
+/// the hint chain is in the nft mangle table, while legacy holds 12 rules (enough for the
+/// rule count alone to choose legacy).
+#[test]
+fn auto_finds_kubelets_hint_in_iptables_nft() {
+    sets_up_the_node(NodeCase {
+        label: "auto-nft",
+        hint: Some(Backend::Nft),
+        decoys: 12,
+        iptables: Some("auto"),
+        legacy_path: false,
+        net_raw: true,
+        expect: Backend::Nft,
+        log: &[
+            "--iptables=auto: using iptables-nft because kubelet's KUBE-IPTABLES-HINT chain is \
+             in iptables-nft's mangle table",
+        ],
+    });
+}
+
+/// `--iptables=auto` on a legacy node without NET_RAW (the base DaemonSet there): the legacy
+/// tables cannot be read, so nft is used, and the log says NET_RAW is missing.
+#[test]
+fn auto_without_net_raw_names_it() {
+    sets_up_the_node(NodeCase {
+        label: "auto-noraw",
+        hint: Some(Backend::Legacy),
+        decoys: 0,
+        iptables: Some("auto"),
+        legacy_path: false,
+        net_raw: false,
+        expect: Backend::Nft,
+        log: &[
+            "the legacy tables could not be read",
+            "Permission denied",
+            "it needs the NET_RAW capability",
+        ],
+    });
 }
 
 /// deploy/seccomp/shardns.json is what scripts/seccomp-profile.py makes of this machine's

@@ -6,6 +6,7 @@
 //! exactly those command lines, for the program chosen by [`IptablesVariant`] (the system's
 //! `iptables`, or explicitly `iptables-nft` / `iptables-legacy`), `ip6tables*` for IPv6 rules.
 //! Listing (`-S`) is what this crate adds: it counts copies where `-C` cannot.
+//! [`IptablesMode::Auto`] chooses between nft and legacy itself (`super::detect`).
 
 use std::fmt;
 use std::io;
@@ -15,6 +16,7 @@ use std::str::FromStr;
 use thiserror::Error;
 
 use super::Backend;
+use super::detect::{Detection, detect};
 use super::rule::{Chain, IpFamily, Rule, Table};
 use crate::setup_errors::SetupErrorType;
 
@@ -110,11 +112,68 @@ impl FromStr for IptablesVariant {
     }
 }
 
+/// `--iptables`: a fixed [`IptablesVariant`], or `auto`, which chooses nft or legacy once,
+/// before the first rule operation, as node-cache's image does ([`super::detect`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IptablesMode {
+    /// Look at both backends' tables and use the one the node's kubelet uses.
+    Auto,
+    /// Always these programs (the default: the system's `iptables`).
+    Fixed(IptablesVariant),
+}
+
+impl Default for IptablesMode {
+    /// The system's `iptables`, as node-cache runs it.
+    fn default() -> Self {
+        IptablesMode::Fixed(IptablesVariant::System)
+    }
+}
+
+impl IptablesMode {
+    /// Every mode, in the order the help lists them.
+    pub const ALL: [IptablesMode; 4] = [
+        IptablesMode::Auto,
+        IptablesMode::Fixed(IptablesVariant::System),
+        IptablesMode::Fixed(IptablesVariant::Nft),
+        IptablesMode::Fixed(IptablesVariant::Legacy),
+    ];
+}
+
+impl fmt::Display for IptablesMode {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IptablesMode::Auto => formatter.write_str("auto"),
+            IptablesMode::Fixed(variant) => variant.fmt(formatter),
+        }
+    }
+}
+
+/// An `--iptables` value that is none of `auto`, `iptables`, `iptables-nft`, `iptables-legacy`.
+#[derive(Debug, Error)]
+#[error("unknown iptables mode {0:?} (expected auto, iptables, iptables-nft or iptables-legacy)")]
+pub struct UnknownIptablesMode(pub String);
+
+impl FromStr for IptablesMode {
+    type Err = UnknownIptablesMode;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "auto" => Ok(IptablesMode::Auto),
+            other => other
+                .parse()
+                .map(IptablesMode::Fixed)
+                .map_err(|_| UnknownIptablesMode(other.to_string())),
+        }
+    }
+}
+
 /// Runs iptables commands, optionally behind a command prefix (for tests:
 /// `ip netns exec NAME`, so that only a namespace the test made is touched).
 #[derive(Debug, Clone)]
 pub struct IptablesCommand {
     variant: IptablesVariant,
+    /// `auto` before its detection ran: detect before the next operation.
+    detect: bool,
     wait_seconds: u32,
     prefix: Vec<String>,
 }
@@ -127,9 +186,33 @@ impl IptablesCommand {
     pub fn new(variant: IptablesVariant) -> Self {
         Self {
             variant,
+            detect: false,
             wait_seconds: Self::DEFAULT_WAIT_SECONDS,
             prefix: Vec::new(),
         }
+    }
+
+    /// Runs `mode`'s programs. With [`IptablesMode::Auto`] the backend is detected (and the
+    /// choice logged) at the first operation, in the namespace the prefix gives; until then
+    /// [`variant`](Self::variant) is the system's `iptables`.
+    pub fn with_mode(mode: IptablesMode) -> Self {
+        match mode {
+            IptablesMode::Auto => Self {
+                detect: true,
+                ..Self::new(IptablesVariant::System)
+            },
+            IptablesMode::Fixed(variant) => Self::new(variant),
+        }
+    }
+
+    /// Detects the backend now if `auto` has not yet; returns the detection when it ran.
+    pub fn detect_once(&mut self) -> Option<Detection> {
+        if !std::mem::replace(&mut self.detect, false) {
+            return None;
+        }
+        let detection = detect(&self.prefix);
+        self.variant = detection.backend.variant();
+        Some(detection)
     }
 
     /// Runs every command inside network namespace `name` (`ip netns exec NAME ...`).
@@ -249,6 +332,7 @@ impl Backend for IptablesCommand {
         table: Table,
         chain: Chain,
     ) -> Result<Vec<String>, IptablesError> {
+        self.detect_once();
         let output = self.run_expecting_success(&self.list_command_line(family, table, chain))?;
         Ok(output.lines().map(str::to_string).collect())
     }
@@ -256,6 +340,7 @@ impl Backend for IptablesCommand {
     /// Exit status 0: present; 1: absent (as Kubernetes' runner reads it); anything else, or a
     /// lock failure, is an error.
     fn check(&mut self, rule: &Rule) -> Result<bool, IptablesError> {
+        self.detect_once();
         match self.run(&self.rule_command_line(RuleOperation::Check, rule))? {
             Ok(_) => Ok(true),
             Err((Some(1), error)) if error.error_type() == SetupErrorType::Iptables => Ok(false),
@@ -264,11 +349,13 @@ impl Backend for IptablesCommand {
     }
 
     fn insert(&mut self, rule: &Rule) -> Result<(), IptablesError> {
+        self.detect_once();
         self.run_expecting_success(&self.rule_command_line(RuleOperation::Insert, rule))
             .map(drop)
     }
 
     fn delete(&mut self, rule: &Rule) -> Result<(), IptablesError> {
+        self.detect_once();
         self.run_expecting_success(&self.rule_command_line(RuleOperation::Delete, rule))
             .map(drop)
     }

@@ -19,6 +19,7 @@
 //! Every failed operation is logged, counted in [`SetupErrors`] by node-cache's error type and
 //! skipped; nothing here fails the caller.
 
+pub mod detect;
 mod iptables;
 mod listing;
 mod rule;
@@ -30,7 +31,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use self::iptables::{
-    IptablesCommand, IptablesError, IptablesVariant, RuleOperation, UnknownIptablesVariant,
+    IptablesCommand, IptablesError, IptablesMode, IptablesVariant, RuleOperation,
+    UnknownIptablesMode, UnknownIptablesVariant,
 };
 pub use self::rule::{
     COMMENT_ALLOW_TRAFFIC, COMMENT_SKIP_CONNTRACK, Chain, IpFamily, Protocol, Rule, RuleDesign,

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Command, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use shardns_node::{IptablesMode, IptablesVariant};
 use shardns_shard::config::Limits;
 use shardns_shard::{Coalesce, IoMode};
 use tracing_subscriber::EnvFilter;
@@ -116,6 +117,14 @@ pub struct Args {
     /// otherwise)
     #[arg(long)]
     pub fail_open_rules: bool,
+
+    /// Node-local mode: which iptables programs write the rules. `iptables` (default): the
+    /// system's `iptables`/`ip6tables`, as node-cache runs them; `iptables-nft`,
+    /// `iptables-legacy`: that backend; `auto`: the backend holding kubelet's
+    /// KUBE-IPTABLES-HINT chain (else the one with more rules), as node-cache's image
+    /// chooses it; legacy needs the NET_RAW capability
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = IptablesArg::Iptables)]
+    pub iptables: IptablesArg,
 
     /// Run as a supervisor (a container's PID 1): hold the sockets and the node setup, and run
     /// the DNS work in a worker process, restarted within 100 ms if it dies
@@ -289,6 +298,31 @@ impl IoArg {
     }
 }
 
+/// The `--iptables` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IptablesArg {
+    /// The backend the node's kubelet uses, detected at start-up.
+    Auto,
+    /// The system's `iptables`/`ip6tables`.
+    Iptables,
+    /// `iptables-nft`/`ip6tables-nft`.
+    IptablesNft,
+    /// `iptables-legacy`/`ip6tables-legacy`.
+    IptablesLegacy,
+}
+
+impl IptablesArg {
+    /// The node setup's mode.
+    pub(crate) fn mode(self) -> IptablesMode {
+        match self {
+            IptablesArg::Auto => IptablesMode::Auto,
+            IptablesArg::Iptables => IptablesMode::Fixed(IptablesVariant::System),
+            IptablesArg::IptablesNft => IptablesMode::Fixed(IptablesVariant::Nft),
+            IptablesArg::IptablesLegacy => IptablesMode::Fixed(IptablesVariant::Legacy),
+        }
+    }
+}
+
 /// The log filter for a verbosity level, unless `RUST_LOG` is set.
 pub(crate) fn default_filter(verbose: u8) -> &'static str {
     match verbose {
@@ -360,6 +394,46 @@ mod tests {
         assert!(args.validate);
         assert!(Args::try_parse_from(["shardns", "--shards", "0"]).is_err());
         assert!(Args::try_parse_from(["shardns", "--io", "poll"]).is_err());
+    }
+
+    #[test]
+    fn iptables_modes() {
+        let args = Args::try_parse_from(["shardns"]).unwrap();
+        assert_eq!(
+            args.iptables.mode(),
+            IptablesMode::Fixed(IptablesVariant::System),
+            "the system's iptables, as node-cache"
+        );
+        for (value, mode) in [
+            ("auto", IptablesMode::Auto),
+            ("iptables", IptablesMode::Fixed(IptablesVariant::System)),
+            ("iptables-nft", IptablesMode::Fixed(IptablesVariant::Nft)),
+            (
+                "iptables-legacy",
+                IptablesMode::Fixed(IptablesVariant::Legacy),
+            ),
+        ] {
+            // The clap names are the node crate's names.
+            assert_eq!(value.parse::<IptablesMode>().unwrap(), mode);
+            let spaced = Args::try_parse_from(["shardns", "--iptables", value]).unwrap();
+            assert_eq!(spaced.iptables.mode(), mode);
+            // Among node-cache's Go-syntax flags, as the DaemonSet writes it.
+            let joined = format!("--iptables={value}");
+            let args = Args::try_parse_from([
+                "shardns",
+                "-localip",
+                "169.254.20.10",
+                "-conf",
+                "/tmp/Corefile",
+                &joined,
+                "-setupiptables=true",
+            ])
+            .unwrap();
+            assert_eq!(args.iptables.mode(), mode);
+            assert!(args.node_cache.setup_iptables);
+        }
+        assert!(Args::try_parse_from(["shardns", "--iptables", "nft"]).is_err());
+        assert!(Args::try_parse_from(["shardns", "-iptables", "auto"]).is_err());
     }
 
     #[test]

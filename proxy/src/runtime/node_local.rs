@@ -142,7 +142,7 @@ impl NodeLocal {
                 RuleDesign::NodeCache
             },
         };
-        let setup = NodeSetup::new(&plan, Arc::clone(&errors));
+        let setup = NodeSetup::new(&plan, args.iptables.mode(), Arc::clone(&errors));
         let rules_in_place = setup.rules_in_place();
         let manages_rules = setup.manages_rules();
         let node = NodeLocal {

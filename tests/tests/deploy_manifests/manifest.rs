@@ -18,7 +18,7 @@ pub const DNS_DOMAIN: &str = "cluster.local";
 pub const KUBE_DNS: &str = "10.96.0.10";
 
 /// The overlays under `deploy/kubernetes/overlays/`.
-pub const OVERLAYS: [&str; 3] = ["iptables", "ipvs", "io-uring"];
+pub const OVERLAYS: [&str; 4] = ["iptables", "ipvs", "io-uring", "iptables-legacy"];
 
 /// How long a tool (kubectl, sed, yamllint, kubernetes-validate, shardns) may take.
 pub const TOOL_TIMEOUT: Duration = Duration::from_secs(60);

@@ -409,7 +409,7 @@ fn upgrades_surge_one_pod_that_takes_the_old_ones_sockets() -> Result<()> {
 
 #[test]
 fn the_container_gets_only_what_it_needs() -> Result<()> {
-    for_each_variant(|_, manifest| {
+    for_each_variant(|variant, manifest| {
         let container = manifest.container()?;
         let security = &container["securityContext"];
         ensure!(security["privileged"] != true, "privileged");
@@ -427,8 +427,11 @@ fn the_container_gets_only_what_it_needs() -> Result<()> {
             .context("capabilities.add")?
             .into_iter()
             .collect();
+        // iptables-legacy reads and writes the tables through a raw socket.
+        let legacy = variant.overlay == Some("iptables-legacy");
         let needed: BTreeSet<String> = ["NET_ADMIN", "NET_BIND_SERVICE"]
-            .iter()
+            .into_iter()
+            .chain(legacy.then_some("NET_RAW"))
             .map(|c| c.to_string())
             .collect();
         ensure!(
@@ -458,6 +461,20 @@ fn the_container_gets_only_what_it_needs() -> Result<()> {
             lock["hostPath"]["path"] == "/run/xtables.lock"
                 && lock["hostPath"]["type"] == "FileOrCreate",
             "the xtables lock {lock:?}"
+        );
+        Ok(())
+    })
+}
+
+#[test]
+fn every_variant_chooses_the_iptables_backend_as_node_caches_image() -> Result<()> {
+    for_each_variant(|_, manifest| {
+        // The image's plain `iptables` is nft: on a legacy node its rules would sit beside
+        // kube-proxy's instead of before them. auto looks for kubelet's hint chain.
+        let iptables = manifest.flag("iptables")?;
+        ensure!(
+            iptables.as_deref() == Some("auto"),
+            "--iptables {iptables:?}: not auto"
         );
         Ok(())
     })
