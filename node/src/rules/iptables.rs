@@ -113,7 +113,7 @@ impl FromStr for IptablesVariant {
 }
 
 /// `--iptables`: a fixed [`IptablesVariant`], or `auto`, which chooses nft or legacy once,
-/// before the first rule operation, as node-cache's image does ([`super::detect`]).
+/// before the first rule operation, as node-cache's image does (`rules::detect`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IptablesMode {
     /// Look at both backends' tables and use the one the node's kubelet uses.
