@@ -8,7 +8,8 @@
 //! With `--handoff-linger` (the manifest's arguments) the old container stays up, serving
 //! nothing, until it is stopped (the DaemonSet controller deletes the old pod: SIGTERM), then
 //! exits 0; a steady load loses no query, the new container keeps the cache, and no container
-//! is restarted. Without it, the old container exits 0 after the hand-off, is restarted, and
+//! is restarted; a worker killed in the new pod is restarted by its supervisor within the
+//! container. Without it, the old container exits 0 after the hand-off, is restarted, and
 //! its new process takes the sockets back from the new pod (the second test shows that).
 //!
 //! Traffic goes to 127.0.53.x only; every wait is bounded.
@@ -23,10 +24,14 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use shardns_e2e::load::{Load, warm};
 use shardns_e2e::podman::{Container, Profile, Run, skip_reason};
+use shardns_e2e::shardns::send_signal;
 use shardns_e2e::{TempDir, UdpClient, Unbound, wait_for, zone};
 
 /// The node's hand-off directory, as the DaemonSet mounts it (a hostPath).
 const HANDOFF_DIR: &str = "/run/shardns";
+
+/// The DaemonSet's flags for upgrades and crashes (deploy/kubernetes/base/shardns.yaml).
+const MANIFEST_FLAGS: &[&str] = &["--supervise", "--handoff-linger"];
 
 /// How long each side waits for the other's log lines.
 const LOG_WAIT: Duration = Duration::from_secs(20);
@@ -124,16 +129,18 @@ fn a_rolling_update_with_linger_loses_no_query_and_restarts_no_container() {
     }
     let unbound = Unbound::start().expect("unbound");
     let node = Node::new(61, &unbound);
-    let old = node.pod("old-linger", &["--handoff-linger"]);
+    // The DaemonSet's flags: a supervisor as the container's PID 1, lingering after a
+    // hand-off. Both pods' supervisors are PID 1 in their own PID namespaces.
+    let old = node.pod("old-linger", MANIFEST_FLAGS);
     warm(node.dns);
     let upstream_before = unbound.total_queries();
     let load = Load::start(node.dns);
     thread::sleep(Duration::from_millis(500));
 
     // The surge pod: it takes over, the old one lingers.
-    let new = node.pod("new-linger", &["--handoff-linger"]);
+    let new = node.pod("new-linger", MANIFEST_FLAGS);
     assert!(
-        logged(&old, &["handed over to process", "lingering until SIGTERM"]),
+        logged(&old, &["was taken over", "lingering until SIGTERM"]),
         "{}",
         old.logs()
     );
@@ -165,11 +172,37 @@ fn a_rolling_update_with_linger_loses_no_query_and_restarts_no_container() {
         "the cache went to the new pod"
     );
     assert_eq!(restarts(&new), 0, "{}", new.logs());
+
+    // A crash in the new pod: its worker killed; the supervisor restarts it on the same
+    // sockets, within the container.
+    let worker = worker_of(&new).expect("the new pod's worker");
+    let load = Load::start(node.dns);
+    thread::sleep(Duration::from_millis(500));
+    send_signal(worker, "KILL").unwrap();
+    let restarted = wait_for(LOG_WAIT, || worker_of(&new).filter(|pid| *pid != worker));
+    assert!(restarted.is_some(), "no new worker:\n{}", new.logs());
+    thread::sleep(Duration::from_millis(500));
+    let seen = load.stop();
+    eprintln!("after the worker's kill: {seen:?}");
+    // A query the killed worker had read is lost: at most one per client.
+    assert!(
+        seen.lost <= 4 && seen.wrong == 0 && seen.servfail == 0,
+        "{seen:?}"
+    );
+    assert_eq!(restarts(&new), 0, "the container was not restarted");
     let client = UdpClient::new(node.dns).unwrap();
     let reply = client.query(zone::DUAL, RecordType::A).unwrap();
     assert_eq!(reply.response_code(), ResponseCode::NoError);
     let stopped = new.stop(10).unwrap();
     assert_eq!(stopped.exit_code, "0", "{}", new.logs());
+}
+
+/// The host PID of the supervisor's worker in `container` (the child of its PID 1).
+fn worker_of(container: &Container) -> Option<u32> {
+    let supervisor = container.inspect("{{.State.Pid}}").ok()?;
+    let children =
+        std::fs::read_to_string(format!("/proc/{supervisor}/task/{supervisor}/children")).ok()?;
+    children.split_whitespace().next()?.parse().ok()
 }
 
 /// Why the manifest passes `--handoff-linger`: without it the old container exits 0 after

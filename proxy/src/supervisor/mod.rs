@@ -193,7 +193,8 @@ fn run(args: &Args) -> anyhow::Result<End> {
 }
 
 /// Where workers take their sockets: beside the hand-off socket, else in the temporary
-/// directory; named after this process.
+/// directory; named after this process and a random number, since in a container every
+/// supervisor is PID 1 and the old and the new pod of an upgrade share the directory.
 fn private_socket(args: &Args) -> anyhow::Result<PathBuf> {
     let directory = match args.handoff_path() {
         Some(path) => path
@@ -203,7 +204,11 @@ fn private_socket(args: &Args) -> anyhow::Result<PathBuf> {
         None => std::env::temp_dir(),
     };
     std::fs::create_dir_all(&directory)?;
-    Ok(directory.join(format!("shardns-worker-{}.sock", std::process::id())))
+    Ok(directory.join(format!(
+        "shardns-worker-{}-{:08x}.sock",
+        std::process::id(),
+        rand::random::<u32>()
+    )))
 }
 
 /// The supervisor's metrics: node-cache's setup errors, the workers restarted, and whether
@@ -435,5 +440,21 @@ mod tests {
             "{page}"
         );
         assert!(page_text(&errors, 0, false).ends_with("\nshardns_supervisor_failed_open 0\n"));
+    }
+
+    #[test]
+    fn two_supervisors_with_the_same_pid_get_different_worker_sockets() {
+        // In a container every supervisor is PID 1; the old and the new pod of an upgrade
+        // share the hand-off directory. A name from the PID alone was the same for both.
+        use clap::Parser;
+        let dir = std::env::temp_dir().join(format!("shardns-private-{}", std::process::id()));
+        let socket = dir.join("handoff.sock");
+        let args = Args::try_parse_from(["shardns", "--handoff-socket", socket.to_str().unwrap()])
+            .unwrap();
+        let first = private_socket(&args).unwrap();
+        let second = private_socket(&args).unwrap();
+        assert_eq!(first.parent(), Some(dir.as_path()));
+        assert_ne!(first, second);
+        let _ = std::fs::remove_dir(&dir);
     }
 }

@@ -31,6 +31,10 @@ const MISS_PATH_PER_SHARD_MIB: f64 = 15.0;
 /// `clients_half_open_and_slowloris_on_dns_tcp`).
 const SLOW_CLIENTS_MIB: f64 = 11.5;
 
+/// VmRSS of the `--supervise` process beside its worker (release build, 2 shards): 2.0 MiB
+/// (docs/deploy/kubernetes.md, "Resources").
+const SUPERVISOR_MIB: f64 = 2.0;
+
 /// CoreDNS's capacity of each kind (success, denial) when `cache` does not say.
 const DEFAULT_CAPACITY: u64 = 9984;
 
@@ -95,7 +99,8 @@ fn bytes(quantity: &str) -> Result<f64> {
 /// measured run (no response shared between shards), the upper end.
 fn memory_bound_mib(shards: u32, entries: u64) -> f64 {
     let per_entry_mib = (BUSY_MIB - IDLE_MIB) / BUSY_NAMES;
-    IDLE_MIB
+    SUPERVISOR_MIB
+        + IDLE_MIB
         + entries as f64 * per_entry_mib
         + f64::from(shards) * MISS_PATH_PER_SHARD_MIB
         + SLOW_CLIENTS_MIB

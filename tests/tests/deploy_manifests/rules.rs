@@ -225,14 +225,26 @@ fn probes_and_scrapes_reach_what_the_corefile_serves() -> Result<()> {
         let [metrics_port] = prometheus.iter().copied().collect::<Vec<_>>()[..] else {
             bail!("the Corefile's prometheus ports: {prometheus:?}");
         };
+        // node-cache's own page: -metrics-listen-address (default 0.0.0.0:9353).
+        let node_port = match manifest.flag("metrics-listen-address")? {
+            Some(address) => host_and_port(&address)?.1,
+            None => 9353,
+        };
         let service = manifest.object("Service", "node-local-dns")?;
         let ports = service["spec"]["ports"].as_sequence().context("ports")?;
-        ensure!(!ports.is_empty(), "the metrics Service has no port");
-        for port in ports {
-            let target = text(&port["targetPort"]);
+        let targets: Vec<String> = ports.iter().map(|port| text(&port["targetPort"])).collect();
+        ensure!(
+            targets.first() == Some(&metrics_port.to_string()),
+            "the metrics Service's first port targets {:?}, metrics are on {metrics_port}",
+            targets.first()
+        );
+        for target in &targets {
             ensure!(
-                target == metrics_port.to_string(),
-                "the metrics Service targets {target}, metrics are on {metrics_port}"
+                [metrics_port, node_port]
+                    .iter()
+                    .any(|port| *target == port.to_string()),
+                "the metrics Service targets {target}, metrics are on {metrics_port} and \
+                 {node_port}"
             );
         }
         let pod_annotations =
@@ -381,6 +393,15 @@ fn upgrades_surge_one_pod_that_takes_the_old_ones_sockets() -> Result<()> {
             !args.iter().any(|arg| arg == "--no-handoff"),
             "--no-handoff"
         );
+        // Crashes: a supervisor restarts a dead worker on the same sockets, and the rules
+        // fail open when every shardns process is gone.
+        for flag in ["--supervise", "--fail-open-rules"] {
+            ensure!(
+                args.iter().any(|arg| arg == flag),
+                "no {flag}: a crash would black-hole the node's DNS until the kubelet restarts \
+                 the pod"
+            );
+        }
         // The hand-off socket's directory is the same host directory in both pods.
         let socket = manifest
             .flag("handoff-socket")?

@@ -51,8 +51,13 @@ impl Listening {
             fs::create_dir_all(parent)?;
         }
         // Bound beside it and renamed over it: the path always names a live socket or a
-        // stale one, never none while a successor may look.
-        let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
+        // stale one, never none while a successor may look. Named with a random number
+        // too: in containers sharing the directory every process may be PID 1.
+        let temporary = path.with_extension(format!(
+            "tmp-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         let _ = fs::remove_file(&temporary);
         let listener = UnixListener::bind(&temporary)?;
         fs::set_permissions(&temporary, fs::Permissions::from_mode(0o600))?;
