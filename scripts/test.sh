@@ -13,7 +13,7 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 
 # kubectl comes from Debian's kubernetes-client where the machine has none of its own; its
 # built-in kustomize renders the overlays offline.
-packages="unbound dnsutils prometheus iproute2 iptables conntrack podman buildah runc yamllint"
+packages="unbound dnsutils prometheus iproute2 iptables conntrack podman buildah runc containernetworking-plugins fuse-overlayfs slirp4netns uidmap yamllint"
 command -v kubectl >/dev/null 2>&1 || packages="$packages kubernetes-client"
 
 missing=()
