@@ -135,8 +135,10 @@ fn yamllint_accepts_the_files_and_the_substituted_manifests() -> Result<()> {
             "yamllint",
         )
     };
-    // Every YAML file of deploy/kubernetes/ (the manifest, kustomizations, patches).
+    // Every YAML file of deploy/kubernetes/ (the manifest, kustomizations, patches) and of
+    // deploy/prometheus/ (the rules and their tests).
     lint(&deploy_dir().join("kubernetes"))?;
+    lint(&deploy_dir().join("prometheus"))?;
     // The manifest after both seds. Rendered overlays are kustomize's layout, not ours: they
     // are checked by kubernetes-validate above.
     let dir = TempDir::new("yamllint")?;
