@@ -1,0 +1,161 @@
+//! The two maps' entries as bytes, laid out as `struct fp_key` and `struct fp_value` in
+//! `bpf/fastpath.bpf.c`: the key (lower-cased wire qname, qtype, the query's bits) and the
+//! prebuilt answer (expiry, flags, counts, the bytes after the question).
+
+use std::time::Duration;
+
+use crate::Error;
+
+/// Bytes of the qname field of a key: the longest wire name (255) and one byte of padding.
+pub const KEY_QNAME_LEN: usize = 256;
+/// Bytes of a key: qname, qtype (2), flags (1), padding (1).
+pub const KEY_LEN: usize = KEY_QNAME_LEN + 4;
+/// Most bytes after the question an answer may have (the data field of a value).
+pub const MAX_ANSWER_DATA: usize = 1024;
+/// Bytes before the data in a value: expiry (8), length (2), flags (2), counts (6), padding (6).
+pub const VALUE_HEADER_LEN: usize = 24;
+/// Bytes of a value.
+pub const VALUE_LEN: usize = VALUE_HEADER_LEN + MAX_ANSWER_DATA;
+
+const DNS_HEADER_LEN: usize = 12;
+const FLAG_RD: u16 = 0x0100;
+const FLAG_CD: u16 = 0x0010;
+
+/// The bits of a query beside its question that choose the answer, as the BPF program reads
+/// them: whether it has an OPT record, its DO bit, and the header's CD and AD bits. The
+/// socket path's answer differs along each (an OPT record mirrored, RRSIGs, AD), so each
+/// combination is an entry of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct QueryBits {
+    /// The query has an OPT record (EDNS): the answer ends with shardns's OPT record.
+    pub edns: bool,
+    /// The OPT record's DO bit.
+    pub dnssec_ok: bool,
+    /// The header's CD bit.
+    pub checking_disabled: bool,
+    /// The header's AD bit.
+    pub authentic_data: bool,
+}
+
+impl QueryBits {
+    fn byte(self) -> u8 {
+        u8::from(self.edns)
+            | (u8::from(self.dnssec_ok) << 1)
+            | (u8::from(self.checking_disabled) << 2)
+            | (u8::from(self.authentic_data) << 3)
+    }
+}
+
+/// A key of the answers map: a question and the query's bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerKey([u8; KEY_LEN]);
+
+impl AnswerKey {
+    /// The key of `qname` (uncompressed wire form, any case), `qtype` and `bits`. Errors on
+    /// a name that is not a well-formed uncompressed wire name of at most 255 bytes.
+    pub fn new(qname: &[u8], qtype: u16, bits: QueryBits) -> Result<AnswerKey, Error> {
+        let len = wire_name_len(qname)?;
+        if len != qname.len() {
+            return Err(Error::Layout(format!(
+                "{} bytes after the name's root label",
+                qname.len() - len
+            )));
+        }
+        let mut key = [0u8; KEY_LEN];
+        for (slot, byte) in key.iter_mut().zip(qname) {
+            *slot = byte.to_ascii_lowercase();
+        }
+        key[KEY_QNAME_LEN..KEY_QNAME_LEN + 2].copy_from_slice(&qtype.to_be_bytes());
+        key[KEY_QNAME_LEN + 2] = bits.byte();
+        Ok(AnswerKey(key))
+    }
+
+    /// The bytes the map holds.
+    pub fn bytes(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+}
+
+/// A prebuilt answer: what the BPF program writes over a query that hits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer(Box<[u8; VALUE_LEN]>);
+
+impl Answer {
+    /// The answer to send in place of `response`, the reply the socket path gives to a query
+    /// with the same key (any ID; the question as asked, an OPT record at the end for an
+    /// EDNS key), until `expires_ns` on the boot clock ([`boot_time_ns`]). The BPF program
+    /// keeps the client's ID, question and RD/CD bits, and writes the response's other flags,
+    /// its counts and its bytes after the question. TTLs are sent as stored (no decay yet).
+    pub fn from_response(response: &[u8], expires_ns: u64) -> Result<Answer, Error> {
+        if response.len() < DNS_HEADER_LEN {
+            return Err(Error::Layout("response shorter than a DNS header".into()));
+        }
+        let qdcount = u16::from_be_bytes([response[4], response[5]]);
+        if qdcount != 1 {
+            return Err(Error::Layout(format!("{qdcount} questions, not 1")));
+        }
+        let name_len = wire_name_len(&response[DNS_HEADER_LEN..])?;
+        let question_end = DNS_HEADER_LEN + name_len + 4;
+        let data = response
+            .get(question_end..)
+            .ok_or_else(|| Error::Layout("response ends inside its question".into()))?;
+        if data.len() > MAX_ANSWER_DATA {
+            return Err(Error::Layout(format!(
+                "{} bytes after the question, more than {MAX_ANSWER_DATA}",
+                data.len()
+            )));
+        }
+        let flags = u16::from_be_bytes([response[2], response[3]]) & !(FLAG_RD | FLAG_CD);
+        let mut value = Box::new([0u8; VALUE_LEN]);
+        value[0..8].copy_from_slice(&expires_ns.to_ne_bytes());
+        value[8..10].copy_from_slice(&(data.len() as u16).to_ne_bytes());
+        value[10..12].copy_from_slice(&flags.to_be_bytes());
+        value[12..18].copy_from_slice(&response[6..12]);
+        value[VALUE_HEADER_LEN..VALUE_HEADER_LEN + data.len()].copy_from_slice(data);
+        Ok(Answer(value))
+    }
+
+    /// [`Answer::from_response`] valid for `ttl` from now.
+    pub fn fresh_for(response: &[u8], ttl: Duration) -> Result<Answer, Error> {
+        let ttl_ns = u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX);
+        Answer::from_response(response, boot_time_ns()?.saturating_add(ttl_ns))
+    }
+
+    /// The bytes the map holds.
+    pub fn bytes(&self) -> &[u8; VALUE_LEN] {
+        &self.0
+    }
+}
+
+/// Now on the clock the BPF program reads (`bpf_ktime_get_boot_ns`): CLOCK_BOOTTIME.
+pub fn boot_time_ns() -> Result<u64, Error> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map_err(|errno| Error::Clock(errno.into()))?;
+    let ns = i128::from(now.tv_sec()) * 1_000_000_000 + i128::from(now.tv_nsec());
+    Ok(u64::try_from(ns).unwrap_or(0))
+}
+
+/// The length of the uncompressed wire name at the start of `bytes`, root label included.
+fn wire_name_len(bytes: &[u8]) -> Result<usize, Error> {
+    let mut at = 0;
+    loop {
+        let Some(&label) = bytes.get(at) else {
+            return Err(Error::Layout("name without its root label".into()));
+        };
+        if label > 63 {
+            return Err(Error::Layout(format!(
+                "label length byte {label:#04x} (compressed or extended)"
+            )));
+        }
+        at += 1 + usize::from(label);
+        if at > 255 {
+            return Err(Error::Layout("name longer than 255 bytes".into()));
+        }
+        if label == 0 {
+            return Ok(at);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

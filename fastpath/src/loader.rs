@@ -1,0 +1,154 @@
+//! Loading the program and its maps, attaching it to interfaces, filling the answers map.
+
+use std::net::Ipv4Addr;
+
+use aya::Ebpf;
+use aya::maps::{HashMap, MapData, MapError};
+use aya::programs::tc::{SchedClassifierLinkId, TcAttachType};
+use aya::programs::{SchedClassifier, tc};
+use aya::sys::SyscallError;
+use aya::util::KernelVersion;
+
+use crate::Error;
+use crate::layout::{Answer, AnswerKey, KEY_LEN, VALUE_LEN};
+
+/// The compiled program (clang `-O2 -g -target bpf`), when built with the `bpf` feature.
+#[cfg(feature = "bpf")]
+pub const OBJECT: Option<&[u8]> = Some(include_bytes!(concat!(env!("OUT_DIR"), "/fastpath.bpf.o")));
+/// The compiled program (clang `-O2 -g -target bpf`), when built with the `bpf` feature.
+#[cfg(not(feature = "bpf"))]
+pub const OBJECT: Option<&[u8]> = None;
+
+const PROGRAM: &str = "shardns_fastpath";
+const ANSWERS: &str = "FP_ANSWERS";
+const ADDRESSES: &str = "FP_ADDRS";
+
+/// The loaded program and its maps. Attachments last until [`Fastpath::detach`] or drop.
+pub struct Fastpath {
+    answers: HashMap<MapData, [u8; KEY_LEN], [u8; VALUE_LEN]>,
+    addresses: HashMap<MapData, u32, u8>,
+    attached: Vec<(String, SchedClassifierLinkId)>,
+    // Last: dropping it closes the program and detaches what is still attached.
+    ebpf: Ebpf,
+}
+
+impl std::fmt::Debug for Fastpath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let interfaces: Vec<&str> = self
+            .attached
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        f.debug_struct("Fastpath")
+            .field("attached", &interfaces)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fastpath {
+    /// Loads the embedded program ([`OBJECT`]) through the verifier. Needs CAP_BPF (and
+    /// CAP_PERFMON, CAP_NET_ADMIN to attach).
+    pub fn load() -> Result<Fastpath, Error> {
+        Fastpath::load_object(OBJECT.ok_or(Error::NoObject)?)
+    }
+
+    /// Loads `object`, an ELF file built from `bpf/fastpath.bpf.c`.
+    pub fn load_object(object: &[u8]) -> Result<Fastpath, Error> {
+        let mut ebpf = Ebpf::load(object)?;
+        let answers = HashMap::try_from(ebpf.take_map(ANSWERS).ok_or(Error::Missing(ANSWERS))?)?;
+        let addresses =
+            HashMap::try_from(ebpf.take_map(ADDRESSES).ok_or(Error::Missing(ADDRESSES))?)?;
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(Error::Missing(PROGRAM))?
+            .try_into()?;
+        program.load()?;
+        Ok(Fastpath {
+            answers,
+            addresses,
+            attached: Vec::new(),
+            ebpf,
+        })
+    }
+
+    /// Attaches the program to `interface`'s ingress, in the calling thread's network
+    /// namespace: tcx on kernels ≥ 6.6 (after the programs already there), else a `clsact`
+    /// qdisc (added when missing) and a filter.
+    pub fn attach(&mut self, interface: &str) -> Result<(), Error> {
+        let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+        if !tcx {
+            // An interface that already has the qdisc answers EEXIST: not an error here.
+            match tc::qdisc_add_clsact(interface) {
+                Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc_eexist()) => {}
+                Err(error) => return Err(Error::Program(error.into())),
+                Ok(()) => {}
+            }
+        }
+        let link = self.program()?.attach(interface, TcAttachType::Ingress)?;
+        self.attached.push((interface.to_string(), link));
+        Ok(())
+    }
+
+    /// Detaches the program from `interface`.
+    pub fn detach(&mut self, interface: &str) -> Result<(), Error> {
+        let at = self
+            .attached
+            .iter()
+            .position(|(name, _)| name == interface)
+            .ok_or_else(|| Error::NotAttached(interface.to_string()))?;
+        let (_, link) = self.attached.remove(at);
+        self.program()?.detach(link)?;
+        Ok(())
+    }
+
+    /// The interfaces the program is attached to.
+    pub fn interfaces(&self) -> impl Iterator<Item = &str> {
+        self.attached.iter().map(|(name, _)| name.as_str())
+    }
+
+    /// Answers queries to `address` (UDP port 53) from now on.
+    pub fn serve(&mut self, address: Ipv4Addr) -> Result<(), Error> {
+        self.addresses
+            .insert(u32::from_ne_bytes(address.octets()), 1, 0)?;
+        Ok(())
+    }
+
+    /// Stops answering queries to `address`.
+    pub fn unserve(&mut self, address: Ipv4Addr) -> Result<(), Error> {
+        self.addresses
+            .remove(&u32::from_ne_bytes(address.octets()))?;
+        Ok(())
+    }
+
+    /// Puts (or replaces) the answer for `key`.
+    pub fn insert(&mut self, key: &AnswerKey, answer: &Answer) -> Result<(), Error> {
+        self.answers.insert(key.bytes(), answer.bytes(), 0)?;
+        Ok(())
+    }
+
+    /// Removes the answer for `key`; `false` when there was none.
+    pub fn remove(&mut self, key: &AnswerKey) -> Result<bool, Error> {
+        match self.answers.remove(key.bytes()) {
+            Ok(()) => Ok(true),
+            Err(MapError::SyscallError(SyscallError { io_error, .. }))
+                if io_error.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    fn program(&mut self) -> Result<&mut SchedClassifier, Error> {
+        Ok(self
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or(Error::Missing(PROGRAM))?
+            .try_into()?)
+    }
+}
+
+/// EEXIST, which netlink answers when the interface already has a `clsact` qdisc.
+fn libc_eexist() -> i32 {
+    nix::errno::Errno::EEXIST as i32
+}
