@@ -164,17 +164,31 @@ impl Node {
 
 /// A plain query (no OPT record) in wire form, RD set, for `name` as written.
 fn plain(name: &str, rtype: RecordType, id: u16) -> Vec<u8> {
-    query_message_plain(name, rtype, id).to_vec().unwrap()
+    in_case_of(name, query_message_plain(name, rtype, id).to_vec().unwrap())
 }
 
 /// An EDNS query (OPT advertising 1232, no options) in wire form, for `name` as written.
 fn edns(name: &str, rtype: RecordType, id: u16) -> Vec<u8> {
-    query_message(name, rtype, id).to_vec().unwrap()
+    in_case_of(name, query_message(name, rtype, id).to_vec().unwrap())
 }
 
-/// A wire name from its text.
+/// `query` with its question's name in `name`'s case: hickory-proto writes names lower-cased.
+fn in_case_of(name: &str, mut query: Vec<u8>) -> Vec<u8> {
+    let wire = wire_name(name);
+    assert!(query[12..12 + wire.len()].eq_ignore_ascii_case(&wire));
+    query[12..12 + wire.len()].copy_from_slice(&wire);
+    query
+}
+
+/// A wire name from its text (a fully qualified name without escapes), in its case.
 fn wire_name(name: &str) -> Vec<u8> {
-    Name::from_str(name).unwrap().to_bytes().unwrap()
+    let mut wire = Vec::new();
+    for label in name.split('.').filter(|label| !label.is_empty()) {
+        wire.push(u8::try_from(label.len()).unwrap());
+        wire.extend_from_slice(label.as_bytes());
+    }
+    wire.push(0);
+    wire
 }
 
 /// The reply a cache would give to a plain query for `name` A: two A records (192.0.2.1 and
@@ -274,6 +288,7 @@ fn a_hit_is_answered_in_the_kernel_with_the_clients_id_and_case() {
         (7, "CACHED.FASTPATH.TEST."),
     ] {
         let query = plain(name, RecordType::A, id);
+        assert_eq!(&query[12..12 + name.len() + 1], &wire_name(name)[..]);
         let reply = node
             .ask(&query, REPLY)
             .unwrap_or_else(|| panic!("no answer for {name} with the socket path blocked"));
@@ -282,7 +297,7 @@ fn a_hit_is_answered_in_the_kernel_with_the_clients_id_and_case() {
     // RD and CD come from the query.
     let mut query = query_message_plain(CACHED_MIXED, RecordType::A, 99);
     query.set_recursion_desired(false);
-    let query = query.to_vec().unwrap();
+    let query = in_case_of(CACHED_MIXED, query.to_vec().unwrap());
     let reply = node.ask(&query, REPLY).expect("no answer for RD=0");
     check_fast_reply(&query, &reply).unwrap();
 
