@@ -241,6 +241,13 @@ fn check_fast_reply(query: &[u8], reply: &[u8]) -> Result<()> {
         got.rd,
         asked.rd
     );
+    let cd = |packet: &[u8]| packet[3] & 0x10 != 0;
+    ensure!(
+        cd(reply) == cd(query),
+        "CD {} for CD {}",
+        cd(reply),
+        cd(query)
+    );
     ensure!(
         wire_question(reply) == wire_question(query),
         "question {:?}, asked {:?}",
@@ -299,6 +306,27 @@ fn a_hit_is_answered_in_the_kernel_with_the_clients_id_and_case() {
     query.set_recursion_desired(false);
     let query = in_case_of(CACHED_MIXED, query.to_vec().unwrap());
     let reply = node.ask(&query, REPLY).expect("no answer for RD=0");
+    check_fast_reply(&query, &reply).unwrap();
+    // CD is part of the key: no answer until there is an entry with it.
+    let mut query = query_message_plain(CACHED_MIXED, RecordType::A, 100);
+    query.set_checking_disabled(true);
+    let query = in_case_of(CACHED_MIXED, query.to_vec().unwrap());
+    assert_eq!(
+        node.ask(&query, SILENCE),
+        None,
+        "CD=1 answered from a CD=0 entry"
+    );
+    let cd_key = AnswerKey::new(
+        &wire_name(CACHED),
+        RecordType::A.into(),
+        QueryBits {
+            checking_disabled: true,
+            ..QueryBits::default()
+        },
+    )
+    .unwrap();
+    node.fastpath.insert(&cd_key, &dig_answer).unwrap();
+    let reply = node.ask(&query, REPLY).expect("no answer for CD=1");
     check_fast_reply(&query, &reply).unwrap();
 
     let output = node.dig(&["+noedns"], "cAcHeD.fastpath.test").unwrap();
