@@ -336,6 +336,10 @@ fn a_hit_is_answered_in_the_kernel_with_the_clients_id_and_case() {
             && output.contains("192.0.2.2"),
         "{output}"
     );
+    // dig's AD bit is part of the key: without the AD entry, nothing answers it.
+    assert!(node.fastpath.remove(&dig_key).unwrap());
+    let unanswered = node.dig(&["+noedns"], "cAcHeD.fastpath.test");
+    assert!(unanswered.is_err(), "AD=1 answered: {unanswered:?}");
 }
 
 #[test]
@@ -365,6 +369,27 @@ fn misses_and_removed_entries_are_left_to_the_socket_path() {
     for (what, query) in &unanswered {
         assert_eq!(node.ask(query, SILENCE), None, "{what} was answered");
     }
+    // EDNS and DO are part of the key.
+    let edns_bits = QueryBits {
+        edns: true,
+        ..QueryBits::default()
+    };
+    let edns_key = AnswerKey::new(&wire_name(CACHED), RecordType::A.into(), edns_bits).unwrap();
+    node.fastpath.insert(&edns_key, &answer).unwrap();
+    assert!(node.ask(&edns(CACHED, RecordType::A, 5), REPLY).is_some());
+    let mut dnssec_ok = query_message(CACHED, RecordType::A, 6);
+    dnssec_ok
+        .extensions_mut()
+        .as_mut()
+        .unwrap()
+        .set_dnssec_ok(true);
+    let dnssec_ok = dnssec_ok.to_vec().unwrap();
+    assert_eq!(
+        node.ask(&dnssec_ok, SILENCE),
+        None,
+        "DO=1 answered from a DO=0 entry"
+    );
+    node.fastpath.remove(&edns_key).unwrap();
     // An address the program does not serve (the veth's own), with the entry present.
     let other_address = IpAddr::V4(NODE_VETH_IP.parse().unwrap());
     assert_eq!(node.ask_at(other_address, &hit, SILENCE), None);
