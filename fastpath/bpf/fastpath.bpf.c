@@ -26,6 +26,7 @@
 #define QNAME_MAX 255
 #define KEY_QNAME_LEN 256
 #define FP_MAX_DATA 1024
+#define FP_MAX_TTLS 32
 #define OPT_LEN 11
 #define OPT_TYPE 41
 #define CLASS_IN 1
@@ -63,16 +64,23 @@ struct fp_key {
 
 struct fp_value {
 	__u64 expires_ns; // CLOCK_BOOTTIME; the entry passes from then on
+	__u64 stored_ns;  // CLOCK_BOOTTIME when the answer was stored, for the TTLs' decay
+	__u32 ttl;        // its lifetime in seconds, written at every TTL offset less elapsed
 	__u16 len;        // bytes of data[] used
 	__u8 flags[2];    // the reply's flags word, network order, without RD/CD
 	__u8 counts[6];   // ANCOUNT, NSCOUNT, ARCOUNT, network order
-	__u8 pad[6];
+	__u8 ttl_count;   // TTL fields to rewrite (0: send the TTLs as stored)
+	__u8 pad;
+	__u16 ttl_offsets[FP_MAX_TTLS]; // each TTL field's offset in data[]
 	__u8 data[FP_MAX_DATA]; // the reply's bytes after the question (OPT included for EDNS)
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
+	// Not preallocated: an element replaced or deleted is freed after an RCU grace period,
+	// so a program still reading it never sees another answer's bytes.
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct fp_key);
 	__type(value, struct fp_value);
 } FP_ANSWERS SEC(".maps");
@@ -84,6 +92,28 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } FP_ADDRS SEC(".maps");
+
+// Per-CPU counters, indexed by STAT_*.
+#define STAT_HIT 0     // answered
+#define STAT_MISS 1    // a query it could answer, no entry for its key
+#define STAT_EXPIRED 2 // an entry past its expiry
+#define STAT_TOO_BIG 3 // an answer over the client's UDP limit (the socket path truncates)
+#define STAT_ERROR 4   // a helper failed while rewriting (dropped when half rewritten)
+#define STAT_COUNT 5
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} FP_STATS SEC(".maps");
+
+static __always_inline void count(__u32 stat)
+{
+	__u64 *counter = bpf_map_lookup_elem(&FP_STATS, &stat);
+	if (counter)
+		*counter += 1;
+}
 
 static __always_inline __u16 ipv4_checksum(const struct iphdr *ip)
 {
@@ -198,16 +228,28 @@ int shardns_fastpath(struct __sk_buff *skb)
 		key.flags |= KEY_AD;
 
 	struct fp_value *value = bpf_map_lookup_elem(&FP_ANSWERS, &key);
-	if (!value)
+	if (!value) {
+		count(STAT_MISS);
 		return TC_ACT_OK;
-	if (bpf_ktime_get_boot_ns() >= value->expires_ns)
+	}
+	__u64 now = bpf_ktime_get_boot_ns();
+	if (now >= value->expires_ns || now < value->stored_ns) {
+		count(STAT_EXPIRED);
 		return TC_ACT_OK;
+	}
 	__u32 answer_len = value->len;
 	if (answer_len > FP_MAX_DATA)
 		return TC_ACT_OK;
 	__u32 reply_dns_len = DNS_HEADER_LEN + qlen + 4 + answer_len;
-	if (reply_dns_len > limit)
-		return TC_ACT_OK; // the socket path truncates
+	if (reply_dns_len > limit) {
+		count(STAT_TOO_BIG); // the socket path truncates
+		return TC_ACT_OK;
+	}
+	// As the socket path: whole seconds elapsed off the lifetime, so N..1, never 0.
+	__u64 elapsed = (now - value->stored_ns) / 1000000000ULL;
+	__u32 remaining = elapsed < value->ttl ? value->ttl - (__u32)elapsed : 0;
+	__u32 ttl_be = bpf_htonl(remaining);
+	__u32 ttl_count = value->ttl_count;
 
 	// Everything read from the query that the reply needs, before the packet changes.
 	__u16 rflags = (((__u16)value->flags[0] << 8) | value->flags[1]) & ~(DNS_RD | DNS_CD);
@@ -215,16 +257,32 @@ int shardns_fastpath(struct __sk_buff *skb)
 	__u32 answer_off = QNAME_OFF + qlen + 4;
 	__u32 new_len = answer_off + answer_len;
 
-	if (bpf_skb_change_tail(skb, new_len, 0))
+	if (bpf_skb_change_tail(skb, new_len, 0)) {
+		count(STAT_ERROR);
 		return TC_ACT_OK;
+	}
+	// From here the query is half rewritten: on a failure it cannot pass any more.
 	if (answer_len > 0 &&
-	    bpf_skb_store_bytes(skb, answer_off, value->data, answer_len, 0))
-		return TC_ACT_SHOT; // the query is half rewritten: it cannot pass any more
+	    bpf_skb_store_bytes(skb, answer_off, value->data, answer_len, 0)) {
+		count(STAT_ERROR);
+		return TC_ACT_SHOT;
+	}
+	for (__u32 i = 0; i < FP_MAX_TTLS; i++) {
+		if (i >= ttl_count)
+			break;
+		__u32 at = answer_off + value->ttl_offsets[i];
+		if (bpf_skb_store_bytes(skb, at, &ttl_be, 4, 0)) {
+			count(STAT_ERROR);
+			return TC_ACT_SHOT;
+		}
+	}
 
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
-	if (data + DNS_OFF + DNS_HEADER_LEN > data_end)
+	if (data + DNS_OFF + DNS_HEADER_LEN > data_end) {
+		count(STAT_ERROR);
 		return TC_ACT_SHOT;
+	}
 	eth = data;
 	ip = data + IP_OFF;
 	udp = data + UDP_OFF;
@@ -253,6 +311,7 @@ int shardns_fastpath(struct __sk_buff *skb)
 	dns[3] = rflags & 0xff;
 	__builtin_memcpy(dns + 6, value->counts, 6);
 
+	count(STAT_HIT);
 	return bpf_redirect(skb->ifindex, 0);
 }
 

@@ -1,8 +1,9 @@
 //! The two maps' entries as bytes, laid out as `struct fp_key` and `struct fp_value` in
 //! `bpf/fastpath.bpf.c`: the key (lower-cased wire qname, qtype, the query's bits) and the
-//! prebuilt answer (expiry, flags, counts, the bytes after the question).
+//! prebuilt answer (expiry, lifetime, flags, counts, TTL offsets, the bytes after the
+//! question).
 
-use std::time::Duration;
+use shardns_wire::Message;
 
 use crate::Error;
 
@@ -12,12 +13,14 @@ pub const KEY_QNAME_LEN: usize = 256;
 pub const KEY_LEN: usize = KEY_QNAME_LEN + 4;
 /// Most bytes after the question an answer may have (the data field of a value).
 pub const MAX_ANSWER_DATA: usize = 1024;
-/// Bytes before the data in a value: expiry (8), length (2), flags (2), counts (6), padding (6).
-pub const VALUE_HEADER_LEN: usize = 24;
+/// Most TTL fields an answer may have (its records, OPT aside).
+pub const MAX_TTLS: usize = 32;
+/// Bytes before the data in a value: expiry (8), stored at (8), lifetime (4), length (2),
+/// flags (2), counts (6), TTL count (1), padding (1), TTL offsets (2 each).
+pub const VALUE_HEADER_LEN: usize = 32 + 2 * MAX_TTLS;
 /// Bytes of a value.
 pub const VALUE_LEN: usize = VALUE_HEADER_LEN + MAX_ANSWER_DATA;
 
-const DNS_HEADER_LEN: usize = 12;
 const FLAG_RD: u16 = 0x0100;
 const FLAG_CD: u16 = 0x0010;
 
@@ -76,6 +79,33 @@ impl AnswerKey {
     }
 }
 
+/// How long an answer lives and what its TTLs say, on the boot clock ([`boot_time_ns`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetime {
+    /// When the answer was stored (CLOCK_BOOTTIME, nanoseconds).
+    pub stored_ns: u64,
+    /// Its lifetime in seconds: it passes to the socket path from `stored_ns` + `ttl` s on.
+    pub ttl: u32,
+    /// Send the TTLs as stored (`keepttl`) instead of the remaining lifetime.
+    pub keep_ttls: bool,
+}
+
+impl Lifetime {
+    /// A lifetime of `ttl` seconds from now, TTLs decaying.
+    pub fn from_now(ttl: u32) -> Result<Lifetime, Error> {
+        Ok(Lifetime {
+            stored_ns: boot_time_ns()?,
+            ttl,
+            keep_ttls: false,
+        })
+    }
+
+    fn expires_ns(&self) -> u64 {
+        self.stored_ns
+            .saturating_add(u64::from(self.ttl) * 1_000_000_000)
+    }
+}
+
 /// A prebuilt answer: what the BPF program writes over a query that hits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer(Box<[u8; VALUE_LEN]>);
@@ -83,42 +113,47 @@ pub struct Answer(Box<[u8; VALUE_LEN]>);
 impl Answer {
     /// The answer to send in place of `response`, the reply the socket path gives to a query
     /// with the same key (any ID; the question as asked, an OPT record at the end for an
-    /// EDNS key), until `expires_ns` on the boot clock ([`boot_time_ns`]). The BPF program
-    /// keeps the client's ID, question and RD/CD bits, and writes the response's other flags,
-    /// its counts and its bytes after the question. TTLs are sent as stored (no decay yet).
-    pub fn from_response(response: &[u8], expires_ns: u64) -> Result<Answer, Error> {
-        if response.len() < DNS_HEADER_LEN {
-            return Err(Error::Layout("response shorter than a DNS header".into()));
-        }
-        let qdcount = u16::from_be_bytes([response[4], response[5]]);
-        if qdcount != 1 {
-            return Err(Error::Layout(format!("{qdcount} questions, not 1")));
-        }
-        let name_len = wire_name_len(&response[DNS_HEADER_LEN..])?;
-        let question_end = DNS_HEADER_LEN + name_len + 4;
-        let data = response
-            .get(question_end..)
-            .ok_or_else(|| Error::Layout("response ends inside its question".into()))?;
+    /// EDNS key), for `lifetime`. The BPF program keeps the client's ID, question and RD/CD
+    /// bits, writes the response's other flags, its counts and its bytes after the question,
+    /// and, unless `keep_ttls`, sets every TTL (OPT aside) to the lifetime left, as the
+    /// socket path renders a fresh hit: `ttl` less the whole seconds since `stored_ns`.
+    pub fn new(response: &[u8], lifetime: Lifetime) -> Result<Answer, Error> {
+        let mut ttl_offsets = Vec::new();
+        let message = Message::parse_with(response, |at| ttl_offsets.push(at))
+            .map_err(|error| Error::Layout(format!("response: {error}")))?;
+        let question_end = message.question_end;
+        let data = &response[question_end..message.records.end];
         if data.len() > MAX_ANSWER_DATA {
             return Err(Error::Layout(format!(
                 "{} bytes after the question, more than {MAX_ANSWER_DATA}",
                 data.len()
             )));
         }
+        if ttl_offsets.len() > MAX_TTLS {
+            return Err(Error::Layout(format!(
+                "{} records, more than {MAX_TTLS}",
+                ttl_offsets.len()
+            )));
+        }
         let flags = u16::from_be_bytes([response[2], response[3]]) & !(FLAG_RD | FLAG_CD);
         let mut value = Box::new([0u8; VALUE_LEN]);
-        value[0..8].copy_from_slice(&expires_ns.to_ne_bytes());
-        value[8..10].copy_from_slice(&(data.len() as u16).to_ne_bytes());
-        value[10..12].copy_from_slice(&flags.to_be_bytes());
-        value[12..18].copy_from_slice(&response[6..12]);
+        value[0..8].copy_from_slice(&lifetime.expires_ns().to_ne_bytes());
+        value[8..16].copy_from_slice(&lifetime.stored_ns.to_ne_bytes());
+        value[16..20].copy_from_slice(&lifetime.ttl.to_ne_bytes());
+        value[20..22].copy_from_slice(&(data.len() as u16).to_ne_bytes());
+        value[22..24].copy_from_slice(&flags.to_be_bytes());
+        value[24..30].copy_from_slice(&response[6..12]);
+        if !lifetime.keep_ttls {
+            value[30] = ttl_offsets.len() as u8;
+            for (slot, at) in value[32..VALUE_HEADER_LEN]
+                .chunks_exact_mut(2)
+                .zip(&ttl_offsets)
+            {
+                slot.copy_from_slice(&((at - question_end) as u16).to_ne_bytes());
+            }
+        }
         value[VALUE_HEADER_LEN..VALUE_HEADER_LEN + data.len()].copy_from_slice(data);
         Ok(Answer(value))
-    }
-
-    /// [`Answer::from_response`] valid for `ttl` from now.
-    pub fn fresh_for(response: &[u8], ttl: Duration) -> Result<Answer, Error> {
-        let ttl_ns = u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX);
-        Answer::from_response(response, boot_time_ns()?.saturating_add(ttl_ns))
     }
 
     /// The bytes the map holds.

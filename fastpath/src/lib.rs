@@ -6,7 +6,7 @@
 //! with clang) and its maps; [`Fastpath::attach`] puts it on an interface's ingress (tcx on
 //! kernels ≥ 6.6, a `clsact` qdisc before); [`Fastpath::serve`] names the addresses it
 //! answers for; [`Fastpath::insert`] and [`Fastpath::remove`] fill the answers map with
-//! [`AnswerKey`] and [`Answer`]. Dropping a [`Fastpath`] detaches it from every interface.
+//! [`AnswerKey`] and [`Answer`]; [`Fastpath::stats`] sums its per-CPU counters. Dropping a [`Fastpath`] detaches it from every interface.
 //! Design, limits and what is left: docs/FASTPATH.md.
 
 #![forbid(unsafe_code)]
@@ -15,10 +15,10 @@ mod layout;
 mod loader;
 
 pub use layout::{
-    Answer, AnswerKey, KEY_LEN, KEY_QNAME_LEN, MAX_ANSWER_DATA, QueryBits, VALUE_HEADER_LEN,
-    VALUE_LEN, boot_time_ns,
+    Answer, AnswerKey, KEY_LEN, KEY_QNAME_LEN, Lifetime, MAX_ANSWER_DATA, MAX_TTLS, QueryBits,
+    VALUE_HEADER_LEN, VALUE_LEN, boot_time_ns,
 };
-pub use loader::{Fastpath, OBJECT};
+pub use loader::{Fastpath, OBJECT, Stats};
 
 /// What can go wrong loading, attaching or filling the fast path.
 #[derive(Debug, thiserror::Error)]

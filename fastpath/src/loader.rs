@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 
 use aya::Ebpf;
-use aya::maps::{HashMap, MapData, MapError};
+use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
 use aya::programs::tc::{SchedClassifierLinkId, TcAttachType};
 use aya::programs::{SchedClassifier, tc};
 use aya::sys::SyscallError;
@@ -22,11 +22,28 @@ pub const OBJECT: Option<&[u8]> = None;
 const PROGRAM: &str = "shardns_fastpath";
 const ANSWERS: &str = "FP_ANSWERS";
 const ADDRESSES: &str = "FP_ADDRS";
+const STATS: &str = "FP_STATS";
+
+/// The program's counters, summed over CPUs (indices as `STAT_*` in the C source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Queries answered.
+    pub hits: u64,
+    /// Queries it could answer with no entry for their key.
+    pub misses: u64,
+    /// Queries whose entry had expired.
+    pub expired: u64,
+    /// Queries whose answer is over the client's UDP limit (the socket path truncates).
+    pub too_big: u64,
+    /// Rewrites a helper failed in.
+    pub errors: u64,
+}
 
 /// The loaded program and its maps. Attachments last until [`Fastpath::detach`] or drop.
 pub struct Fastpath {
     answers: HashMap<MapData, [u8; KEY_LEN], [u8; VALUE_LEN]>,
     addresses: HashMap<MapData, u32, u8>,
+    stats: PerCpuArray<MapData, u64>,
     attached: Vec<(String, SchedClassifierLinkId)>,
     // Last: dropping it closes the program and detaches what is still attached.
     ebpf: Ebpf,
@@ -58,6 +75,7 @@ impl Fastpath {
         let answers = HashMap::try_from(ebpf.take_map(ANSWERS).ok_or(Error::Missing(ANSWERS))?)?;
         let addresses =
             HashMap::try_from(ebpf.take_map(ADDRESSES).ok_or(Error::Missing(ADDRESSES))?)?;
+        let stats = PerCpuArray::try_from(ebpf.take_map(STATS).ok_or(Error::Missing(STATS))?)?;
         let program: &mut SchedClassifier = ebpf
             .program_mut(PROGRAM)
             .ok_or(Error::Missing(PROGRAM))?
@@ -66,6 +84,7 @@ impl Fastpath {
         Ok(Fastpath {
             answers,
             addresses,
+            stats,
             attached: Vec::new(),
             ebpf,
         })
@@ -137,6 +156,19 @@ impl Fastpath {
             }
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// The counters, summed over CPUs.
+    pub fn stats(&self) -> Result<Stats, Error> {
+        let sum =
+            |index: u32| -> Result<u64, Error> { Ok(self.stats.get(&index, 0)?.iter().sum()) };
+        Ok(Stats {
+            hits: sum(0)?,
+            misses: sum(1)?,
+            expired: sum(2)?,
+            too_big: sum(3)?,
+            errors: sum(4)?,
+        })
     }
 
     fn program(&mut self) -> Result<&mut SchedClassifier, Error> {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::rdata::{A, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncodable;
 use shardns_e2e::client::{
@@ -25,7 +25,9 @@ use shardns_e2e::client::{
 use shardns_e2e::netns::{Namespace, skip_reason};
 use shardns_e2e::node::NamespaceUnbound;
 use shardns_e2e::process::run_with_deadline;
-use shardns_fastpath::{Answer, AnswerKey, Fastpath, OBJECT, QueryBits};
+use shardns_fastpath::{
+    Answer, AnswerKey, Fastpath, Lifetime, OBJECT, QueryBits, Stats, boot_time_ns,
+};
 
 const LOCAL_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 20, 10);
 const NODE_VETH_IP: &str = "10.0.0.1";
@@ -212,6 +214,21 @@ fn two_addresses(name: &str) -> Vec<u8> {
     message.to_vec().unwrap()
 }
 
+/// [`two_addresses`] with a 600-byte TXT record in the additional section: over the 512
+/// bytes of a plain query.
+fn with_a_big_text(name: &str) -> Vec<u8> {
+    let mut message = Message::from_vec(&two_addresses(name)).unwrap();
+    let text = TXT::new(vec!["x".repeat(200); 3]);
+    message.add_additional(Record::from_rdata(
+        Name::from_str(name).unwrap(),
+        300,
+        RData::TXT(text),
+    ));
+    let bytes = message.to_vec().unwrap();
+    assert!(bytes.len() > 600);
+    bytes
+}
+
 fn plain_key(name: &str, rtype: RecordType) -> AnswerKey {
     AnswerKey::new(&wire_name(name), rtype.into(), QueryBits::default()).unwrap()
 }
@@ -272,7 +289,7 @@ fn a_hit_is_answered_in_the_kernel_with_the_clients_id_and_case() {
     node.fastpath
         .insert(
             &plain_key(CACHED, RecordType::A),
-            &Answer::fresh_for(&two_addresses(CACHED), Duration::from_secs(300)).unwrap(),
+            &Answer::new(&two_addresses(CACHED), Lifetime::from_now(300).unwrap()).unwrap(),
         )
         .unwrap();
     // dig sets AD by default: its plain query's key has the AD bit.
@@ -285,7 +302,7 @@ fn a_hit_is_answered_in_the_kernel_with_the_clients_id_and_case() {
         },
     )
     .unwrap();
-    let dig_answer = Answer::fresh_for(&two_addresses(CACHED), Duration::from_secs(300)).unwrap();
+    let dig_answer = Answer::new(&two_addresses(CACHED), Lifetime::from_now(300).unwrap()).unwrap();
     node.fastpath.insert(&dig_key, &dig_answer).unwrap();
     node.block_sockets(true);
 
@@ -349,7 +366,7 @@ fn misses_and_removed_entries_are_left_to_the_socket_path() {
     };
     node.attach();
     let key = plain_key(CACHED, RecordType::A);
-    let answer = Answer::fresh_for(&two_addresses(CACHED), Duration::from_secs(300)).unwrap();
+    let answer = Answer::new(&two_addresses(CACHED), Lifetime::from_now(300).unwrap()).unwrap();
     node.fastpath.insert(&key, &answer).unwrap();
     node.block_sockets(true);
     let hit = plain(CACHED_MIXED, RecordType::A, 1);
@@ -396,12 +413,11 @@ fn misses_and_removed_entries_are_left_to_the_socket_path() {
 
     // An entry whose answer is over the 512-byte limit of a plain query: the socket path
     // truncates, so the program passes.
-    let mut big = two_addresses(CACHED);
-    big.extend(std::iter::repeat_n(0u8, 600));
+    let big = with_a_big_text(CACHED);
     node.fastpath
         .insert(
             &key,
-            &Answer::fresh_for(&big, Duration::from_secs(300)).unwrap(),
+            &Answer::new(&big, Lifetime::from_now(300).unwrap()).unwrap(),
         )
         .unwrap();
     assert_eq!(
@@ -411,7 +427,12 @@ fn misses_and_removed_entries_are_left_to_the_socket_path() {
     );
 
     // An expired entry passes.
-    let expired = Answer::from_response(&two_addresses(CACHED), 1).unwrap();
+    let expired = Lifetime {
+        stored_ns: boot_time_ns().unwrap() - 10_000_000_000,
+        ttl: 5,
+        keep_ttls: false,
+    };
+    let expired = Answer::new(&two_addresses(CACHED), expired).unwrap();
     node.fastpath.insert(&key, &expired).unwrap();
     assert_eq!(node.ask(&hit, SILENCE), None, "an expired entry answered");
 
@@ -438,7 +459,7 @@ fn detaching_restores_the_socket_path() {
         return;
     };
     let key = plain_key(CACHED, RecordType::A);
-    let answer = Answer::fresh_for(&two_addresses(CACHED), Duration::from_secs(300)).unwrap();
+    let answer = Answer::new(&two_addresses(CACHED), Lifetime::from_now(300).unwrap()).unwrap();
     node.fastpath.insert(&key, &answer).unwrap();
     let query = plain(CACHED_MIXED, RecordType::A, 5);
     let asked = |node: &Node| addresses(&node.ask(&query, REPLY).expect("no answer"));
@@ -543,11 +564,13 @@ fn the_answer_is_the_socket_paths() {
         // The reference: the socket path's reply to the query itself.
         let query = build(name, rtype, id);
         let socket = node.ask(&query, REPLY).expect("Unbound does not answer");
+        // Unbound's TTLs as they are (local data does not decay): `keepttl`.
+        let lifetime = Lifetime {
+            keep_ttls: true,
+            ..Lifetime::from_now(60).unwrap()
+        };
         node.fastpath
-            .insert(
-                &key,
-                &Answer::fresh_for(&warm, Duration::from_secs(60)).unwrap(),
-            )
+            .insert(&key, &Answer::new(&warm, lifetime).unwrap())
             .unwrap();
         node.block_sockets(true);
         let fast = node.ask(&query, REPLY);
@@ -577,4 +600,88 @@ fn the_answer_is_the_socket_paths() {
         }
         node.fastpath.remove(&key).unwrap();
     }
+}
+
+/// The TTLs of a reply's answer records.
+fn answer_ttls(reply: &[u8]) -> Vec<u32> {
+    let message = Message::from_vec(reply).unwrap();
+    message.answers().iter().map(Record::ttl).collect()
+}
+
+#[test]
+fn ttls_are_the_lifetime_left_and_the_counters_move() {
+    let Some(mut node) = Node::start("ttl") else {
+        return;
+    };
+    node.attach();
+    node.block_sockets(true);
+    let before = node.fastpath.stats().unwrap();
+    let key = plain_key(CACHED, RecordType::A);
+    // Stored 10.5 s ago for 120 s: every TTL says 110 (109 if the test took over 0.5 s).
+    let lifetime = Lifetime {
+        stored_ns: boot_time_ns().unwrap() - 10_500_000_000,
+        ttl: 120,
+        keep_ttls: false,
+    };
+    node.fastpath
+        .insert(
+            &key,
+            &Answer::new(&two_addresses(CACHED), lifetime).unwrap(),
+        )
+        .unwrap();
+    let query = plain(CACHED_MIXED, RecordType::A, 11);
+    let reply = node.ask(&query, REPLY).expect("no answer");
+    check_fast_reply(&query, &reply).unwrap();
+    let ttls = answer_ttls(&reply);
+    assert!(
+        ttls == [110, 110] || ttls == [109, 109],
+        "TTLs {ttls:?}, not 120 less 10 s"
+    );
+    // keepttl: the stored TTLs (300).
+    let kept = Lifetime {
+        keep_ttls: true,
+        ..lifetime
+    };
+    node.fastpath
+        .insert(&key, &Answer::new(&two_addresses(CACHED), kept).unwrap())
+        .unwrap();
+    let reply = node.ask(&query, REPLY).expect("no answer");
+    assert_eq!(answer_ttls(&reply), [300, 300]);
+
+    // One of each: a miss, an expired entry, an answer too big for a plain query.
+    assert_eq!(
+        node.ask(&plain("other.fastpath.test.", RecordType::A, 12), SILENCE),
+        None
+    );
+    let expired = Lifetime {
+        stored_ns: boot_time_ns().unwrap() - 10_000_000_000,
+        ttl: 5,
+        keep_ttls: false,
+    };
+    node.fastpath
+        .insert(&key, &Answer::new(&two_addresses(CACHED), expired).unwrap())
+        .unwrap();
+    assert_eq!(node.ask(&query, SILENCE), None);
+    let big = Answer::new(&with_a_big_text(CACHED), Lifetime::from_now(60).unwrap()).unwrap();
+    node.fastpath.insert(&key, &big).unwrap();
+    assert_eq!(node.ask(&query, SILENCE), None);
+
+    let after = node.fastpath.stats().unwrap();
+    let moved = Stats {
+        hits: after.hits - before.hits,
+        misses: after.misses - before.misses,
+        expired: after.expired - before.expired,
+        too_big: after.too_big - before.too_big,
+        errors: after.errors - before.errors,
+    };
+    assert_eq!(
+        moved,
+        Stats {
+            hits: 2,
+            misses: 1,
+            expired: 1,
+            too_big: 1,
+            errors: 0,
+        }
+    );
 }

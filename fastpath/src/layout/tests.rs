@@ -65,41 +65,98 @@ fn key_refuses_malformed_names() {
     assert!(AnswerKey::new(&longest, 1, bits).is_ok());
 }
 
-#[test]
-fn answer_holds_flags_counts_and_the_bytes_after_the_question() {
-    // ID 0x1234; QR AA RD RA CD, NOERROR; 1 question, 2 answers, 0 authority, 1 additional.
-    let mut response = vec![0x12, 0x34, 0x85, 0x90, 0, 1, 0, 2, 0, 0, 0, 1];
+/// A response for a.example A: `records` A records (owner a pointer to the question, TTL
+/// 300) and an OPT record; flags QR AA RD RA CD.
+fn response(records: u16) -> Vec<u8> {
+    let mut response = vec![0x12, 0x34, 0x85, 0x90, 0, 1];
+    response.extend_from_slice(&records.to_be_bytes());
+    response.extend_from_slice(&[0, 0, 0, 1]);
     response.extend_from_slice(&name("a.example"));
     response.extend_from_slice(&[0, 1, 0, 1]);
-    let after: Vec<u8> = (0..40).collect();
-    response.extend_from_slice(&after);
-    let answer = Answer::from_response(&response, 77).unwrap();
+    for last in 0..records {
+        response.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 1, 44, 0, 4, 192, 0, 2]);
+        response.push(last as u8);
+    }
+    // OPT: payload 1232, DO.
+    response.extend_from_slice(&[0, 0, 41, 4, 208, 0, 0, 0x80, 0, 0, 0]);
+    response
+}
+
+const QUESTION_END: usize = 12 + 11 + 4;
+
+#[test]
+fn answer_holds_lifetime_flags_counts_ttl_offsets_and_the_bytes_after_the_question() {
+    let response = response(2);
+    let lifetime = Lifetime {
+        stored_ns: 5_000_000_000,
+        ttl: 300,
+        keep_ttls: false,
+    };
+    let answer = Answer::new(&response, lifetime).unwrap();
     let bytes = answer.bytes();
-    assert_eq!(u64::from_ne_bytes(bytes[0..8].try_into().unwrap()), 77);
-    assert_eq!(u16::from_ne_bytes([bytes[8], bytes[9]]), 40);
-    // RD (0x0100) and CD are the client's: cleared here.
-    assert_eq!(&bytes[10..12], &[0x84, 0x80]);
-    assert_eq!(&bytes[12..18], &[0, 2, 0, 0, 0, 1]);
-    assert_eq!(&bytes[VALUE_HEADER_LEN..VALUE_HEADER_LEN + 40], &after[..]);
-    assert!(bytes[VALUE_HEADER_LEN + 40..].iter().all(|&b| b == 0));
+    let u64_at = |at: usize| u64::from_ne_bytes(bytes[at..at + 8].try_into().unwrap());
+    let u16_at = |at: usize| u16::from_ne_bytes([bytes[at], bytes[at + 1]]);
+    assert_eq!(u64_at(0), 305_000_000_000, "expiry");
+    assert_eq!(u64_at(8), 5_000_000_000, "stored at");
+    assert_eq!(u32::from_ne_bytes(bytes[16..20].try_into().unwrap()), 300);
+    let data = &response[QUESTION_END..];
+    assert_eq!(usize::from(u16_at(20)), data.len());
+    // RD (0x0100) and CD (0x0010) are the client's: cleared here.
+    assert_eq!(&bytes[22..24], &[0x84, 0x80]);
+    assert_eq!(&bytes[24..30], &[0, 2, 0, 0, 0, 1]);
+    // Two TTLs (the OPT's "TTL" is its flags: not one), at 6 and 22 in the data.
+    assert_eq!(bytes[30], 2);
+    assert_eq!((u16_at(32), u16_at(34), u16_at(36)), (6, 22, 0));
+    assert_eq!(&data[6..10], &300u32.to_be_bytes());
+    assert_eq!(
+        &bytes[VALUE_HEADER_LEN..VALUE_HEADER_LEN + data.len()],
+        data
+    );
+    assert!(
+        bytes[VALUE_HEADER_LEN + data.len()..]
+            .iter()
+            .all(|&b| b == 0)
+    );
+
+    let kept = Answer::new(
+        &response,
+        Lifetime {
+            keep_ttls: true,
+            ..lifetime
+        },
+    )
+    .unwrap();
+    assert_eq!(kept.bytes()[30], 0, "keepttl: no TTL to rewrite");
 }
 
 #[test]
 fn answer_refuses_what_the_program_cannot_send() {
-    let mut header = vec![0, 0, 0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-    assert!(Answer::from_response(&header[..11], 0).is_err());
-    // No question end.
-    header.extend_from_slice(&name("a.example"));
-    assert!(Answer::from_response(&header, 0).is_err());
-    header.extend_from_slice(&[0, 1, 0, 1]);
-    assert!(Answer::from_response(&header, 0).is_ok());
-    // Too long after the question.
-    let mut long = header.clone();
-    long.extend(std::iter::repeat_n(0u8, MAX_ANSWER_DATA + 1));
-    assert!(Answer::from_response(&long, 0).is_err());
+    let lifetime = Lifetime {
+        stored_ns: 0,
+        ttl: 30,
+        keep_ttls: false,
+    };
+    let whole = response(1);
+    assert!(Answer::new(&whole, lifetime).is_ok());
+    // Cut inside the header, the question, a record.
+    for cut in [11, 20, QUESTION_END + 5] {
+        assert!(
+            Answer::new(&whole[..cut], lifetime).is_err(),
+            "cut at {cut}"
+        );
+    }
     // Two questions.
-    header[5] = 2;
-    assert!(Answer::from_response(&header, 0).is_err());
+    let mut two = whole.clone();
+    two[5] = 2;
+    assert!(Answer::new(&two, lifetime).is_err());
+    // More records than TTL slots, and more bytes than the data field.
+    assert!(Answer::new(&response(MAX_TTLS as u16), lifetime).is_ok());
+    assert!(Answer::new(&response(MAX_TTLS as u16 + 1), lifetime).is_err());
+    let mut long = whole.clone();
+    long[11] = 2; // a second additional record: a TXT of 1000 bytes
+    long.extend_from_slice(&[0, 0, 16, 0, 1, 0, 0, 0, 0, 0x03, 0xe8]);
+    long.extend(std::iter::repeat_n(0u8, 1000));
+    assert!(Answer::new(&long, lifetime).is_err());
 }
 
 #[test]
