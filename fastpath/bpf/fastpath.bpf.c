@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-only
 // shardns fast path: a TC ingress classifier that answers DNS cache hits in the kernel.
 //
-// A query arriving on the interface (Ethernet, IPv4 without options, UDP to port 53 of an
-// address in FP_ADDRS) with one plain question is looked up in FP_ANSWERS by its key (the
-// lower-cased wire qname, the qtype, and the query's EDNS/DO/CD/AD bits). On a hit the
+// A query arriving on the interface (Ethernet, IPv4 without options, UDP to an address and
+// port in FP_ADDRS) with one plain question is looked up in FP_ANSWERS by its key (the
+// lower-cased wire qname, the qtype, the query's EDNS/DO/CD/AD bits, and the server block
+// FP_ADDRS gives for the address and port). On a hit the
 // packet becomes the answer in place: the client's header ID, RD/CD and question bytes (in
 // the client's case) stay, the stored flags, counts and the bytes after the question are
 // written, MACs, addresses and ports are swapped, the IPv4 checksum is recomputed and the
@@ -21,7 +22,6 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
-#define DNS_PORT 53
 #define DNS_HEADER_LEN 12
 #define QNAME_MAX 255
 #define KEY_QNAME_LEN 256
@@ -59,7 +59,7 @@ struct fp_key {
 	__u8 qname[KEY_QNAME_LEN]; // lower-cased wire name, zero-padded
 	__u8 qtype[2];             // network order
 	__u8 flags;                // KEY_*
-	__u8 pad;
+	__u8 block;                // the server block, from FP_ADDRS
 };
 
 struct fp_value {
@@ -85,11 +85,17 @@ struct {
 	__type(value, struct fp_value);
 } FP_ANSWERS SEC(".maps");
 
-// Served IPv4 addresses (network order) -> 1.
+// A served address and port: the server block answering there.
+struct fp_addr {
+	__u32 addr; // IPv4, network order
+	__u16 port; // network order
+	__u16 pad;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
-	__type(key, __u32);
+	__uint(max_entries, 256);
+	__type(key, struct fp_addr);
 	__type(value, __u8);
 } FP_ADDRS SEC(".maps");
 
@@ -153,10 +159,9 @@ int shardns_fastpath(struct __sk_buff *skb)
 	if (ip->frag_off & bpf_htons(0x3fff)) // MF or a fragment offset
 		return TC_ACT_OK;
 	struct udphdr *udp = data + UDP_OFF;
-	if (udp->dest != bpf_htons(DNS_PORT))
-		return TC_ACT_OK;
-	__u32 daddr = ip->daddr;
-	if (!bpf_map_lookup_elem(&FP_ADDRS, &daddr))
+	struct fp_addr served = {.addr = ip->daddr, .port = udp->dest, .pad = 0};
+	__u8 *block = bpf_map_lookup_elem(&FP_ADDRS, &served);
+	if (!block)
 		return TC_ACT_OK;
 	__u32 ip_len = bpf_ntohs(ip->tot_len);
 	__u32 udp_len = bpf_ntohs(udp->len);
@@ -189,6 +194,7 @@ int shardns_fastpath(struct __sk_buff *skb)
 
 	struct fp_key key;
 	__builtin_memset(&key, 0, sizeof(key));
+	key.block = *block;
 	// 1..256 in the verifier's eyes too (clang would otherwise test a copy of qlen).
 	__u32 copy_len = qlen - 1;
 	asm volatile("%0 &= 0xff" : "+r"(copy_len));

@@ -9,7 +9,7 @@ use crate::Error;
 
 /// Bytes of the qname field of a key: the longest wire name (255) and one byte of padding.
 pub const KEY_QNAME_LEN: usize = 256;
-/// Bytes of a key: qname, qtype (2), flags (1), padding (1).
+/// Bytes of a key: qname, qtype (2), flags (1), server block (1).
 pub const KEY_LEN: usize = KEY_QNAME_LEN + 4;
 /// Most bytes after the question an answer may have (the data field of a value).
 pub const MAX_ANSWER_DATA: usize = 1024;
@@ -49,14 +49,15 @@ impl QueryBits {
     }
 }
 
-/// A key of the answers map: a question and the query's bits.
+/// A key of the answers map: a server block, a question and the query's bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AnswerKey([u8; KEY_LEN]);
 
 impl AnswerKey {
-    /// The key of `qname` (uncompressed wire form, any case), `qtype` and `bits`. Errors on
-    /// a name that is not a well-formed uncompressed wire name of at most 255 bytes.
-    pub fn new(qname: &[u8], qtype: u16, bits: QueryBits) -> Result<AnswerKey, Error> {
+    /// The key of `qname` (uncompressed wire form, any case), `qtype` and `bits` in server
+    /// block `block` (the number [`crate::Fastpath::serve`] gave its addresses). Errors on a
+    /// name that is not a well-formed uncompressed wire name of at most 255 bytes.
+    pub fn new(block: u8, qname: &[u8], qtype: u16, bits: QueryBits) -> Result<AnswerKey, Error> {
         let len = wire_name_len(qname)?;
         if len != qname.len() {
             return Err(Error::Layout(format!(
@@ -70,6 +71,7 @@ impl AnswerKey {
         }
         key[KEY_QNAME_LEN..KEY_QNAME_LEN + 2].copy_from_slice(&qtype.to_be_bytes());
         key[KEY_QNAME_LEN + 2] = bits.byte();
+        key[KEY_QNAME_LEN + 3] = block;
         Ok(AnswerKey(key))
     }
 

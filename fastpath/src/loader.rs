@@ -1,6 +1,6 @@
 //! Loading the program and its maps, attaching it to interfaces, filling the answers map.
 
-use std::net::Ipv4Addr;
+use std::net::SocketAddrV4;
 
 use aya::Ebpf;
 use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
@@ -42,7 +42,7 @@ pub struct Stats {
 /// The loaded program and its maps. Attachments last until [`Fastpath::detach`] or drop.
 pub struct Fastpath {
     answers: HashMap<MapData, [u8; KEY_LEN], [u8; VALUE_LEN]>,
-    addresses: HashMap<MapData, u32, u8>,
+    addresses: HashMap<MapData, [u8; 8], u8>,
     stats: PerCpuArray<MapData, u64>,
     attached: Vec<(String, SchedClassifierLinkId)>,
     // Last: dropping it closes the program and detaches what is still attached.
@@ -125,17 +125,16 @@ impl Fastpath {
         self.attached.iter().map(|(name, _)| name.as_str())
     }
 
-    /// Answers queries to `address` (UDP port 53) from now on.
-    pub fn serve(&mut self, address: Ipv4Addr) -> Result<(), Error> {
-        self.addresses
-            .insert(u32::from_ne_bytes(address.octets()), 1, 0)?;
+    /// Answers UDP queries to `address` from now on, from the entries of server block
+    /// `block` (a number the caller chooses: the first argument of [`AnswerKey::new`]).
+    pub fn serve(&mut self, address: SocketAddrV4, block: u8) -> Result<(), Error> {
+        self.addresses.insert(served(address), block, 0)?;
         Ok(())
     }
 
     /// Stops answering queries to `address`.
-    pub fn unserve(&mut self, address: Ipv4Addr) -> Result<(), Error> {
-        self.addresses
-            .remove(&u32::from_ne_bytes(address.octets()))?;
+    pub fn unserve(&mut self, address: SocketAddrV4) -> Result<(), Error> {
+        self.addresses.remove(&served(address))?;
         Ok(())
     }
 
@@ -183,4 +182,13 @@ impl Fastpath {
 /// EEXIST, which netlink answers when the interface already has a `clsact` qdisc.
 fn libc_eexist() -> i32 {
     nix::errno::Errno::EEXIST as i32
+}
+
+/// The key of `struct fp_addr`: the address and the port in network order, 2 bytes of
+/// padding.
+fn served(address: SocketAddrV4) -> [u8; 8] {
+    let mut key = [0u8; 8];
+    key[..4].copy_from_slice(&address.ip().octets());
+    key[4..6].copy_from_slice(&address.port().to_be_bytes());
+    key
 }

@@ -10,7 +10,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -30,6 +30,8 @@ use shardns_fastpath::{
 };
 
 const LOCAL_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 20, 10);
+/// The server block number the test gives LOCAL_IP:53.
+const BLOCK: u8 = 7;
 const NODE_VETH_IP: &str = "10.0.0.1";
 const ZONE: &str = "fastpath.test.";
 /// What Unbound (the socket path) answers for CACHED; the map's entries say 192.0.2.1/2.
@@ -106,7 +108,9 @@ impl Node {
         )
         .unwrap();
         let mut fastpath = Fastpath::load().expect("loading the program");
-        fastpath.serve(LOCAL_IP).unwrap();
+        fastpath
+            .serve(SocketAddrV4::new(LOCAL_IP, 53), BLOCK)
+            .unwrap();
         Some(Node {
             node,
             pod,
@@ -140,17 +144,17 @@ impl Node {
             .unwrap();
     }
 
-    /// Sends `query` from the pod to `server`:53; the reply, or `None` within `timeout`.
-    fn ask_at(&self, server: IpAddr, query: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+    /// Sends `query` from the pod to `server`; the reply, or `None` within `timeout`.
+    fn ask_at(&self, server: SocketAddr, query: &[u8], timeout: Duration) -> Option<Vec<u8>> {
         self.pod.run(|inside| {
-            UdpClient::inside(inside, SocketAddr::new(server, 53))
+            UdpClient::inside(inside, server)
                 .and_then(|client| client.exchange_raw(query, timeout))
                 .unwrap()
         })
     }
 
     fn ask(&self, query: &[u8], timeout: Duration) -> Option<Vec<u8>> {
-        self.ask_at(IpAddr::V4(LOCAL_IP), query, timeout)
+        self.ask_at(SocketAddr::new(IpAddr::V4(LOCAL_IP), 53), query, timeout)
     }
 
     /// `dig` from the pod with `options`; its output, or an error when nothing answered.
@@ -196,6 +200,11 @@ fn wire_name(name: &str) -> Vec<u8> {
 /// The reply a cache would give to a plain query for `name` A: two A records (192.0.2.1 and
 /// .2, TTL 300), built with hickory-proto; RA set, RD left to the client.
 fn two_addresses(name: &str) -> Vec<u8> {
+    addresses_of(name, &[1, 2])
+}
+
+/// A reply for `name` A with a record 192.0.2.N (TTL 300) for each N of `lasts`.
+fn addresses_of(name: &str, lasts: &[u8]) -> Vec<u8> {
     let owner = Name::from_str(name).unwrap();
     let mut message = Message::new();
     message
@@ -204,7 +213,7 @@ fn two_addresses(name: &str) -> Vec<u8> {
         .set_op_code(OpCode::Query)
         .set_recursion_available(true)
         .add_query(Query::query(owner.clone(), RecordType::A));
-    for last in [1, 2] {
+    for &last in lasts {
         message.add_answer(Record::from_rdata(
             owner.clone(),
             300,
@@ -230,7 +239,7 @@ fn with_a_big_text(name: &str) -> Vec<u8> {
 }
 
 fn plain_key(name: &str, rtype: RecordType) -> AnswerKey {
-    AnswerKey::new(&wire_name(name), rtype.into(), QueryBits::default()).unwrap()
+    AnswerKey::new(BLOCK, &wire_name(name), rtype.into(), QueryBits::default()).unwrap()
 }
 
 fn addresses(reply: &[u8]) -> Vec<String> {
@@ -294,6 +303,7 @@ fn a_hit_is_answered_in_the_kernel_with_the_clients_id_and_case() {
         .unwrap();
     // dig sets AD by default: its plain query's key has the AD bit.
     let dig_key = AnswerKey::new(
+        BLOCK,
         &wire_name(CACHED),
         RecordType::A.into(),
         QueryBits {
@@ -334,6 +344,7 @@ fn a_hit_is_answered_in_the_kernel_with_the_clients_id_and_case() {
         "CD=1 answered from a CD=0 entry"
     );
     let cd_key = AnswerKey::new(
+        BLOCK,
         &wire_name(CACHED),
         RecordType::A.into(),
         QueryBits {
@@ -391,7 +402,8 @@ fn misses_and_removed_entries_are_left_to_the_socket_path() {
         edns: true,
         ..QueryBits::default()
     };
-    let edns_key = AnswerKey::new(&wire_name(CACHED), RecordType::A.into(), edns_bits).unwrap();
+    let edns_key =
+        AnswerKey::new(BLOCK, &wire_name(CACHED), RecordType::A.into(), edns_bits).unwrap();
     node.fastpath.insert(&edns_key, &answer).unwrap();
     assert!(node.ask(&edns(CACHED, RecordType::A, 5), REPLY).is_some());
     let mut dnssec_ok = query_message(CACHED, RecordType::A, 6);
@@ -407,9 +419,39 @@ fn misses_and_removed_entries_are_left_to_the_socket_path() {
         "DO=1 answered from a DO=0 entry"
     );
     node.fastpath.remove(&edns_key).unwrap();
-    // An address the program does not serve (the veth's own), with the entry present.
-    let other_address = IpAddr::V4(NODE_VETH_IP.parse().unwrap());
+    // An address the program does not serve (the veth's own), and a port, with the entry
+    // present (UDP to 5353 dropped too, so no port unreachable comes back).
+    let other_address = SocketAddr::new(IpAddr::V4(NODE_VETH_IP.parse().unwrap()), 53);
     assert_eq!(node.ask_at(other_address, &hit, SILENCE), None);
+    let drop_5353 = ["INPUT", "-p", "udp", "--dport", "5353", "-j", "DROP"];
+    node.node
+        .exec("iptables", &[&["-I"], &drop_5353[..]].concat())
+        .unwrap();
+    let other_port = SocketAddr::new(IpAddr::V4(LOCAL_IP), 5353);
+    assert_eq!(node.ask_at(other_port, &hit, SILENCE), None);
+    // Two server blocks: the veth's address served as another block, with its own
+    // answer for the same name; each address answers from its block's entry.
+    let veth_53 = SocketAddrV4::new(NODE_VETH_IP.parse().unwrap(), 53);
+    node.fastpath.serve(veth_53, BLOCK + 1).unwrap();
+    let other_block = AnswerKey::new(
+        BLOCK + 1,
+        &wire_name(CACHED),
+        RecordType::A.into(),
+        QueryBits::default(),
+    )
+    .unwrap();
+    let other_answer = addresses_of(CACHED, &[77]);
+    let other_answer = Answer::new(&other_answer, Lifetime::from_now(300).unwrap()).unwrap();
+    node.fastpath.insert(&other_block, &other_answer).unwrap();
+    let reply = node.ask_at(SocketAddr::V4(veth_53), &hit, REPLY);
+    assert_eq!(
+        addresses(&reply.expect("block 2 does not answer")),
+        ["192.0.2.77"]
+    );
+    let reply = node.ask(&hit, REPLY).expect("block 1 does not answer");
+    assert_eq!(addresses(&reply), ["192.0.2.1", "192.0.2.2"]);
+    node.fastpath.unserve(veth_53).unwrap();
+    assert_eq!(node.ask_at(SocketAddr::V4(veth_53), &hit, SILENCE), None);
 
     // An entry whose answer is over the 512-byte limit of a plain query: the socket path
     // truncates, so the program passes.
@@ -560,7 +602,7 @@ fn the_answer_is_the_socket_paths() {
             edns: with_edns,
             ..QueryBits::default()
         };
-        let key = AnswerKey::new(&wire_name(name), rtype.into(), bits).unwrap();
+        let key = AnswerKey::new(BLOCK, &wire_name(name), rtype.into(), bits).unwrap();
         // The reference: the socket path's reply to the query itself.
         let query = build(name, rtype, id);
         let socket = node.ask(&query, REPLY).expect("Unbound does not answer");

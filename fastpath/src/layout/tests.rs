@@ -18,7 +18,7 @@ fn key_lowercases_the_name_and_packs_type_and_bits() {
         checking_disabled: false,
         authentic_data: true,
     };
-    let key = AnswerKey::new(&name("WwW.ExAmple.COM"), 28, bits).unwrap();
+    let key = AnswerKey::new(3, &name("WwW.ExAmple.COM"), 28, bits).unwrap();
     let wire = name("www.example.com");
     assert_eq!(&key.bytes()[..wire.len()], &wire[..]);
     assert!(
@@ -26,14 +26,18 @@ fn key_lowercases_the_name_and_packs_type_and_bits() {
             .iter()
             .all(|&b| b == 0)
     );
-    assert_eq!(&key.bytes()[KEY_QNAME_LEN..], &[0, 28, 0b1011, 0]);
+    assert_eq!(&key.bytes()[KEY_QNAME_LEN..], &[0, 28, 0b1011, 3]);
     assert_eq!(
         key,
-        AnswerKey::new(&name("www.example.com"), 28, bits).unwrap()
+        AnswerKey::new(3, &name("www.example.com"), 28, bits).unwrap()
     );
     assert_ne!(
         key,
-        AnswerKey::new(&name("www.example.com"), 28, QueryBits::default()).unwrap()
+        AnswerKey::new(0, &name("www.example.com"), 28, bits).unwrap()
+    );
+    assert_ne!(
+        key,
+        AnswerKey::new(0, &name("www.example.com"), 28, QueryBits::default()).unwrap()
     );
 }
 
@@ -41,9 +45,9 @@ fn key_lowercases_the_name_and_packs_type_and_bits() {
 fn key_refuses_malformed_names() {
     let bits = QueryBits::default();
     // A compression pointer, a missing root label, trailing bytes, 256 bytes.
-    assert!(AnswerKey::new(&[0xc0, 12], 1, bits).is_err());
-    assert!(AnswerKey::new(&[3, b'c', b'o', b'm'], 1, bits).is_err());
-    assert!(AnswerKey::new(&[0, 0], 1, bits).is_err());
+    assert!(AnswerKey::new(0, &[0xc0, 12], 1, bits).is_err());
+    assert!(AnswerKey::new(0, &[3, b'c', b'o', b'm'], 1, bits).is_err());
+    assert!(AnswerKey::new(0, &[0, 0], 1, bits).is_err());
     let mut long = Vec::new();
     for _ in 0..4 {
         long.push(63);
@@ -51,7 +55,7 @@ fn key_refuses_malformed_names() {
     }
     long.push(0);
     assert_eq!(long.len(), 257);
-    assert!(AnswerKey::new(&long, 1, bits).is_err());
+    assert!(AnswerKey::new(0, &long, 1, bits).is_err());
     // The longest legal name: 255 bytes.
     let mut longest = Vec::new();
     for _ in 0..3 {
@@ -62,7 +66,7 @@ fn key_refuses_malformed_names() {
     longest.extend_from_slice(&[b'a'; 61]);
     longest.push(0);
     assert_eq!(longest.len(), 255);
-    assert!(AnswerKey::new(&longest, 1, bits).is_ok());
+    assert!(AnswerKey::new(0, &longest, 1, bits).is_ok());
 }
 
 /// A response for a.example A: `records` A records (owner a pointer to the question, TTL
