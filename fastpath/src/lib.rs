@@ -38,6 +38,17 @@ pub enum Error {
     /// The object lacks something the loader expects (a stale object).
     #[error("the BPF object has no {0}")]
     Missing(&'static str),
+    /// Other programs are attached to the interface (a CNI's): the fast path would answer
+    /// hits before them. Attach with [`Fastpath::attach_anyway`] to proceed.
+    #[error(
+        "{interface} already has eBPF programs attached ({}); the fast path would answer hits \
+         before them: refusing to attach",
+        programs.join(", ")
+    )]
+    Occupied {
+        interface: String,
+        programs: Vec<String>,
+    },
     /// The interface is not one the fast path is attached to.
     #[error("the fast path is not attached to {0}")]
     NotAttached(String),

@@ -92,9 +92,23 @@ impl Fastpath {
 
     /// Attaches the program to `interface`'s ingress, in the calling thread's network
     /// namespace: tcx on kernels ≥ 6.6 (after the programs already there), else a `clsact`
-    /// qdisc (added when missing) and a filter.
+    /// qdisc (added when missing) and a filter. Refuses ([`Error::Occupied`]) where another
+    /// program is attached through tcx (a CNI's, such as Cilium's): hits answered here would
+    /// skip it. [`Fastpath::attach_anyway`] attaches all the same.
     pub fn attach(&mut self, interface: &str) -> Result<(), Error> {
-        let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+        let others = Fastpath::tcx_programs(interface)?;
+        if !others.is_empty() {
+            return Err(Error::Occupied {
+                interface: interface.to_string(),
+                programs: others,
+            });
+        }
+        self.attach_anyway(interface)
+    }
+
+    /// [`Fastpath::attach`] without looking for other programs first.
+    pub fn attach_anyway(&mut self, interface: &str) -> Result<(), Error> {
+        let tcx = tcx_kernel();
         if !tcx {
             // An interface that already has the qdisc answers EEXIST: not an error here.
             match tc::qdisc_add_clsact(interface) {
@@ -106,6 +120,26 @@ impl Fastpath {
         let link = self.program()?.attach(interface, TcAttachType::Ingress)?;
         self.attached.push((interface.to_string(), link));
         Ok(())
+    }
+
+    /// The programs attached to `interface` through tcx, ingress and egress (names, or ids
+    /// where a program has no name). Empty on kernels without tcx: legacy `tc` filters and
+    /// XDP programs are not looked for yet.
+    pub fn tcx_programs(interface: &str) -> Result<Vec<String>, Error> {
+        if !tcx_kernel() {
+            return Ok(Vec::new());
+        }
+        let mut names = Vec::new();
+        for direction in [TcAttachType::Ingress, TcAttachType::Egress] {
+            let (_, programs) = SchedClassifier::query_tcx(interface, direction)?;
+            names.extend(programs.iter().map(|program| {
+                match program.name_as_str().filter(|name| !name.is_empty()) {
+                    Some(name) => name.to_string(),
+                    None => format!("id {}", program.id()),
+                }
+            }));
+        }
+        Ok(names)
     }
 
     /// Detaches the program from `interface`.
@@ -191,4 +225,9 @@ fn served(address: SocketAddrV4) -> [u8; 8] {
     key[..4].copy_from_slice(&address.ip().octets());
     key[4..6].copy_from_slice(&address.port().to_be_bytes());
     key
+}
+
+/// Whether this kernel attaches TC programs through tcx (≥ 6.6), as aya does.
+fn tcx_kernel() -> bool {
+    KernelVersion::current().is_ok_and(|version| version >= KernelVersion::new(6, 6, 0))
 }

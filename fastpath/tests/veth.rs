@@ -727,3 +727,40 @@ fn ttls_are_the_lifetime_left_and_the_counters_move() {
         }
     );
 }
+
+#[test]
+fn an_interface_with_another_program_is_refused_unless_told() {
+    let Some(mut node) = Node::start("cni") else {
+        return;
+    };
+    let programs = node
+        .node
+        .run(|_| Fastpath::tcx_programs("veth-node"))
+        .unwrap();
+    assert!(programs.is_empty(), "{programs:?}");
+    node.attach();
+    // Another loader (standing for a CNI's program) finds ours there.
+    let mut other = Fastpath::load().unwrap();
+    let refused = node.node.run(|_| other.attach("veth-node"));
+    match refused {
+        Err(shardns_fastpath::Error::Occupied {
+            interface,
+            programs,
+        }) => {
+            assert_eq!(interface, "veth-node");
+            // The kernel keeps 15 bytes of a program's name.
+            assert_eq!(programs, ["shardns_fastpat"]);
+        }
+        other => panic!("attached beside another program: {other:?}"),
+    }
+    assert_eq!(other.interfaces().count(), 0);
+    node.node
+        .run(|_| other.attach_anyway("veth-node"))
+        .expect("attach_anyway");
+    assert_eq!(other.interfaces().collect::<Vec<_>>(), ["veth-node"]);
+    let programs = node
+        .node
+        .run(|_| Fastpath::tcx_programs("veth-node"))
+        .unwrap();
+    assert_eq!(programs.len(), 2, "{programs:?}");
+}
