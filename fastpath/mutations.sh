@@ -1,0 +1,49 @@
+#!/bin/bash
+# Mutation check of the fast path: breaks one thing at a time (the program or the loader),
+# runs the veth tests (root, --features bpf), restores the file. Every breakage must make at
+# least one test fail; the last lines run them intact. The broken file is copied back after
+# each try, and on exit or interruption. ~3 min.
+set -u
+keep=$(mktemp)
+broken=""
+trap '[ -n "$broken" ] && cp "$keep" "$broken"; rm -f "$keep"' EXIT
+trap 'exit 130' INT TERM
+cd "$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"
+F=fastpath/bpf/fastpath.bpf.c; L=fastpath/src/loader.rs
+try() {
+  cp "$2" "$keep"
+  broken=$2
+  python3 -c "
+import sys; p,o,n=sys.argv[1:4]; s=open(p).read(); assert o in s, o; open(p,'w').write(s.replace(o,n,1))" "$2" "$3" "$4" || { echo "PATTERN MISSING: $1"; return; }
+  echo "== $1"
+  cargo test -p shardns-fastpath --features bpf --test veth 2>&1 | grep -E "^test .*FAILED|test result|^error: failed to run custom"
+  cp "$keep" "$2"
+  broken=""
+}
+try "ID zeroed" $F '	dns[2] = rflags >> 8;' '	dns[0] = 0; dns[1] = 0;
+	dns[2] = rflags >> 8;'
+try "first letter lower-cased" $F '	dns[2] = rflags >> 8;' '	if ((void *)(dns + 14) > data_end) return TC_ACT_SHOT;
+	dns[13] |= 0x20;
+	dns[2] = rflags >> 8;'
+try "RD forced" $F '	rflags |= qflags & (DNS_RD | DNS_CD);' '	rflags |= DNS_RD | (qflags & DNS_CD);'
+try "CD not copied" $F '	rflags |= qflags & (DNS_RD | DNS_CD);' '	rflags |= qflags & DNS_RD;'
+try "CD not in key" $F '		key.flags |= KEY_CD;' '		;'
+try "AD not in key" $F '		key.flags |= KEY_AD;' '		;'
+try "EDNS not in key" $F '		key.flags |= KEY_EDNS;' '		;'
+try "DO not in key" $F '			key.flags |= KEY_DO;' '			;'
+try "no expiry check" $F '	if (now >= value->expires_ns || now < value->stored_ns) {' '	if (0) {'
+try "no UDP limit check" $F '	if (reply_dns_len > limit) {' '	if (reply_dns_len > limit + 4096) {'
+try "no address check" $F '	if (!block)
+		return TC_ACT_OK;' '	__u8 zero = 7;
+	if (!block)
+		block = &zero;'
+try "port ignored" $F '.port = udp->dest,' '.port = bpf_htons(53) + 0 * udp->dest,'
+try "block not in key" $F '	key.block = *block;' '	key.block = 7;'
+try "no decay" $F '	__u32 ttl_be = bpf_htonl(remaining);' '	__u32 ttl_be = bpf_htonl(value->ttl + 0 * remaining);'
+try "hits not counted" $F '	count(STAT_HIT);' ''
+try "no redirect" $F '	return bpf_redirect(skb->ifindex, 0);' '	return TC_ACT_OK;'
+try "detach does nothing" $L '        self.program()?.detach(link)?;' '        let _ = link;'
+try "occupied check skipped" $L '        if !others.is_empty() {' '        if !others.is_empty() && others.is_empty() {'
+echo "== intact"
+git status --short
+cargo test -p shardns-fastpath --features bpf --test veth 2>&1 | grep -E "test result"
