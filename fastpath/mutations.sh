@@ -44,6 +44,8 @@ try "hits not counted" $F '	count(STAT_HIT);' ''
 try "no redirect" $F '	return bpf_redirect(skb->ifindex, 0);' '	return TC_ACT_OK;'
 try "detach does nothing" $L '        self.program()?.detach(link)?;' '        let _ = link;'
 try "occupied check skipped" $L '        if !others.is_empty() {' '        if !others.is_empty() && others.is_empty() {'
+try "drop leaves netlink filters" $L '        for attachment in std::mem::take(&mut self.attached) {' '        for attachment in Vec::<Attachment>::new() {'
+try "detach outside the namespace" $L '                    setns(&attachment.netns, CloneFlags::CLONE_NEWNET)' '                    Ok::<(), nix::Error>(())'
 echo "== intact"
 git status --short
 cargo test -p shardns-fastpath --features bpf --test veth 2>&1 | grep -E "test result"

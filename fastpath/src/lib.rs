@@ -55,6 +55,9 @@ pub enum Error {
     /// A key or answer cannot be laid out (a malformed name or response, an answer too long).
     #[error("{0}")]
     Layout(String),
+    /// The network namespace of an attachment cannot be opened or joined.
+    #[error("network namespace: {0}")]
+    Namespace(std::io::Error),
     /// The boot clock cannot be read.
     #[error("reading CLOCK_BOOTTIME: {0}")]
     Clock(std::io::Error),

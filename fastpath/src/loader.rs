@@ -1,13 +1,15 @@
 //! Loading the program and its maps, attaching it to interfaces, filling the answers map.
 
+use std::fs::File;
 use std::net::SocketAddrV4;
 
 use aya::Ebpf;
 use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
-use aya::programs::tc::{SchedClassifierLinkId, TcAttachType};
-use aya::programs::{SchedClassifier, tc};
+use aya::programs::tc::{NlOptions, SchedClassifierLinkId, TcAttachOptions, TcAttachType};
+use aya::programs::{LinkOrder, SchedClassifier, tc};
 use aya::sys::SyscallError;
 use aya::util::KernelVersion;
+use nix::sched::{CloneFlags, setns};
 
 use crate::Error;
 use crate::layout::{Answer, AnswerKey, KEY_LEN, VALUE_LEN};
@@ -39,14 +41,29 @@ pub struct Stats {
     pub errors: u64,
 }
 
-/// The loaded program and its maps. Attachments last until [`Fastpath::detach`] or drop.
+/// The loaded program and its maps. Attachments last until [`Fastpath::detach`] or drop
+/// (which detaches from every interface, each in the network namespace it was attached in).
+///
+/// On kernels before 6.6 (and with [`Fastpath::attach_netlink`]) the attachment is a `tc`
+/// filter, which outlives a process that is killed: the program then answers from a map
+/// nobody updates, until each entry's expiry (after which everything passes).
 pub struct Fastpath {
     answers: HashMap<MapData, [u8; KEY_LEN], [u8; VALUE_LEN]>,
     addresses: HashMap<MapData, [u8; 8], u8>,
     stats: PerCpuArray<MapData, u64>,
-    attached: Vec<(String, SchedClassifierLinkId)>,
-    // Last: dropping it closes the program and detaches what is still attached.
+    attached: Vec<Attachment>,
+    // Last: dropping it closes the program (a tcx link goes with it; a netlink filter does
+    // not, hence the Drop impl).
     ebpf: Ebpf,
+}
+
+/// One interface the program is attached to.
+#[derive(Debug)]
+struct Attachment {
+    interface: String,
+    link: SchedClassifierLinkId,
+    /// The network namespace it was attached in: a netlink detach must run there.
+    netns: File,
 }
 
 impl std::fmt::Debug for Fastpath {
@@ -54,7 +71,7 @@ impl std::fmt::Debug for Fastpath {
         let interfaces: Vec<&str> = self
             .attached
             .iter()
-            .map(|(name, _)| name.as_str())
+            .map(|attachment| attachment.interface.as_str())
             .collect();
         f.debug_struct("Fastpath")
             .field("attached", &interfaces)
@@ -108,17 +125,37 @@ impl Fastpath {
 
     /// [`Fastpath::attach`] without looking for other programs first.
     pub fn attach_anyway(&mut self, interface: &str) -> Result<(), Error> {
-        let tcx = tcx_kernel();
-        if !tcx {
+        self.attach_as(interface, !tcx_kernel())
+    }
+
+    /// Attaches as on kernels before 6.6, whatever this one supports: a `clsact` qdisc
+    /// (added when missing; left in place on detach) and a netlink filter. For the tests of
+    /// that path on a newer kernel, and for an explicit choice.
+    pub fn attach_netlink(&mut self, interface: &str) -> Result<(), Error> {
+        self.attach_as(interface, true)
+    }
+
+    fn attach_as(&mut self, interface: &str, netlink: bool) -> Result<(), Error> {
+        let options = if netlink {
             // An interface that already has the qdisc answers EEXIST: not an error here.
             match tc::qdisc_add_clsact(interface) {
                 Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc_eexist()) => {}
                 Err(error) => return Err(Error::Program(error.into())),
                 Ok(()) => {}
             }
-        }
-        let link = self.program()?.attach(interface, TcAttachType::Ingress)?;
-        self.attached.push((interface.to_string(), link));
+            TcAttachOptions::Netlink(NlOptions::default())
+        } else {
+            TcAttachOptions::TcxOrder(LinkOrder::default())
+        };
+        let link =
+            self.program()?
+                .attach_with_options(interface, TcAttachType::Ingress, options)?;
+        let netns = File::open("/proc/thread-self/ns/net").map_err(Error::Namespace)?;
+        self.attached.push(Attachment {
+            interface: interface.to_string(),
+            link,
+            netns,
+        });
         Ok(())
     }
 
@@ -147,16 +184,33 @@ impl Fastpath {
         let at = self
             .attached
             .iter()
-            .position(|(name, _)| name == interface)
+            .position(|attachment| attachment.interface == interface)
             .ok_or_else(|| Error::NotAttached(interface.to_string()))?;
-        let (_, link) = self.attached.remove(at);
-        self.program()?.detach(link)?;
-        Ok(())
+        let attachment = self.attached.remove(at);
+        self.detach_from(attachment)
+    }
+
+    /// Detaches `attachment`, on a thread in the network namespace it was made in.
+    fn detach_from(&mut self, attachment: Attachment) -> Result<(), Error> {
+        let program = self.program()?;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    setns(&attachment.netns, CloneFlags::CLONE_NEWNET)
+                        .map_err(|errno| Error::Namespace(errno.into()))?;
+                    program.detach(attachment.link)?;
+                    Ok(())
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
     }
 
     /// The interfaces the program is attached to.
     pub fn interfaces(&self) -> impl Iterator<Item = &str> {
-        self.attached.iter().map(|(name, _)| name.as_str())
+        self.attached
+            .iter()
+            .map(|attachment| attachment.interface.as_str())
     }
 
     /// Answers UDP queries to `address` from now on, from the entries of server block
@@ -228,6 +282,17 @@ fn served(address: SocketAddrV4) -> [u8; 8] {
 }
 
 /// Whether this kernel attaches TC programs through tcx (≥ 6.6), as aya does.
+impl Drop for Fastpath {
+    fn drop(&mut self) {
+        for attachment in std::mem::take(&mut self.attached) {
+            let interface = attachment.interface.clone();
+            if let Err(error) = self.detach_from(attachment) {
+                eprintln!("shardns-fastpath: detaching from {interface}: {error}");
+            }
+        }
+    }
+}
+
 fn tcx_kernel() -> bool {
     KernelVersion::current().is_ok_and(|version| version >= KernelVersion::new(6, 6, 0))
 }

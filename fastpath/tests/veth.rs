@@ -126,6 +126,17 @@ impl Node {
             .expect("attaching to veth-node");
     }
 
+    /// Attaches as on kernels before 6.6 (clsact and a netlink filter) with `netlink`.
+    fn attach_by(&mut self, netlink: bool) {
+        if !netlink {
+            return self.attach();
+        }
+        let fastpath = &mut self.fastpath;
+        self.node
+            .run(|_| fastpath.attach_netlink("veth-node"))
+            .expect("attaching to veth-node through netlink");
+    }
+
     fn detach(&mut self) {
         let fastpath = &mut self.fastpath;
         self.node
@@ -497,7 +508,18 @@ fn misses_and_removed_entries_are_left_to_the_socket_path() {
 
 #[test]
 fn detaching_restores_the_socket_path() {
-    let Some(mut node) = Node::start("detach") else {
+    detach_and_drop("detach", false);
+}
+
+/// As [`detaching_restores_the_socket_path`], attached as on kernels before 6.6: the
+/// `clsact` qdisc and a netlink filter (what aya does there).
+#[test]
+fn detaching_restores_the_socket_path_through_netlink() {
+    detach_and_drop("detach-nl", true);
+}
+
+fn detach_and_drop(label: &str, netlink: bool) {
+    let Some(mut node) = Node::start(label) else {
         return;
     };
     let key = plain_key(CACHED, RecordType::A);
@@ -507,7 +529,7 @@ fn detaching_restores_the_socket_path() {
     let asked = |node: &Node| addresses(&node.ask(&query, REPLY).expect("no answer"));
 
     assert_eq!(asked(&node), ["192.0.2.99"], "before attaching: Unbound");
-    node.attach();
+    node.attach_by(netlink);
     assert_eq!(
         node.fastpath.interfaces().collect::<Vec<_>>(),
         ["veth-node"]
@@ -529,7 +551,7 @@ fn detaching_restores_the_socket_path() {
     node.block_sockets(false);
 
     // Dropping the loader detaches too.
-    node.attach();
+    node.attach_by(netlink);
     assert_eq!(
         asked(&node),
         ["192.0.2.1", "192.0.2.2"],
