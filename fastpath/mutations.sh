@@ -1,6 +1,6 @@
 #!/bin/bash
 # Mutation check of the fast path: breaks one thing at a time (the program or the loader),
-# runs the veth tests (root, --features bpf), restores the file. Every breakage must make at
+# runs the crate's tests (root, --features bpf), restores the file. Every breakage must make at
 # least one test fail; the last lines run them intact. The broken file is copied back after
 # each try, and on exit or interruption. ~3 min.
 set -u
@@ -16,7 +16,7 @@ try() {
   python3 -c "
 import sys; p,o,n=sys.argv[1:4]; s=open(p).read(); assert o in s, o; open(p,'w').write(s.replace(o,n,1))" "$2" "$3" "$4" || { echo "PATTERN MISSING: $1"; return; }
   echo "== $1"
-  cargo test -p shardns-fastpath --features bpf --test veth 2>&1 | grep -E "^test .*FAILED|test result|^error: failed to run custom"
+  cargo test -p shardns-fastpath --features bpf --tests 2>&1 | grep -E "^test .*FAILED|test result|^error: failed to run custom"
   cp "$keep" "$2"
   broken=""
 }
@@ -48,4 +48,4 @@ try "drop leaves netlink filters" $L '        for attachment in std::mem::take(&
 try "detach outside the namespace" $L '                    setns(&attachment.netns, CloneFlags::CLONE_NEWNET)' '                    Ok::<(), nix::Error>(())'
 echo "== intact"
 git status --short
-cargo test -p shardns-fastpath --features bpf --test veth 2>&1 | grep -E "test result"
+cargo test -p shardns-fastpath --features bpf --tests 2>&1 | grep -E "test result"
