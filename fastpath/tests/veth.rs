@@ -128,6 +128,14 @@ fn misses_and_removed_entries_are_left_to_the_socket_path() {
         AnswerKey::new(BLOCK, &wire_name(CACHED), RecordType::A.into(), edns_bits).unwrap();
     node.fastpath.insert(&edns_key, &answer).unwrap();
     assert!(node.ask(&edns(CACHED, RecordType::A, 5), REPLY).is_some());
+    // An EDNS query saying ARCOUNT 2 (its OPT record is all there is).
+    let mut two_additional = edns(CACHED, RecordType::A, 8);
+    two_additional[11] = 2;
+    assert_eq!(
+        node.ask(&two_additional, SILENCE),
+        None,
+        "ARCOUNT 2 answered"
+    );
     let mut dnssec_ok = query_message(CACHED, RecordType::A, 6);
     dnssec_ok
         .extensions_mut()
