@@ -49,6 +49,8 @@ try "ANCOUNT ignored" $F '	if (dns[4] || dns[5] != 1 || dns[6] || dns[7] ||' '	i
 try "ARCOUNT 2 accepted" $F '	    dns[11] > 1)' '	    dns[11] > 2)'
 try "opcode accepted" $F '(DNS_QR | DNS_OPCODE | DNS_AA' '(DNS_QR | DNS_AA'
 try "OPT version ignored" $F 'opt[5] != 0 || opt[6] != 0 ||' 'opt[5] != 0 ||'
+try "entry hits not counted" $F '		*hits += 1;' '		*hits += 0;'
+try "slot baseline ignored" $L '.wrapping_sub(slot.baseline)' '.wrapping_sub(0 * slot.baseline)'
 try "drop leaves netlink filters" $L '        for attachment in std::mem::take(&mut self.attached) {' '        for attachment in Vec::<Attachment>::new() {'
 try "detach outside the namespace" $L '                    setns(&attachment.netns, CloneFlags::CLONE_NEWNET)' '                    Ok::<(), nix::Error>(())'
 echo "== intact"

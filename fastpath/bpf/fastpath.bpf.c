@@ -27,6 +27,7 @@
 #define KEY_QNAME_LEN 256
 #define FP_MAX_DATA 1024
 #define FP_MAX_TTLS 32
+#define FP_MAX_ENTRIES 8192
 #define OPT_LEN 11
 #define OPT_TYPE 41
 #define CLASS_IN 1
@@ -66,18 +67,19 @@ struct fp_value {
 	__u64 expires_ns; // CLOCK_BOOTTIME; the entry passes from then on
 	__u64 stored_ns;  // CLOCK_BOOTTIME when the answer was stored, for the TTLs' decay
 	__u32 ttl;        // its lifetime in seconds, written at every TTL offset less elapsed
+	__u32 slot;       // its counter in FP_HITS (the loader gives each entry one)
 	__u16 len;        // bytes of data[] used
 	__u8 flags[2];    // the reply's flags word, network order, without RD/CD
 	__u8 counts[6];   // ANCOUNT, NSCOUNT, ARCOUNT, network order
 	__u8 ttl_count;   // TTL fields to rewrite (0: send the TTLs as stored)
-	__u8 pad;
+	__u8 pad[5];
 	__u16 ttl_offsets[FP_MAX_TTLS]; // each TTL field's offset in data[]
 	__u8 data[FP_MAX_DATA]; // the reply's bytes after the question (OPT included for EDNS)
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
+	__uint(max_entries, FP_MAX_ENTRIES);
 	// Not preallocated: an element replaced or deleted is freed after an RCU grace period,
 	// so a program still reading it never sees another answer's bytes.
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -113,6 +115,14 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } FP_STATS SEC(".maps");
+
+// Hits per entry, per CPU, indexed by the entry's slot: no atomics, no shared cache line.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FP_MAX_ENTRIES);
+	__type(key, __u32);
+	__type(value, __u64);
+} FP_HITS SEC(".maps");
 
 static __always_inline void count(__u32 stat)
 {
@@ -318,6 +328,10 @@ int shardns_fastpath(struct __sk_buff *skb)
 	__builtin_memcpy(dns + 6, value->counts, 6);
 
 	count(STAT_HIT);
+	__u32 slot = value->slot;
+	__u64 *hits = bpf_map_lookup_elem(&FP_HITS, &slot);
+	if (hits)
+		*hits += 1;
 	return bpf_redirect(skb->ifindex, 0);
 }
 

@@ -15,9 +15,14 @@ pub const KEY_LEN: usize = KEY_QNAME_LEN + 4;
 pub const MAX_ANSWER_DATA: usize = 1024;
 /// Most TTL fields an answer may have (its records, OPT aside).
 pub const MAX_TTLS: usize = 32;
-/// Bytes before the data in a value: expiry (8), stored at (8), lifetime (4), length (2),
-/// flags (2), counts (6), TTL count (1), padding (1), TTL offsets (2 each).
-pub const VALUE_HEADER_LEN: usize = 32 + 2 * MAX_TTLS;
+/// Bytes before the data in a value: expiry (8), stored at (8), lifetime (4), hit counter
+/// slot (4), length (2), flags (2), counts (6), TTL count (1), padding (5), TTL offsets (2
+/// each).
+pub const VALUE_HEADER_LEN: usize = 40 + 2 * MAX_TTLS;
+/// Where a value holds its hit counter slot (native endian), which the loader writes.
+pub(crate) const VALUE_SLOT: std::ops::Range<usize> = 20..24;
+/// Entries the answers map holds (`FP_MAX_ENTRIES` in the C source).
+pub const MAX_ENTRIES: u32 = 8192;
 /// Bytes of a value.
 pub const VALUE_LEN: usize = VALUE_HEADER_LEN + MAX_ANSWER_DATA;
 
@@ -142,12 +147,12 @@ impl Answer {
         value[0..8].copy_from_slice(&lifetime.expires_ns().to_ne_bytes());
         value[8..16].copy_from_slice(&lifetime.stored_ns.to_ne_bytes());
         value[16..20].copy_from_slice(&lifetime.ttl.to_ne_bytes());
-        value[20..22].copy_from_slice(&(data.len() as u16).to_ne_bytes());
-        value[22..24].copy_from_slice(&flags.to_be_bytes());
-        value[24..30].copy_from_slice(&response[6..12]);
+        value[24..26].copy_from_slice(&(data.len() as u16).to_ne_bytes());
+        value[26..28].copy_from_slice(&flags.to_be_bytes());
+        value[28..34].copy_from_slice(&response[6..12]);
         if !lifetime.keep_ttls {
-            value[30] = ttl_offsets.len() as u8;
-            for (slot, at) in value[32..VALUE_HEADER_LEN]
+            value[34] = ttl_offsets.len() as u8;
+            for (slot, at) in value[40..VALUE_HEADER_LEN]
                 .chunks_exact_mut(2)
                 .zip(&ttl_offsets)
             {

@@ -6,7 +6,8 @@
 //! with clang) and its maps; [`Fastpath::attach`] puts it on an interface's ingress (tcx on
 //! kernels ≥ 6.6, a `clsact` qdisc before); [`Fastpath::serve`] names the addresses it
 //! answers for; [`Fastpath::insert`] and [`Fastpath::remove`] fill the answers map with
-//! [`AnswerKey`] and [`Answer`]; [`Fastpath::stats`] sums its per-CPU counters. Dropping a [`Fastpath`] detaches it from every interface.
+//! [`AnswerKey`] and [`Answer`]; [`Fastpath::stats`] sums its per-CPU counters and
+//! [`Fastpath::hits`] an entry's. Dropping a [`Fastpath`] detaches it from every interface.
 //! Design, limits and what is left: docs/FASTPATH.md.
 
 #![forbid(unsafe_code)]
@@ -15,8 +16,8 @@ mod layout;
 mod loader;
 
 pub use layout::{
-    Answer, AnswerKey, KEY_LEN, KEY_QNAME_LEN, Lifetime, MAX_ANSWER_DATA, MAX_TTLS, QueryBits,
-    VALUE_HEADER_LEN, VALUE_LEN, boot_time_ns,
+    Answer, AnswerKey, KEY_LEN, KEY_QNAME_LEN, Lifetime, MAX_ANSWER_DATA, MAX_ENTRIES, MAX_TTLS,
+    QueryBits, VALUE_HEADER_LEN, VALUE_LEN, boot_time_ns,
 };
 pub use loader::{Fastpath, OBJECT, Stats};
 
@@ -55,6 +56,9 @@ pub enum Error {
     /// A key or answer cannot be laid out (a malformed name or response, an answer too long).
     #[error("{0}")]
     Layout(String),
+    /// The answers map holds [`MAX_ENTRIES`] entries already.
+    #[error("the fast path's answers map is full ({MAX_ENTRIES} entries)")]
+    Full,
     /// The network namespace of an attachment cannot be opened or joined.
     #[error("network namespace: {0}")]
     Namespace(std::io::Error),

@@ -12,7 +12,7 @@ use aya::util::KernelVersion;
 use nix::sched::{CloneFlags, setns};
 
 use crate::Error;
-use crate::layout::{Answer, AnswerKey, KEY_LEN, VALUE_LEN};
+use crate::layout::{Answer, AnswerKey, KEY_LEN, MAX_ENTRIES, VALUE_LEN, VALUE_SLOT};
 
 /// The compiled program (clang `-O2 -g -target bpf`), when built with the `bpf` feature.
 #[cfg(feature = "bpf")]
@@ -25,6 +25,15 @@ const PROGRAM: &str = "shardns_fastpath";
 const ANSWERS: &str = "FP_ANSWERS";
 const ADDRESSES: &str = "FP_ADDRS";
 const STATS: &str = "FP_STATS";
+const HITS: &str = "FP_HITS";
+
+/// An entry's hit counter in `FP_HITS`.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    index: u32,
+    /// The counter's sum when the slot was given the entry (slots are reused).
+    baseline: u64,
+}
 
 /// The program's counters, summed over CPUs (indices as `STAT_*` in the C source).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,6 +60,11 @@ pub struct Fastpath {
     answers: HashMap<MapData, [u8; KEY_LEN], [u8; VALUE_LEN]>,
     addresses: HashMap<MapData, [u8; 8], u8>,
     stats: PerCpuArray<MapData, u64>,
+    hits: PerCpuArray<MapData, u64>,
+    /// Each entry's hit counter slot, and the slot's count when it was given the entry.
+    slots: std::collections::HashMap<[u8; KEY_LEN], Slot>,
+    /// Slots no entry holds.
+    free_slots: Vec<u32>,
     attached: Vec<Attachment>,
     // Last: dropping it closes the program (a tcx link goes with it; a netlink filter does
     // not, hence the Drop impl).
@@ -93,6 +107,7 @@ impl Fastpath {
         let addresses =
             HashMap::try_from(ebpf.take_map(ADDRESSES).ok_or(Error::Missing(ADDRESSES))?)?;
         let stats = PerCpuArray::try_from(ebpf.take_map(STATS).ok_or(Error::Missing(STATS))?)?;
+        let hits = PerCpuArray::try_from(ebpf.take_map(HITS).ok_or(Error::Missing(HITS))?)?;
         let program: &mut SchedClassifier = ebpf
             .program_mut(PROGRAM)
             .ok_or(Error::Missing(PROGRAM))?
@@ -102,6 +117,9 @@ impl Fastpath {
             answers,
             addresses,
             stats,
+            hits,
+            slots: std::collections::HashMap::new(),
+            free_slots: (0..MAX_ENTRIES).rev().collect(),
             attached: Vec::new(),
             ebpf,
         })
@@ -226,23 +244,72 @@ impl Fastpath {
         Ok(())
     }
 
-    /// Puts (or replaces) the answer for `key`.
+    /// Puts (or replaces) the answer for `key`. A new entry gets a hit counter slot of its
+    /// own (a replaced one keeps its slot and count); [`Error::Full`] when all
+    /// [`MAX_ENTRIES`] are taken.
     pub fn insert(&mut self, key: &AnswerKey, answer: &Answer) -> Result<(), Error> {
-        self.answers.insert(key.bytes(), answer.bytes(), 0)?;
+        let existing = self.slots.get(key.bytes()).copied();
+        let slot = match existing {
+            Some(slot) => slot,
+            None => {
+                let index = self.free_slots.pop().ok_or(Error::Full)?;
+                match self.hit_count(index) {
+                    Ok(baseline) => Slot { index, baseline },
+                    Err(error) => {
+                        self.free_slots.push(index);
+                        return Err(error);
+                    }
+                }
+            }
+        };
+        let mut value = *answer.bytes();
+        value[VALUE_SLOT].copy_from_slice(&slot.index.to_ne_bytes());
+        if let Err(error) = self.answers.insert(key.bytes(), value, 0) {
+            if existing.is_none() {
+                self.free_slots.push(slot.index);
+            }
+            return Err(error.into());
+        }
+        self.slots.insert(*key.bytes(), slot);
         Ok(())
     }
 
     /// Removes the answer for `key`; `false` when there was none.
     pub fn remove(&mut self, key: &AnswerKey) -> Result<bool, Error> {
-        match self.answers.remove(key.bytes()) {
-            Ok(()) => Ok(true),
+        let removed = match self.answers.remove(key.bytes()) {
+            Ok(()) => true,
             Err(MapError::SyscallError(SyscallError { io_error, .. }))
                 if io_error.kind() == std::io::ErrorKind::NotFound =>
             {
-                Ok(false)
+                false
             }
-            Err(error) => Err(error.into()),
+            Err(error) => return Err(error.into()),
+        };
+        if let Some(slot) = self.slots.remove(key.bytes()) {
+            self.free_slots.push(slot.index);
         }
+        Ok(removed)
+    }
+
+    /// How many queries the entry for `key` has answered since it was inserted (replacing
+    /// it keeps the count); `None` when there is no entry.
+    pub fn hits(&self, key: &AnswerKey) -> Result<Option<u64>, Error> {
+        let Some(slot) = self.slots.get(key.bytes()) else {
+            return Ok(None);
+        };
+        Ok(Some(
+            self.hit_count(slot.index)?.wrapping_sub(slot.baseline),
+        ))
+    }
+
+    /// A slot's counter summed over CPUs.
+    fn hit_count(&self, index: u32) -> Result<u64, Error> {
+        Ok(self
+            .hits
+            .get(&index, 0)?
+            .iter()
+            .copied()
+            .fold(0, u64::wrapping_add))
     }
 
     /// The counters, summed over CPUs.

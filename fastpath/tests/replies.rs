@@ -187,4 +187,21 @@ fn ttls_are_the_lifetime_left_and_the_counters_move() {
             errors: 0,
         }
     );
+
+    // The entry's own count: the two hits (replacing it kept the count).
+    assert_eq!(node.fastpath.hits(&key).unwrap(), Some(2));
+    assert!(node.fastpath.remove(&key).unwrap());
+    assert_eq!(node.fastpath.hits(&key).unwrap(), None);
+    // Another entry takes the freed slot and counts from 0.
+    let other = plain_key("other.fastpath.test.", RecordType::A);
+    let answer = Answer::new(
+        &two_addresses("other.fastpath.test."),
+        Lifetime::from_now(60).unwrap(),
+    )
+    .unwrap();
+    node.fastpath.insert(&other, &answer).unwrap();
+    assert_eq!(node.fastpath.hits(&other).unwrap(), Some(0));
+    let query = plain("Other.fastpath.test.", RecordType::A, 13);
+    assert!(node.ask(&query, REPLY).is_some());
+    assert_eq!(node.fastpath.hits(&other).unwrap(), Some(1));
 }

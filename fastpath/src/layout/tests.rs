@@ -104,13 +104,14 @@ fn answer_holds_lifetime_flags_counts_ttl_offsets_and_the_bytes_after_the_questi
     assert_eq!(u64_at(8), 5_000_000_000, "stored at");
     assert_eq!(u32::from_ne_bytes(bytes[16..20].try_into().unwrap()), 300);
     let data = &response[QUESTION_END..];
-    assert_eq!(usize::from(u16_at(20)), data.len());
+    assert_eq!(&bytes[20..24], &[0; 4], "the slot is the loader's");
+    assert_eq!(usize::from(u16_at(24)), data.len());
     // RD (0x0100) and CD (0x0010) are the client's: cleared here.
-    assert_eq!(&bytes[22..24], &[0x84, 0x80]);
-    assert_eq!(&bytes[24..30], &[0, 2, 0, 0, 0, 1]);
+    assert_eq!(&bytes[26..28], &[0x84, 0x80]);
+    assert_eq!(&bytes[28..34], &[0, 2, 0, 0, 0, 1]);
     // Two TTLs (the OPT's "TTL" is its flags: not one), at 6 and 22 in the data.
-    assert_eq!(bytes[30], 2);
-    assert_eq!((u16_at(32), u16_at(34), u16_at(36)), (6, 22, 0));
+    assert_eq!(bytes[34], 2);
+    assert_eq!((u16_at(40), u16_at(42), u16_at(44)), (6, 22, 0));
     assert_eq!(&data[6..10], &300u32.to_be_bytes());
     assert_eq!(
         &bytes[VALUE_HEADER_LEN..VALUE_HEADER_LEN + data.len()],
@@ -130,7 +131,7 @@ fn answer_holds_lifetime_flags_counts_ttl_offsets_and_the_bytes_after_the_questi
         },
     )
     .unwrap();
-    assert_eq!(kept.bytes()[30], 0, "keepttl: no TTL to rewrite");
+    assert_eq!(kept.bytes()[34], 0, "keepttl: no TTL to rewrite");
 }
 
 #[test]
