@@ -51,6 +51,7 @@ try "opcode accepted" $F '(DNS_QR | DNS_OPCODE | DNS_AA' '(DNS_QR | DNS_AA'
 try "OPT version ignored" $F 'opt[5] != 0 || opt[6] != 0 ||' 'opt[5] != 0 ||'
 try "entry hits not counted" $F '		*hits += 1;' '		*hits += 0;'
 try "slot baseline ignored" $L '.wrapping_sub(slot.baseline)' '.wrapping_sub(0 * slot.baseline)'
+try "leftovers kept" $L '        match tc::qdisc_detach_program(interface, TcAttachType::Ingress, PROGRAM) {' '        match Err::<(), _>(tc::TcError::IoError(std::io::ErrorKind::NotFound.into())) {'
 try "drop leaves netlink filters" $L '        for attachment in std::mem::take(&mut self.attached) {' '        for attachment in Vec::<Attachment>::new() {'
 try "detach outside the namespace" $L '                    setns(&attachment.netns, CloneFlags::CLONE_NEWNET)' '                    Ok::<(), nix::Error>(())'
 echo "== intact"

@@ -197,6 +197,26 @@ impl Fastpath {
         Ok(names)
     }
 
+    /// Removes the `tc` filters of this program (by its name) that a process killed before it
+    /// could detach left on `interface`'s ingress (kernels before 6.6, or
+    /// [`Fastpath::attach_netlink`]; a tcx link goes with its process), in the calling
+    /// thread's network namespace. Also removes this process's own netlink attachments
+    /// there: call it before attaching, and never while another live process (an upgrade's
+    /// predecessor) serves through such a filter. `false` when there was none.
+    pub fn remove_leftovers(interface: &str) -> Result<bool, Error> {
+        match tc::qdisc_detach_program(interface, TcAttachType::Ingress, PROGRAM) {
+            Ok(()) => Ok(true),
+            Err(tc::TcError::IoError(error)) if error.kind() == std::io::ErrorKind::NotFound => {
+                Ok(false)
+            }
+            // No clsact qdisc on the interface: nothing can be attached there.
+            Err(tc::TcError::NetlinkError(error)) if matches!(error.raw_os_error(), Some(code) if code == libc_einval() || code == libc_enoent()) => {
+                Ok(false)
+            }
+            Err(error) => Err(Error::Program(error.into())),
+        }
+    }
+
     /// Detaches the program from `interface`.
     pub fn detach(&mut self, interface: &str) -> Result<(), Error> {
         let at = self
@@ -332,6 +352,16 @@ impl Fastpath {
             .ok_or(Error::Missing(PROGRAM))?
             .try_into()?)
     }
+}
+
+/// EINVAL, which netlink answers for filters of an interface without a `clsact` qdisc.
+fn libc_einval() -> i32 {
+    nix::errno::Errno::EINVAL as i32
+}
+
+/// ENOENT.
+fn libc_enoent() -> i32 {
+    nix::errno::Errno::ENOENT as i32
 }
 
 /// EEXIST, which netlink answers when the interface already has a `clsact` qdisc.

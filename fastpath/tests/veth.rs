@@ -328,3 +328,35 @@ fn an_interface_with_another_program_is_refused_unless_told() {
         .unwrap();
     assert_eq!(programs.len(), 2, "{programs:?}");
 }
+
+/// A process killed while attached through netlink (kernels before 6.6) leaves its filter,
+/// which keeps answering from its map; `remove_leftovers` takes it away.
+#[test]
+fn a_killed_processs_netlink_filter_is_removed() {
+    let Some(mut node) = Node::start("leftover") else {
+        return;
+    };
+    let key = plain_key(CACHED, RecordType::A);
+    let answer = Answer::new(&two_addresses(CACHED), Lifetime::from_now(300).unwrap()).unwrap();
+    node.fastpath.insert(&key, &answer).unwrap();
+    let query = plain(CACHED_MIXED, RecordType::A, 21);
+    let asked = |node: &Node| addresses(&node.ask(&query, REPLY).expect("no answer"));
+    let removed = node.node.run(|_| Fastpath::remove_leftovers("veth-node"));
+    assert!(!removed.unwrap(), "a leftover before anything was attached");
+
+    node.attach_by(true);
+    assert_eq!(asked(&node), ["192.0.2.1", "192.0.2.2"]);
+    // "Killed": the loader is never dropped, so it never detaches.
+    let fresh = Fastpath::load().unwrap();
+    std::mem::forget(std::mem::replace(&mut node.fastpath, fresh));
+    assert_eq!(
+        asked(&node),
+        ["192.0.2.1", "192.0.2.2"],
+        "the leftover filter answers"
+    );
+    let removed = node.node.run(|_| Fastpath::remove_leftovers("veth-node"));
+    assert!(removed.unwrap(), "no leftover found");
+    assert_eq!(asked(&node), ["192.0.2.99"], "Unbound again");
+    let removed = node.node.run(|_| Fastpath::remove_leftovers("veth-node"));
+    assert!(!removed.unwrap(), "a leftover after removing them");
+}
