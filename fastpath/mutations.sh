@@ -52,6 +52,8 @@ try "OPT version ignored" $F 'opt[5] != 0 || opt[6] != 0 ||' 'opt[5] != 0 ||'
 try "entry hits not counted" $F '		*hits += 1;' '		*hits += 0;'
 try "slot baseline ignored" $L '.wrapping_sub(slot.baseline)' '.wrapping_sub(0 * slot.baseline)'
 try "leftovers kept" $L '        match tc::qdisc_detach_program(interface, TcAttachType::Ingress, PROGRAM) {' '        match Err::<(), _>(tc::TcError::IoError(std::io::ErrorKind::NotFound.into())) {'
+try "cookie refused" $F '			opt_len = OPT_LEN + COOKIE_OPTION_LEN;' '			opt_len = OPT_LEN + 0 * COOKIE_OPTION_LEN;'
+try "cookie length unchecked" $F 'probe[13] == 0 && probe[14] == COOKIE_OPTION_LEN - 4)' 'probe[13] == 0)'
 try "drop leaves netlink filters" $L '        for attachment in std::mem::take(&mut self.attached) {' '        for attachment in Vec::<Attachment>::new() {'
 try "detach outside the namespace" $L '                    setns(&attachment.netns, CloneFlags::CLONE_NEWNET)' '                    Ok::<(), nix::Error>(())'
 echo "== intact"

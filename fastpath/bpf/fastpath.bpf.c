@@ -29,6 +29,10 @@
 #define FP_MAX_TTLS 32
 #define FP_MAX_ENTRIES 8192
 #define OPT_LEN 11
+// A COOKIE option (code 10) holding a client cookie alone (8 bytes, RFC 7873), as dig and
+// BIND send it: the socket path ignores EDNS options, so its answer is the same.
+#define COOKIE_OPTION 10
+#define COOKIE_OPTION_LEN 12
 #define OPT_TYPE 41
 #define CLASS_IN 1
 #define UDP_LIMIT_PLAIN 512
@@ -178,7 +182,7 @@ int shardns_fastpath(struct __sk_buff *skb)
 	if (ip_len != skb->len - ETH_HLEN || udp_len != ip_len - 20)
 		return TC_ACT_OK;
 	__u32 dns_len = udp_len - 8;
-	if (dns_len > DNS_HEADER_LEN + QNAME_MAX + 4 + OPT_LEN)
+	if (dns_len > DNS_HEADER_LEN + QNAME_MAX + 4 + OPT_LEN + COOKIE_OPTION_LEN)
 		return TC_ACT_OK;
 
 	__u8 *dns = data + DNS_OFF;
@@ -190,9 +194,22 @@ int shardns_fastpath(struct __sk_buff *skb)
 	    dns[11] > 1)
 		return TC_ACT_OK;
 	__u32 opt_len = dns[11] ? OPT_LEN : 0;
+	if (opt_len && dns_len >= DNS_HEADER_LEN + 1 + 4 + OPT_LEN + COOKIE_OPTION_LEN) {
+		// An OPT record ending the message with one client cookie option? (If not, the OPT
+		// record must be 11 bytes with no option: checked below.)
+		__u8 probe[OPT_LEN + 4];
+		if (bpf_skb_load_bytes(skb, DNS_OFF + dns_len - OPT_LEN - COOKIE_OPTION_LEN, probe,
+				       sizeof(probe)))
+			return TC_ACT_OK;
+		if (probe[0] == 0 && probe[1] == 0 && probe[2] == OPT_TYPE && probe[9] == 0 &&
+		    probe[10] == COOKIE_OPTION_LEN && probe[11] == 0 && probe[12] == COOKIE_OPTION &&
+		    probe[13] == 0 && probe[14] == COOKIE_OPTION_LEN - 4)
+			opt_len = OPT_LEN + COOKIE_OPTION_LEN;
+	}
 
 	// The question is all that follows the header but the OPT record, so its name is the
-	// message's length less the header, qtype, qclass and OPT: no walk over the labels. A
+	// message's length less the header, qtype, qclass and OPT: no walk over the labels. (With
+	// a cookie the same holds: were the name longer, its first bytes would not end a name.) A
 	// malformed name cannot hit: a stored name is well-formed, and lower-casing leaves length
 	// bytes (at most 63, below 'A') as they are, so a query whose lower-cased bytes equal a
 	// stored name has that name's labels.
@@ -216,7 +233,7 @@ int shardns_fastpath(struct __sk_buff *skb)
 	for (__u32 i = 0; i < KEY_QNAME_LEN; i++)
 		key.qname[i] = to_lower(key.qname[i]);
 
-	__u8 tail[4 + OPT_LEN]; // qtype, qclass, then the OPT record if any
+	__u8 tail[4 + OPT_LEN + COOKIE_OPTION_LEN]; // qtype, qclass, the OPT record if any
 	__builtin_memset(tail, 0, sizeof(tail));
 	if (bpf_skb_load_bytes(skb, QNAME_OFF + qlen, tail, 4 + opt_len))
 		return TC_ACT_OK;
@@ -227,9 +244,10 @@ int shardns_fastpath(struct __sk_buff *skb)
 	__u32 limit = UDP_LIMIT_PLAIN;
 	if (opt_len) {
 		__u8 *opt = tail + 4;
-		// Root owner, type OPT, extended RCODE 0, version 0, no options (RDLENGTH 0).
+		// Root owner, type OPT, extended RCODE 0, version 0, no option or the cookie.
+		__u32 rdlength = opt_len - OPT_LEN;
 		if (opt[0] != 0 || opt[1] != 0 || opt[2] != OPT_TYPE || opt[5] != 0 || opt[6] != 0 ||
-		    opt[9] != 0 || opt[10] != 0)
+		    opt[9] != 0 || opt[10] != rdlength)
 			return TC_ACT_OK;
 		__u32 payload = ((__u32)opt[3] << 8) | opt[4];
 		if (payload > limit)

@@ -42,17 +42,24 @@ fn the_answer_is_the_socket_paths() {
         return;
     };
     node.attach();
-    let cases: &[(&str, RecordType, bool)] = &[
-        ("MuLtI.fastpath.TEST.", RecordType::A, false),
-        ("multi.fastpath.test.", RecordType::A, true),
-        ("AliaS.FastPath.Test.", RecordType::A, false),
-        ("alias.fastpath.test.", RecordType::A, true),
-        ("cached.FASTPATH.test.", RecordType::AAAA, false), // NODATA: SOA in authority
-        ("NoSuch.fastpath.test.", RecordType::A, true),     // NXDOMAIN
-        ("other.fastpath.test.", RecordType::TXT, true),
+    // (name, type, EDNS, a client cookie)
+    let cases: &[(&str, RecordType, bool, bool)] = &[
+        ("MuLtI.fastpath.TEST.", RecordType::A, false, false),
+        ("multi.fastpath.test.", RecordType::A, true, false),
+        ("MULTI.fastpath.test.", RecordType::A, true, true),
+        ("AliaS.FastPath.Test.", RecordType::A, false, false),
+        ("alias.fastpath.test.", RecordType::A, true, false),
+        ("cached.FASTPATH.test.", RecordType::AAAA, false, false), // NODATA: SOA in authority
+        ("NoSuch.fastpath.test.", RecordType::A, true, false),     // NXDOMAIN
+        ("nosuch.FASTPATH.test.", RecordType::A, true, true),
+        ("other.fastpath.test.", RecordType::TXT, true, false),
     ];
-    for (index, &(name, rtype, with_edns)) in cases.iter().enumerate() {
-        let build = if with_edns { edns } else { plain };
+    for (index, &(name, rtype, with_edns, cookie)) in cases.iter().enumerate() {
+        let build = |name: &str, rtype, id| match (with_edns, cookie) {
+            (false, _) => plain(name, rtype, id),
+            (true, false) => edns(name, rtype, id),
+            (true, true) => with_cookie(edns(name, rtype, id)),
+        };
         let id = 0x4000 + index as u16;
         // Warm: the socket path's reply to a lower-cased query with another ID.
         let warm_query = build(&name.to_ascii_lowercase(), rtype, id ^ 0xff);
@@ -79,7 +86,7 @@ fn the_answer_is_the_socket_paths() {
         let fast = node.ask(&query, REPLY);
         node.block_sockets(false);
         let fast = fast.unwrap_or_else(|| panic!("{name} {rtype}: no answer from the program"));
-        let what = format!("{name} {rtype} (EDNS {with_edns})");
+        let what = format!("{name} {rtype} (EDNS {with_edns}, cookie {cookie})");
         assert_eq!(
             fast,
             rendered_for(&warm, &query),

@@ -86,6 +86,27 @@ fn a_hit_is_answered_in_the_kernel_with_the_clients_id_and_case() {
             && output.contains("192.0.2.2"),
         "{output}"
     );
+    // dig's default query: EDNS, AD and a client cookie.
+    let dig_edns_key = AnswerKey::new(
+        BLOCK,
+        &wire_name(CACHED),
+        RecordType::A.into(),
+        QueryBits {
+            edns: true,
+            authentic_data: true,
+            ..QueryBits::default()
+        },
+    )
+    .unwrap();
+    let edns_answer = with_opt(&two_addresses(CACHED));
+    let edns_answer = Answer::new(&edns_answer, Lifetime::from_now(300).unwrap()).unwrap();
+    node.fastpath.insert(&dig_edns_key, &edns_answer).unwrap();
+    let output = node.dig(&[], "CACHED.fastpath.test").unwrap();
+    assert!(
+        output.contains("CACHED.fastpath.test.\t300\tIN\tA\t192.0.2.1")
+            && output.contains("; EDNS: version: 0, flags:; udp: 1232"),
+        "{output}"
+    );
     // dig's AD bit is part of the key: without the AD entry, nothing answers it.
     assert!(node.fastpath.remove(&dig_key).unwrap());
     let unanswered = node.dig(&["+noedns"], "cAcHeD.fastpath.test");
@@ -128,6 +149,38 @@ fn misses_and_removed_entries_are_left_to_the_socket_path() {
         AnswerKey::new(BLOCK, &wire_name(CACHED), RecordType::A.into(), edns_bits).unwrap();
     node.fastpath.insert(&edns_key, &answer).unwrap();
     assert!(node.ask(&edns(CACHED, RecordType::A, 5), REPLY).is_some());
+    // A client cookie is answered (the socket path ignores options); another option beside
+    // it is not, nor a longer (server) cookie.
+    let cookie = with_cookie(edns(CACHED_MIXED, RecordType::A, 9));
+    assert!(node.ask(&cookie, REPLY).is_some(), "a client cookie passed");
+    let mut padded = cookie.clone();
+    let rdlength = padded.len() - 12 - 1;
+    padded[rdlength] = 16;
+    padded.extend_from_slice(&[0, 12, 0, 0]);
+    assert_eq!(
+        node.ask(&padded, SILENCE),
+        None,
+        "cookie and padding answered"
+    );
+    let mut server_cookie = cookie.clone();
+    server_cookie[rdlength] = 28;
+    server_cookie[rdlength + 4] = 24;
+    server_cookie.extend_from_slice(&[0x5e; 16]);
+    assert_eq!(
+        node.ask(&server_cookie, SILENCE),
+        None,
+        "a server cookie answered"
+    );
+    // Twelve option bytes, but a 4-byte cookie and a padding option.
+    let mut short_cookie = cookie.clone();
+    short_cookie[rdlength + 4] = 4;
+    let end = short_cookie.len();
+    short_cookie[end - 4..].copy_from_slice(&[0, 12, 0, 0]);
+    assert_eq!(
+        node.ask(&short_cookie, SILENCE),
+        None,
+        "a 4-byte cookie answered"
+    );
     // An EDNS query saying ARCOUNT 2 (its OPT record is all there is).
     let mut two_additional = edns(CACHED, RecordType::A, 8);
     two_additional[11] = 2;

@@ -18,7 +18,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::{A, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use shardns_e2e::client::{
@@ -189,6 +189,21 @@ pub fn edns(name: &str, rtype: RecordType, id: u16) -> Vec<u8> {
     in_case_of(name, query_message(name, rtype, id).to_vec().unwrap())
 }
 
+/// `query` (an EDNS query whose OPT record, with no option, ends it) with a COOKIE option
+/// holding an 8-byte client cookie, as dig and BIND send.
+pub fn with_cookie(mut query: Vec<u8>) -> Vec<u8> {
+    let opt = query.len() - 11;
+    assert_eq!(
+        &query[opt..opt + 3],
+        &[0, 0, 41],
+        "no OPT record at the end"
+    );
+    assert_eq!(&query[opt + 9..], &[0, 0], "the OPT record has options");
+    query[opt + 10] = 12;
+    query.extend_from_slice(&[0, 10, 0, 8, 0xc0, 0x0c, 0x1e, 0x55, 0xa1, 0x7e, 0xd0, 0x0d]);
+    query
+}
+
 /// `query` with its question's name in `name`'s case: hickory-proto writes names lower-cased.
 pub fn in_case_of(name: &str, mut query: Vec<u8>) -> Vec<u8> {
     let wire = wire_name(name);
@@ -231,6 +246,15 @@ pub fn addresses_of(name: &str, lasts: &[u8]) -> Vec<u8> {
             RData::A(A::new(192, 0, 2, last)),
         ));
     }
+    message.to_vec().unwrap()
+}
+
+/// `response` with an OPT record (payload 1232, no DO), as the socket path answers EDNS.
+pub fn with_opt(response: &[u8]) -> Vec<u8> {
+    let mut message = Message::from_vec(response).unwrap();
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232).set_version(0);
+    message.set_edns(edns);
     message.to_vec().unwrap()
 }
 
