@@ -2,7 +2,7 @@
 # Mutation check of the fast path: breaks one thing at a time (the program or the loader),
 # runs the crate's tests (root, --features bpf), restores the file. Every breakage must make at
 # least one test fail; the last lines run them intact. The broken file is copied back after
-# each try, and on exit or interruption. ~3 min.
+# each try, and on exit or interruption. ~5 min; exits 1 when a breakage is not caught or its pattern is gone.
 set -u
 keep=$(mktemp)
 broken=""
@@ -10,13 +10,27 @@ trap '[ -n "$broken" ] && cp "$keep" "$broken"; rm -f "$keep"' EXIT
 trap 'exit 130' INT TERM
 cd "$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"
 F=fastpath/bpf/fastpath.bpf.c; L=fastpath/src/loader.rs
+missed=0
+caught=0
 try() {
   cp "$2" "$keep"
   broken=$2
-  python3 -c "
-import sys; p,o,n=sys.argv[1:4]; s=open(p).read(); assert o in s, o; open(p,'w').write(s.replace(o,n,1))" "$2" "$3" "$4" || { echo "PATTERN MISSING: $1"; return; }
+  if ! python3 -c "
+import sys; p,o,n=sys.argv[1:4]; s=open(p).read(); assert o in s, o; open(p,'w').write(s.replace(o,n,1))" "$2" "$3" "$4"; then
+    echo "PATTERN MISSING: $1"
+    missed=$((missed + 1))
+    broken=""
+    return
+  fi
   echo "== $1"
-  cargo test -p shardns-fastpath --features bpf --tests 2>&1 | grep -E "^test .*FAILED|test result|^error: failed to run custom"
+  out=$(cargo test -p shardns-fastpath --features bpf --tests 2>&1)
+  echo "$out" | grep -E "^test .*FAILED|test result|^error: failed to run custom"
+  if echo "$out" | grep -q "^test .*FAILED"; then
+    caught=$((caught + 1))
+  else
+    echo "NOT CAUGHT: $1"
+    missed=$((missed + 1))
+  fi
   cp "$keep" "$2"
   broken=""
 }
@@ -42,7 +56,7 @@ try "block not in key" $F '	key.block = *block;' '	key.block = 7;'
 try "no decay" $F '	__u32 ttl_be = bpf_htonl(remaining);' '	__u32 ttl_be = bpf_htonl(value->ttl + 0 * remaining);'
 try "hits not counted" $F '	count(STAT_HIT);' ''
 try "no redirect" $F '	return bpf_redirect(skb->ifindex, 0);' '	return TC_ACT_OK;'
-try "detach does nothing" $L '        self.program()?.detach(link)?;' '        let _ = link;'
+try "detach does nothing" $L '                    program.detach(attachment.link)?;' '                    let _ = (&program, attachment.link);'
 try "occupied check skipped" $L '        if !others.is_empty() {' '        if !others.is_empty() && others.is_empty() {'
 try "Z bit accepted" $F '(DNS_QR | DNS_OPCODE | DNS_AA | DNS_TC | DNS_Z | DNS_RCODE)' '(DNS_QR | DNS_OPCODE | DNS_AA | DNS_TC | DNS_RCODE)'
 try "ANCOUNT ignored" $F '	if (dns[4] || dns[5] != 1 || dns[6] || dns[7] ||' '	if (dns[4] || dns[5] != 1 ||'
@@ -57,5 +71,7 @@ try "cookie length unchecked" $F 'probe[13] == 0 && probe[14] == COOKIE_OPTION_L
 try "drop leaves netlink filters" $L '        for attachment in std::mem::take(&mut self.attached) {' '        for attachment in Vec::<Attachment>::new() {'
 try "detach outside the namespace" $L '                    setns(&attachment.netns, CloneFlags::CLONE_NEWNET)' '                    Ok::<(), nix::Error>(())'
 echo "== intact"
-git status --short
-cargo test -p shardns-fastpath --features bpf --tests 2>&1 | grep -E "test result"
+git status --short fastpath
+cargo test -p shardns-fastpath --features bpf --tests 2>&1 | grep -E "test result|FAILED"
+echo "$caught breakages caught, $missed missed or stale"
+[ "$missed" -eq 0 ]
