@@ -3,7 +3,8 @@
 # (tests/, package shardns-e2e), which drive the real shardns binary against a real
 # Unbound and use dig, check the metrics page with Prometheus's promtool, and set up nodes
 # in network namespaces with ip and iptables (both iptables-nft and iptables-legacy), see
-# conntrack tables with conntrack, run the image with podman and check the deploy files with
+# conntrack tables with conntrack, build the fast path's BPF program with clang (libbpf-dev's
+# headers), run the image with podman and check the deploy files with
 # yamllint, kubectl kustomize, kubernetes-validate (PyPI) and @grafana/schema (npm).
 # Installs them first when they are missing (as root, from Debian's packages, PyPI and npm).
 set -euo pipefail
@@ -13,11 +14,11 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 
 # kubectl comes from Debian's kubernetes-client where the machine has none of its own; its
 # built-in kustomize renders the overlays offline.
-packages="unbound dnsutils prometheus iproute2 iptables conntrack podman buildah runc containernetworking-plugins fuse-overlayfs slirp4netns uidmap yamllint"
+packages="unbound dnsutils prometheus iproute2 iptables conntrack podman buildah runc containernetworking-plugins fuse-overlayfs slirp4netns uidmap yamllint clang libbpf-dev"
 command -v kubectl >/dev/null 2>&1 || packages="$packages kubernetes-client"
 
 missing=()
-for tool in unbound unbound-control dig promtool ip iptables-nft iptables-legacy conntrack podman buildah runc yamllint kubectl; do
+for tool in unbound unbound-control dig promtool ip iptables-nft iptables-legacy conntrack podman buildah runc yamllint kubectl clang; do
     have "$tool" || missing+=("$tool")
 done
 
@@ -72,13 +73,15 @@ if [ ! -x deploy/grafana/check/node_modules/.bin/tsc ] && command -v npm >/dev/n
     npm ci --no-audit --no-fund --prefix deploy/grafana/check
 fi
 
-# The end-to-end tests run target/<profile>/shardns: build it (and everything) first.
-cargo build --workspace --locked
+# The end-to-end tests run target/<profile>/shardns: build it (and everything) first. The fast
+# path's BPF program (fastpath/, feature `bpf`) is built with clang and tested on veths.
+features="shardns-fastpath/bpf"
+cargo build --workspace --locked --features "$features"
 
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
+cargo test --workspace --locked --no-fail-fast --features "$features" 2>&1 | tee "$log" || status=$?
 
 # cargo's last block is a doc-test run that may hold no test: close on the overall count.
 sum() { sed -nE "s/^test result: .* ([0-9]+) $1.*/\1/p" "$log" | awk '{ s += $1 } END { print s + 0 }'; }
