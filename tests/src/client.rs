@@ -32,7 +32,8 @@ pub fn new_id() -> u16 {
 }
 
 /// A standard query (RD=1) for `name`/`rtype` with the given ID and an EDNS(0) OPT record
-/// advertising 1232 bytes, like a stub resolver sends. The name's case is kept as written.
+/// advertising 1232 bytes, like a stub resolver sends. hickory-proto writes the name
+/// lower-cased whatever its case here: a test of case must set the wire bytes itself.
 pub fn query_message(name: &str, rtype: RecordType, id: u16) -> Message {
     let name = Name::from_str(name).unwrap_or_else(|e| panic!("bad test name {name:?}: {e}"));
     let mut msg = Message::new();
