@@ -17,6 +17,7 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
 #include <linux/udp.h>
 #include <bpf/bpf_endian.h>
@@ -54,11 +55,14 @@
 #define KEY_CD 0x04
 #define KEY_AD 0x08
 
-// Offsets: fixed because IPv4 options are refused.
+// Offsets: fixed because IPv4 options and IPv6 extension headers are refused. IP_HLEN is
+// 20 (IPv4) or 40 (IPv6): a constant in each of handle_ipv4 and handle_ipv6.
 #define IP_OFF ETH_HLEN
-#define UDP_OFF (IP_OFF + 20)
+#define UDP_OFF (IP_OFF + IP_HLEN)
 #define DNS_OFF (UDP_OFF + 8)
 #define QNAME_OFF (DNS_OFF + DNS_HEADER_LEN)
+// The longest UDP segment answered: header, DNS header, name, qtype, qclass, data.
+#define SEGMENT_MAX (8 + DNS_HEADER_LEN + QNAME_MAX + 4 + FP_MAX_DATA)
 
 struct fp_key {
 	__u8 qname[KEY_QNAME_LEN]; // lower-cased wire name, zero-padded
@@ -91,10 +95,11 @@ struct {
 	__type(value, struct fp_value);
 } FP_ANSWERS SEC(".maps");
 
-// A served address and port: the server block answering there.
+// A served address and port: the server block answering there. IPv4 addresses are held
+// IPv4-mapped (::ffff:a.b.c.d), IPv6 addresses as they are.
 struct fp_addr {
-	__u32 addr; // IPv4, network order
-	__u16 port; // network order
+	__u8 addr[16]; // network order
+	__u16 port;    // network order
 	__u16 pad;
 };
 
@@ -128,6 +133,19 @@ struct {
 	__type(value, __u64);
 } FP_HITS SEC(".maps");
 
+// Scratch space for the IPv6 UDP checksum: the reply's UDP segment is copied here (one
+// bpf_skb_load_bytes, whatever the skb's layout) and summed in 512-byte chunks.
+struct fp_scratch {
+	__u8 bytes[4096];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fp_scratch);
+} FP_SCRATCH SEC(".maps");
+
 static __always_inline void count(__u32 stat)
 {
 	__u64 *counter = bpf_map_lookup_elem(&FP_STATS, &stat);
@@ -156,30 +174,91 @@ static __always_inline __u8 to_lower(__u8 c)
 	return c + (((at_least_a & ~past_z) & 1) << 5);
 }
 
-SEC("classifier")
-int shardns_fastpath(struct __sk_buff *skb)
+// Writes the UDP checksum of the segment at udp_off (seg_len bytes, its checksum field 0)
+// with the pseudo-header `pseudo`: the segment is copied to FP_SCRATCH and summed with
+// bpf_csum_diff in 512-byte chunks (a multiple of 4 each, the odd end padded with zeros).
+// 0 on success.
+static __always_inline int udp_checksum6(struct __sk_buff *skb, __u32 udp_off, __u32 seg_len,
+					 void *pseudo, __u32 pseudo_len)
 {
+	__u32 zero = 0;
+	struct fp_scratch *scratch = bpf_map_lookup_elem(&FP_SCRATCH, &zero);
+	if (!scratch || seg_len < 8 || seg_len > SEGMENT_MAX)
+		return -1;
+	__u32 copy_len = seg_len - 1;
+	asm volatile("%0 &= 0x7ff" : "+r"(copy_len));
+	copy_len += 1;
+	if (bpf_skb_load_bytes(skb, udp_off, scratch->bytes, copy_len))
+		return -1;
+	__u32 end = copy_len;
+	asm volatile("%0 &= 0x7ff" : "+r"(end));
+	scratch->bytes[end] = 0;
+	scratch->bytes[end + 1] = 0;
+	scratch->bytes[end + 2] = 0;
+	__u32 padded = (copy_len + 3) & ~3U;
+	__s64 sum = bpf_csum_diff(0, 0, pseudo, pseudo_len, 0);
+	if (sum < 0)
+		return -1;
+#pragma unroll
+	for (__u32 i = 0; i < 3; i++) {
+		__u32 off = i * 512;
+		if (off >= padded)
+			break;
+		__u32 size = padded - off;
+		if (size > 512)
+			size = 512;
+		asm volatile("%0 &= 0x3fc" : "+r"(size));
+		sum = bpf_csum_diff(0, 0, (__be32 *)(scratch->bytes + off), size, (__wsum)sum);
+		if (sum < 0)
+			return -1;
+	}
+	__u32 folded = (__u32)sum;
+	folded = (folded & 0xffff) + (folded >> 16);
+	folded = (folded & 0xffff) + (folded >> 16);
+	__u16 check = ~folded & 0xffff;
+	if (check == 0)
+		check = 0xffff;
+	return bpf_skb_store_bytes(skb, udp_off + 6, &check, 2, 0) ? -1 : 0;
+}
+
+// The whole program for one IP version: IP_HLEN is a constant in each caller.
+static __always_inline int handle(struct __sk_buff *skb, const int v6)
+{
+	const __u32 IP_HLEN = v6 ? 40 : 20;
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 
 	if (data + QNAME_OFF > data_end)
 		return TC_ACT_OK;
 	struct ethhdr *eth = data;
-	if (eth->h_proto != bpf_htons(ETH_P_IP))
-		return TC_ACT_OK;
 	struct iphdr *ip = data + IP_OFF;
-	if (ip->version != 4 || ip->ihl != 5 || ip->protocol != IPPROTO_UDP)
-		return TC_ACT_OK;
-	if (ip->frag_off & bpf_htons(0x3fff)) // MF or a fragment offset
-		return TC_ACT_OK;
+	struct ipv6hdr *ip6 = data + IP_OFF;
 	struct udphdr *udp = data + UDP_OFF;
-	struct fp_addr served = {.addr = ip->daddr, .port = udp->dest, .pad = 0};
+	struct fp_addr served;
+	__builtin_memset(&served, 0, sizeof(served));
+	served.port = udp->dest;
+	__u32 ip_len; // the IP packet's length (IPv6: header included, as IPv4's total length)
+	if (v6) {
+		// Version 6, no extension header (next header UDP), not a jumbogram.
+		if ((ip6->version) != 6 || ip6->nexthdr != IPPROTO_UDP)
+			return TC_ACT_OK;
+		__builtin_memcpy(served.addr, &ip6->daddr, 16);
+		ip_len = bpf_ntohs(ip6->payload_len) + 40;
+	} else {
+		if (ip->version != 4 || ip->ihl != 5 || ip->protocol != IPPROTO_UDP)
+			return TC_ACT_OK;
+		if (ip->frag_off & bpf_htons(0x3fff)) // MF or a fragment offset
+			return TC_ACT_OK;
+		served.addr[10] = 0xff;
+		served.addr[11] = 0xff;
+		__builtin_memcpy(served.addr + 12, &ip->daddr, 4);
+		ip_len = bpf_ntohs(ip->tot_len);
+	}
 	__u8 *block = bpf_map_lookup_elem(&FP_ADDRS, &served);
 	if (!block)
 		return TC_ACT_OK;
-	__u32 ip_len = bpf_ntohs(ip->tot_len);
 	__u32 udp_len = bpf_ntohs(udp->len);
-	if (ip_len != skb->len - ETH_HLEN || udp_len != ip_len - 20)
+	if (ip_len != skb->len - ETH_HLEN || udp_len != ip_len - IP_HLEN)
 		return TC_ACT_OK;
 	__u32 dns_len = udp_len - 8;
 	if (dns_len > DNS_HEADER_LEN + QNAME_MAX + 4 + OPT_LEN + COOKIE_OPTION_LEN)
@@ -319,6 +398,7 @@ int shardns_fastpath(struct __sk_buff *skb)
 	}
 	eth = data;
 	ip = data + IP_OFF;
+	ip6 = data + IP_OFF;
 	udp = data + UDP_OFF;
 	dns = data + DNS_OFF;
 
@@ -327,13 +407,21 @@ int shardns_fastpath(struct __sk_buff *skb)
 	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
 	__builtin_memcpy(eth->h_dest, mac, ETH_ALEN);
 
-	__u32 addr = ip->saddr;
-	ip->saddr = ip->daddr;
-	ip->daddr = addr;
-	ip->tot_len = bpf_htons(new_len - ETH_HLEN);
-	ip->ttl = 64;
-	ip->check = 0;
-	ip->check = ipv4_checksum(ip);
+	if (v6) {
+		struct in6_addr addr6 = ip6->saddr;
+		ip6->saddr = ip6->daddr;
+		ip6->daddr = addr6;
+		ip6->payload_len = bpf_htons(new_len - ETH_HLEN - 40);
+		ip6->hop_limit = 64;
+	} else {
+		__u32 addr = ip->saddr;
+		ip->saddr = ip->daddr;
+		ip->daddr = addr;
+		ip->tot_len = bpf_htons(new_len - ETH_HLEN);
+		ip->ttl = 64;
+		ip->check = 0;
+		ip->check = ipv4_checksum(ip);
+	}
 
 	__u16 port = udp->source;
 	udp->source = udp->dest;
@@ -345,12 +433,55 @@ int shardns_fastpath(struct __sk_buff *skb)
 	dns[3] = rflags & 0xff;
 	__builtin_memcpy(dns + 6, value->counts, 6);
 
+	// IPv6: the UDP checksum is mandatory (IPv4 keeps 0, "none").
+	if (v6) {
+		struct {
+			struct in6_addr saddr;
+			struct in6_addr daddr;
+			__u32 len;
+			__u32 next;
+		} pseudo;
+		pseudo.saddr = ip6->saddr;
+		pseudo.daddr = ip6->daddr;
+		pseudo.len = bpf_htonl(new_len - UDP_OFF);
+		pseudo.next = bpf_htonl(IPPROTO_UDP);
+		if (udp_checksum6(skb, UDP_OFF, new_len - UDP_OFF, &pseudo, sizeof(pseudo))) {
+			count(STAT_ERROR);
+			return TC_ACT_SHOT;
+		}
+	}
+
 	count(STAT_HIT);
 	__u32 slot = value->slot;
 	__u64 *hits = bpf_map_lookup_elem(&FP_HITS, &slot);
 	if (hits)
 		*hits += 1;
 	return bpf_redirect(skb->ifindex, 0);
+}
+
+static __attribute__((noinline)) int handle_ipv4(struct __sk_buff *skb)
+{
+	return handle(skb, 0);
+}
+
+static __attribute__((noinline)) int handle_ipv6(struct __sk_buff *skb)
+{
+	return handle(skb, 1);
+}
+
+SEC("classifier")
+int shardns_fastpath(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	if (data + ETH_HLEN > data_end)
+		return TC_ACT_OK;
+	struct ethhdr *eth = data;
+	if (eth->h_proto == bpf_htons(ETH_P_IP))
+		return handle_ipv4(skb);
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return handle_ipv6(skb);
+	return TC_ACT_OK;
 }
 
 // The GPL option of the dual licence, as the kernel reads it.

@@ -1,7 +1,7 @@
 //! Loading the program and its maps, attaching it to interfaces, filling the answers map.
 
 use std::fs::File;
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 
 use aya::Ebpf;
 use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
@@ -58,7 +58,7 @@ pub struct Stats {
 /// nobody updates, until each entry's expiry (after which everything passes).
 pub struct Fastpath {
     answers: HashMap<MapData, [u8; KEY_LEN], [u8; VALUE_LEN]>,
-    addresses: HashMap<MapData, [u8; 8], u8>,
+    addresses: HashMap<MapData, [u8; 20], u8>,
     stats: PerCpuArray<MapData, u64>,
     hits: PerCpuArray<MapData, u64>,
     /// Each entry's hit counter slot, and the slot's count when it was given the entry.
@@ -253,14 +253,15 @@ impl Fastpath {
 
     /// Answers UDP queries to `address` from now on, from the entries of server block
     /// `block` (a number the caller chooses: the first argument of [`AnswerKey::new`]).
-    pub fn serve(&mut self, address: SocketAddrV4, block: u8) -> Result<(), Error> {
-        self.addresses.insert(served(address), block, 0)?;
+    /// IPv4 or IPv6 (a `SocketAddrV4` or `SocketAddrV6` converts).
+    pub fn serve(&mut self, address: impl Into<SocketAddr>, block: u8) -> Result<(), Error> {
+        self.addresses.insert(served(address.into()), block, 0)?;
         Ok(())
     }
 
     /// Stops answering queries to `address`.
-    pub fn unserve(&mut self, address: SocketAddrV4) -> Result<(), Error> {
-        self.addresses.remove(&served(address))?;
+    pub fn unserve(&mut self, address: impl Into<SocketAddr>) -> Result<(), Error> {
+        self.addresses.remove(&served(address.into()))?;
         Ok(())
     }
 
@@ -369,12 +370,16 @@ fn libc_eexist() -> i32 {
     nix::errno::Errno::EEXIST as i32
 }
 
-/// The key of `struct fp_addr`: the address and the port in network order, 2 bytes of
-/// padding.
-fn served(address: SocketAddrV4) -> [u8; 8] {
-    let mut key = [0u8; 8];
-    key[..4].copy_from_slice(&address.ip().octets());
-    key[4..6].copy_from_slice(&address.port().to_be_bytes());
+/// The key of `struct fp_addr`: the address (IPv4 as IPv4-mapped IPv6) and the port in
+/// network order, 2 bytes of padding.
+fn served(address: SocketAddr) -> [u8; 20] {
+    let mut key = [0u8; 20];
+    let octets = match address.ip() {
+        IpAddr::V4(ip) => ip.to_ipv6_mapped().octets(),
+        IpAddr::V6(ip) => ip.octets(),
+    };
+    key[..16].copy_from_slice(&octets);
+    key[16..18].copy_from_slice(&address.port().to_be_bytes());
     key
 }
 
