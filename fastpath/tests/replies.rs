@@ -7,29 +7,9 @@ mod support;
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Record, RecordType};
-use hickory_proto::serialize::binary::BinEncodable;
 use shardns_e2e::client::wire_question;
 use shardns_fastpath::{Answer, AnswerKey, Lifetime, QueryBits, Stats, boot_time_ns};
 use support::*;
-
-/// `reply` as the socket path would send it to `query`: the query's ID and question bytes.
-fn rendered_for(reply: &[u8], query: &[u8]) -> Vec<u8> {
-    let question = wire_question(query).unwrap();
-    let mut out = reply.to_vec();
-    out[..2].copy_from_slice(&query[..2]);
-    out[12..12 + question.len()].copy_from_slice(question);
-    out
-}
-
-/// A reply with each section's records sorted: Unbound rotates the order of an RRset's
-/// records from one reply to the next (`rrset-roundrobin`).
-fn sorted_sections(reply: &[u8]) -> Message {
-    let mut message = Message::from_vec(reply).unwrap();
-    let mut answers = message.take_answers();
-    answers.sort_by_key(|record| record.to_bytes().unwrap());
-    message.insert_answers(answers);
-    message
-}
 
 /// The same query answered by Unbound (the socket path) and by the program from an entry
 /// made of Unbound's own reply to an earlier query: the program's reply is that reply byte

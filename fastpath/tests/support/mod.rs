@@ -6,6 +6,10 @@
 //!   fast path goes on its ingress), and a real Unbound on 169.254.20.10:53 (the socket path);
 //! - namespace `pod`: `veth-pod` 10.0.0.2/24, default route via the node.
 //!
+//! IPv6 beside it (addresses without DAD): the node has LOCAL_IP6 on `lo` and fd00:1::1/64 on
+//! `veth-node`, the pod fd00:1::2/64 and a default route via the node; the program serves
+//! [LOCAL_IP6]:53 as block 7 too. Unbound listens on IPv4 only.
+//!
 //! `iptables -I INPUT -p udp --dport 53 -j DROP` in the node blocks the socket path, so what
 //! still answers is the program. Also: queries and replies built with hickory-proto, and the
 //! checks of a reply from the map's entry.
@@ -13,7 +17,7 @@
 // Each test file uses part of this module.
 #![allow(dead_code)]
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -21,6 +25,7 @@ use anyhow::{Result, ensure};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::{A, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::BinEncodable;
 use shardns_e2e::client::{
     UdpClient, header_of, query_message, query_message_plain, wire_question,
 };
@@ -30,6 +35,9 @@ use shardns_e2e::process::run_with_deadline;
 use shardns_fastpath::{AnswerKey, Fastpath, OBJECT, QueryBits};
 
 pub const LOCAL_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 20, 10);
+/// The node-local IPv6 address (on the node's `lo`), served as block BLOCK too.
+pub const LOCAL_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x10);
+pub const NODE_VETH_IP6: &str = "fd00:1::1";
 /// The server block number the test gives LOCAL_IP:53.
 pub const BLOCK: u8 = 7;
 pub const NODE_VETH_IP: &str = "10.0.0.1";
@@ -99,6 +107,21 @@ impl Node {
         pod.ip(&["link", "set", "veth-pod", "up"]).unwrap();
         pod.ip(&["route", "add", "default", "via", NODE_VETH_IP])
             .unwrap();
+        node.ip(&[
+            "addr",
+            "add",
+            &format!("{LOCAL_IP6}/128"),
+            "dev",
+            "lo",
+            "nodad",
+        ])
+        .unwrap();
+        node.ip(&["addr", "add", "fd00:1::1/64", "dev", "veth-node", "nodad"])
+            .unwrap();
+        pod.ip(&["addr", "add", "fd00:1::2/64", "dev", "veth-pod", "nodad"])
+            .unwrap();
+        pod.ip(&["-6", "route", "add", "default", "via", NODE_VETH_IP6])
+            .unwrap();
         let unbound = NamespaceUnbound::start(
             &node,
             SocketAddr::new(IpAddr::V4(LOCAL_IP), 53),
@@ -110,6 +133,9 @@ impl Node {
         let mut fastpath = Fastpath::load().expect("loading the program");
         fastpath
             .serve(SocketAddrV4::new(LOCAL_IP, 53), BLOCK)
+            .unwrap();
+        fastpath
+            .serve(SocketAddrV6::new(LOCAL_IP6, 53, 0, 0), BLOCK)
             .unwrap();
         Some(Node {
             node,
@@ -168,13 +194,21 @@ impl Node {
         self.ask_at(SocketAddr::new(IpAddr::V4(LOCAL_IP), 53), query, timeout)
     }
 
+    /// Sends `query` from the pod to [LOCAL_IP6]:53; the reply, or `None` within `timeout`.
+    pub fn ask6(&self, query: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+        self.ask_at(SocketAddr::new(IpAddr::V6(LOCAL_IP6), 53), query, timeout)
+    }
+
     /// `dig` from the pod with `options`; its output, or an error when nothing answered.
     pub fn dig(&self, options: &[&str], name: &str) -> Result<String> {
         let mut command = self.pod.command("dig");
         command
-            .args(["-r", &format!("@{LOCAL_IP}"), "+tries=1", "+time=1"])
+            .args(["-r", "+tries=1", "+time=1"])
             .args(options)
             .args([name, "A"]);
+        if !options.iter().any(|option| option.starts_with('@')) {
+            command.arg(format!("@{LOCAL_IP}"));
+        }
         run_with_deadline(&mut command, Duration::from_secs(5), "dig")
     }
 }
@@ -322,4 +356,23 @@ pub fn check_fast_reply(query: &[u8], reply: &[u8]) -> Result<()> {
         addresses(reply)
     );
     Ok(())
+}
+
+/// `reply` as the socket path would send it to `query`: the query's ID and question bytes.
+pub fn rendered_for(reply: &[u8], query: &[u8]) -> Vec<u8> {
+    let question = wire_question(query).unwrap();
+    let mut out = reply.to_vec();
+    out[..2].copy_from_slice(&query[..2]);
+    out[12..12 + question.len()].copy_from_slice(question);
+    out
+}
+
+/// A reply with each section's records sorted: Unbound rotates the order of an RRset's
+/// records from one reply to the next (`rrset-roundrobin`).
+pub fn sorted_sections(reply: &[u8]) -> Message {
+    let mut message = Message::from_vec(reply).unwrap();
+    let mut answers = message.take_answers();
+    answers.sort_by_key(|record| record.to_bytes().unwrap());
+    message.insert_answers(answers);
+    message
 }
