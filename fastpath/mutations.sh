@@ -51,7 +51,7 @@ try "no address check" $F '	if (!block)
 		return TC_ACT_OK;' '	__u8 zero = 7;
 	if (!block)
 		block = &zero;'
-try "port ignored" $F '.port = udp->dest,' '.port = bpf_htons(53) + 0 * udp->dest,'
+try "port ignored" $F '	served.port = udp->dest;' '	served.port = bpf_htons(53) + 0 * udp->dest;'
 try "block not in key" $F '	key.block = *block;' '	key.block = 7;'
 try "no decay" $F '	__u32 ttl_be = bpf_htonl(remaining);' '	__u32 ttl_be = bpf_htonl(value->ttl + 0 * remaining);'
 try "hits not counted" $F '	count(STAT_HIT);' ''
@@ -70,6 +70,9 @@ try "cookie refused" $F '			opt_len = OPT_LEN + COOKIE_OPTION_LEN;' '			opt_len 
 try "cookie length unchecked" $F 'probe[13] == 0 && probe[14] == COOKIE_OPTION_LEN - 4)' 'probe[13] == 0)'
 try "drop leaves netlink filters" $L '        for attachment in std::mem::take(&mut self.attached) {' '        for attachment in Vec::<Attachment>::new() {'
 try "detach outside the namespace" $L '                    setns(&attachment.netns, CloneFlags::CLONE_NEWNET)' '                    Ok::<(), nix::Error>(())'
+try "IPv6 not answered" $F '	return handle(skb, 1);' '	return TC_ACT_OK;'
+try "IPv6 UDP checksum left stale" $F '		if (udp_checksum6(skb, UDP_OFF,' '		if (0 && udp_checksum6(skb, UDP_OFF,'
+try "IPv6 checksum's odd end not padded" $F '	scratch->bytes[end] = 0;' '	scratch->bytes[end] = 0x5a;'
 echo "== intact"
 git status --short fastpath
 cargo test -p shardns-fastpath --features bpf --tests 2>&1 | grep -E "test result|FAILED"
