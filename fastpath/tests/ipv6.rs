@@ -17,8 +17,8 @@ use support::*;
 /// Turns off transmit checksum offload on the pod's veth (the ethtool ioctl, from Python: no
 /// ethtool here), so its queries go out with a full checksum (CHECKSUM_NONE) and the reply
 /// the program makes of one is verified by the pod's kernel on receipt: a datagram with a
-/// bad UDP checksum is dropped there, and the client never sees it. (With offload on, the
-/// reply keeps the query's CHECKSUM_PARTIAL and the pod accepts it unverified.)
+/// bad UDP checksum is dropped there, and the client never sees it. (A stale checksum was
+/// seen dropped with offload on too, on this 6.18 kernel; both ways are asked.)
 fn full_checksums_from_the_pod(pod: &Namespace) {
     let script = r#"
 import ctypes, fcntl, socket, struct
@@ -87,7 +87,8 @@ fn an_ipv6_hit_is_answered_with_a_checksum_the_pod_accepts() {
         .insert(&key_with(dig_edns), &edns_answer)
         .unwrap();
 
-    // With the veth's checksum offload on (the default), the query is CHECKSUM_PARTIAL.
+    // With the veth's checksum offload on (the default): the query leaves the pod's socket
+    // as CHECKSUM_PARTIAL.
     let query = plain(CACHED, RecordType::A, 0x0ff1);
     let reply = node
         .ask6(&query, REPLY)
