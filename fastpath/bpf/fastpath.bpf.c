@@ -1,14 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-only
 // shardns fast path: a TC ingress classifier that answers DNS cache hits in the kernel.
 //
-// A query arriving on the interface (Ethernet, IPv4 without options, UDP to an address and
-// port in FP_ADDRS) with one plain question is looked up in FP_ANSWERS by its key (the
+// A query arriving on the interface (Ethernet, IPv4 without options or IPv6 without extension
+// headers, UDP to an address and port in FP_ADDRS) with one plain question is looked up in FP_ANSWERS by its key (the
 // lower-cased wire qname, the qtype, the query's EDNS/DO/CD/AD bits, and the server block
 // FP_ADDRS gives for the address and port). On a hit the
 // packet becomes the answer in place: the client's header ID, RD/CD and question bytes (in
 // the client's case) stay, the stored flags, counts and the bytes after the question are
 // written, MACs, addresses and ports are swapped, the IPv4 checksum is recomputed and the
-// UDP checksum set to 0 (allowed for IPv4), and the packet is redirected out of the same
+// UDP checksum set to 0 (allowed for IPv4), or over IPv6 the UDP checksum computed in full
+// (mandatory there), and the packet is redirected out of the same
 // interface. Everything else returns TC_ACT_OK untouched, to the socket path.
 //
 // The layouts of struct fp_key and struct fp_value are mirrored in fastpath/src/layout.rs.
