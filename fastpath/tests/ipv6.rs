@@ -9,7 +9,6 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
-use shardns_e2e::client::wire_question;
 use shardns_e2e::netns::Namespace;
 use shardns_fastpath::{Answer, AnswerKey, Lifetime, QueryBits};
 use support::*;
@@ -168,7 +167,7 @@ fn the_ipv6_answer_is_the_socket_paths() {
     let _sink = sink(&node);
     node.attach();
     // (name, type, EDNS, a client cookie)
-    let cases: &[(&str, RecordType, bool, bool)] = &[
+    let cases: &[Case] = &[
         ("MuLtI.fastpath.TEST.", RecordType::A, false, false),
         ("MULTI.fastpath.test.", RecordType::A, true, true),
         ("AliaS.FastPath.Test.", RecordType::A, false, false),
@@ -176,50 +175,7 @@ fn the_ipv6_answer_is_the_socket_paths() {
         ("NoSuch.fastpath.test.", RecordType::A, true, false),
         ("other.fastpath.test.", RecordType::TXT, true, false),
     ];
-    for (index, &(name, rtype, with_edns, cookie)) in cases.iter().enumerate() {
-        let build = |name: &str, rtype, id| match (with_edns, cookie) {
-            (false, _) => plain(name, rtype, id),
-            (true, false) => edns(name, rtype, id),
-            (true, true) => with_cookie(edns(name, rtype, id)),
-        };
-        let id = 0x6000 + index as u16;
-        let warm = node
-            .ask(&build(&name.to_ascii_lowercase(), rtype, id ^ 0xff), REPLY)
-            .expect("Unbound does not answer");
-        let query = build(name, rtype, id);
-        let socket = node.ask(&query, REPLY).expect("Unbound does not answer");
-        let key = AnswerKey::new(
-            BLOCK,
-            &wire_name(name),
-            rtype.into(),
-            QueryBits {
-                edns: with_edns,
-                ..QueryBits::default()
-            },
-        )
-        .unwrap();
-        let lifetime = Lifetime {
-            keep_ttls: true,
-            ..Lifetime::from_now(60).unwrap()
-        };
-        node.fastpath
-            .insert(&key, &Answer::new(&warm, lifetime).unwrap())
-            .unwrap();
-        let what = format!("{name} {rtype} (EDNS {with_edns}, cookie {cookie})");
-        let fast = node
-            .ask6(&query, REPLY)
-            .unwrap_or_else(|| panic!("{what}: no IPv6 answer from the program"));
-        assert_eq!(
-            fast,
-            rendered_for(&warm, &query),
-            "{what}: not the stored reply"
-        );
-        assert_eq!(
-            sorted_sections(&fast),
-            sorted_sections(&socket),
-            "{what}: not what the socket path says"
-        );
-        assert_eq!(wire_question(&fast), wire_question(&query), "{what}");
-        node.fastpath.remove(&key).unwrap();
-    }
+    answers_as_the_socket_path(&mut node, cases, 0x6000, |node, query| {
+        node.ask6(query, REPLY)
+    });
 }

@@ -5,10 +5,9 @@
 
 mod support;
 
-use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::op::Message;
 use hickory_proto::rr::{Record, RecordType};
-use shardns_e2e::client::wire_question;
-use shardns_fastpath::{Answer, AnswerKey, Lifetime, QueryBits, Stats, boot_time_ns};
+use shardns_fastpath::{Answer, Lifetime, Stats, boot_time_ns};
 use support::*;
 
 /// The same query answered by Unbound (the socket path) and by the program from an entry
@@ -23,7 +22,7 @@ fn the_answer_is_the_socket_paths() {
     };
     node.attach();
     // (name, type, EDNS, a client cookie)
-    let cases: &[(&str, RecordType, bool, bool)] = &[
+    let cases: &[Case] = &[
         ("MuLtI.fastpath.TEST.", RecordType::A, false, false),
         ("multi.fastpath.test.", RecordType::A, true, false),
         ("MULTI.fastpath.test.", RecordType::A, true, true),
@@ -34,62 +33,12 @@ fn the_answer_is_the_socket_paths() {
         ("nosuch.FASTPATH.test.", RecordType::A, true, true),
         ("other.fastpath.test.", RecordType::TXT, true, false),
     ];
-    for (index, &(name, rtype, with_edns, cookie)) in cases.iter().enumerate() {
-        let build = |name: &str, rtype, id| match (with_edns, cookie) {
-            (false, _) => plain(name, rtype, id),
-            (true, false) => edns(name, rtype, id),
-            (true, true) => with_cookie(edns(name, rtype, id)),
-        };
-        let id = 0x4000 + index as u16;
-        // Warm: the socket path's reply to a lower-cased query with another ID.
-        let warm_query = build(&name.to_ascii_lowercase(), rtype, id ^ 0xff);
-        let warm = node
-            .ask(&warm_query, REPLY)
-            .expect("Unbound does not answer");
-        let bits = QueryBits {
-            edns: with_edns,
-            ..QueryBits::default()
-        };
-        let key = AnswerKey::new(BLOCK, &wire_name(name), rtype.into(), bits).unwrap();
-        // The reference: the socket path's reply to the query itself.
-        let query = build(name, rtype, id);
-        let socket = node.ask(&query, REPLY).expect("Unbound does not answer");
-        // Unbound's TTLs as they are (local data does not decay): `keepttl`.
-        let lifetime = Lifetime {
-            keep_ttls: true,
-            ..Lifetime::from_now(60).unwrap()
-        };
-        node.fastpath
-            .insert(&key, &Answer::new(&warm, lifetime).unwrap())
-            .unwrap();
+    answers_as_the_socket_path(&mut node, cases, 0x4000, |node, query| {
         node.block_sockets(true);
-        let fast = node.ask(&query, REPLY);
+        let fast = node.ask(query, REPLY);
         node.block_sockets(false);
-        let fast = fast.unwrap_or_else(|| panic!("{name} {rtype}: no answer from the program"));
-        let what = format!("{name} {rtype} (EDNS {with_edns}, cookie {cookie})");
-        assert_eq!(
-            fast,
-            rendered_for(&warm, &query),
-            "{what}: not the stored reply"
-        );
-        assert_eq!(
-            sorted_sections(&fast),
-            sorted_sections(&socket),
-            "{what}: not what the socket path says"
-        );
-        assert_eq!(
-            wire_question(&fast),
-            wire_question(&query),
-            "{what}: question"
-        );
-        if name.starts_with("NoSuch") {
-            assert_eq!(
-                Message::from_vec(&fast).unwrap().response_code(),
-                ResponseCode::NXDomain
-            );
-        }
-        node.fastpath.remove(&key).unwrap();
-    }
+        fast
+    });
 }
 
 /// The TTLs of a reply's answer records.

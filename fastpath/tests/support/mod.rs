@@ -22,7 +22,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncodable;
@@ -32,7 +32,7 @@ use shardns_e2e::client::{
 use shardns_e2e::netns::{Namespace, skip_reason};
 use shardns_e2e::node::NamespaceUnbound;
 use shardns_e2e::process::run_with_deadline;
-use shardns_fastpath::{AnswerKey, Fastpath, OBJECT, QueryBits};
+use shardns_fastpath::{Answer, AnswerKey, Fastpath, Lifetime, OBJECT, QueryBits};
 
 pub const LOCAL_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 20, 10);
 /// The node-local IPv6 address (on the node's `lo`), served as block BLOCK too.
@@ -375,4 +375,76 @@ pub fn sorted_sections(reply: &[u8]) -> Message {
     answers.sort_by_key(|record| record.to_bytes().unwrap());
     message.insert_answers(answers);
     message
+}
+
+/// One case of the differential test: a name (its case as sent), a type, whether the query
+/// has EDNS, and whether it carries a client cookie.
+pub type Case = (&'static str, RecordType, bool, bool);
+
+/// The differential test: for each case, an entry made of Unbound's reply to a lower-cased
+/// query with another ID, then the same query answered by Unbound (the socket path) and by
+/// the program through `fast` (which returns `None` when nothing answered). The program's
+/// reply is the stored reply byte for byte with the client's ID and question, and says what
+/// Unbound says to the query itself (the order of an RRset's records aside). Query IDs start
+/// at `first_id`.
+pub fn answers_as_the_socket_path(
+    node: &mut Node,
+    cases: &[Case],
+    first_id: u16,
+    fast: impl Fn(&Node, &[u8]) -> Option<Vec<u8>>,
+) {
+    for (index, &(name, rtype, with_edns, cookie)) in cases.iter().enumerate() {
+        let build = |name: &str, rtype, id| match (with_edns, cookie) {
+            (false, _) => plain(name, rtype, id),
+            (true, false) => edns(name, rtype, id),
+            (true, true) => with_cookie(edns(name, rtype, id)),
+        };
+        let id = first_id + index as u16;
+        // Warm: the socket path's reply to a lower-cased query with another ID.
+        let warm_query = build(&name.to_ascii_lowercase(), rtype, id ^ 0xff);
+        let warm = node
+            .ask(&warm_query, REPLY)
+            .expect("Unbound does not answer");
+        let bits = QueryBits {
+            edns: with_edns,
+            ..QueryBits::default()
+        };
+        let key = AnswerKey::new(BLOCK, &wire_name(name), rtype.into(), bits).unwrap();
+        // The reference: the socket path's reply to the query itself.
+        let query = build(name, rtype, id);
+        let socket = node.ask(&query, REPLY).expect("Unbound does not answer");
+        // Unbound's TTLs as they are (local data does not decay): `keepttl`.
+        let lifetime = Lifetime {
+            keep_ttls: true,
+            ..Lifetime::from_now(60).unwrap()
+        };
+        node.fastpath
+            .insert(&key, &Answer::new(&warm, lifetime).unwrap())
+            .unwrap();
+        let what = format!("{name} {rtype} (EDNS {with_edns}, cookie {cookie})");
+        let fast =
+            fast(node, &query).unwrap_or_else(|| panic!("{what}: no answer from the program"));
+        assert_eq!(
+            fast,
+            rendered_for(&warm, &query),
+            "{what}: not the stored reply"
+        );
+        assert_eq!(
+            sorted_sections(&fast),
+            sorted_sections(&socket),
+            "{what}: not what the socket path says"
+        );
+        assert_eq!(
+            wire_question(&fast),
+            wire_question(&query),
+            "{what}: question"
+        );
+        if name.starts_with("NoSuch") {
+            assert_eq!(
+                Message::from_vec(&fast).unwrap().response_code(),
+                ResponseCode::NXDomain
+            );
+        }
+        node.fastpath.remove(&key).unwrap();
+    }
 }
