@@ -86,6 +86,15 @@ impl Namespace {
         run("ip", &line)
     }
 
+    /// Puts each of `ips` (IPv4) on the namespace's `lo` as a /32: the node's local IPs
+    /// (this kernel has no dummy link type) and the addresses of the servers it runs.
+    pub fn add_local_ips(&self, ips: &[&str]) -> Result<()> {
+        for ip in ips {
+            self.ip(&["addr", "add", &format!("{ip}/32"), "dev", "lo"])?;
+        }
+        Ok(())
+    }
+
     /// A command that runs `program` inside the namespace (`ip netns exec NAME program`, which
     /// execs it: the child's pid is the program's).
     pub fn command(&self, program: &str) -> Command {

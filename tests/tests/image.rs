@@ -321,11 +321,9 @@ fn sets_up_the_node(case: NodeCase) {
         return;
     }
     let namespace = Namespace::create(case.label).unwrap();
-    for ip in [LINK_LOCAL, CLUSTER_IP, KUBE_DNS] {
-        namespace
-            .ip(&["addr", "add", &format!("{ip}/32"), "dev", "lo"])
-            .unwrap();
-    }
+    namespace
+        .add_local_ips(&[LINK_LOCAL, CLUSTER_IP, KUBE_DNS])
+        .unwrap();
     // What kubelet and the rest of the node leave in the tables.
     if let Some(backend) = case.hint {
         let program = backend.program("");

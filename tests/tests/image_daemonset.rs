@@ -129,11 +129,9 @@ fn the_daemonsets_pod_serves_the_node_as_the_manifest_says() {
     assert_eq!(pod.capabilities, ["NET_ADMIN", "NET_BIND_SERVICE"]);
 
     let namespace = Namespace::create("daemonset").unwrap();
-    for ip in [LINK_LOCAL, CLUSTER_IP, KUBE_DNS] {
-        namespace
-            .ip(&["addr", "add", &format!("{ip}/32"), "dev", "lo"])
-            .unwrap();
-    }
+    namespace
+        .add_local_ips(&[LINK_LOCAL, CLUSTER_IP, KUBE_DNS])
+        .unwrap();
     let kube_dns = NamespaceUnbound::start(
         &namespace,
         SocketAddr::new(KUBE_DNS.parse().unwrap(), 53),

@@ -70,10 +70,8 @@ fn after_a_kill(fail_open: bool) -> Option<(usize, usize)> {
         eprintln!("skipped: this kernel has no veth link type");
         return None;
     }
-    for ip in [LINK_LOCAL, CLUSTER_IP, CLUSTER_DNS] {
-        node.ip(&["addr", "add", &format!("{ip}/32"), "dev", "lo"])
-            .unwrap();
-    }
+    node.add_local_ips(&[LINK_LOCAL, CLUSTER_IP, CLUSTER_DNS])
+        .unwrap();
     node.ip(&["addr", "add", "10.0.0.1/24", "dev", "veth-node"])
         .unwrap();
     node.ip(&["link", "set", "veth-node", "up"]).unwrap();

@@ -77,11 +77,9 @@ fn stock_corefile_and_arguments_set_up_serve_and_tear_down_the_node() {
         return;
     }
     let namespace = Namespace::create("nodelocal").unwrap();
-    for ip in [LINK_LOCAL, CLUSTER_IP, KUBE_DNS, NAMESERVER, STUB] {
-        namespace
-            .ip(&["addr", "add", &format!("{ip}/32"), "dev", "lo"])
-            .unwrap();
-    }
+    namespace
+        .add_local_ips(&[LINK_LOCAL, CLUSTER_IP, KUBE_DNS, NAMESERVER, STUB])
+        .unwrap();
     // kube-dns answers over TCP only: what it answers came over TCP.
     let kube_dns = NamespaceUnbound::start(
         &namespace,
@@ -375,11 +373,9 @@ fn skipteardown_leaves_the_rules_in_place() {
         return;
     }
     let namespace = Namespace::create("skipteardown").unwrap();
-    for ip in [LINK_LOCAL, CLUSTER_IP, KUBE_DNS] {
-        namespace
-            .ip(&["addr", "add", &format!("{ip}/32"), "dev", "lo"])
-            .unwrap();
-    }
+    namespace
+        .add_local_ips(&[LINK_LOCAL, CLUSTER_IP, KUBE_DNS])
+        .unwrap();
     let _kube_dns = NamespaceUnbound::start(
         &namespace,
         at(KUBE_DNS, 53),
