@@ -19,6 +19,10 @@ pub enum ParseError {
     /// A compression pointer points forwards, at itself, or hops too often.
     #[error("invalid compression pointer")]
     BadPointer,
+    /// A compression pointer leads into bytes a cached copy rewrites (the header, a TTL, the
+    /// OPT record): the names would change when served ([`crate::check_patchable`]).
+    #[error("compression pointer into the header, a TTL or the OPT record")]
+    PatchedPointer,
     /// The question name uses compression (the question is the first name; it cannot).
     #[error("compressed question name")]
     CompressedQuestion,

@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use rand::Rng;
-use shardns_wire::{Header, Message, Rcode, name_eq_lowercase, opcode};
+use shardns_wire::{Header, Message, Rcode, check_patchable, name_eq_lowercase, opcode};
 
 use super::Engine;
 use super::miss::Delivery;
@@ -154,7 +154,10 @@ impl Engine {
         };
         let mut offsets = std::mem::take(&mut self.ttl_offsets);
         offsets.clear();
-        let parsed = Message::parse_with(response, |o| offsets.push(o));
+        // A reply whose names would change when its TTLs, header or OPT are rewritten is
+        // garbage too: it could be neither relayed nor cached intact.
+        let parsed = Message::parse_with(response, |o| offsets.push(o))
+            .and_then(|message| check_patchable(&message, &offsets).map(|()| message));
         let accepted = match (&parsed, self.inflight.get(id)) {
             (Ok(message), Some(pending)) => {
                 let (q, asked) = (&message.question, &pending.key.question);

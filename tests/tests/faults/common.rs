@@ -71,7 +71,8 @@ pub struct Run {
     pub record: Record,
     /// The fault injected.
     pub from: Instant,
-    /// The fault healed (the upstream back, the attack over).
+    /// The fault began to heal (just before the upstream was brought back or the attack
+    /// stopped).
     pub to: Instant,
     /// From `to` to the first right answer to a query sent after it.
     pub recovery: Option<Duration>,
@@ -212,8 +213,10 @@ pub fn run_until(
     let from = Instant::now();
     inject();
     let _ = wait_for(hold, || over().then_some(()));
-    heal();
+    // The fault ends when healing starts: the upstream may answer its backlog before `heal`
+    // returns (a SIGCONT is sent by a `kill` child that still has to be reaped).
     let to = Instant::now();
+    heal();
     let _ = wait_for(RECOVERY_LIMIT, || load.right_miss_since(to).then_some(()));
     std::thread::sleep(AFTER);
     let record = load.finish();
