@@ -55,7 +55,7 @@ impl QueryBits {
 }
 
 /// A key of the answers map: a server block, a question and the query's bits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AnswerKey([u8; KEY_LEN]);
 
 impl AnswerKey {

@@ -19,7 +19,7 @@ pub use layout::{
     Answer, AnswerKey, KEY_LEN, KEY_QNAME_LEN, Lifetime, MAX_ANSWER_DATA, MAX_ENTRIES, MAX_TTLS,
     QueryBits, VALUE_HEADER_LEN, VALUE_LEN, boot_time_ns,
 };
-pub use loader::{Fastpath, OBJECT, Stats};
+pub use loader::{Fastpath, OBJECT, STAND_IN_OBJECT, Stats};
 
 /// What can go wrong loading, attaching or filling the fast path.
 #[derive(Debug, thiserror::Error)]

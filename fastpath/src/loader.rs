@@ -21,6 +21,16 @@ pub const OBJECT: Option<&[u8]> = Some(include_bytes!(concat!(env!("OUT_DIR"), "
 #[cfg(not(feature = "bpf"))]
 pub const OBJECT: Option<&[u8]> = None;
 
+/// A program (`cni_stand_in`, a TC classifier that passes everything) the tests attach to
+/// stand for another program, a CNI's; with the `bpf` feature.
+#[cfg(feature = "bpf")]
+pub const STAND_IN_OBJECT: Option<&[u8]> =
+    Some(include_bytes!(concat!(env!("OUT_DIR"), "/stand_in.bpf.o")));
+/// A program (`cni_stand_in`, a TC classifier that passes everything) the tests attach to
+/// stand for another program, a CNI's; with the `bpf` feature.
+#[cfg(not(feature = "bpf"))]
+pub const STAND_IN_OBJECT: Option<&[u8]> = None;
+
 const PROGRAM: &str = "shardns_fastpath";
 const ANSWERS: &str = "FP_ANSWERS";
 const ADDRESSES: &str = "FP_ADDRS";
@@ -129,9 +139,14 @@ impl Fastpath {
     /// namespace: tcx on kernels ≥ 6.6 (after the programs already there), else a `clsact`
     /// qdisc (added when missing) and a filter. Refuses ([`Error::Occupied`]) where another
     /// program is attached through tcx (a CNI's, such as Cilium's): hits answered here would
-    /// skip it. [`Fastpath::attach_anyway`] attaches all the same.
+    /// skip it. Another shardns's program (an upgrade's predecessor, same name) is not
+    /// counted. [`Fastpath::attach_anyway`] attaches all the same.
     pub fn attach(&mut self, interface: &str) -> Result<(), Error> {
-        let others = Fastpath::tcx_programs(interface)?;
+        // Another shardns's program (an upgrade's predecessor) is not a CNI's.
+        let mut others = Fastpath::tcx_programs(interface)?;
+        // The kernel keeps 15 bytes of a program's name.
+        let ours = &PROGRAM[..PROGRAM.len().min(15)];
+        others.retain(|name| name != ours);
         if !others.is_empty() {
             return Err(Error::Occupied {
                 interface: interface.to_string(),

@@ -347,7 +347,7 @@ fn detach_and_drop(label: &str, netlink: bool) {
 
 #[test]
 fn an_interface_with_another_program_is_refused_unless_told() {
-    let Some(mut node) = Node::start("cni") else {
+    let Some(node) = Node::start("cni") else {
         return;
     };
     let programs = node
@@ -355,31 +355,47 @@ fn an_interface_with_another_program_is_refused_unless_told() {
         .run(|_| Fastpath::tcx_programs("veth-node"))
         .unwrap();
     assert!(programs.is_empty(), "{programs:?}");
-    node.attach();
-    // Another loader (standing for a CNI's program) finds ours there.
-    let mut other = Fastpath::load().unwrap();
-    let refused = node.node.run(|_| other.attach("veth-node"));
-    match refused {
+    // A program standing for a CNI's, attached first.
+    let object = shardns_fastpath::STAND_IN_OBJECT.expect("built with the bpf feature");
+    let mut cni = aya::Ebpf::load(object).expect("the stand-in object loads");
+    let program: &mut aya::programs::SchedClassifier = cni
+        .program_mut("cni_stand_in")
+        .expect("the stand-in program")
+        .try_into()
+        .unwrap();
+    program.load().expect("the stand-in verifies");
+    node.node
+        .run(|_| program.attach("veth-node", aya::programs::TcAttachType::Ingress))
+        .expect("the stand-in attaches");
+    let mut ours = Fastpath::load().unwrap();
+    match node.node.run(|_| ours.attach("veth-node")) {
         Err(shardns_fastpath::Error::Occupied {
             interface,
             programs,
         }) => {
             assert_eq!(interface, "veth-node");
-            // The kernel keeps 15 bytes of a program's name.
-            assert_eq!(programs, ["shardns_fastpat"]);
+            assert_eq!(programs, ["cni_stand_in"]);
         }
         other => panic!("attached beside another program: {other:?}"),
     }
-    assert_eq!(other.interfaces().count(), 0);
+    assert_eq!(ours.interfaces().count(), 0);
     node.node
-        .run(|_| other.attach_anyway("veth-node"))
+        .run(|_| ours.attach_anyway("veth-node"))
         .expect("attach_anyway");
-    assert_eq!(other.interfaces().collect::<Vec<_>>(), ["veth-node"]);
+    assert_eq!(ours.interfaces().collect::<Vec<_>>(), ["veth-node"]);
+    // Another shardns's program (an upgrade's successor attaching beside its predecessor)
+    // is not a CNI's: with the stand-in gone, a second loader attaches without force.
+    drop(cni);
+    let mut successor = Fastpath::load().unwrap();
+    node.node
+        .run(|_| successor.attach("veth-node"))
+        .expect("attached beside another shardns");
     let programs = node
         .node
         .run(|_| Fastpath::tcx_programs("veth-node"))
         .unwrap();
-    assert_eq!(programs.len(), 2, "{programs:?}");
+    // The kernel keeps 15 bytes of a program's name.
+    assert_eq!(programs, ["shardns_fastpat", "shardns_fastpat"]);
 }
 
 /// A process killed while attached through netlink (kernels before 6.6) leaves its filter,

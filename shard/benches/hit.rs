@@ -62,6 +62,7 @@ fn engine() -> Engine {
             loop_probe: None,
             acl: None,
             ratelimit: None,
+            fastpath: None,
         }],
         upstreams: vec![UpstreamConfig {
             addr: "127.0.0.1:5300".parse().unwrap(),

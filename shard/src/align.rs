@@ -93,6 +93,7 @@ fn retired(block: &ServerConfig) -> ServerConfig {
         loop_probe: None,
         acl: None,
         ratelimit: None,
+        fastpath: None,
     }
 }
 
@@ -125,6 +126,7 @@ mod tests {
             loop_probe: None,
             acl: None,
             ratelimit: None,
+            fastpath: None,
         }
     }
 

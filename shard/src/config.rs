@@ -30,6 +30,8 @@ pub enum RestartNeeded {
     Listeners,
     #[error("the server blocks changed (a restart is needed)")]
     Servers,
+    #[error("the fastpath directives changed (a restart is needed)")]
+    Fastpath,
 }
 
 impl RestartNeeded {
@@ -38,17 +40,31 @@ impl RestartNeeded {
         match self {
             RestartNeeded::Listeners => "the listening addresses",
             RestartNeeded::Servers => "the server blocks",
+            RestartNeeded::Fastpath => "the fastpath directives",
         }
     }
 }
 
 impl Config {
+    /// The server block a query for `qname` (uncompressed wire form) to listener `listener`
+    /// goes to: the one with the most specific zone containing it, as the shards route.
+    pub fn block_for(&self, listener: usize, qname: &[u8]) -> Option<usize> {
+        self.listeners
+            .get(listener)?
+            .servers
+            .iter()
+            .copied()
+            .filter(|&s| crate::names::in_zone(qname, &self.servers[s].zone))
+            .max_by_key(|&s| self.servers[s].zone.len())
+    }
+
     /// Whether running shards can switch from this configuration to `next` (a reload), or
     /// why a restart is needed. The listening addresses must stay the same (the sockets are
     /// bound once). Server blocks keep their index, so that the indices the drivers, the
     /// counters and the other shards hold keep their meaning: every block of this
     /// configuration must be at the same index in `next` with the same zone, and new blocks
     /// come after them ([`Config::aligned_to`] makes a freshly built configuration so).
+    /// The `fastpath` directives must stay as they are (the program is attached once).
     /// Everything else (which blocks each address serves, caches, upstreams, options) may
     /// change. The one rule, applied by the process before it broadcasts a reload and by every
     /// shard when it receives one.
@@ -71,6 +87,13 @@ impl Config {
                 .all(|(a, b)| a.zone == b.zone);
         if !kept {
             return Err(RestartNeeded::Servers);
+        }
+        // The program is attached and its addresses served once, at start-up.
+        let same_fastpath = next.servers.iter().enumerate().all(|(at, block)| {
+            block.fastpath.as_ref() == self.servers.get(at).and_then(|s| s.fastpath.as_ref())
+        });
+        if !same_fastpath {
+            return Err(RestartNeeded::Fastpath);
         }
         Ok(())
     }
@@ -105,6 +128,19 @@ pub struct ServerConfig {
     pub acl: Option<AclConfig>,
     /// The `ratelimit` directive (checked before `acl`).
     pub ratelimit: Option<RateLimitConfig>,
+    /// The `fastpath` directive: hot cache entries are published to the in-kernel fast path
+    /// ([`crate::fastpath`]).
+    pub fastpath: Option<FastpathConfig>,
+}
+
+/// The `fastpath` directive: where the in-kernel fast path answers this block's hits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FastpathConfig {
+    /// Interface names or patterns (`*` any run of characters, `?` one): the program is
+    /// attached to the ingress of every interface that matches, as they appear.
+    pub interfaces: Vec<String>,
+    /// `force`: attach where other eBPF programs (a CNI's) are attached too.
+    pub force: bool,
 }
 
 /// The `cache` directive.

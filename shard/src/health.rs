@@ -279,6 +279,7 @@ mod tests {
                 loop_probe: None,
                 acl: None,
                 ratelimit: None,
+                fastpath: None,
             }],
             upstreams: (0..3)
                 .map(|i| UpstreamConfig {

@@ -38,6 +38,7 @@ mod drain;
 mod driver;
 mod engine;
 mod failure;
+pub mod fastpath;
 mod handler;
 mod health;
 mod log_limit;
@@ -53,7 +54,7 @@ mod timer;
 mod upstream;
 
 pub use cache::PacketCache;
-pub use config::{Config, RestartNeeded};
+pub use config::{Config, FastpathConfig, RestartNeeded};
 pub use control::Control;
 pub use drain::Drain;
 pub use driver::fdpass;

@@ -37,6 +37,7 @@ fn server(
         loop_probe: None,
         acl: None,
         ratelimit: None,
+        fastpath: None,
     }
 }
 

@@ -36,6 +36,7 @@ pub(super) fn block(
         loop_probe: None,
         acl: None,
         ratelimit: None,
+        fastpath: None,
     }
 }
 

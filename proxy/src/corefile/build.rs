@@ -83,6 +83,9 @@ pub(crate) fn build_process(file: &str, text: &str) -> Result<ProcessConfig, Con
                 .collect(),
             ..forward.options.clone()
         });
+        if settings.fastpath.is_some() {
+            directives::check_fastpath(&settings).map_err(|m| at(settings.fastpath_line, m))?;
+        }
         let binds = if settings.binds.is_empty() {
             vec![
                 IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -128,6 +131,7 @@ pub(crate) fn build_process(file: &str, text: &str) -> Result<ProcessConfig, Con
                 loop_probe,
                 acl,
                 ratelimit: settings.ratelimit.clone(),
+                fastpath: settings.fastpath.clone(),
             });
             server_lines.push(key.line);
         }

@@ -15,7 +15,7 @@
 
 pub(crate) mod address;
 mod build;
-mod directives;
+pub(crate) mod directives;
 pub(crate) mod duration;
 mod parser;
 mod resolv;

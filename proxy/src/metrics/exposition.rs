@@ -46,6 +46,7 @@ use super::families::{
 };
 use super::policy::PolicySeries;
 use super::requests::RequestSeries;
+use crate::runtime::fastpath::FastpathCounters;
 
 /// `coredns_build_info`'s `goversion` label: the Rust compiler that built shardns.
 const BUILD_TOOLCHAIN: &str = env!("SHARDNS_RUSTC_VERSION");
@@ -92,6 +93,8 @@ pub(crate) struct ProcessCounters {
     pub(crate) setup_errors: Option<Arc<SetupErrors>>,
     /// `shardns_http_connections_refused_total`: HTTP connections closed at the cap.
     pub(crate) http_refused: Arc<Counter>,
+    /// The in-kernel fast path's counters, when it runs (`fastpath`).
+    pub(crate) fastpath: Option<Arc<FastpathCounters>>,
 }
 
 impl Exposition {
@@ -311,9 +314,12 @@ impl Exposition {
             for series in &self.caches {
                 let sum = |kind: usize| {
                     let mut sum = 0u64;
-                    for shard in &self.shards {
+                    // The fast path's hits are cache hits too.
+                    let fastpath = self.process.fastpath.as_ref().map(|f| &f.servers[..]);
+                    let counted = self.shards.iter().map(|shard| &shard.servers[..]);
+                    for servers in counted.chain(fastpath) {
                         for &block in &series.blocks {
-                            if let Some(stats) = shard.servers.get(block) {
+                            if let Some(stats) = servers.get(block) {
                                 sum = sum.wrapping_add((family.value)(stats, kind));
                             }
                         }
@@ -418,7 +424,93 @@ impl Exposition {
                 }
             }
         }
+        self.render_fastpath(&mut out, &shard_names);
         out
+    }
+
+    /// `shardns_fastpath_*`, when the fast path runs: the program's counters (summed over
+    /// CPUs), the map's entries, the interfaces attached, and per shard what was published
+    /// and what a full channel dropped.
+    fn render_fastpath(&self, out: &mut String, shard_names: &[String]) {
+        let Some(fastpath) = &self.process.fastpath else {
+            return;
+        };
+        let program = [
+            (
+                "hits",
+                "Queries the in-kernel fast path answered.",
+                &fastpath.hits,
+            ),
+            (
+                "misses",
+                "Queries it looked up without finding an entry.",
+                &fastpath.misses,
+            ),
+            (
+                "expired",
+                "Queries whose entry had expired.",
+                &fastpath.expired,
+            ),
+            (
+                "too_big",
+                "Queries whose answer was over their UDP limit.",
+                &fastpath.too_big,
+            ),
+            (
+                "errors",
+                "Rewrites that failed in the kernel.",
+                &fastpath.errors,
+            ),
+        ];
+        for (what, help, value) in program {
+            let name = format!("shardns_fastpath_{what}_total");
+            header(out, &name, "counter", help);
+            sample(out, &name, &[], value.get());
+        }
+        let gauges = [
+            (
+                "entries",
+                "Answers in the fast path's map.",
+                &fastpath.entries,
+            ),
+            (
+                "interfaces",
+                "Interfaces the fast path is attached to.",
+                &fastpath.interfaces,
+            ),
+        ];
+        for (what, help, value) in gauges {
+            let name = format!("shardns_fastpath_{what}");
+            header(out, &name, "gauge", help);
+            sample(out, &name, &[], value.get());
+        }
+        let name = "shardns_fastpath_refused_total";
+        header(
+            out,
+            name,
+            "counter",
+            "Publications not written: over the answer's limits or the map full.",
+        );
+        sample(out, name, &[], fastpath.refused.get());
+        type PerShard = (&'static str, &'static str, fn(&ShardStats) -> u64);
+        let per_shard: [PerShard; 2] = [
+            (
+                "shardns_fastpath_published_total",
+                "Cache entries a shard published to the fast path.",
+                |stats| stats.fastpath_published.get(),
+            ),
+            (
+                "shardns_fastpath_dropped_total",
+                "Publications a shard dropped because the fast path's channel was full.",
+                |stats| stats.fastpath_dropped.get(),
+            ),
+        ];
+        for (name, help, value) in per_shard {
+            header(out, name, "counter", help);
+            for (stats, shard) in self.shards.iter().zip(shard_names) {
+                sample(out, name, &[("shard", shard.as_str())], value(stats));
+            }
+        }
     }
 }
 

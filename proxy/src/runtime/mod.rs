@@ -7,8 +7,11 @@
 //! - [`signals`]: every signal handler (SIGTERM, SIGINT, SIGUSR1).
 //! - [`reload`]: the reload thread (SIGUSR1 and the `reload` directive).
 //! - [`pidfile`]: the pidfile, written whole or not at all.
+//! - [`fastpath`]: the `fastpath` directive's thread: the BPF program loaded and attached,
+//!   the shards' publications written to its map.
 
 pub(crate) mod endpoints;
+pub(crate) mod fastpath;
 pub(crate) mod handoff;
 pub(crate) mod lifecycle;
 pub(crate) mod loop_check;

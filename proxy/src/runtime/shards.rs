@@ -15,6 +15,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use core_affinity::CoreId;
+use shardns_shard::fastpath::Publisher;
 use shardns_shard::{
     Coalesce, Config, Drain, Engine, Group, IoMode, PeerMessage, ShardControl, ShardSockets,
     ShardSpec, ShardStats, peer_mesh,
@@ -101,6 +102,8 @@ pub(crate) struct Shards {
     drain: Arc<Drain>,
     /// Cache chunks from a predecessor, imported by every shard before it serves.
     preload: Arc<Vec<Vec<u8>>>,
+    /// Where `fastpath` blocks publish hot entries, when the fast path runs.
+    publisher: Option<Publisher>,
 }
 
 impl Shards {
@@ -151,7 +154,13 @@ impl Shards {
             shutdown,
             drain,
             preload: Arc::default(),
+            publisher: None,
         })
+    }
+
+    /// The shards publish hot entries of `fastpath` blocks to `publisher`.
+    pub(crate) fn publish_to(&mut self, publisher: Publisher) {
+        self.publisher = Some(publisher);
     }
 
     /// Cache chunks (from a predecessor's export) every shard imports, keeping what it owns,
@@ -183,6 +192,7 @@ impl Shards {
             shutdown,
             drain: _,
             preload,
+            publisher,
         } = self;
         let cores = allowed_cores();
         let total = specs.len();
@@ -200,6 +210,7 @@ impl Shards {
             let config = Arc::clone(&config);
             let stats = stats.get(index).map(Arc::clone);
             let preload = Arc::clone(&preload);
+            let publisher = publisher.clone();
             let spawned = thread::Builder::new()
                 .name(format!("shard-{index}"))
                 .spawn(move || {
@@ -213,8 +224,12 @@ impl Shards {
                         );
                     }
                     let engine = Engine::new(config, group, index);
-                    let mut engine = match stats {
+                    let engine = match stats {
                         Some(stats) => engine.with_stats(stats),
+                        None => engine,
+                    };
+                    let mut engine = match publisher {
+                        Some(publisher) => engine.with_publisher(publisher),
                         None => engine,
                     };
                     let mut stored = 0;

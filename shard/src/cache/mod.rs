@@ -18,6 +18,7 @@ use hashbrown::HashTable;
 use shardns_wire::{Key, KeyFlags};
 
 use crate::config::CacheConfig;
+use crate::fastpath::{HotEntry, PUBLISH_AFTER, Publication, Publisher};
 use crate::names::in_zone;
 use crate::question::LowerQuestion;
 
@@ -47,6 +48,10 @@ struct Entry {
     /// No refresh (prefetch or stale) is started before this instant: at most one in flight.
     refresh_after: u64,
     serial: u64,
+    /// UDP hits in a `fastpath` block (saturating), and the query-bit combinations published
+    /// to the fast path ([`crate::fastpath`]).
+    seen: u16,
+    published: u8,
     response: StoredResponse,
 }
 
@@ -69,6 +74,9 @@ pub(crate) enum Lookup<'a> {
         prefetch: bool,
         /// Seconds of life left (what [`StoredResponse::remaining`] says now).
         remaining: u32,
+        /// Publish it to the fast path now, for the combination asked about (marked as
+        /// published, so this is reported once).
+        publish: bool,
     },
     /// An expired entry still within `serve_stale`. `refresh` as for prefetch (`immediate`
     /// mode only; in `verify` mode the caller asks upstream first).
@@ -110,6 +118,9 @@ pub struct PacketCache {
     len: [usize; 2],
     capacity: [usize; 2],
     next_serial: u64,
+    /// Where evictions of published entries are told: the fast path's channel, this shard
+    /// and server block, the group's epoch.
+    withdraw: Option<(Publisher, (usize, usize), std::time::Instant)>,
 }
 
 impl PacketCache {
@@ -136,6 +147,27 @@ impl PacketCache {
             len: [0, 0],
             capacity,
             next_serial: 0,
+            withdraw: None,
+        }
+    }
+
+    /// Tells `publisher` when a published entry is evicted (a `fastpath` block's cache in
+    /// shard `shard`, server block `server`).
+    pub(crate) fn withdraw_to(
+        &mut self,
+        publisher: Publisher,
+        (shard, server): (usize, usize),
+        epoch: std::time::Instant,
+    ) {
+        self.withdraw = Some((publisher, (shard, server), epoch));
+    }
+
+    /// Forgets what was published (the fast path withdrew it all): entries publish again
+    /// once hit.
+    pub(crate) fn forget_published(&mut self) {
+        for entry in &mut self.table {
+            entry.published = 0;
+            entry.seen = 0;
         }
     }
 
@@ -183,9 +215,22 @@ impl PacketCache {
                 .table
                 .find_entry(victim_hash, |e| e.serial == victim_serial)
             {
-                found.remove();
+                let (entry, _) = found.remove();
                 self.len[slot] -= 1;
                 report.evicted[slot] += 1;
+                if entry.published != 0
+                    && let Some((publisher, at, epoch)) = &self.withdraw
+                {
+                    let hot = HotEntry::new(
+                        *at,
+                        entry.kind,
+                        entry.flags,
+                        entry.published,
+                        entry.response,
+                        *epoch,
+                    );
+                    publisher.offer(Publication::Remove(hot));
+                }
             }
         }
         if self.order[slot].len() > 2 * self.capacity[slot] + 64 {
@@ -217,8 +262,15 @@ impl PacketCache {
     }
 
     /// A client's lookup: counts the hit for prefetch and eviction and decides whether a
-    /// refresh is due. No allocation, no lock.
-    pub(crate) fn lookup(&mut self, now: u64, key: &Key<'_>, hash: u64) -> Lookup<'_> {
+    /// refresh is due. With `publish` (the combination bit of a UDP query in a `fastpath`
+    /// block), also whether to publish the entry. No allocation, no lock.
+    pub(crate) fn lookup(
+        &mut self,
+        now: u64,
+        key: &Key<'_>,
+        hash: u64,
+        publish: Option<u8>,
+    ) -> Lookup<'_> {
         let Some(entry) = self.table.find_mut(hash, |e| e.is(hash, key)) else {
             return Lookup::Miss;
         };
@@ -244,11 +296,20 @@ impl PacketCache {
                     prefetch = true;
                 }
             }
+            let publish = publish.is_some_and(|bit| {
+                entry.seen = entry.seen.saturating_add(1);
+                let due = entry.seen >= PUBLISH_AFTER && entry.published & bit == 0;
+                if due {
+                    entry.published |= bit;
+                }
+                due
+            });
             return Lookup::Fresh {
                 response: &entry.response,
                 kind: entry.kind,
                 prefetch,
                 remaining,
+                publish,
             };
         }
         let Some(stale) = self.policy.serve_stale else {
@@ -355,6 +416,8 @@ impl PacketCache {
             window_start: now,
             refresh_after: 0,
             serial,
+            seen: 0,
+            published: 0,
             response,
         };
         match self.table.find_mut(hash, |e| e.is(hash, key)) {

@@ -60,7 +60,7 @@ fn store(cache: &mut PacketCache, now: u64, label: &str, ttl: u32) -> [u64; 2] {
 /// A client hit on `label` at `now`, as the hot path makes it.
 fn hit(cache: &mut PacketCache, now: u64, label: &str) {
     let question = question(label);
-    let found = cache.lookup(now, &question.key(), question.hash());
+    let found = cache.lookup(now, &question.key(), question.hash(), None);
     assert!(matches!(found, Lookup::Fresh { .. }), "{label} fresh");
 }
 

@@ -31,6 +31,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::cache::PacketCache;
 use crate::config::Config;
+use crate::fastpath::Publisher;
 use crate::health::Health;
 use crate::log_limit::LogLimit;
 use crate::peer::{Peer, PeerMessage};
@@ -133,6 +134,8 @@ pub struct Engine {
     rate_seed: u64,
     /// Some server block has `acl` or `ratelimit`: only then are they looked at per query.
     policing: bool,
+    /// Where hot entries of `fastpath` blocks are published ([`crate::fastpath`]).
+    publisher: Option<Publisher>,
 }
 
 impl Engine {
@@ -181,6 +184,29 @@ impl Engine {
             error_log: LogLimit::new(ERROR_LINES_PER_SECOND),
             bound_log: BoundLog::new(shard),
             logging,
+            publisher: None,
+        }
+    }
+
+    /// Publishes the hot entries of the blocks with `fastpath` to `publisher` (the
+    /// process's fast-path thread reads the other end).
+    pub fn with_publisher(mut self, publisher: Publisher) -> Engine {
+        self.publisher = Some(publisher);
+        self.withdraw_evictions();
+        self
+    }
+
+    /// Has every `fastpath` block's cache tell the publisher of its evictions.
+    fn withdraw_evictions(&mut self) {
+        let Some(publisher) = &self.publisher else {
+            return;
+        };
+        for (server, cache) in self.caches.iter_mut().enumerate() {
+            if let Some(cache) = cache
+                && self.config.servers[server].fastpath.is_some()
+            {
+                cache.withdraw_to(publisher.clone(), (self.shard, server), self.group.epoch);
+            }
         }
     }
 

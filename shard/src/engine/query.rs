@@ -11,6 +11,7 @@ use shardns_wire::{Header, Key, Message, Rcode, opcode};
 use super::log::LoggedQuery;
 use super::{Engine, nanos};
 use crate::cache::{ClientView, Lookup};
+use crate::fastpath::{HotEntry, Publication, combination};
 use crate::names::in_zone;
 use crate::question::{LowerQuestion, PendingKey};
 use crate::stats::{Exchange, Writer};
@@ -223,17 +224,38 @@ impl Engine {
         }
         let clock = nanos(&mut self.clock, self.group.epoch, now);
         let stats = &self.stats.servers[server];
-        let (len, rcode, refresh) = match cache.lookup(clock, key, hash) {
+        let publish = (view.protocol == Protocol::Udp
+            && self.publisher.is_some()
+            && self.config.servers[server].fastpath.is_some())
+        .then(|| combination(view.edns.is_some(), view.flags & Header::AD != 0));
+        let (len, rcode, refresh) = match cache.lookup(clock, key, hash, publish) {
             Lookup::Fresh {
                 response,
                 kind,
                 prefetch,
                 remaining,
+                publish,
             } => {
                 let len = response.render(response.fresh_ttl_of(remaining), view, true, out);
                 stats.hits[kind as usize].inc();
                 if prefetch {
                     stats.prefetch.inc();
+                }
+                if publish && let Some(publisher) = &self.publisher {
+                    // A clone shares the bytes: no allocation.
+                    let hot = HotEntry::new(
+                        (self.shard, server),
+                        kind,
+                        key.flags(),
+                        combination(view.edns.is_some(), view.flags & Header::AD != 0),
+                        response.clone(),
+                        self.group.epoch,
+                    );
+                    if publisher.offer(Publication::Insert(hot)) {
+                        self.stats.fastpath_published.inc();
+                    } else {
+                        self.stats.fastpath_dropped.inc();
+                    }
                 }
                 (
                     len,

@@ -55,6 +55,15 @@ impl Engine {
             }
         }
         self.config = Arc::clone(&config);
+        if let Some(publisher) = &self.publisher {
+            // What was published under the old policy is withdrawn; hot entries publish
+            // again as they are hit.
+            publisher.offer(crate::fastpath::Publication::Reset { shard: self.shard });
+            for cache in self.caches.iter_mut().flatten() {
+                cache.forget_published();
+            }
+            self.withdraw_evictions();
+        }
         // The probes in flight are forgotten: their UDP sockets close.
         for link in self.health.probe_links() {
             self.inflight.release_udp(link);

@@ -114,6 +114,10 @@ pub struct ShardStats {
     /// The I/O driver this shard runs (`shardns_shard_info{io}`): 0 not started, 1 epoll,
     /// 2 io_uring.
     pub driver: Gauge,
+    /// Entries published to the in-kernel fast path ([`crate::fastpath`]).
+    pub fastpath_published: Counter,
+    /// Publications dropped because the fast path's channel was full.
+    pub fastpath_dropped: Counter,
 }
 
 impl ShardStats {

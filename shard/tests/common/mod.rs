@@ -63,6 +63,7 @@ pub fn config_with(cache: Option<CacheConfig>) -> Config {
             loop_probe: None,
             acl: None,
             ratelimit: None,
+            fastpath: None,
         }],
         upstreams: vec![UpstreamConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 1053)),

@@ -1,12 +1,13 @@
 //! The directives of a server block, read into [`BlockSettings`]: `bind`, `errors` and
 //! `loop` here, the others one file each: `acl` (in [`acl`]), `cache` (in [`cache`]),
 //! `forward` (in [`forward`]), `health` and `ready` (in [`health`]), `log` (in [`log`]),
-//! `prometheus` (in [`prometheus`]), `ratelimit` (in [`ratelimit`]) and `reload` (in
-//! [`reload`]); [`options`] holds the rules of options blocks. Every error names the file and
+//! `prometheus` (in [`prometheus`]), `ratelimit` (in [`ratelimit`]), `reload` (in
+//! [`reload`]) and `fastpath` (in [`fastpath`]); [`options`] holds the rules of options blocks. Every error names the file and
 //! line of the offending token.
 
 mod acl;
 mod cache;
+mod fastpath;
 mod forward;
 mod health;
 mod log;
@@ -17,10 +18,13 @@ mod reload;
 
 use std::net::IpAddr;
 
+use shardns_shard::FastpathConfig;
 use shardns_shard::config::RateLimitConfig;
 
 pub(super) use acl::AclSettings;
 pub(super) use cache::CacheSettings;
+pub(super) use fastpath::check as check_fastpath;
+pub(crate) use fastpath::matches as interface_matches;
 pub(super) use forward::ForwardSettings;
 pub(crate) use health::{HealthSettings, ReadySettings};
 pub(crate) use log::LogSettings;
@@ -77,6 +81,9 @@ pub(super) struct BlockSettings {
     pub acl: Vec<AclSettings>,
     /// The `ratelimit` directive.
     pub ratelimit: Option<RateLimitConfig>,
+    /// The `fastpath` directive, and its line.
+    pub fastpath: Option<FastpathConfig>,
+    pub fastpath_line: usize,
 }
 
 /// Reads the directives of a server block.
@@ -174,6 +181,11 @@ pub(super) fn block_settings(
                 once(settings.ratelimit.is_some())?;
                 let ratelimit = ratelimit::parse(directive).map_err(|(l, m)| at(l, m))?;
                 settings.ratelimit = Some(ratelimit);
+            }
+            "fastpath" => {
+                once(settings.fastpath.is_some())?;
+                settings.fastpath = Some(fastpath::parse(directive).map_err(|(l, m)| at(l, m))?);
+                settings.fastpath_line = line;
             }
             _ if NOT_YET.contains(&name) => {
                 return Err(at(line, format!("directive {name:?} is not supported yet")));

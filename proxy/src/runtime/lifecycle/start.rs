@@ -23,7 +23,7 @@ use crate::runtime::readiness::Readiness;
 use crate::runtime::reload::{self, Reloader};
 use crate::runtime::shards::{self, Shards};
 use crate::runtime::sockets::Bound as BoundSockets;
-use crate::runtime::{loop_check, pidfile, signals, sockets};
+use crate::runtime::{fastpath, loop_check, pidfile, signals, sockets};
 
 /// How long a process that refused to hand over may take to exit before this one gives up.
 const PREDECESSOR_EXIT_WAIT: Duration = Duration::from_secs(120);
@@ -169,8 +169,23 @@ impl Lifecycle<'_> {
             stats.clone(),
             Arc::clone(&shutdown),
         )?;
+        // The fast path (`fastpath`): loaded and attached now; its thread starts with the
+        // shards.
+        let fastpath = match fastpath::Plan::of(&config) {
+            Ok(plan) => plan.and_then(|plan| fastpath::load(Arc::clone(&config), plan)),
+            Err(message) => {
+                tracing::error!("{message}; every query is answered through the sockets");
+                None
+            }
+        };
+        if let Some(started) = &fastpath {
+            shards.publish_to(started.publisher.clone());
+        }
         let process_counters = Arc::new(ProcessCounters {
             setup_errors: node.as_ref().map(NodeLocal::errors),
+            fastpath: fastpath
+                .as_ref()
+                .map(|started| Arc::clone(&started.counters)),
             ..ProcessCounters::default()
         });
         let exposition = Arc::new(Mutex::new(Exposition::new(
@@ -238,6 +253,12 @@ impl Lifecycle<'_> {
             }
         });
         let shards = shards.start();
+        let fastpath_thread = fastpath.and_then(|started| {
+            started
+                .spawn(Arc::clone(&shutdown))
+                .map_err(|error| tracing::error!(%error, "cannot start the fastpath thread"))
+                .ok()
+        });
         Ok(Running {
             stop: signals.stop,
             signalled: signals.signalled,
@@ -251,6 +272,7 @@ impl Lifecycle<'_> {
             http_thread,
             reload_thread,
             loop_thread: None,
+            fastpath_thread,
             loop_detected: Arc::new(AtomicBool::new(false)),
             node,
             pidfile: None,

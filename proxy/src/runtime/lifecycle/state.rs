@@ -142,6 +142,8 @@ pub(super) struct Running {
     pub(super) reload_thread: Option<JoinHandle<()>>,
     /// The loop check, while it runs.
     pub(super) loop_thread: Option<JoinHandle<()>>,
+    /// The fast path's thread (`fastpath`), when it runs.
+    pub(super) fastpath_thread: Option<JoinHandle<()>>,
     /// Set by the loop check when it saw a loop.
     pub(super) loop_detected: Arc<AtomicBool>,
     pub(super) node: Option<NodeLocal>,

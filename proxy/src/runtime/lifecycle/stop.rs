@@ -94,6 +94,7 @@ impl Lifecycle<'_> {
             ("http", running.http_thread),
             ("reload", running.reload_thread),
             ("loop", running.loop_thread),
+            ("fastpath", running.fastpath_thread),
         ] {
             if let Some(thread) = thread
                 && thread.join().is_err()

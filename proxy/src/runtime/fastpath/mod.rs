@@ -1,0 +1,351 @@
+//! The fast-path thread (the `fastpath` directive; docs/FASTPATH.md). At start-up, in the
+//! `serve` phase, the BPF program is loaded, the planned addresses served ([`Plan`]) and the
+//! program attached to every interface matching a directive's names. Then the thread:
+//!
+//! - applies the shards' publications ([`Publication`]) to the answers map: an entry is
+//!   rendered once per combination of query bits and block number, and leaves the map when
+//!   every shard that published it withdrew it (eviction, reload) or when it expires;
+//! - every second: attaches to new matching interfaces (a pod's veth appearing) and forgets
+//!   vanished ones, removes expired entries, and reads the hit counters into the metrics
+//!   ([`FastpathCounters`]: `coredns_cache_hits_total` counts the program's hits too);
+//! - on the shutdown flag, detaches from every interface.
+//!
+//! A start-up that cannot load or attach logs why and serves through the sockets alone: the
+//! fast path is an optimisation, never a reason not to answer.
+
+mod plan;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use shardns_fastpath::{
+    Answer, AnswerKey, Error as FastpathError, Fastpath, Lifetime, QueryBits, boot_time_ns,
+};
+use shardns_shard::fastpath::{HotEntry, Publication, Publisher, ReplyBits, publication_channel};
+use shardns_shard::{CacheStats, Config, Counter, Gauge};
+
+pub(crate) use plan::Plan;
+use plan::{Held, Table};
+
+use crate::corefile::directives::interface_matches;
+
+/// Publications waiting for the thread at most; beyond, the shards drop (and count) them.
+const CHANNEL: usize = 4096;
+/// How often interfaces are rescanned, expired entries removed and counters read.
+const TICK: Duration = Duration::from_secs(1);
+
+/// What the fast path counts, for `/metrics`.
+#[derive(Debug)]
+pub(crate) struct FastpathCounters {
+    /// The program's hits by server block and kind (only `hits` is used): added to
+    /// `coredns_cache_hits_total` and `coredns_cache_requests_total`.
+    pub(crate) servers: Box<[CacheStats]>,
+    /// The program's own counters, as last read (`shardns_fastpath_*_total`).
+    pub(crate) hits: Gauge,
+    pub(crate) misses: Gauge,
+    pub(crate) expired: Gauge,
+    pub(crate) too_big: Gauge,
+    pub(crate) errors: Gauge,
+    /// Entries in the map (`shardns_fastpath_entries`).
+    pub(crate) entries: Gauge,
+    /// Interfaces the program is attached to (`shardns_fastpath_interfaces`).
+    pub(crate) interfaces: Gauge,
+    /// Publications that could not be written: over the answer's limits (1,024 bytes after
+    /// the question, 32 records) or the map full.
+    pub(crate) refused: Counter,
+}
+
+impl FastpathCounters {
+    fn new(blocks: usize) -> FastpathCounters {
+        FastpathCounters {
+            servers: (0..blocks).map(|_| CacheStats::default()).collect(),
+            hits: Gauge::default(),
+            misses: Gauge::default(),
+            expired: Gauge::default(),
+            too_big: Gauge::default(),
+            errors: Gauge::default(),
+            entries: Gauge::default(),
+            interfaces: Gauge::default(),
+            refused: Counter::default(),
+        }
+    }
+}
+
+/// A fast path loaded and attached, before its thread runs.
+pub(crate) struct Started {
+    /// What the shards publish into.
+    pub(crate) publisher: Publisher,
+    pub(crate) counters: Arc<FastpathCounters>,
+    state: State,
+    receiver: Receiver<Publication>,
+}
+
+/// Loads the program for `plan` and attaches it (see the module documentation); `None`
+/// (logged) when it cannot be loaded.
+pub(crate) fn load(config: Arc<Config>, plan: Plan) -> Option<Started> {
+    let mut fastpath = match Fastpath::load() {
+        Ok(fastpath) => fastpath,
+        Err(error) => {
+            tracing::error!("fastpath: {error}; every query is answered through the sockets");
+            return None;
+        }
+    };
+    for &(addr, number) in &plan.served {
+        if let Err(error) = fastpath.serve(addr, number) {
+            tracing::error!("fastpath: serving {addr}: {error}; the sockets answer alone");
+            return None;
+        }
+    }
+    let (publisher, receiver) = publication_channel(CHANNEL);
+    let counters = Arc::new(FastpathCounters::new(config.servers.len()));
+    let mut state = State {
+        fastpath,
+        plan,
+        config,
+        table: Table::default(),
+        counters: Arc::clone(&counters),
+        refused: HashSet::new(),
+    };
+    state.scan();
+    Some(Started {
+        publisher,
+        counters,
+        state,
+        receiver,
+    })
+}
+
+impl Started {
+    /// Runs the thread until `shutdown` is set; it then detaches.
+    pub(crate) fn spawn(self, shutdown: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
+        let Started {
+            mut state,
+            receiver,
+            publisher,
+            ..
+        } = self;
+        // The shards hold their own clones.
+        drop(publisher);
+        std::thread::Builder::new()
+            .name("fastpath".into())
+            .spawn(move || {
+                let mut ticked = Instant::now();
+                while !shutdown.load(Ordering::Relaxed) {
+                    match receiver.recv_timeout(Duration::from_millis(100)) {
+                        Ok(publication) => state.apply(publication),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => {
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                    if ticked.elapsed() >= TICK {
+                        ticked = Instant::now();
+                        state.tick(ticked);
+                    }
+                }
+                let attached = state.fastpath.interfaces().count();
+                drop(state);
+                tracing::info!("fastpath: detached from {attached} interfaces");
+            })
+    }
+}
+
+/// The thread's state.
+struct State {
+    fastpath: Fastpath,
+    plan: Plan,
+    config: Arc<Config>,
+    table: Table<AnswerKey>,
+    counters: Arc<FastpathCounters>,
+    /// Interfaces already refused (logged once).
+    refused: HashSet<String>,
+}
+
+impl State {
+    fn apply(&mut self, publication: Publication) {
+        match publication {
+            Publication::Insert(hot) => self.insert(&hot),
+            Publication::Remove(hot) => {
+                for key in self.keys(&hot) {
+                    if let Some(held) = self.table.withdraw(&key, hot.shard()) {
+                        self.remove(&key, &held);
+                    }
+                }
+            }
+            Publication::Reset { shard } => {
+                for (key, held) in self.table.withdraw_shard(shard) {
+                    self.remove(&key, &held);
+                }
+            }
+        }
+        self.counters.entries.set(self.table.len() as u64);
+    }
+
+    /// Every key `hot` stands for: its combinations under each number that routes its name
+    /// to its block.
+    fn keys(&self, hot: &HotEntry) -> Vec<AnswerKey> {
+        let numbers = self.plan.numbers(&self.config, hot.server(), hot.qname());
+        hot.combinations()
+            .flat_map(|bits| {
+                numbers.iter().filter_map(move |&number| {
+                    AnswerKey::new(number, hot.qname(), hot.qtype(), query_bits(bits)).ok()
+                })
+            })
+            .collect()
+    }
+
+    fn insert(&mut self, hot: &HotEntry) {
+        let numbers = self.plan.numbers(&self.config, hot.server(), hot.qname());
+        if numbers.is_empty() {
+            return;
+        }
+        let lifetime = Lifetime {
+            stored_ns: boot_ns_of(hot.stored_at()),
+            ttl: hot.ttl(),
+            keep_ttls: hot.keeps_ttls(),
+        };
+        for bits in hot.combinations() {
+            let answer = match Answer::new(&hot.render(bits), lifetime) {
+                Ok(answer) => answer,
+                Err(error) => {
+                    tracing::debug!("fastpath: not published: {error}");
+                    self.counters.refused.inc();
+                    continue;
+                }
+            };
+            for &number in &numbers {
+                let Ok(key) = AnswerKey::new(number, hot.qname(), hot.qtype(), query_bits(bits))
+                else {
+                    continue;
+                };
+                match self.fastpath.insert(&key, &answer) {
+                    Ok(()) => self.table.insert(
+                        key,
+                        hot.shard(),
+                        (hot.server(), hot.is_success()),
+                        hot.expires_at(),
+                    ),
+                    Err(error) => {
+                        tracing::debug!("fastpath: not published: {error}");
+                        self.counters.refused.inc();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts `key`'s last hits and takes it out of the map.
+    fn remove(&mut self, key: &AnswerKey, held: &Held) {
+        count(&self.fastpath, &self.counters, key, held);
+        if let Err(error) = self.fastpath.remove(key) {
+            tracing::warn!("fastpath: removing an entry: {error}");
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        for (key, held) in self.table.expired(now) {
+            self.remove(&key, &held);
+        }
+        for (key, held) in self.table.iter_mut() {
+            held.counted = count(&self.fastpath, &self.counters, key, held);
+        }
+        if let Ok(stats) = self.fastpath.stats() {
+            let c = &self.counters;
+            c.hits.set(stats.hits);
+            c.misses.set(stats.misses);
+            c.expired.set(stats.expired);
+            c.too_big.set(stats.too_big);
+            c.errors.set(stats.errors);
+        }
+        self.counters.entries.set(self.table.len() as u64);
+        self.scan();
+    }
+
+    /// Attaches to the interfaces that match and are not attached yet; forgets those gone.
+    fn scan(&mut self) {
+        let names: Vec<String> = match nix::net::if_::if_nameindex() {
+            Ok(list) => list
+                .iter()
+                .map(|interface| interface.name().to_string_lossy().into_owned())
+                .collect(),
+            Err(error) => {
+                tracing::warn!("fastpath: listing interfaces: {error}");
+                return;
+            }
+        };
+        let gone: Vec<String> = self
+            .fastpath
+            .interfaces()
+            .filter(|attached| !names.iter().any(|name| name == attached))
+            .map(str::to_string)
+            .collect();
+        for name in gone {
+            // The kernel dropped the attachment with the device.
+            let _ = self.fastpath.detach(&name);
+            tracing::debug!("fastpath: {name} is gone");
+        }
+        self.refused.retain(|name| names.contains(name));
+        for name in names {
+            let wanted = self
+                .plan
+                .interfaces
+                .iter()
+                .any(|pattern| interface_matches(pattern, &name));
+            if !wanted
+                || self.refused.contains(&name)
+                || self.fastpath.interfaces().any(|attached| attached == name)
+            {
+                continue;
+            }
+            let attached = if self.plan.force {
+                self.fastpath.attach_anyway(&name)
+            } else {
+                self.fastpath.attach(&name)
+            };
+            match attached {
+                Ok(()) => tracing::info!("fastpath: attached to {name}"),
+                Err(error @ FastpathError::Occupied { .. }) => {
+                    tracing::warn!("fastpath: {error} (fastpath ... {{ force }} attaches anyway)");
+                    self.refused.insert(name);
+                }
+                Err(error) => {
+                    tracing::warn!("fastpath: attaching to {name}: {error}");
+                    self.refused.insert(name);
+                }
+            }
+        }
+        self.counters
+            .interfaces
+            .set(self.fastpath.interfaces().count() as u64);
+    }
+}
+
+/// Adds the hits of `key` not counted yet to its block's counters; returns its total.
+fn count(fastpath: &Fastpath, counters: &FastpathCounters, key: &AnswerKey, held: &Held) -> u64 {
+    let total = fastpath.hits(key).ok().flatten().unwrap_or(held.counted);
+    if let Some(stats) = counters.servers.get(held.server) {
+        stats.hits[usize::from(!held.success)].add(total.saturating_sub(held.counted));
+    }
+    total
+}
+
+/// The program's key bits for a shard's combination.
+fn query_bits(bits: ReplyBits) -> QueryBits {
+    QueryBits {
+        edns: bits.edns,
+        dnssec_ok: bits.dnssec_ok,
+        checking_disabled: bits.checking_disabled,
+        authentic_data: bits.authentic_data,
+    }
+}
+
+/// `at` (an `Instant`, CLOCK_MONOTONIC) on the boot clock the program reads.
+fn boot_ns_of(at: Instant) -> u64 {
+    let ago = Instant::now().saturating_duration_since(at);
+    let ago = u64::try_from(ago.as_nanos()).unwrap_or(u64::MAX);
+    boot_time_ns().unwrap_or(0).saturating_sub(ago)
+}
