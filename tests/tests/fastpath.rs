@@ -1,0 +1,253 @@
+//! The in-kernel fast path run by shardns itself (the `fastpath` directive), as root in
+//! network namespaces: a "pod" and a "node" joined by a veth pair, shardns in the node on
+//! 169.254.20.10 with a real Unbound behind it, `fastpath veth-node*` in the block.
+//!
+//! - Names hit twice through the sockets are published: with the socket path blocked by
+//!   `iptables -I INPUT -p udp --dport 53 -j DROP` in the node, they are still answered (the
+//!   client's ID and case, the records the socket path gave), while a name not cached, or a
+//!   query with bits never asked through the sockets (EDNS), gets nothing.
+//! - The fast path's hits are counted: `shardns_fastpath_hits_total`, `..._entries`,
+//!   `..._interfaces`, and `coredns_cache_hits_total` grows by them.
+//! - An interface that appears later (a new pod's veth) is attached within seconds.
+//! - An entry whose lifetime ends leaves the map.
+//! - After SIGTERM the program is gone from every interface: nothing answers.
+//!
+//! Skipped, with the reason, where not root, without the tools, or when the binary was built
+//! without the program (`--features shardns-fastpath/bpf`, as scripts/test.sh builds it).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::Message;
+use hickory_proto::rr::RecordType;
+use hickory_proto::serialize::binary::BinEncodable;
+use shardns_e2e::client::{UdpClient, header_of, new_id, query_message, query_message_plain};
+use shardns_e2e::metrics::{family_sum, scrape};
+use shardns_e2e::netns::{Namespace, skip_reason};
+use shardns_e2e::node::{NamespaceUnbound, NodeCache};
+use shardns_e2e::wait_for;
+
+const LOCAL_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 20, 10);
+const ZONE: &str = "fastpath.test.";
+const RECORDS: &[&str] = &[
+    "cached.fastpath.test. 30 IN A 192.0.2.1",
+    "other.fastpath.test. 30 IN A 192.0.2.2",
+    "late.fastpath.test. 30 IN A 192.0.2.3",
+    "short.fastpath.test. 1 IN A 192.0.2.4",
+];
+const SILENCE: Duration = Duration::from_millis(400);
+const REPLY: Duration = Duration::from_secs(2);
+
+/// A veth pair `node_end` (in `node`, 10.0.N.1/24) and `veth-pod` (in a new pod namespace,
+/// 10.0.N.2/24, default route via the node); `None` where the kernel has no veth.
+fn new_pod(node: &Namespace, node_end: &str, n: u8) -> Option<Namespace> {
+    let pod = Namespace::create(&format!("fp-pod{n}")).unwrap();
+    let veth = std::process::Command::new("ip")
+        .args(["link", "add", node_end, "netns", node.name()])
+        .args([
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth-pod",
+            "netns",
+            pod.name(),
+        ])
+        .status()
+        .is_ok_and(|status| status.success());
+    if !veth {
+        return None;
+    }
+    node.ip(&["addr", "add", &format!("10.0.{n}.1/24"), "dev", node_end])
+        .unwrap();
+    node.ip(&["link", "set", node_end, "up"]).unwrap();
+    pod.ip(&["addr", "add", &format!("10.0.{n}.2/24"), "dev", "veth-pod"])
+        .unwrap();
+    pod.ip(&["link", "set", "veth-pod", "up"]).unwrap();
+    pod.ip(&["route", "add", "default", "via", &format!("10.0.{n}.1")])
+        .unwrap();
+    Some(pod)
+}
+
+/// A client socket in `pod` for LOCAL_IP:53. Its source port stays the same, so its queries
+/// reach the same shard (SO_REUSEPORT hashes the 4-tuple): the two hits that publish an entry
+/// must be one shard's.
+fn client(pod: &Namespace) -> UdpClient {
+    let server = SocketAddr::new(IpAddr::V4(LOCAL_IP), 53);
+    pod.run(|inside| UdpClient::inside(inside, server).unwrap())
+}
+
+/// A query for `name` as written (case kept in the wire bytes), with or without EDNS; the
+/// reply's bytes, if any within `timeout`.
+fn ask(client: &UdpClient, name: &str, edns: bool, timeout: Duration) -> (u16, Option<Vec<u8>>) {
+    let id = new_id();
+    let message = if edns {
+        query_message(name, RecordType::A, id)
+    } else {
+        query_message_plain(name, RecordType::A, id)
+    };
+    let mut bytes = message.to_vec().unwrap();
+    // hickory writes names lower-cased: put the case back.
+    let mut at = 13;
+    for label in name.trim_end_matches('.').split('.') {
+        bytes[at..at + label.len()].copy_from_slice(label.as_bytes());
+        at += label.len() + 1;
+    }
+    // Port unreachable (nothing listening, no program) is no answer too.
+    (id, client.exchange_raw(&bytes, timeout).ok().flatten())
+}
+
+/// The A records of a reply.
+fn addresses(reply: &[u8]) -> Vec<String> {
+    let message = Message::from_vec(reply).expect("the reply parses");
+    message
+        .answers()
+        .iter()
+        .filter_map(|record| record.data().ip_addr().map(|ip| ip.to_string()))
+        .collect()
+}
+
+#[test]
+fn shardns_publishes_hot_entries_and_the_kernel_answers_them() {
+    if let Some(reason) = skip_reason(&["iptables", "/usr/sbin/unbound"]) {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let node = Namespace::create("fp-node").unwrap();
+    let Some(pod_ns) = new_pod(&node, "veth-node", 1) else {
+        eprintln!("skipped: this kernel has no veth link type");
+        return;
+    };
+    let pod = client(&pod_ns);
+    node.add_local_ips(&[&LOCAL_IP.to_string()]).unwrap();
+    let upstream = SocketAddr::from(([127, 0, 0, 1], 53));
+    let _unbound = NamespaceUnbound::start(&node, upstream, true, ZONE, RECORDS).unwrap();
+    let dir = shardns_e2e::TempDir::new("fastpath").unwrap();
+    let corefile = dir.join("Corefile");
+    std::fs::write(
+        &corefile,
+        format!(
+            "{ZONE}:53 {{\n    bind {LOCAL_IP}\n    cache {{\n        success 9984 30 1\n    }}\n    \
+             forward . {upstream}\n    fastpath veth-node*\n    prometheus 127.0.0.1:9253\n}}\n"
+        ),
+    )
+    .unwrap();
+    let args: Vec<String> = ["--conf", corefile.to_str().unwrap(), "--shards", "2", "-v"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut shardns = NodeCache::start(&node, &args, &[], &dir.join("log")).unwrap();
+    let log = shardns.log_text();
+    if log.contains("without the bpf feature") {
+        eprintln!("skipped: the shardns binary was built without the fast path's program");
+        return;
+    }
+    assert!(log.contains("fastpath: attached to veth-node"), "{log}");
+    let metrics = || node.run(|_| scrape(SocketAddr::from(([127, 0, 0, 1], 9253))));
+
+    // Two socket hits after the miss publish the entry; the socket path's answer, kept.
+    let (_, first) = ask(&pod, "cached.fastpath.test.", false, REPLY);
+    assert_eq!(addresses(&first.unwrap()), ["192.0.2.1"]);
+    for _ in 0..2 {
+        let (_, hit) = ask(&pod, "cached.fastpath.test.", false, REPLY);
+        assert!(hit.is_some());
+    }
+    ask(&pod, "other.fastpath.test.", false, REPLY); // cached, hit never
+    let published = wait_for(Duration::from_secs(3), || {
+        (family_sum(&metrics(), "shardns_fastpath_entries") >= 1).then_some(())
+    });
+    assert!(published.is_some(), "{}", metrics());
+
+    node.exec(
+        "iptables",
+        &["-I", "INPUT", "-p", "udp", "--dport", "53", "-j", "DROP"],
+    )
+    .unwrap();
+    let (id, reply) = ask(&pod, "CaChEd.FastPath.TEST.", false, REPLY);
+    let reply = reply.expect("the fast path answers with the socket path blocked");
+    assert_eq!(header_of(&reply).unwrap().id, id);
+    assert_eq!(&reply[13..19], b"CaChEd", "the client's case");
+    assert_eq!(addresses(&reply), ["192.0.2.1"]);
+    // Not published: a name hit never, a name not cached, bits never asked (EDNS).
+    for (name, edns) in [
+        ("other.fastpath.test.", false),
+        ("late.fastpath.test.", false),
+        ("cached.fastpath.test.", true),
+    ] {
+        let (_, reply) = ask(&pod, name, edns, SILENCE);
+        assert_eq!(
+            reply, None,
+            "{name} (EDNS {edns}) answered with the sockets blocked"
+        );
+    }
+    // Counted: the program's hits, in CoreDNS's family too.
+    let counted = wait_for(Duration::from_secs(3), || {
+        let page = metrics();
+        (family_sum(&page, "shardns_fastpath_hits_total") >= 1
+            && family_sum(&page, "coredns_cache_hits_total") >= 3)
+            .then_some(page)
+    });
+    let page = counted.expect("fast-path hits counted");
+    assert_eq!(
+        family_sum(&page, "shardns_fastpath_interfaces"),
+        1,
+        "{page}"
+    );
+    assert!(
+        family_sum(&page, "shardns_fastpath_published_total") >= 1,
+        "{page}"
+    );
+
+    // A pod that appears later: its veth is attached within the rescan.
+    let Some(late_ns) = new_pod(&node, "veth-node2", 2) else {
+        panic!("a second veth pair");
+    };
+    let late = client(&late_ns);
+    let attached = wait_for(Duration::from_secs(5), || {
+        shardns
+            .log_text()
+            .contains("fastpath: attached to veth-node2")
+            .then_some(())
+    });
+    assert!(attached.is_some(), "{}", shardns.log_text());
+    let (_, reply) = ask(&late, "cached.fastpath.test.", false, REPLY);
+    assert_eq!(
+        addresses(&reply.expect("answered in the kernel")),
+        ["192.0.2.1"]
+    );
+
+    // An entry whose lifetime (1 s) ends leaves the map.
+    node.exec(
+        "iptables",
+        &["-D", "INPUT", "-p", "udp", "--dport", "53", "-j", "DROP"],
+    )
+    .unwrap();
+    let entries = family_sum(&metrics(), "shardns_fastpath_entries");
+    for _ in 0..3 {
+        ask(&pod, "short.fastpath.test.", false, REPLY);
+    }
+    let grew = wait_for(Duration::from_secs(2), || {
+        (family_sum(&metrics(), "shardns_fastpath_entries") > entries).then_some(())
+    });
+    let started = Instant::now();
+    let shrank = wait_for(Duration::from_secs(5), || {
+        (family_sum(&metrics(), "shardns_fastpath_entries") <= entries).then_some(())
+    });
+    assert!(
+        grew.is_some() && shrank.is_some(),
+        "short lived entry published then removed (after {:?})\n{}",
+        started.elapsed(),
+        metrics()
+    );
+
+    // Stopped: detached everywhere, so nothing answers any more.
+    let status = shardns.stop("TERM", Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "{}", shardns.log_text());
+    assert!(
+        shardns
+            .log_text()
+            .contains("fastpath: detached from 2 interfaces")
+    );
+    let (_, reply) = ask(&pod, "cached.fastpath.test.", false, SILENCE);
+    assert_eq!(reply, None, "answered after shardns stopped");
+}
