@@ -5,7 +5,8 @@
 #   scripts/image.sh [--binary PATH] [--output FILE] [--name NAME]
 #
 #   --binary PATH  the shardns binary to put in the image (default: build it with
-#                  `cargo build --release --locked -p shardns` and use target/release/shardns)
+#                  `cargo build --release --locked -p shardns --features fastpath` (clang,
+#                  libbpf-dev) and use target/release/shardns)
 #   --output FILE  where to save the image (default: target/image/shardns.oci.tar)
 #   --name NAME    the image's name (default: localhost/shardns); tagged NAME:VERSION (the
 #                  binary's version) and NAME:latest
@@ -33,7 +34,7 @@ export CONTAINERS_CONF="${CONTAINERS_CONF:-$root/deploy/podman/containers.conf}"
 command -v podman >/dev/null || { echo "podman is missing (Debian: apt-get install podman buildah runc)" >&2; exit 1; }
 
 if [ -z "$binary" ]; then
-    (cd "$root" && cargo build --release --locked -p shardns)
+    (cd "$root" && cargo build --release --locked -p shardns --features fastpath)
     binary="$root/target/release/shardns"
 fi
 binary="$(realpath "$binary")"
