@@ -14,6 +14,7 @@
 
 mod layout;
 mod loader;
+mod netlink;
 
 pub use layout::{
     Answer, AnswerKey, KEY_LEN, KEY_QNAME_LEN, Lifetime, MAX_ANSWER_DATA, MAX_ENTRIES, MAX_TTLS,

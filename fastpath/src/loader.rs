@@ -139,14 +139,19 @@ impl Fastpath {
     /// namespace: tcx on kernels ≥ 6.6 (after the programs already there), else a `clsact`
     /// qdisc (added when missing) and a filter. Refuses ([`Error::Occupied`]) where another
     /// program is attached through tcx (a CNI's, such as Cilium's): hits answered here would
-    /// skip it. Another shardns's program (an upgrade's predecessor, same name) is not
-    /// counted. [`Fastpath::attach_anyway`] attaches all the same.
+    /// skip it, and where a `bpf` filter or an XDP program is ([`Fastpath::other_programs`]).
+    /// Another shardns's program (an upgrade's predecessor, same name) is not counted. [`Fastpath::attach_anyway`] attaches all the same.
     pub fn attach(&mut self, interface: &str) -> Result<(), Error> {
         // Another shardns's program (an upgrade's predecessor) is not a CNI's.
         let mut others = Fastpath::tcx_programs(interface)?;
         // The kernel keeps 15 bytes of a program's name.
         let ours = &PROGRAM[..PROGRAM.len().min(15)];
         others.retain(|name| name != ours);
+        others.extend(
+            Fastpath::other_programs(interface)?
+                .into_iter()
+                .filter(|name| name != PROGRAM),
+        );
         if !others.is_empty() {
             return Err(Error::Occupied {
                 interface: interface.to_string(),
@@ -210,6 +215,16 @@ impl Fastpath {
             }));
         }
         Ok(names)
+    }
+
+    /// The other eBPF programs on `interface`, in the calling thread's network namespace:
+    /// `bpf` filters on its ingress and egress (a `clsact` or `ingress` qdisc: how Calico's
+    /// eBPF dataplane and Cilium before tcx attach), by the name their loader gave, and its
+    /// XDP program (`xdp NAME`). Programs attached through tcx: [`Fastpath::tcx_programs`].
+    pub fn other_programs(interface: &str) -> Result<Vec<String>, Error> {
+        let index = nix::net::if_::if_nametoindex(interface)
+            .map_err(|errno| Error::Namespace(errno.into()))?;
+        crate::netlink::other_programs(index)
     }
 
     /// Removes the `tc` filters of this program (by its name) that a process killed before it

@@ -383,9 +383,69 @@ fn an_interface_with_another_program_is_refused_unless_told() {
         .run(|_| ours.attach_anyway("veth-node"))
         .expect("attach_anyway");
     assert_eq!(ours.interfaces().collect::<Vec<_>>(), ["veth-node"]);
-    // Another shardns's program (an upgrade's successor attaching beside its predecessor)
-    // is not a CNI's: with the stand-in gone, a second loader attaches without force.
+    drop(ours);
+    // The same as a legacy tc filter (clsact, netlink: Calico's eBPF dataplane, Cilium
+    // before tcx), and as an XDP program.
     drop(cni);
+    for how in ["filter", "xdp"] {
+        let mut cni = aya::Ebpf::load(object).expect("the stand-in object loads");
+        let mut filter_link = None;
+        let expected = if how == "filter" {
+            let program: &mut aya::programs::SchedClassifier =
+                cni.program_mut("cni_stand_in").unwrap().try_into().unwrap();
+            program.load().unwrap();
+            let link = node
+                .node
+                .run(|_| {
+                    let _ = aya::programs::tc::qdisc_add_clsact("veth-node");
+                    program.attach_with_options(
+                        "veth-node",
+                        aya::programs::TcAttachType::Ingress,
+                        aya::programs::tc::TcAttachOptions::Netlink(Default::default()),
+                    )
+                })
+                .expect("the stand-in attaches as a filter");
+            filter_link = Some(link);
+            "cni_stand_in"
+        } else {
+            let program: &mut aya::programs::Xdp =
+                cni.program_mut("xdp_stand_in").unwrap().try_into().unwrap();
+            program.load().unwrap();
+            node.node
+                .run(|_| program.attach("veth-node", aya::programs::xdp::XdpMode::Skb))
+                .expect("the stand-in attaches as XDP");
+            "xdp xdp_stand_in"
+        };
+        let listed = node
+            .node
+            .run(|_| Fastpath::other_programs("veth-node"))
+            .unwrap();
+        assert_eq!(listed, [expected], "{how}");
+        let mut ours = Fastpath::load().unwrap();
+        match node.node.run(|_| ours.attach("veth-node")) {
+            Err(shardns_fastpath::Error::Occupied { programs, .. }) => {
+                assert_eq!(programs, [expected], "{how}");
+            }
+            other => panic!("attached beside a {how} program: {other:?}"),
+        }
+        if let Some(link) = filter_link {
+            // A netlink filter outlives its program's descriptors: detach it.
+            let program: &mut aya::programs::SchedClassifier =
+                cni.program_mut("cni_stand_in").unwrap().try_into().unwrap();
+            node.node.run(|_| program.detach(link)).unwrap();
+        }
+        drop(cni);
+        let listed = node
+            .node
+            .run(|_| Fastpath::other_programs("veth-node"))
+            .unwrap();
+        assert!(listed.is_empty(), "{how} stand-in gone: {listed:?}");
+    }
+    // Another shardns's program (an upgrade's successor attaching beside its predecessor)
+    // is not a CNI's: a second loader attaches without force, beside the first (tcx), and
+    // beside a first attached as a filter.
+    let mut ours = Fastpath::load().unwrap();
+    node.node.run(|_| ours.attach("veth-node")).unwrap();
     let mut successor = Fastpath::load().unwrap();
     node.node
         .run(|_| successor.attach("veth-node"))
@@ -396,6 +456,14 @@ fn an_interface_with_another_program_is_refused_unless_told() {
         .unwrap();
     // The kernel keeps 15 bytes of a program's name.
     assert_eq!(programs, ["shardns_fastpat", "shardns_fastpat"]);
+    let mut filtered = Fastpath::load().unwrap();
+    node.node
+        .run(|_| filtered.attach_netlink("veth-node"))
+        .unwrap();
+    let mut third = Fastpath::load().unwrap();
+    node.node
+        .run(|_| third.attach("veth-node"))
+        .expect("attached beside another shardns's filter");
 }
 
 /// A process killed while attached through netlink (kernels before 6.6) leaves its filter,

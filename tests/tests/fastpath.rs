@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
-use hickory_proto::serialize::binary::BinEncodable;
 use shardns_e2e::client::{UdpClient, header_of, new_id, query_message, query_message_plain};
 use shardns_e2e::metrics::{family_sum, scrape};
 use shardns_e2e::netns::{Namespace, skip_reason};

@@ -18,7 +18,13 @@ pub const DNS_DOMAIN: &str = "cluster.local";
 pub const KUBE_DNS: &str = "10.96.0.10";
 
 /// The overlays under `deploy/kubernetes/overlays/`.
-pub const OVERLAYS: [&str; 4] = ["iptables", "ipvs", "io-uring", "iptables-legacy"];
+pub const OVERLAYS: [&str; 5] = [
+    "iptables",
+    "ipvs",
+    "io-uring",
+    "iptables-legacy",
+    "fastpath",
+];
 
 /// How long a tool (kubectl, sed, yamllint, kubernetes-validate, shardns) may take.
 pub const TOOL_TIMEOUT: Duration = Duration::from_secs(60);

@@ -448,11 +448,15 @@ fn the_container_gets_only_what_it_needs() -> Result<()> {
             .context("capabilities.add")?
             .into_iter()
             .collect();
-        // iptables-legacy reads and writes the tables through a raw socket.
+        // iptables-legacy reads and writes the tables through a raw socket; the fast path
+        // loads a BPF program and its maps.
         let legacy = variant.overlay == Some("iptables-legacy");
+        let fastpath = variant.overlay == Some("fastpath");
         let needed: BTreeSet<String> = ["NET_ADMIN", "NET_BIND_SERVICE"]
             .into_iter()
             .chain(legacy.then_some("NET_RAW"))
+            .chain(fastpath.then_some("BPF"))
+            .chain(fastpath.then_some("PERFMON"))
             .map(|c| c.to_string())
             .collect();
         ensure!(
@@ -517,4 +521,37 @@ pub fn mount_of<'m>(manifest: &'m Manifest, path: &Path) -> Result<(&'m Value, &
         .find(|volume| volume["name"] == mount["name"])
         .with_context(|| format!("no volume {:?}", mount["name"]))?;
     Ok((mount, volume))
+}
+
+#[test]
+fn the_fastpath_overlay_adds_fastpath_to_the_stock_corefile_and_nothing_else() -> Result<()> {
+    for_each_variant(|variant, manifest| {
+        let corefile = manifest.corefile()?;
+        let fastpath = directive_arguments(&corefile, "fastpath");
+        if variant.overlay != Some("fastpath") {
+            ensure!(
+                fastpath.is_empty(),
+                "fastpath outside its overlay: {fastpath:?}"
+            );
+            return Ok(());
+        }
+        // The cluster zone's block and the root's, with the host-side veth patterns.
+        let patterns = ["veth*", "cali*", "eni*", "gke*"]
+            .map(String::from)
+            .to_vec();
+        ensure!(
+            fastpath == [patterns.clone(), patterns],
+            "fastpath lines {fastpath:?}"
+        );
+        let stock = Manifest::parse("base", &variant.sed.apply(&base_manifest())?)?.corefile()?;
+        let without: Vec<&str> = corefile
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("fastpath "))
+            .collect();
+        ensure!(
+            without == stock.lines().collect::<Vec<_>>(),
+            "the overlay's Corefile is not the stock one plus fastpath"
+        );
+        Ok(())
+    })
 }
