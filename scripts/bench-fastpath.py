@@ -17,11 +17,15 @@ every round (A, B, C, A, B, C, ...):
 Each runs a closed loop (saturation: -q 256 over 64 sockets) and open loops with Poisson
 arrivals at 5k, 20k and 80k QPS. Measured per run: answers, QPS, p50/p99 latency (the
 generator's HDR histogram), the whole node's CPU (busy jiffies of every CPU in /proc/stat,
-the generator included), the server process's CPU (/proc/PID/stat) and the softirq CPU.
+the generator included), the generator's own CPU (its rusage: the client's side), the server
+process's CPU (/proc/PID/stat), and for the fast path the program's own run time per packet
+(the kernel's BPF statistics, `kernel.bpf_stats_enabled=1` during the run, read with
+bpftool).
 This kernel accounts CPU by ticks without IRQ time accounting: softirq work (where the fast
 path runs, on the sending pod's CPU) is charged to whichever task was interrupted, so the
 whole node's CPU is the figure that compares the three; "server" shows what the server
-process itself spent. For the fast path, the share of answers that came from the kernel is
+process itself spent, "client" what was charged to the generator (the fast path's work
+included: it runs in the generator's softirq). For the fast path, the share of answers that came from the kernel is
 checked: 1 - (socket-path hits during the run) / answers.
 
 Root only (network namespaces, veths, BPF). Builds the release binaries with the fast path's
@@ -33,6 +37,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -157,15 +162,36 @@ def load(args, names, rate, seconds, warmup):
     return json.loads(run(*in_ns(POD, *command)))
 
 
+def children_cpu_s():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def program_stats():
+    """(run_time_ns, run_cnt) of the fast path's program (kernel.bpf_stats_enabled=1)."""
+    try:
+        programs = json.loads(run("bpftool", "--json", "prog", "show"))
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return (0, 0)
+    for program in programs:
+        if program.get("name", "").startswith("shardns_fastpat"):
+            return (program.get("run_time_ns", 0), program.get("run_cnt", 0))
+    return (0, 0)
+
+
 def measure(args, names, server, rate):
     # Counters are read around the measured window only: the warm-up runs first, apart.
     load(args, names, rate if rate else None, 1, 0)
+    before_program = program_stats()
+    before_children = children_cpu_s()
     before_total, _ = cpu_jiffies()
     before_server = process_jiffies(server.process.pid) if server.kind == "floor" else \
         process_jiffies(shardns_pid(server))
     hits_before = socket_hits() if server.kind != "floor" else 0
     report = load(args, names, rate, args.seconds, 0)
     after_total, _ = cpu_jiffies()
+    after_children = children_cpu_s()
+    after_program = program_stats()
     after_server = process_jiffies(server.process.pid) if server.kind == "floor" else \
         process_jiffies(shardns_pid(server))
     hits_after = socket_hits() if server.kind != "floor" else 0
@@ -182,6 +208,9 @@ def measure(args, names, server, rate):
         "node_us": (after_total[0] - before_total[0]) * tick_us / answered,
         "softirq_us": (after_total[1] - before_total[1]) * tick_us / answered,
         "server_us": (after_server - before_server) * tick_us / answered,
+        "client_us": (after_children - before_children) * 1e6 / answered,
+        "program_ns": (after_program[0] - before_program[0])
+        / max(after_program[1] - before_program[1], 1),
         "kernel_share": (1 - (hits_after - hits_before) / answered)
         if server.kind == "fastpath" else None,
     }
@@ -198,9 +227,10 @@ def median_range(values, digits=2):
 
 
 def table(runs):
-    lines = ["| load | server | QPS | whole node CPU/answer (µs) | server process (µs) | "
-             "p50 (µs) | p99 (µs) | answered in the kernel |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| load | server | QPS | whole node CPU/answer (µs) | client (µs) | "
+             "server process (µs) | program (ns/packet) | p50 (µs) | p99 (µs) | "
+             "answered in the kernel |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for load_name, _ in LOADS:
         for kind in SERVERS:
             rows = [r for r in runs if r["server"] == kind and r["load"] == load_name]
@@ -210,7 +240,9 @@ def table(runs):
             lines.append(
                 f"| {load_name} | {kind} | {median_range([r['qps'] for r in rows], 0)} | "
                 f"{median_range([r['node_us'] for r in rows])} | "
+                f"{median_range([r['client_us'] for r in rows])} | "
                 f"{median_range([r['server_us'] for r in rows])} | "
+                f"{median_range([r['program_ns'] for r in rows], 0) if kind == 'fastpath' else '-'} | "
                 f"{median_range([r['p50_us'] for r in rows], 0)} | "
                 f"{median_range([r['p99_us'] for r in rows], 0)} | "
                 f"{median_range([s * 100 for s in share], 1) + ' %' if share else '-'} |")
@@ -257,6 +289,9 @@ def main():
     names = workdir / "names"
     names.write_text(run(str(args.bench), "names", str(args.names), "--zone", ZONE))
     topology()
+    # The kernel times every BPF program run (bpftool's run_time_ns) while this is 1.
+    stats_before = Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip()
+    Path("/proc/sys/kernel/bpf_stats_enabled").write_text("1")
     upstream = subprocess.Popen(
         in_ns(NODE, str(args.bench), "upstream", UPSTREAM, "--cpu", str(args.load_cpu)),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -278,6 +313,7 @@ def main():
         upstream.terminate()
         upstream.wait()
         teardown()
+        Path("/proc/sys/kernel/bpf_stats_enabled").write_text(stats_before)
     kernel = run("uname", "-r").strip()
     cpus = os.cpu_count()
     text = (f"Kernel {kernel}, {cpus} CPUs; server on CPU {args.server_cpu}, load on CPU "

@@ -21,6 +21,7 @@ pub use layout::{
     QueryBits, VALUE_HEADER_LEN, VALUE_LEN, boot_time_ns,
 };
 pub use loader::{Fastpath, OBJECT, STAND_IN_OBJECT, Stats};
+pub use netlink::LinkEvents;
 
 /// What can go wrong loading, attaching or filling the fast path.
 #[derive(Debug, thiserror::Error)]

@@ -201,3 +201,47 @@ fn xdp_program(attrs: &[u8]) -> Option<String> {
         (None, None) => "xdp".to_string(),
     })
 }
+
+/// rtnetlink's link group (`RTMGRP_LINK`): a message whenever an interface is added,
+/// changed or removed.
+const RTMGRP_LINK: u32 = 1;
+
+/// A subscription to the interfaces' changes in the calling thread's network namespace, so
+/// that a new pod's veth is attached as it appears rather than at the next rescan.
+#[derive(Debug)]
+pub struct LinkEvents {
+    socket: OwnedFd,
+}
+
+impl LinkEvents {
+    /// Subscribes (a non-blocking netlink socket in the link group).
+    pub fn open() -> Result<LinkEvents, Error> {
+        let socket = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            SockProtocol::NetlinkRoute,
+        )
+        .map_err(|errno| Error::Namespace(errno.into()))?;
+        bind(socket.as_raw_fd(), &NetlinkAddr::new(0, RTMGRP_LINK))
+            .map_err(|errno| Error::Namespace(errno.into()))?;
+        Ok(LinkEvents { socket })
+    }
+
+    /// Whether anything changed since the last call: reads every message waiting, without
+    /// blocking. A lost message (the socket's buffer overran: ENOBUFS) counts as a change.
+    pub fn changed(&self) -> bool {
+        let mut buf = [0u8; 8192];
+        let mut changed = false;
+        // Bounded: a namespace creating interfaces without end cannot hold the caller.
+        for _ in 0..256 {
+            match recv(self.socket.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Ok(0) => break,
+                Ok(_) => changed = true,
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(_) => return true,
+            }
+        }
+        changed
+    }
+}

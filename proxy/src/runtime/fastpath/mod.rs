@@ -5,8 +5,10 @@
 //! - applies the shards' publications ([`Publication`]) to the answers map: an entry is
 //!   rendered once per combination of query bits and block number, and leaves the map when
 //!   every shard that published it withdrew it (eviction, reload) or when it expires;
-//! - every second: attaches to new matching interfaces (a pod's veth appearing) and forgets
-//!   vanished ones, removes expired entries, and reads the hit counters into the metrics
+//! - attaches to new matching interfaces (a pod's veth appearing) as rtnetlink announces
+//!   them (within the 100 ms the thread waits for publications at most), and rescans every
+//!   second in case an event was lost; forgets vanished ones;
+//! - every second: removes expired entries, and reads the hit counters into the metrics
 //!   ([`FastpathCounters`]: `coredns_cache_hits_total` counts the program's hits too);
 //! - on the shutdown flag, detaches from every interface.
 //!
@@ -23,7 +25,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use shardns_fastpath::{
-    Answer, AnswerKey, Error as FastpathError, Fastpath, Lifetime, QueryBits, boot_time_ns,
+    Answer, AnswerKey, Error as FastpathError, Fastpath, Lifetime, LinkEvents, QueryBits,
+    boot_time_ns,
 };
 use shardns_shard::fastpath::{HotEntry, Publication, Publisher, ReplyBits, publication_channel};
 use shardns_shard::{CacheStats, Config, Counter, Gauge};
@@ -102,6 +105,10 @@ pub(crate) fn load(config: Arc<Config>, plan: Plan) -> Option<Started> {
     }
     let (publisher, receiver) = publication_channel(CHANNEL);
     let counters = Arc::new(FastpathCounters::new(config.servers.len()));
+    // Opened before the first scan, so that no interface appears unseen in between.
+    let events = LinkEvents::open()
+        .map_err(|error| tracing::warn!("fastpath: no interface events ({error}); rescans only"))
+        .ok();
     let mut state = State {
         fastpath,
         plan,
@@ -109,6 +116,7 @@ pub(crate) fn load(config: Arc<Config>, plan: Plan) -> Option<Started> {
         table: Table::default(),
         counters: Arc::clone(&counters),
         refused: HashSet::new(),
+        events,
     };
     state.scan();
     Some(Started {
@@ -145,6 +153,8 @@ impl Started {
                     if ticked.elapsed() >= TICK {
                         ticked = Instant::now();
                         state.tick(ticked);
+                    } else if state.events.as_ref().is_some_and(LinkEvents::changed) {
+                        state.scan();
                     }
                 }
                 let attached = state.fastpath.interfaces().count();
@@ -163,6 +173,8 @@ struct State {
     counters: Arc<FastpathCounters>,
     /// Interfaces already refused (logged once).
     refused: HashSet<String>,
+    /// rtnetlink's link events: a rescan as soon as an interface appears.
+    events: Option<LinkEvents>,
 }
 
 impl State {
