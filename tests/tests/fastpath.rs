@@ -24,6 +24,7 @@ use shardns_e2e::client::{UdpClient, header_of, new_id, query_message, query_mes
 use shardns_e2e::metrics::{family_sum, scrape};
 use shardns_e2e::netns::{Namespace, skip_reason};
 use shardns_e2e::node::{NamespaceUnbound, NodeCache};
+use shardns_e2e::shardns::send_signal;
 use shardns_e2e::wait_for;
 
 const LOCAL_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 20, 10);
@@ -33,6 +34,11 @@ const RECORDS: &[&str] = &[
     "other.fastpath.test. 30 IN A 192.0.2.2",
     "late.fastpath.test. 30 IN A 192.0.2.3",
     "short.fastpath.test. 1 IN A 192.0.2.4",
+    "multi.fastpath.test. 30 IN A 192.0.2.11",
+    "multi.fastpath.test. 30 IN A 192.0.2.12",
+    "multi.fastpath.test. 30 IN A 192.0.2.13",
+    "alias.fastpath.test. 30 IN CNAME cached.fastpath.test.",
+    "text.fastpath.test. 30 IN TXT \\\"hello\\\" \\\"world\\\"",
 ];
 const SILENCE: Duration = Duration::from_millis(400);
 const REPLY: Duration = Duration::from_secs(2);
@@ -79,11 +85,22 @@ fn client(pod: &Namespace) -> UdpClient {
 /// A query for `name` as written (case kept in the wire bytes), with or without EDNS; the
 /// reply's bytes, if any within `timeout`.
 fn ask(client: &UdpClient, name: &str, edns: bool, timeout: Duration) -> (u16, Option<Vec<u8>>) {
+    ask_type(client, name, RecordType::A, edns, timeout)
+}
+
+/// [`ask`] for `rtype`.
+fn ask_type(
+    client: &UdpClient,
+    name: &str,
+    rtype: RecordType,
+    edns: bool,
+    timeout: Duration,
+) -> (u16, Option<Vec<u8>>) {
     let id = new_id();
     let message = if edns {
-        query_message(name, RecordType::A, id)
+        query_message(name, rtype, id)
     } else {
-        query_message_plain(name, RecordType::A, id)
+        query_message_plain(name, rtype, id)
     };
     let mut bytes = message.to_vec().unwrap();
     // hickory writes names lower-cased: put the case back.
@@ -96,6 +113,22 @@ fn ask(client: &UdpClient, name: &str, edns: bool, timeout: Duration) -> (u16, O
     (id, client.exchange_raw(&bytes, timeout).ok().flatten())
 }
 
+/// A reply with its ID and TTL fields zeroed, and the TTLs.
+fn without_ttls(reply: &[u8]) -> (Vec<u8>, Vec<u32>) {
+    let mut offsets = Vec::new();
+    shardns_wire::Message::parse_with(reply, |at| offsets.push(at)).expect("the reply parses");
+    let mut bytes = reply.to_vec();
+    bytes[..2].fill(0);
+    let ttls = offsets
+        .iter()
+        .map(|&at| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()))
+        .collect();
+    for at in offsets {
+        bytes[at..at + 4].fill(0);
+    }
+    (bytes, ttls)
+}
+
 /// The A records of a reply.
 fn addresses(reply: &[u8]) -> Vec<String> {
     let message = Message::from_vec(reply).expect("the reply parses");
@@ -106,21 +139,30 @@ fn addresses(reply: &[u8]) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn shardns_publishes_hot_entries_and_the_kernel_answers_them() {
+/// What a test runs: the namespaces, Unbound, shardns with `fastpath veth-node*`.
+struct Setup {
+    node: Namespace,
+    pod: Namespace,
+    _unbound: NamespaceUnbound,
+    shardns: NodeCache,
+    corefile: std::path::PathBuf,
+    _dir: shardns_e2e::TempDir,
+}
+
+/// The topology and shardns, or `None` (the reason printed) where it cannot run.
+fn start(label: &str) -> Option<Setup> {
     if let Some(reason) = skip_reason(&["iptables", "/usr/sbin/unbound"]) {
         eprintln!("skipped: {reason}");
-        return;
+        return None;
     }
-    let node = Namespace::create("fp-node").unwrap();
-    let Some(pod_ns) = new_pod(&node, "veth-node", 1) else {
+    let node = Namespace::create(&format!("fp-node-{label}")).unwrap();
+    let Some(pod) = new_pod(&node, "veth-node", 1) else {
         eprintln!("skipped: this kernel has no veth link type");
-        return;
+        return None;
     };
-    let pod = client(&pod_ns);
     node.add_local_ips(&[&LOCAL_IP.to_string()]).unwrap();
     let upstream = SocketAddr::from(([127, 0, 0, 1], 53));
-    let _unbound = NamespaceUnbound::start(&node, upstream, true, ZONE, RECORDS).unwrap();
+    let unbound = NamespaceUnbound::start(&node, upstream, true, ZONE, RECORDS).unwrap();
     let dir = shardns_e2e::TempDir::new("fastpath").unwrap();
     let corefile = dir.join("Corefile");
     std::fs::write(
@@ -135,13 +177,46 @@ fn shardns_publishes_hot_entries_and_the_kernel_answers_them() {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let mut shardns = NodeCache::start(&node, &args, &[], &dir.join("log")).unwrap();
+    let shardns = NodeCache::start(&node, &args, &[], &dir.join("log")).unwrap();
     let log = shardns.log_text();
     if log.contains("without the bpf feature") {
         eprintln!("skipped: the shardns binary was built without the fast path's program");
-        return;
+        return None;
     }
     assert!(log.contains("fastpath: attached to veth-node"), "{log}");
+    Some(Setup {
+        node,
+        pod,
+        _unbound: unbound,
+        shardns,
+        corefile,
+        _dir: dir,
+    })
+}
+
+/// The socket path blocked in the node: what still answers is the program.
+fn block_sockets(node: &Namespace) {
+    node.exec(
+        "iptables",
+        &["-I", "INPUT", "-p", "udp", "--dport", "53", "-j", "DROP"],
+    )
+    .unwrap();
+}
+
+#[test]
+fn shardns_publishes_hot_entries_and_the_kernel_answers_them() {
+    let Some(Setup {
+        node,
+        pod: pod_ns,
+        _unbound,
+        mut shardns,
+        corefile: _,
+        _dir,
+    }) = start("main")
+    else {
+        return;
+    };
+    let pod = client(&pod_ns);
     let metrics = || node.run(|_| scrape(SocketAddr::from(([127, 0, 0, 1], 9253))));
 
     // Two socket hits after the miss publish the entry; the socket path's answer, kept.
@@ -157,11 +232,7 @@ fn shardns_publishes_hot_entries_and_the_kernel_answers_them() {
     });
     assert!(published.is_some(), "{}", metrics());
 
-    node.exec(
-        "iptables",
-        &["-I", "INPUT", "-p", "udp", "--dport", "53", "-j", "DROP"],
-    )
-    .unwrap();
+    block_sockets(&node);
     let (id, reply) = ask(&pod, "CaChEd.FastPath.TEST.", false, REPLY);
     let reply = reply.expect("the fast path answers with the socket path blocked");
     assert_eq!(header_of(&reply).unwrap().id, id);
@@ -264,4 +335,92 @@ fn shardns_publishes_hot_entries_and_the_kernel_answers_them() {
     );
     let (_, reply) = ask(&pod, "cached.fastpath.test.", false, SILENCE);
     assert_eq!(reply, None, "answered after shardns stopped");
+}
+
+/// The same query stream through the socket path and then through the fast path: mixed case,
+/// EDNS and not, positive answers of one and three records, a CNAME chain, TXT, NODATA and
+/// NXDOMAIN. Each fast-path answer is the socket path's byte for byte but for the ID and the
+/// TTLs, which are within 2 s below (time passed between them). Then a reload withdraws every
+/// entry, and hits publish them again.
+#[test]
+fn the_fast_paths_answers_are_the_socket_paths() {
+    let Some(setup) = start("diff") else {
+        return;
+    };
+    let pod = client(&setup.pod);
+    let cases = [
+        ("CaChEd.FastPath.TEST.", RecordType::A),
+        ("multi.FASTPATH.test.", RecordType::A),
+        ("Alias.fastpath.test.", RecordType::A),
+        ("text.fastpath.test.", RecordType::TXT),
+        ("cached.fastpath.TEST.", RecordType::AAAA),
+        ("NoSuch.fastpath.test.", RecordType::A),
+    ];
+    let mut socket = Vec::new();
+    for (name, rtype) in cases {
+        for edns in [false, true] {
+            // A miss, then two hits on the same shard (one source port): the second hit's
+            // reply is the socket path's, and the entry is published on it.
+            let mut last = None;
+            for _ in 0..3 {
+                let (_, reply) = ask_type(&pod, name, rtype, edns, REPLY);
+                last = reply;
+            }
+            socket.push((name, rtype, edns, last.expect("answered")));
+        }
+    }
+    let metrics = || {
+        setup
+            .node
+            .run(|_| scrape(SocketAddr::from(([127, 0, 0, 1], 9253))))
+    };
+    let published = wait_for(Duration::from_secs(3), || {
+        (family_sum(&metrics(), "shardns_fastpath_entries") >= socket.len() as u64).then_some(())
+    });
+    assert!(published.is_some(), "{}", metrics());
+    block_sockets(&setup.node);
+    for (name, rtype, edns, expected) in &socket {
+        let (id, reply) = ask_type(&pod, name, *rtype, *edns, REPLY);
+        let reply = reply.unwrap_or_else(|| panic!("{name} {rtype} (EDNS {edns}): no answer"));
+        assert_eq!(header_of(&reply).unwrap().id, id);
+        let (got, got_ttls) = without_ttls(&reply);
+        let (want, want_ttls) = without_ttls(expected);
+        assert_eq!(got, want, "{name} {rtype} (EDNS {edns})");
+        for (got, want) in got_ttls.iter().zip(&want_ttls) {
+            assert!(
+                got <= want && want - got <= 2,
+                "{name} {rtype}: TTL {got}, the socket path said {want}"
+            );
+        }
+    }
+    let counted = wait_for(Duration::from_secs(3), || {
+        (family_sum(&metrics(), "shardns_fastpath_hits_total") >= socket.len() as u64).then_some(())
+    });
+    assert!(counted.is_some(), "{}", metrics());
+
+    // A reload (a changed Corefile, SIGUSR1) withdraws every entry: with the sockets still
+    // blocked nothing answers; unblocked, two hits publish again.
+    let text = std::fs::read_to_string(&setup.corefile).unwrap();
+    std::fs::write(&setup.corefile, text.replace("9984 30 1", "9984 29 1")).unwrap();
+    send_signal(setup.shardns.pid(), "USR1").unwrap();
+    let withdrawn = wait_for(Duration::from_secs(5), || {
+        (family_sum(&metrics(), "shardns_fastpath_entries") == 0).then_some(())
+    });
+    assert!(withdrawn.is_some(), "{}", metrics());
+    let (_, reply) = ask(&pod, "cached.fastpath.test.", false, SILENCE);
+    assert_eq!(reply, None, "answered from a withdrawn entry");
+    setup
+        .node
+        .exec(
+            "iptables",
+            &["-D", "INPUT", "-p", "udp", "--dport", "53", "-j", "DROP"],
+        )
+        .unwrap();
+    for _ in 0..2 {
+        assert!(ask(&pod, "cached.fastpath.test.", false, REPLY).1.is_some());
+    }
+    let republished = wait_for(Duration::from_secs(3), || {
+        (family_sum(&metrics(), "shardns_fastpath_entries") == 1).then_some(())
+    });
+    assert!(republished.is_some(), "{}", metrics());
 }
