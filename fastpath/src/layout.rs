@@ -84,6 +84,29 @@ impl AnswerKey {
     pub fn bytes(&self) -> &[u8; KEY_LEN] {
         &self.0
     }
+
+    /// The question name, lowercase, uncompressed wire form.
+    pub fn qname(&self) -> &[u8] {
+        // Well formed by construction ([`AnswerKey::new`]).
+        let len = wire_name_len(&self.0[..KEY_QNAME_LEN]).unwrap_or(KEY_QNAME_LEN);
+        &self.0[..len]
+    }
+
+    /// The question type.
+    pub fn qtype(&self) -> u16 {
+        u16::from_be_bytes([self.0[KEY_QNAME_LEN], self.0[KEY_QNAME_LEN + 1]])
+    }
+
+    /// The query bits.
+    pub fn bits(&self) -> QueryBits {
+        let byte = self.0[KEY_QNAME_LEN + 2];
+        QueryBits {
+            edns: byte & 1 != 0,
+            dnssec_ok: byte & 2 != 0,
+            checking_disabled: byte & 4 != 0,
+            authentic_data: byte & 8 != 0,
+        }
+    }
 }
 
 /// How long an answer lives and what its TTLs say, on the boot clock ([`boot_time_ns`]).

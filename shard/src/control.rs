@@ -21,4 +21,7 @@ pub enum Control {
     /// A hand-off: store the entries of this chunk (from another process's export) that this
     /// shard owns ([`crate::Engine::import_cache`]).
     ImportCache(Arc<[u8]>),
+    /// Hits the in-kernel fast path answered for entries this shard published
+    /// ([`crate::Engine::kernel_hits`]).
+    KernelHits(Arc<[crate::fastpath::KernelHit]>),
 }

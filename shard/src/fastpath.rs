@@ -9,7 +9,12 @@
 //! counts `fastpath_dropped`). The process's fast-path thread renders it with
 //! [`HotEntry::render`] and writes the map. A shard withdraws what it published when it evicts
 //! the entry ([`Publication::Remove`]) and when it is reconfigured ([`Publication::Reset`]);
-//! the reader removes expired entries itself (the program never answers them).
+//! the reader removes expired entries itself (the program never answers them). A published
+//! entry replaced by a newer answer (a prefetch) is published again at once.
+//!
+//! The hits the program answers come back as [`KernelHit`]s
+//! ([`crate::Control::KernelHits`]): they count towards `prefetch` and keep the entry from
+//! looking cold to eviction, as socket hits do.
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
@@ -171,6 +176,20 @@ impl HotEntry {
         out.truncate(len);
         out
     }
+}
+
+/// Hits the in-kernel fast path answered for one cache entry since the last report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelHit {
+    /// The entry's server block.
+    pub server: usize,
+    /// Its question name, lowercase, uncompressed wire form.
+    pub qname: Vec<u8>,
+    pub qtype: u16,
+    /// Its key's DO and CD bits.
+    pub dnssec_ok: bool,
+    pub checking_disabled: bool,
+    pub hits: u32,
 }
 
 /// A shard's end of the publication channel.

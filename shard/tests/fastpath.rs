@@ -11,8 +11,10 @@ use std::sync::mpsc::Receiver;
 
 use common::{Ask, Rig, Upstream, client, config_with, query};
 use hickory_proto::rr::RecordType;
-use shardns_shard::config::CacheConfig;
-use shardns_shard::fastpath::{HotEntry, Publication, ReplyBits, publication_channel};
+use std::time::Duration;
+
+use shardns_shard::config::{CacheConfig, Prefetch};
+use shardns_shard::fastpath::{HotEntry, KernelHit, Publication, ReplyBits, publication_channel};
 use shardns_shard::{Config, FastpathConfig, Protocol, RestartNeeded};
 
 fn fastpath_config(capacity: usize) -> Config {
@@ -158,7 +160,7 @@ fn evicted_entries_are_withdrawn() {
     hit(&mut rig, "a.example.", Ask::default());
     hit(&mut rig, "a.example.", Ask::default());
     inserted(&receiver);
-    rig.wait(std::time::Duration::from_secs(31));
+    rig.wait(Duration::from_secs(31));
     cache(&mut rig, "b.example.");
     match receiver.try_recv() {
         Ok(Publication::Remove(hot)) => {
@@ -220,4 +222,69 @@ fn a_full_channel_drops_and_counts() {
     assert_eq!(stats.fastpath_dropped.get(), 1);
     assert_eq!(inserted(&receiver).qname(), b"\x01a\x07example\x00");
     assert!(receiver.try_recv().is_err());
+}
+
+/// With `prefetch 2 1m 50%`: hits the kernel answered, reported back, count towards it like
+/// socket hits; the refreshed answer is published again at once.
+#[test]
+fn kernel_hits_count_towards_prefetch_and_the_refresh_is_published_again() {
+    let with_prefetch = |prefetch: bool| {
+        let mut config = fastpath_config(100);
+        config.servers[0].cache.as_mut().unwrap().prefetch = prefetch.then_some(Prefetch {
+            amount: 2,
+            window: Duration::from_secs(60),
+            percentage: 50,
+        });
+        config
+    };
+    let kernel_hits = |hits: u32| {
+        vec![KernelHit {
+            server: 0,
+            qname: b"\x01a\x07example\x00".to_vec(),
+            qtype: 1,
+            dnssec_ok: false,
+            checking_disabled: false,
+            hits,
+        }]
+    };
+    for (prefetch, reported, refreshed) in [(true, 5, true), (true, 0, false), (false, 5, false)] {
+        let (mut rig, receiver) = rig(with_prefetch(prefetch), 16);
+        cache(&mut rig, "a.example.");
+        hit(&mut rig, "a.example.", Ask::default());
+        let first = {
+            hit(&mut rig, "a.example.", Ask::default());
+            inserted(&receiver)
+        };
+        // 20 s of the 30 s lifetime gone: inside prefetch's last 50 %. The two socket hits
+        // were 20 s ago, in the same window.
+        rig.wait(Duration::from_secs(20));
+        let sent = rig.upstream_sent();
+        let now = rig.now;
+        rig.engines[0].kernel_hits(now, &kernel_hits(reported));
+        rig.settle();
+        assert_eq!(
+            rig.upstream_sent() > sent,
+            refreshed,
+            "prefetch {prefetch}, {reported} kernel hits"
+        );
+        if !refreshed {
+            assert!(receiver.try_recv().is_err());
+            continue;
+        }
+        rig.answer(&Upstream {
+            answers: vec![([192, 0, 2, 1], 300)],
+            ..Upstream::default()
+        });
+        let again = inserted(&receiver);
+        assert_eq!(again.qname(), first.qname());
+        assert!(
+            again.stored_at() > first.stored_at(),
+            "the refreshed answer"
+        );
+        assert_eq!(
+            again.combinations().collect::<Vec<_>>(),
+            first.combinations().collect::<Vec<_>>()
+        );
+        assert_eq!(rig.engines[0].stats().servers[0].prefetch.get(), 1);
+    }
 }

@@ -27,6 +27,11 @@ fn key_lowercases_the_name_and_packs_type_and_bits() {
             .all(|&b| b == 0)
     );
     assert_eq!(&key.bytes()[KEY_QNAME_LEN..], &[0, 28, 0b1011, 3]);
+    // And read back.
+    assert_eq!(key.qname(), &wire[..]);
+    assert_eq!((key.qtype(), key.bits()), (28, bits));
+    let root = AnswerKey::new(0, b"\0", 1, QueryBits::default()).unwrap();
+    assert_eq!((root.qname(), root.qtype()), (&b"\0"[..], 1));
     assert_eq!(
         key,
         AnswerKey::new(3, &name("www.example.com"), 28, bits).unwrap()

@@ -276,26 +276,7 @@ impl PacketCache {
         };
         let remaining = entry.response.remaining(now);
         if remaining > 0 {
-            entry.used = true;
-            let mut prefetch = false;
-            if let Some(p) = &self.policy.prefetch {
-                let window = u64::try_from(p.window.as_nanos()).unwrap_or(u64::MAX);
-                if now.saturating_sub(entry.window_start) > window || entry.hits == 0 {
-                    entry.window_start = now;
-                    entry.hits = 1;
-                } else {
-                    entry.hits = entry.hits.saturating_add(1);
-                }
-                let threshold =
-                    (u64::from(p.percentage) * u64::from(entry.response.ttl())).div_ceil(100);
-                if entry.hits >= p.amount
-                    && u64::from(remaining) <= threshold
-                    && now >= entry.refresh_after
-                {
-                    entry.refresh_after = now.saturating_add(self.refresh_hold);
-                    prefetch = true;
-                }
-            }
+            let prefetch = count_hits(&self.policy, self.refresh_hold, entry, now, remaining, 1);
             let publish = publish.is_some_and(|bit| {
                 entry.seen = entry.seen.saturating_add(1);
                 let due = entry.seen >= PUBLISH_AFTER && entry.published & bit == 0;
@@ -329,6 +310,25 @@ impl PacketCache {
             refresh,
             verify: stale.verify,
         }
+    }
+
+    /// Counts `hits` answered elsewhere (by the in-kernel fast path) for the fresh entry of
+    /// `key`, as client lookups count theirs (prefetch, eviction); `Some(stored_at)` when a
+    /// prefetch is due now.
+    pub(crate) fn note_hits(
+        &mut self,
+        now: u64,
+        key: &Key<'_>,
+        hash: u64,
+        hits: u32,
+    ) -> Option<u64> {
+        let entry = self.table.find_mut(hash, |e| e.is(hash, key))?;
+        let remaining = entry.response.remaining(now);
+        if remaining == 0 || hits == 0 {
+            return None;
+        }
+        count_hits(&self.policy, self.refresh_hold, entry, now, remaining, hits)
+            .then(|| entry.response.stored_at())
     }
 
     /// The entry for `question` if it is fresh or usable stale, without counting anything:
@@ -424,13 +424,33 @@ impl PacketCache {
             Some(existing) => {
                 let old = existing.kind as usize;
                 self.len[old] -= 1;
+                let published = existing.published;
                 *existing = Entry {
                     // Popularity survives a refresh, so prefetch keeps the entry warm.
                     used: existing.used,
                     hits: existing.hits,
                     window_start: existing.window_start,
+                    seen: existing.seen,
+                    published,
                     ..entry
                 };
+                // What was published goes out again with the new answer at once, so that the
+                // fast path's copy lives as long as the cache's (a prefetch).
+                if published != 0
+                    && let Some((publisher, at, epoch)) = &self.withdraw
+                {
+                    let hot = HotEntry::new(
+                        *at,
+                        existing.kind,
+                        existing.flags,
+                        published,
+                        existing.response.clone(),
+                        *epoch,
+                    );
+                    if !publisher.offer(Publication::Insert(hot)) {
+                        existing.published = 0;
+                    }
+                }
             }
             None => {
                 self.table.insert_unique(hash, entry, |e| e.hash);
@@ -495,6 +515,36 @@ impl PacketCache {
         self.order[slot]
             .retain(|&(hash, serial)| table.find(hash, |e| e.serial == serial).is_some());
     }
+}
+
+/// Counts `hits` on a fresh `entry` with `remaining` seconds left: marks it used (eviction)
+/// and, under `policy`'s prefetch, counts them in the window and says whether a refresh is due
+/// (then held off for `refresh_hold`).
+fn count_hits(
+    policy: &CacheConfig,
+    refresh_hold: u64,
+    entry: &mut Entry,
+    now: u64,
+    remaining: u32,
+    hits: u32,
+) -> bool {
+    entry.used = true;
+    let Some(p) = &policy.prefetch else {
+        return false;
+    };
+    let window = u64::try_from(p.window.as_nanos()).unwrap_or(u64::MAX);
+    if now.saturating_sub(entry.window_start) > window || entry.hits == 0 {
+        entry.window_start = now;
+        entry.hits = hits;
+    } else {
+        entry.hits = entry.hits.saturating_add(hits);
+    }
+    let threshold = (u64::from(p.percentage) * u64::from(entry.response.ttl())).div_ceil(100);
+    if entry.hits >= p.amount && u64::from(remaining) <= threshold && now >= entry.refresh_after {
+        entry.refresh_after = now.saturating_add(refresh_hold);
+        return true;
+    }
+    false
 }
 
 #[cfg(test)]

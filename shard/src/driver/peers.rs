@@ -124,6 +124,21 @@ impl ShardControl {
         delivered
     }
 
+    /// Sends `control` to shard `shard` alone and wakes it; `false` when it has stopped (or
+    /// there is no such shard).
+    pub fn send(&self, shard: usize, control: Control) -> bool {
+        let Some((sender, wake)) = self.shards.get(shard) else {
+            return false;
+        };
+        if sender.send(control).is_err() {
+            return false;
+        }
+        if let Err(e) = wake.wake() {
+            debug!("waking shard {shard}: {e}");
+        }
+        true
+    }
+
     /// Wakes every shard without a message, so that it looks at its flags at once (a drain
     /// just requested) rather than after its longest sleep.
     pub fn wake_all(&self) {

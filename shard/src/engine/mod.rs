@@ -28,10 +28,11 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use shardns_wire::Key;
 
 use crate::cache::PacketCache;
 use crate::config::Config;
-use crate::fastpath::Publisher;
+use crate::fastpath::{KernelHit, Publisher};
 use crate::health::Health;
 use crate::log_limit::LogLimit;
 use crate::peer::{Peer, PeerMessage};
@@ -196,6 +197,30 @@ impl Engine {
         self
     }
 
+    /// Counts hits the in-kernel fast path answered for this shard's entries, as socket hits
+    /// count: towards `prefetch` (a refresh starts when one is due) and eviction.
+    pub fn kernel_hits(&mut self, now: Instant, hits: &[KernelHit]) {
+        let clock = self.nanos(now);
+        for hit in hits {
+            let key = Key {
+                qname: &hit.qname,
+                qtype: hit.qtype,
+                qclass: 1,
+                dnssec_ok: hit.dnssec_ok,
+                checking_disabled: hit.checking_disabled,
+            };
+            let hash = key.hash_seeded(self.group.seed);
+            let Some(Some(cache)) = self.caches.get_mut(hit.server) else {
+                continue;
+            };
+            let count = hit.hits;
+            if let Some(stored_at) = cache.note_hits(clock, &key, hash, count) {
+                self.stats.servers[hit.server].prefetch.inc();
+                self.refresh(now, hit.server, &key, hash, stored_at);
+            }
+        }
+    }
+
     /// Has every `fastpath` block's cache tell the publisher of its evictions.
     fn withdraw_evictions(&mut self) {
         let Some(publisher) = &self.publisher else {
@@ -310,6 +335,7 @@ impl Handler for Engine {
                 let report = self.import_cache(now, &chunk);
                 tracing::debug!(shard = self.shard, ?report, "cache chunk imported");
             }
+            Control::KernelHits(hits) => self.kernel_hits(now, &hits),
         }
     }
 

@@ -8,8 +8,10 @@
 //! - attaches to new matching interfaces (a pod's veth appearing) as rtnetlink announces
 //!   them (within the 100 ms the thread waits for publications at most), and rescans every
 //!   second in case an event was lost; forgets vanished ones;
-//! - every second: removes expired entries, and reads the hit counters into the metrics
-//!   ([`FastpathCounters`]: `coredns_cache_hits_total` counts the program's hits too);
+//! - every second: removes expired entries, reads the hit counters into the metrics
+//!   ([`FastpathCounters`]: `coredns_cache_hits_total` counts the program's hits too) and
+//!   sends each entry's new hits to the shard that first published it
+//!   ([`Control::KernelHits`]: they count towards its `prefetch` and eviction);
 //! - on the shutdown flag, detaches from every interface.
 //!
 //! A start-up that cannot load or attach logs why and serves through the sockets alone: the
@@ -17,7 +19,7 @@
 
 mod plan;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -28,8 +30,10 @@ use shardns_fastpath::{
     Answer, AnswerKey, Error as FastpathError, Fastpath, Lifetime, LinkEvents, QueryBits,
     boot_time_ns,
 };
-use shardns_shard::fastpath::{HotEntry, Publication, Publisher, ReplyBits, publication_channel};
-use shardns_shard::{CacheStats, Config, Counter, Gauge};
+use shardns_shard::fastpath::{
+    HotEntry, KernelHit, Publication, Publisher, ReplyBits, publication_channel,
+};
+use shardns_shard::{CacheStats, Config, Control, Counter, Gauge, ShardControl};
 
 pub(crate) use plan::Plan;
 use plan::{Held, Table};
@@ -117,6 +121,7 @@ pub(crate) fn load(config: Arc<Config>, plan: Plan) -> Option<Started> {
         counters: Arc::clone(&counters),
         refused: HashSet::new(),
         events,
+        control: None,
     };
     state.scan();
     Some(Started {
@@ -128,14 +133,20 @@ pub(crate) fn load(config: Arc<Config>, plan: Plan) -> Option<Started> {
 }
 
 impl Started {
-    /// Runs the thread until `shutdown` is set; it then detaches.
-    pub(crate) fn spawn(self, shutdown: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
+    /// Runs the thread until `shutdown` is set; it then detaches. Hits the program answered
+    /// go to the shards that published the entries through `control`.
+    pub(crate) fn spawn(
+        self,
+        shutdown: Arc<AtomicBool>,
+        control: Option<ShardControl>,
+    ) -> std::io::Result<JoinHandle<()>> {
         let Started {
             mut state,
             receiver,
             publisher,
             ..
         } = self;
+        state.control = control;
         // The shards hold their own clones.
         drop(publisher);
         std::thread::Builder::new()
@@ -175,6 +186,8 @@ struct State {
     refused: HashSet<String>,
     /// rtnetlink's link events: a rescan as soon as an interface appears.
     events: Option<LinkEvents>,
+    /// Reaches the shards, to report the program's hits.
+    control: Option<ShardControl>,
 }
 
 impl State {
@@ -262,8 +275,31 @@ impl State {
         for (key, held) in self.table.expired(now) {
             self.remove(&key, &held);
         }
+        // The hits since the last tick go to each entry's first publisher, for its prefetch
+        // and eviction.
+        let mut reports: HashMap<usize, Vec<KernelHit>> = HashMap::new();
         for (key, held) in self.table.iter_mut() {
-            held.counted = count(&self.fastpath, &self.counters, key, held);
+            let total = count(&self.fastpath, &self.counters, key, held);
+            let new = total.saturating_sub(held.counted);
+            held.counted = total;
+            if let Some(&shard) = held.shards.first()
+                && new > 0
+            {
+                let bits = key.bits();
+                reports.entry(shard).or_default().push(KernelHit {
+                    server: held.server,
+                    qname: key.qname().to_vec(),
+                    qtype: key.qtype(),
+                    dnssec_ok: bits.dnssec_ok,
+                    checking_disabled: bits.checking_disabled,
+                    hits: u32::try_from(new).unwrap_or(u32::MAX),
+                });
+            }
+        }
+        if let Some(control) = &self.control {
+            for (shard, hits) in reports {
+                control.send(shard, Control::KernelHits(hits.into()));
+            }
         }
         if let Ok(stats) = self.fastpath.stats() {
             let c = &self.counters;

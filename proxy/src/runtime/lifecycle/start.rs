@@ -255,7 +255,7 @@ impl Lifecycle<'_> {
         let shards = shards.start();
         let fastpath_thread = fastpath.and_then(|started| {
             started
-                .spawn(Arc::clone(&shutdown))
+                .spawn(Arc::clone(&shutdown), control.clone())
                 .map_err(|error| tracing::error!(%error, "cannot start the fastpath thread"))
                 .ok()
         });
