@@ -428,13 +428,13 @@ impl Exposition {
         out
     }
 
-    /// `shardns_fastpath_*`, when the fast path runs: the program's counters (summed over
-    /// CPUs), the map's entries, the interfaces attached, and per shard what was published
-    /// and what a full channel dropped.
+    /// `shardns_fastpath_*`: the program's counters (summed over CPUs), the map's entries,
+    /// the interfaces attached, and per shard what was published and what a full channel
+    /// dropped. Written whether or not the fast path runs (zeros when it does not), so that
+    /// dashboards adding its hits to the query rate work everywhere.
     fn render_fastpath(&self, out: &mut String, shard_names: &[String]) {
-        let Some(fastpath) = &self.process.fastpath else {
-            return;
-        };
+        let off = FastpathCounters::new(0);
+        let fastpath = self.process.fastpath.as_deref().unwrap_or(&off);
         let program = [
             (
                 "hits",

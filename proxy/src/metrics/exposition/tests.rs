@@ -294,7 +294,11 @@ fn every_family_has_help_and_type_once_and_in_one_group() {
             + 2 // coredns_build_info, coredns_reload_failed_total
             + 1 // shardns_shard_info
             + 2 // shardns_shard_limit_reached_total, shardns_http_connections_refused_total
+            + 10 // shardns_fastpath_*: 5 of the program's, entries, interfaces, refused,
+                 // published and dropped per shard (zeros: no fast path here)
     );
+    assert_eq!(value(&page, "shardns_fastpath_hits_total"), 0);
+    assert_eq!(value(&page, "shardns_fastpath_interfaces"), 0);
     assert!(page.ends_with('\n'));
     // Stable: the same counters render the same page.
     assert_eq!(page, self::page());
@@ -358,4 +362,50 @@ fn labels() {
     assert_eq!(upstream_rcode_label(5), "REFUSED");
     assert_eq!(upstream_rcode_label(10), "NOTZONE");
     assert_eq!(upstream_rcode_label(15), "15");
+}
+
+#[test]
+fn fast_path_hits_are_cache_hits_and_its_families_show_its_counters() {
+    let config = build("Corefile", COREFILE).unwrap();
+    let fastpath = crate::runtime::fastpath::FastpathCounters::new(config.servers.len());
+    fastpath.servers[0].hits[0].add(1000);
+    fastpath.servers[0].hits[1].add(100);
+    fastpath.hits.set(1100);
+    fastpath.misses.set(5);
+    fastpath.entries.set(42);
+    fastpath.interfaces.set(3);
+    let process = ProcessCounters {
+        fastpath: Some(Arc::new(fastpath)),
+        ..ProcessCounters::default()
+    };
+    let with = Exposition::new(&config, two_shards(&config), Arc::new(process)).render();
+    let without = page();
+    let cluster = "server=\"dns://169.254.20.10:53\",view=\"\",zones=\"cluster.local.\"";
+    let typed = |page: &str, name: &str, kind: &str| {
+        value(
+            page,
+            &format!(
+                "{name}{{server=\"dns://169.254.20.10:53\",type=\"{kind}\",view=\"\",\
+                 zones=\"cluster.local.\"}}"
+            ),
+        )
+    };
+    for (kind, added) in [("success", 1000), ("denial", 100)] {
+        assert_eq!(
+            typed(&with, "coredns_cache_hits_total", kind),
+            typed(&without, "coredns_cache_hits_total", kind) + added
+        );
+    }
+    let requests = |page: &str| value(page, &format!("coredns_cache_requests_total{{{cluster}}}"));
+    assert_eq!(requests(&with), requests(&without) + 1100);
+    let misses = |page: &str| value(page, &format!("coredns_cache_misses_total{{{cluster}}}"));
+    assert_eq!(
+        misses(&with),
+        misses(&without),
+        "fast-path hits are no misses"
+    );
+    assert_eq!(value(&with, "shardns_fastpath_hits_total"), 1100);
+    assert_eq!(value(&with, "shardns_fastpath_misses_total"), 5);
+    assert_eq!(value(&with, "shardns_fastpath_entries"), 42);
+    assert_eq!(value(&with, "shardns_fastpath_interfaces"), 3);
 }

@@ -67,7 +67,8 @@ pub(crate) struct FastpathCounters {
 }
 
 impl FastpathCounters {
-    fn new(blocks: usize) -> FastpathCounters {
+    /// Zeros, with room for `blocks` server blocks' hits.
+    pub(crate) fn new(blocks: usize) -> FastpathCounters {
         FastpathCounters {
             servers: (0..blocks).map(|_| CacheStats::default()).collect(),
             hits: Gauge::default(),
