@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod compare;
+mod flood;
 mod load;
 mod mmsg;
 mod names;
@@ -46,6 +47,8 @@ struct Cli {
 enum Command {
     /// Send DNS queries and measure answers (dnsperf-compatible flags).
     Load(load::Args),
+    /// Keep queries in flight and count replies, nothing else: the lightest client.
+    Flood(flood::Args),
     /// Echo every datagram back with QR set: the per-query kernel floor.
     Reflect(reflect::Args),
     /// Concurrent lookups through the system resolver (getaddrinfo).
@@ -68,6 +71,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Load(args) => load::run(args),
+        Command::Flood(args) => flood::run(args),
         Command::Reflect(args) => reflect::run(args),
         Command::Resolve(args) => resolve::run(args),
         Command::Compare(args) => compare::run(args),

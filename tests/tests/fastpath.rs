@@ -151,6 +151,15 @@ struct Setup {
 
 /// The topology and shardns, or `None` (the reason printed) where it cannot run.
 fn start(label: &str) -> Option<Setup> {
+    start_with(label, "veth-node*", false)
+}
+
+/// The node's IPv6 address for the `ipv6` setups (on its `lo`), and the veth's network.
+const LOCAL_IP6: &str = "fd00:20::10";
+
+/// [`start`] with the fast path on `interfaces`; with `ipv6`, the node serves [`LOCAL_IP6`]
+/// too, and the pod reaches it over IPv6 (fd00:1::2 → fd00:1::1).
+fn start_with(label: &str, interfaces: &str, ipv6: bool) -> Option<Setup> {
     if let Some(reason) = skip_reason(&["iptables", "/usr/sbin/unbound"]) {
         eprintln!("skipped: {reason}");
         return None;
@@ -161,6 +170,19 @@ fn start(label: &str) -> Option<Setup> {
         return None;
     };
     node.add_local_ips(&[&LOCAL_IP.to_string()]).unwrap();
+    let mut binds = LOCAL_IP.to_string();
+    if ipv6 {
+        let local = format!("{LOCAL_IP6}/128");
+        node.ip(&["addr", "add", &local, "dev", "lo", "nodad"])
+            .unwrap();
+        node.ip(&["addr", "add", "fd00:1::1/64", "dev", "veth-node", "nodad"])
+            .unwrap();
+        pod.ip(&["addr", "add", "fd00:1::2/64", "dev", "veth-pod", "nodad"])
+            .unwrap();
+        pod.ip(&["-6", "route", "add", "default", "via", "fd00:1::1"])
+            .unwrap();
+        binds = format!("{binds} {LOCAL_IP6}");
+    }
     let upstream = SocketAddr::from(([127, 0, 0, 1], 53));
     let unbound = NamespaceUnbound::start(&node, upstream, true, ZONE, RECORDS).unwrap();
     let dir = shardns_e2e::TempDir::new("fastpath").unwrap();
@@ -168,8 +190,8 @@ fn start(label: &str) -> Option<Setup> {
     std::fs::write(
         &corefile,
         format!(
-            "{ZONE}:53 {{\n    bind {LOCAL_IP}\n    cache {{\n        success 9984 30 1\n    }}\n    \
-             forward . {upstream}\n    fastpath veth-node*\n    prometheus 127.0.0.1:9253\n}}\n"
+            "{ZONE}:53 {{\n    bind {binds}\n    cache {{\n        success 9984 30 1\n    }}\n    \
+             forward . {upstream}\n    fastpath {interfaces}\n    prometheus 127.0.0.1:9253\n}}\n"
         ),
     )
     .unwrap();
@@ -183,7 +205,13 @@ fn start(label: &str) -> Option<Setup> {
         eprintln!("skipped: the shardns binary was built without the fast path's program");
         return None;
     }
-    assert!(log.contains("fastpath: attached to veth-node"), "{log}");
+    for interface in interfaces.split(' ') {
+        let interface = interface.trim_end_matches('*');
+        assert!(
+            log.contains(&format!("fastpath: attached to {interface}")),
+            "{log}"
+        );
+    }
     Some(Setup {
         node,
         pod,
@@ -423,4 +451,93 @@ fn the_fast_paths_answers_are_the_socket_paths() {
         (family_sum(&metrics(), "shardns_fastpath_entries") == 1).then_some(())
     });
     assert!(republished.is_some(), "{}", metrics());
+}
+
+/// hostNetwork clients query through `lo`: with `fastpath lo`, a name hit twice from the
+/// node itself is answered by the program on `lo` (the reply is redirected to `lo`'s egress
+/// and comes back in to the client, passing the program as a packet to no served port) while
+/// the socket path is blocked.
+#[test]
+fn host_network_clients_are_answered_on_lo() {
+    let Some(setup) = start_with("lo", "lo veth-node*", false) else {
+        return;
+    };
+    let server = SocketAddr::new(IpAddr::V4(LOCAL_IP), 53);
+    let host = setup
+        .node
+        .run(|inside| UdpClient::inside(inside, server).unwrap());
+    for _ in 0..3 {
+        assert!(
+            ask(&host, "cached.fastpath.test.", false, REPLY)
+                .1
+                .is_some()
+        );
+    }
+    let metrics = || {
+        setup
+            .node
+            .run(|_| scrape(SocketAddr::from(([127, 0, 0, 1], 9253))))
+    };
+    let published = wait_for(Duration::from_secs(3), || {
+        (family_sum(&metrics(), "shardns_fastpath_entries") >= 1).then_some(())
+    });
+    assert!(published.is_some(), "{}", metrics());
+    block_sockets(&setup.node);
+    let (id, reply) = ask(&host, "CACHED.fastpath.test.", false, REPLY);
+    let reply = reply.expect("answered on lo with the socket path blocked");
+    assert_eq!(header_of(&reply).unwrap().id, id);
+    assert_eq!(&reply[13..19], b"CACHED");
+    assert_eq!(addresses(&reply), ["192.0.2.1"]);
+    // The map is one for every interface: the pod is answered from the same entry.
+    let pod = client(&setup.pod);
+    let (_, reply) = ask(&pod, "cached.fastpath.test.", false, REPLY);
+    assert_eq!(
+        addresses(&reply.expect("answered on the veth")),
+        ["192.0.2.1"]
+    );
+}
+
+/// Over IPv6 (the program computes the whole UDP checksum, which the pod's stack verifies):
+/// a name hit twice by the pod over IPv6 is answered by the program with the socket path
+/// blocked (ip6tables), byte for byte the socket path's answer but for the ID and TTLs.
+#[test]
+fn ipv6_clients_are_answered_as_the_socket_path_answers() {
+    if skip_reason(&["ip6tables"]).is_some() {
+        eprintln!("skipped: no ip6tables");
+        return;
+    }
+    let Some(setup) = start_with("v6", "veth-node*", true) else {
+        return;
+    };
+    let server: SocketAddr = format!("[{LOCAL_IP6}]:53").parse().unwrap();
+    let pod = setup
+        .pod
+        .run(|inside| UdpClient::inside(inside, server).unwrap());
+    let mut socket = None;
+    for _ in 0..3 {
+        socket = ask(&pod, "MuLtI.fastpath.test.", true, REPLY).1;
+    }
+    let socket = socket.expect("answered over IPv6 by the socket path");
+    let metrics = || {
+        setup
+            .node
+            .run(|_| scrape(SocketAddr::from(([127, 0, 0, 1], 9253))))
+    };
+    let published = wait_for(Duration::from_secs(3), || {
+        (family_sum(&metrics(), "shardns_fastpath_entries") >= 1).then_some(())
+    });
+    assert!(published.is_some(), "{}", metrics());
+    setup
+        .node
+        .exec(
+            "ip6tables",
+            &["-I", "INPUT", "-p", "udp", "--dport", "53", "-j", "DROP"],
+        )
+        .unwrap();
+    let (id, reply) = ask(&pod, "MuLtI.fastpath.test.", true, REPLY);
+    let reply = reply.expect("the program answers over IPv6 with the socket path blocked");
+    assert_eq!(header_of(&reply).unwrap().id, id);
+    let ((got, _), (want, _)) = (without_ttls(&reply), without_ttls(&socket));
+    assert_eq!(got, want);
+    assert_eq!(addresses(&reply).len(), 3);
 }

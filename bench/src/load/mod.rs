@@ -37,7 +37,7 @@ pub use pacing::Spacing;
 #[allow(unused_imports)]
 pub use report::{Details, Latency, Report};
 
-pub(crate) use queries::{QueryOptions, build as build_query, qtype_code};
+pub(crate) use queries::{QueryOptions, build as build_query, load as load_queries, qtype_code};
 use unique::UniqueNames;
 use worker::{Plan, Progress, Worker};
 use zipf::Zipf;
