@@ -51,7 +51,7 @@ fn unanswered_queries_count_as_lost_and_the_flood_goes_on() {
     let counter = std::sync::Arc::clone(&seen);
     let responder = UdpResponder::start(move |message| {
         message[2] |= 0x80;
-        counter.fetch_add(1, Ordering::Relaxed) % 2 == 0
+        counter.fetch_add(1, Ordering::Relaxed).is_multiple_of(2)
     });
     let report = flood(responder.addr, &query_file(EIGHT_NAMES));
     let (answered, lost) = (
