@@ -113,7 +113,7 @@ fn an_ipv6_hit_is_answered_with_a_checksum_the_pod_accepts() {
         let output = node.dig(&options, "cAcHeD.fastpath.test").unwrap();
         assert!(output.contains("status: NOERROR"), "{output}");
         assert!(
-            output.contains("cAcHeD.fastpath.test.\t300\tIN\tA\t192.0.2.1")
+            dig_answers(&output, "cAcHeD.fastpath.test.", "192.0.2.1")
                 && output.contains("192.0.2.2"),
             "{output}"
         );

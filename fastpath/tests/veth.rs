@@ -82,8 +82,7 @@ fn a_hit_is_answered_in_the_kernel_with_the_clients_id_and_case() {
     let output = node.dig(&["+noedns"], "cAcHeD.fastpath.test").unwrap();
     assert!(output.contains("status: NOERROR"), "{output}");
     assert!(
-        output.contains("cAcHeD.fastpath.test.\t300\tIN\tA\t192.0.2.1")
-            && output.contains("192.0.2.2"),
+        dig_answers(&output, "cAcHeD.fastpath.test.", "192.0.2.1") && output.contains("192.0.2.2"),
         "{output}"
     );
     // dig's default query: EDNS, AD and a client cookie.
@@ -103,7 +102,7 @@ fn a_hit_is_answered_in_the_kernel_with_the_clients_id_and_case() {
     node.fastpath.insert(&dig_edns_key, &edns_answer).unwrap();
     let output = node.dig(&[], "CACHED.fastpath.test").unwrap();
     assert!(
-        output.contains("CACHED.fastpath.test.\t300\tIN\tA\t192.0.2.1")
+        dig_answers(&output, "CACHED.fastpath.test.", "192.0.2.1")
             && output.contains("; EDNS: version: 0, flags:; udp: 1232"),
         "{output}"
     );

@@ -95,6 +95,28 @@ impl Namespace {
         Ok(())
     }
 
+    /// Joins this namespace (a node) to `pod` as a pod's veth joins its node: a veth pair,
+    /// `node_end` here with `10.0.N.1/24` and `veth-pod` in `pod` with `10.0.N.2/24`, both up,
+    /// and the pod's default route via the node's end. `Ok(false)` where the kernel has no
+    /// veth link type (nothing was made).
+    pub fn link_pod(&self, node_end: &str, pod: &Namespace, n: u8) -> Result<bool> {
+        let made = Command::new("ip")
+            .args(["link", "add", node_end, "netns", &self.name, "type", "veth"])
+            .args(["peer", "name", "veth-pod", "netns", &pod.name])
+            .status()
+            .is_ok_and(|status| status.success());
+        if !made {
+            return Ok(false);
+        }
+        let (node_ip, pod_ip) = (format!("10.0.{n}.1"), format!("10.0.{n}.2"));
+        self.ip(&["addr", "add", &format!("{node_ip}/24"), "dev", node_end])?;
+        self.ip(&["link", "set", node_end, "up"])?;
+        pod.ip(&["addr", "add", &format!("{pod_ip}/24"), "dev", "veth-pod"])?;
+        pod.ip(&["link", "set", "veth-pod", "up"])?;
+        pod.ip(&["route", "add", "default", "via", &node_ip])?;
+        Ok(true)
+    }
+
     /// A command that runs `program` inside the namespace (`ip netns exec NAME program`, which
     /// execs it: the child's pid is the program's).
     pub fn command(&self, program: &str) -> Command {

@@ -47,31 +47,7 @@ const REPLY: Duration = Duration::from_secs(2);
 /// 10.0.N.2/24, default route via the node); `None` where the kernel has no veth.
 fn new_pod(node: &Namespace, node_end: &str, n: u8) -> Option<Namespace> {
     let pod = Namespace::create(&format!("fp-pod{n}")).unwrap();
-    let veth = std::process::Command::new("ip")
-        .args(["link", "add", node_end, "netns", node.name()])
-        .args([
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "veth-pod",
-            "netns",
-            pod.name(),
-        ])
-        .status()
-        .is_ok_and(|status| status.success());
-    if !veth {
-        return None;
-    }
-    node.ip(&["addr", "add", &format!("10.0.{n}.1/24"), "dev", node_end])
-        .unwrap();
-    node.ip(&["link", "set", node_end, "up"]).unwrap();
-    pod.ip(&["addr", "add", &format!("10.0.{n}.2/24"), "dev", "veth-pod"])
-        .unwrap();
-    pod.ip(&["link", "set", "veth-pod", "up"]).unwrap();
-    pod.ip(&["route", "add", "default", "via", &format!("10.0.{n}.1")])
-        .unwrap();
-    Some(pod)
+    node.link_pod(node_end, &pod, n).unwrap().then_some(pod)
 }
 
 /// A client socket in `pod` for LOCAL_IP:53. Its source port stays the same, so its queries
@@ -222,6 +198,19 @@ fn start_with(label: &str, interfaces: &str, ipv6: bool) -> Option<Setup> {
     })
 }
 
+/// shardns's metrics page, scraped in the node.
+fn metrics(node: &Namespace) -> String {
+    node.run(|_| scrape(SocketAddr::from(([127, 0, 0, 1], 9253))))
+}
+
+/// Waits (≤ 3 s) until the map holds `at_least` entries; panics with the page otherwise.
+fn wait_published(node: &Namespace, at_least: u64) {
+    let published = wait_for(Duration::from_secs(3), || {
+        (family_sum(&metrics(node), "shardns_fastpath_entries") >= at_least).then_some(())
+    });
+    assert!(published.is_some(), "{}", metrics(node));
+}
+
 /// The socket path blocked in the node: what still answers is the program.
 fn block_sockets(node: &Namespace) {
     node.exec(
@@ -245,7 +234,7 @@ fn shardns_publishes_hot_entries_and_the_kernel_answers_them() {
         return;
     };
     let pod = client(&pod_ns);
-    let metrics = || node.run(|_| scrape(SocketAddr::from(([127, 0, 0, 1], 9253))));
+    let metrics = || metrics(&node);
 
     // Two socket hits after the miss publish the entry; the socket path's answer, kept.
     let (_, first) = ask(&pod, "cached.fastpath.test.", false, REPLY);
@@ -255,10 +244,7 @@ fn shardns_publishes_hot_entries_and_the_kernel_answers_them() {
         assert!(hit.is_some());
     }
     ask(&pod, "other.fastpath.test.", false, REPLY); // cached, hit never
-    let published = wait_for(Duration::from_secs(3), || {
-        (family_sum(&metrics(), "shardns_fastpath_entries") >= 1).then_some(())
-    });
-    assert!(published.is_some(), "{}", metrics());
+    wait_published(&node, 1);
 
     block_sockets(&node);
     let (id, reply) = ask(&pod, "CaChEd.FastPath.TEST.", false, REPLY);
@@ -397,15 +383,8 @@ fn the_fast_paths_answers_are_the_socket_paths() {
             socket.push((name, rtype, edns, last.expect("answered")));
         }
     }
-    let metrics = || {
-        setup
-            .node
-            .run(|_| scrape(SocketAddr::from(([127, 0, 0, 1], 9253))))
-    };
-    let published = wait_for(Duration::from_secs(3), || {
-        (family_sum(&metrics(), "shardns_fastpath_entries") >= socket.len() as u64).then_some(())
-    });
-    assert!(published.is_some(), "{}", metrics());
+    let metrics = || metrics(&setup.node);
+    wait_published(&setup.node, socket.len() as u64);
     block_sockets(&setup.node);
     for (name, rtype, edns, expected) in &socket {
         let (id, reply) = ask_type(&pod, name, *rtype, *edns, REPLY);
@@ -473,15 +452,7 @@ fn host_network_clients_are_answered_on_lo() {
                 .is_some()
         );
     }
-    let metrics = || {
-        setup
-            .node
-            .run(|_| scrape(SocketAddr::from(([127, 0, 0, 1], 9253))))
-    };
-    let published = wait_for(Duration::from_secs(3), || {
-        (family_sum(&metrics(), "shardns_fastpath_entries") >= 1).then_some(())
-    });
-    assert!(published.is_some(), "{}", metrics());
+    wait_published(&setup.node, 1);
     block_sockets(&setup.node);
     let (id, reply) = ask(&host, "CACHED.fastpath.test.", false, REPLY);
     let reply = reply.expect("answered on lo with the socket path blocked");
@@ -518,15 +489,7 @@ fn ipv6_clients_are_answered_as_the_socket_path_answers() {
         socket = ask(&pod, "MuLtI.fastpath.test.", true, REPLY).1;
     }
     let socket = socket.expect("answered over IPv6 by the socket path");
-    let metrics = || {
-        setup
-            .node
-            .run(|_| scrape(SocketAddr::from(([127, 0, 0, 1], 9253))))
-    };
-    let published = wait_for(Duration::from_secs(3), || {
-        (family_sum(&metrics(), "shardns_fastpath_entries") >= 1).then_some(())
-    });
-    assert!(published.is_some(), "{}", metrics());
+    wait_published(&setup.node, 1);
     setup
         .node
         .exec(

@@ -53,32 +53,11 @@ fn after_a_kill(fail_open: bool) -> Option<(usize, usize)> {
     }
     let node = Namespace::create("fo-node").unwrap();
     let pod = Namespace::create("fo-pod").unwrap();
-    let veth = std::process::Command::new("ip")
-        .args([
-            "link",
-            "add",
-            "veth-node",
-            "netns",
-            node.name(),
-            "type",
-            "veth",
-        ])
-        .args(["peer", "name", "veth-pod", "netns", pod.name()])
-        .status()
-        .is_ok_and(|status| status.success());
-    if !veth {
+    if !node.link_pod("veth-node", &pod, 0).unwrap() {
         eprintln!("skipped: this kernel has no veth link type");
         return None;
     }
     node.add_local_ips(&[LINK_LOCAL, CLUSTER_IP, CLUSTER_DNS])
-        .unwrap();
-    node.ip(&["addr", "add", "10.0.0.1/24", "dev", "veth-node"])
-        .unwrap();
-    node.ip(&["link", "set", "veth-node", "up"]).unwrap();
-    pod.ip(&["addr", "add", "10.0.0.2/24", "dev", "veth-pod"])
-        .unwrap();
-    pod.ip(&["link", "set", "veth-pod", "up"]).unwrap();
-    pod.ip(&["route", "add", "default", "via", "10.0.0.1"])
         .unwrap();
     // kube-proxy's DNAT of the cluster DNS IP.
     for chain in ["PREROUTING", "OUTPUT"] {
