@@ -122,7 +122,9 @@ struct Setup {
     _unbound: NamespaceUnbound,
     shardns: NodeCache,
     corefile: std::path::PathBuf,
-    _dir: shardns_e2e::TempDir,
+    /// shardns's arguments (the same hand-off socket for a successor).
+    args: Vec<String>,
+    dir: shardns_e2e::TempDir,
 }
 
 /// The topology and shardns, or `None` (the reason printed) where it cannot run.
@@ -171,10 +173,19 @@ fn start_with(label: &str, interfaces: &str, ipv6: bool) -> Option<Setup> {
         ),
     )
     .unwrap();
-    let args: Vec<String> = ["--conf", corefile.to_str().unwrap(), "--shards", "2", "-v"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let handoff = dir.join("handoff.sock");
+    let args: Vec<String> = [
+        "--conf",
+        corefile.to_str().unwrap(),
+        "--shards",
+        "2",
+        "--handoff-socket",
+        handoff.to_str().unwrap(),
+        "-v",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let shardns = NodeCache::start(&node, &args, &[], &dir.join("log")).unwrap();
     let log = shardns.log_text();
     if log.contains("without the bpf feature") {
@@ -194,7 +205,8 @@ fn start_with(label: &str, interfaces: &str, ipv6: bool) -> Option<Setup> {
         _unbound: unbound,
         shardns,
         corefile,
-        _dir: dir,
+        args,
+        dir,
     })
 }
 
@@ -227,8 +239,7 @@ fn shardns_publishes_hot_entries_and_the_kernel_answers_them() {
         pod: pod_ns,
         _unbound,
         mut shardns,
-        corefile: _,
-        _dir,
+        ..
     }) = start("main")
     else {
         return;
@@ -503,4 +514,77 @@ fn ipv6_clients_are_answered_as_the_socket_path_answers() {
     let ((got, _), (want, _)) = (without_ttls(&reply), without_ttls(&socket));
     assert_eq!(got, want);
     assert_eq!(addresses(&reply).len(), 3);
+}
+
+/// An upgrade with the fast path on: a successor started on the same hand-off socket takes
+/// the sockets and the cache, attaches its own program beside its predecessor's (another
+/// shardns's program is no CNI's), and the predecessor detaches as it leaves. A pod asking
+/// all along loses no query; afterwards the successor's own entries answer with the socket
+/// path blocked.
+#[test]
+fn an_upgrade_loses_no_query_and_the_successor_takes_over_the_fast_path() {
+    let Some(mut setup) = start("upgrade") else {
+        return;
+    };
+    let pod = client(&setup.pod);
+    for _ in 0..3 {
+        assert!(ask(&pod, "cached.fastpath.test.", false, REPLY).1.is_some());
+    }
+    wait_published(&setup.node, 1);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let asking = {
+        let stop = std::sync::Arc::clone(&stop);
+        let pod = client(&setup.pod);
+        std::thread::spawn(move || {
+            let (mut sent, mut answered) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent < 20_000 {
+                sent += 1;
+                if ask(&pod, "cached.fastpath.test.", false, REPLY).1.is_some() {
+                    answered += 1;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            (sent, answered)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let successor =
+        NodeCache::start(&setup.node, &setup.args, &[], &setup.dir.join("log2")).unwrap();
+    let status = setup.shardns.wait(Duration::from_secs(15)).unwrap();
+    assert!(status.success(), "{}", setup.shardns.log_text());
+    let old_log = setup.shardns.log_text();
+    assert!(
+        old_log.contains("fastpath: detached from 1 interfaces"),
+        "{old_log}"
+    );
+    let new_log = successor.log_text();
+    assert!(new_log.contains("taking over from process"), "{new_log}");
+    assert!(
+        new_log.contains("fastpath: attached to veth-node"),
+        "{new_log}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, answered) = asking.join().unwrap();
+    assert!(sent > 50, "the pod asked all along: {sent}");
+    assert_eq!(answered, sent, "every query answered through the upgrade");
+    // The successor's own entries: published by its shards, answered with the sockets
+    // blocked.
+    for _ in 0..2 {
+        assert!(ask(&pod, "cached.fastpath.test.", false, REPLY).1.is_some());
+    }
+    wait_published(&setup.node, 1);
+    block_sockets(&setup.node);
+    let (_, reply) = ask(&pod, "CACHED.fastpath.test.", false, REPLY);
+    assert_eq!(
+        addresses(&reply.expect("the successor's program answers")),
+        ["192.0.2.1"]
+    );
+    let mut successor = successor;
+    assert!(
+        successor
+            .stop("TERM", Duration::from_secs(10))
+            .unwrap()
+            .success()
+    );
 }
