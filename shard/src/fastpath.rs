@@ -2,7 +2,7 @@
 //! program and its maps are the `shardns-fastpath` crate, driven by the process).
 //!
 //! The shards own the cache as before. In a block with `fastpath`, an entry hit over UDP
-//! [`PUBLISH_AFTER`] times is published, once for each combination of the query bits that
+//! [`PUBLISH_AFTER`] time(s) is published, once for each combination of the query bits that
 //! change its reply beyond the shard's own key (an OPT record or not, AD or not; DO and CD
 //! are in the key): a [`Publication::Insert`] on a bounded channel, carrying the entry by
 //! reference count (no copy, no allocation on the hit path; a full channel drops it and
@@ -24,8 +24,12 @@ use shardns_wire::{Header, KeyFlags};
 use crate::Protocol;
 use crate::cache::{ClientView, Kind, StoredResponse};
 
-/// UDP hits of an entry before it is published: a name asked once stays on the socket path.
-pub const PUBLISH_AFTER: u16 = 2;
+/// UDP hits of an entry on a shard before it is published. One: a name asked twice (its miss,
+/// then a hit) is hot. A higher threshold counts per shard, and pods' resolvers spread their
+/// queries over the shards by source port, so with N shards a name would need about N times
+/// as many queries before the kernel answers it; a publication costs the shard nothing on its
+/// hit path (a channel send) and the fastpath thread a map write.
+pub const PUBLISH_AFTER: u16 = 1;
 
 /// What a shard tells the fast path.
 #[derive(Debug)]
