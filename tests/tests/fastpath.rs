@@ -132,12 +132,27 @@ fn start(label: &str) -> Option<Setup> {
     start_with(label, "veth-node*", false)
 }
 
+/// [`start_with`], running `before` on the node once the namespaces are up and before
+/// shardns starts.
+fn start_after(label: &str, before: impl FnOnce(&Namespace)) -> Option<Setup> {
+    start_inner(label, "veth-node*", false, before)
+}
+
 /// The node's IPv6 address for the `ipv6` setups (on its `lo`), and the veth's network.
 const LOCAL_IP6: &str = "fd00:20::10";
 
 /// [`start`] with the fast path on `interfaces`; with `ipv6`, the node serves [`LOCAL_IP6`]
 /// too, and the pod reaches it over IPv6 (fd00:1::2 → fd00:1::1).
 fn start_with(label: &str, interfaces: &str, ipv6: bool) -> Option<Setup> {
+    start_inner(label, interfaces, ipv6, |_| {})
+}
+
+fn start_inner(
+    label: &str,
+    interfaces: &str,
+    ipv6: bool,
+    before: impl FnOnce(&Namespace),
+) -> Option<Setup> {
     if let Some(reason) = skip_reason(&["iptables", "/usr/sbin/unbound"]) {
         eprintln!("skipped: {reason}");
         return None;
@@ -186,6 +201,7 @@ fn start_with(label: &str, interfaces: &str, ipv6: bool) -> Option<Setup> {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    before(&node);
     let shardns = NodeCache::start(&node, &args, &[], &dir.join("log")).unwrap();
     let log = shardns.log_text();
     if log.contains("without the bpf feature") {
@@ -589,4 +605,72 @@ fn an_upgrade_loses_no_query_and_the_successor_takes_over_the_fast_path() {
             .unwrap()
             .success()
     );
+}
+
+/// A shardns killed on a kernel before 6.6 leaves its tc filter, which goes on answering from
+/// a map nobody updates. Stood for here by a loader attached through netlink and never
+/// dropped, answering a wrong address. A shardns starting cold (no predecessor to hand over)
+/// removes it before attaching its own: afterwards the answer is the real one and no
+/// filter of the program is left on the interface.
+#[test]
+fn a_cold_start_removes_the_filter_a_killed_shardns_left() {
+    use shardns_fastpath::{Answer, AnswerKey, Fastpath, Lifetime, QueryBits};
+    if shardns_fastpath::OBJECT.is_none() {
+        eprintln!("skipped: built without the fast path's program");
+        return;
+    }
+    let left_behind = |node: &Namespace| {
+        let mut killed = Fastpath::load().unwrap();
+        node.run(|_| killed.attach_netlink("veth-node")).unwrap();
+        killed
+            .serve(SocketAddr::new(IpAddr::V4(LOCAL_IP), 53), 0)
+            .unwrap();
+        // A stale answer: 192.0.2.250 where Unbound says 192.0.2.1.
+        let mut stale = hickory_proto::op::Message::new();
+        stale
+            .set_message_type(hickory_proto::op::MessageType::Response)
+            .add_query(hickory_proto::op::Query::query(
+                "cached.fastpath.test.".parse().unwrap(),
+                RecordType::A,
+            ))
+            .add_answer(hickory_proto::rr::Record::from_rdata(
+                "cached.fastpath.test.".parse().unwrap(),
+                300,
+                hickory_proto::rr::RData::A(hickory_proto::rr::rdata::A::new(192, 0, 2, 250)),
+            ));
+        let bytes = stale.to_vec().unwrap();
+        let key = AnswerKey::new(
+            0,
+            b"\x06cached\x08fastpath\x04test\x00",
+            1,
+            QueryBits::default(),
+        )
+        .unwrap();
+        killed
+            .insert(
+                &key,
+                &Answer::new(&bytes, Lifetime::from_now(300).unwrap()).unwrap(),
+            )
+            .unwrap();
+        // Killed: never dropped, its filter stays.
+        std::mem::forget(killed);
+        let filters = node.run(|_| Fastpath::other_programs("veth-node")).unwrap();
+        assert_eq!(filters, ["shardns_fastpath"]);
+    };
+    let Some(setup) = start_after("leftover", left_behind) else {
+        return;
+    };
+    let log = setup.shardns.log_text();
+    assert!(
+        log.contains("removed the filter a killed shardns left on veth-node"),
+        "{log}"
+    );
+    let filters = setup
+        .node
+        .run(|_| Fastpath::other_programs("veth-node"))
+        .unwrap();
+    assert!(filters.is_empty(), "{filters:?}");
+    let pod = client(&setup.pod);
+    let (_, reply) = ask(&pod, "cached.fastpath.test.", false, REPLY);
+    assert_eq!(addresses(&reply.expect("answered")), ["192.0.2.1"]);
 }

@@ -93,8 +93,11 @@ pub(crate) struct Started {
 }
 
 /// Loads the program for `plan` and attaches it (see the module documentation); `None`
-/// (logged) when it cannot be loaded.
-pub(crate) fn load(config: Arc<Config>, plan: Plan) -> Option<Started> {
+/// (logged) when it cannot be loaded. `cold`: no predecessor serves (not a hand-off), so a
+/// filter of this program found on an interface was left by a shardns that was killed
+/// (kernels before 6.6 attach through tc filters, which outlive their process) and is
+/// removed before attaching.
+pub(crate) fn load(config: Arc<Config>, plan: Plan, cold: bool) -> Option<Started> {
     let mut fastpath = match Fastpath::load() {
         Ok(fastpath) => fastpath,
         Err(error) => {
@@ -123,6 +126,7 @@ pub(crate) fn load(config: Arc<Config>, plan: Plan) -> Option<Started> {
         refused: HashSet::new(),
         events,
         control: None,
+        cold,
     };
     state.scan();
     Some(Started {
@@ -189,6 +193,8 @@ struct State {
     events: Option<LinkEvents>,
     /// Reaches the shards, to report the program's hits.
     control: Option<ShardControl>,
+    /// No predecessor serves: leftover filters of this program are removed before attaching.
+    cold: bool,
 }
 
 impl State {
@@ -349,6 +355,19 @@ impl State {
                 || self.fastpath.interfaces().any(|attached| attached == name)
             {
                 continue;
+            }
+            if self.cold {
+                match Fastpath::remove_leftovers(&name) {
+                    Ok(true) => {
+                        tracing::warn!(
+                            "fastpath: removed the filter a killed shardns left on {name}"
+                        )
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!("fastpath: looking for leftovers on {name}: {error}")
+                    }
+                }
             }
             let attached = if self.plan.force {
                 self.fastpath.attach_anyway(&name)

@@ -172,7 +172,9 @@ impl Lifecycle<'_> {
         // The fast path (`fastpath`): loaded and attached now; its thread starts with the
         // shards.
         let fastpath = match fastpath::Plan::of(&config) {
-            Ok(plan) => plan.and_then(|plan| fastpath::load(Arc::clone(&config), plan)),
+            Ok(plan) => {
+                plan.and_then(|plan| fastpath::load(Arc::clone(&config), plan, successor.is_none()))
+            }
             Err(message) => {
                 tracing::error!("{message}; every query is answered through the sockets");
                 None
