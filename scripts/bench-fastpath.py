@@ -16,8 +16,9 @@ every round (A, B, C, A, B, C, ...):
 
 Each runs `shardns-bench flood` (the lightest closed-loop client: 8 sockets keeping 32
 queries each in flight, counting replies and nothing else; no latency), a `load` closed loop
-(saturation: -q 256 over 64 sockets) and `load` open loops with Poisson arrivals at 5k, 20k
-and 80k QPS. Measured per run: answers, QPS, p50/p99 latency (the
+(saturation: -q 256 over 64 sockets), a `load` ping-pong (one query in flight on one socket:
+the round trip itself, with nothing queued or paced) and `load` open loops with Poisson
+arrivals at 5k, 20k and 80k QPS. Measured per run: answers, QPS, p50/p99 latency (the
 generator's HDR histogram), the whole node's CPU (busy jiffies of every CPU in /proc/stat,
 the generator included), the generator's own CPU (its rusage: the client's side), the server
 process's CPU (/proc/PID/stat), and for the fast path the program's own run time per packet
@@ -54,8 +55,8 @@ NODE, POD = "fpb-node", "fpb-pod"
 UPSTREAM = "127.0.0.1:5300"
 METRICS = "127.0.0.1:9253"
 ZONE = "fastpath.bench."
-LOADS = [("flood", "flood"), ("saturation", None), ("5k", 5000), ("20k", 20000),
-         ("80k", 80000)]
+LOADS = [("flood", "flood"), ("saturation", None), ("pingpong", "pingpong"), ("5k", 5000),
+         ("20k", 20000), ("80k", 80000)]
 SERVERS = ["floor", "socket", "fastpath"]
 
 
@@ -162,6 +163,10 @@ def load(args, names, rate, seconds, warmup):
                                        "--cpu", str(args.load_cpu))))
         report["latency_us"] = {"p50": 0.0, "p99": 0.0}
         return report
+    if rate == "pingpong":
+        return json.loads(run(*in_ns(POD, str(args.bench), "load", "-s", LOCAL_IP, "-d",
+                                     str(names), "-l", str(seconds), "--cpu",
+                                     str(args.load_cpu), "--json", "-c", "1", "-q", "1")))
     command = [str(args.bench), "load", "-s", LOCAL_IP, "-d", str(names), "-l", str(seconds),
                "--warmup", str(warmup), "--cpu", str(args.load_cpu), "--json", "-c", "64"]
     if rate is None:
@@ -208,7 +213,7 @@ def measure(args, names, server, rate):
     tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
     return {
         "server": server.kind,
-        "load": "saturation" if rate is None else rate if rate == "flood"
+        "load": "saturation" if rate is None else rate if isinstance(rate, str)
         else f"{rate // 1000}k",
         "answered": report["answered"],
         "lost": report["lost"],
