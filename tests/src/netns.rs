@@ -117,6 +117,17 @@ impl Namespace {
         Ok(true)
     }
 
+    /// node-cache's rules in this namespace as `save` (`iptables-save`, `iptables-nft-save`,
+    /// `iptables-legacy-save`) prints them: the lines carrying node-cache's comment.
+    pub fn node_cache_rules(&self, save: &str) -> Result<Vec<String>> {
+        Ok(self
+            .exec(save, &[])?
+            .lines()
+            .filter(|line| line.contains("NodeLocal DNS Cache"))
+            .map(str::to_string)
+            .collect())
+    }
+
     /// A command that runs `program` inside the namespace (`ip netns exec NAME program`, which
     /// execs it: the child's pid is the program's).
     pub fn command(&self, program: &str) -> Command {

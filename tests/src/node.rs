@@ -125,6 +125,23 @@ impl NamespaceUnbound {
         Ok(unbound)
     }
 
+    /// The cluster's DNS as the node-local tests need it (kube-dns, CoreDNS): Unbound on
+    /// `addr` answering `cluster.local.` with `kubernetes.default.svc.cluster.local. A
+    /// 10.96.0.1`; `udp: false` makes it TCP only (what node-cache forwards over).
+    pub fn cluster_dns(
+        namespace: &Namespace,
+        addr: SocketAddr,
+        udp: bool,
+    ) -> Result<NamespaceUnbound> {
+        NamespaceUnbound::start(
+            namespace,
+            addr,
+            udp,
+            "cluster.local.",
+            &["kubernetes.default.svc.cluster.local. 30 IN A 10.96.0.1"],
+        )
+    }
+
     /// The queries it logged (`... info: CLIENT NAME TYPE IN`) for `name`.
     pub fn queries_for(&self, name: &str) -> usize {
         let log = std::fs::read_to_string(self.dir.join("unbound.log")).unwrap_or_default();

@@ -296,11 +296,9 @@ struct NodeCase {
 fn rules(namespace: &Namespace, backend: Backend) -> usize {
     let save = backend.program("-save");
     namespace
-        .exec(&save, &[])
+        .node_cache_rules(&save)
         .unwrap_or_else(|error| panic!("{save}: {error:#}"))
-        .lines()
-        .filter(|line| line.contains("NodeLocal DNS Cache"))
-        .count()
+        .len()
 }
 
 /// The image in a network namespace of the test's, with node-cache's stock arguments (the
@@ -340,12 +338,10 @@ fn sets_up_the_node(case: NodeCase) {
                 .unwrap();
         }
     }
-    let kube_dns = NamespaceUnbound::start(
+    let kube_dns = NamespaceUnbound::cluster_dns(
         &namespace,
         SocketAddr::new(KUBE_DNS.parse().unwrap(), 53),
         false,
-        "cluster.local.",
-        &["kubernetes.default.svc.cluster.local. 30 IN A 10.96.0.1"],
     )
     .unwrap();
     let dir = TempDir::new("ctrn").unwrap();

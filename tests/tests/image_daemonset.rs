@@ -108,12 +108,8 @@ fn daemonset_pod() -> Result<Pod> {
 /// The nft tables' node-cache rules in `namespace`, as `iptables-nft-save` prints them.
 fn nft_rules(namespace: &Namespace) -> Vec<String> {
     namespace
-        .exec("iptables-nft-save", &[])
+        .node_cache_rules("iptables-nft-save")
         .expect("iptables-nft-save")
-        .lines()
-        .filter(|line| line.contains("NodeLocal DNS Cache"))
-        .map(str::to_string)
-        .collect()
 }
 
 #[test]
@@ -132,12 +128,10 @@ fn the_daemonsets_pod_serves_the_node_as_the_manifest_says() {
     namespace
         .add_local_ips(&[LINK_LOCAL, CLUSTER_IP, KUBE_DNS])
         .unwrap();
-    let kube_dns = NamespaceUnbound::start(
+    let kube_dns = NamespaceUnbound::cluster_dns(
         &namespace,
         SocketAddr::new(KUBE_DNS.parse().unwrap(), 53),
         false,
-        "cluster.local.",
-        &["kubernetes.default.svc.cluster.local. 30 IN A 10.96.0.1"],
     )
     .unwrap();
     // The pod's volumes: the ConfigMap, the optional kube-dns ConfigMap (absent), the

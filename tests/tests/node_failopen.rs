@@ -84,14 +84,7 @@ fn after_a_kill(fail_open: bool) -> Option<(usize, usize)> {
             .unwrap();
         }
     }
-    let _cluster_dns = NamespaceUnbound::start(
-        &node,
-        at(CLUSTER_DNS, 53),
-        true,
-        "cluster.local.",
-        &["kubernetes.default.svc.cluster.local. 30 IN A 10.96.0.1"],
-    )
-    .unwrap();
+    let _cluster_dns = NamespaceUnbound::cluster_dns(&node, at(CLUSTER_DNS, 53), true).unwrap();
     let dir = TempDir::new("failopen").unwrap();
     node_cache_inputs(&dir, Some(CLUSTER_DNS)).unwrap();
     let path = |name: &str| dir.join(name).display().to_string();

@@ -36,12 +36,8 @@ fn at(ip: &str, port: u16) -> SocketAddr {
 /// node-cache's rules present in the namespace: `iptables-save` lines with their comments.
 fn rules(namespace: &Namespace) -> Vec<String> {
     namespace
-        .exec("iptables-save", &[])
+        .node_cache_rules("iptables-save")
         .expect("iptables-save")
-        .lines()
-        .filter(|line| line.contains("NodeLocal DNS Cache"))
-        .map(str::to_string)
-        .collect()
 }
 
 /// Replaces the kube-dns ConfigMap directory's contents at once, as kubelet does: a new
@@ -81,14 +77,7 @@ fn stock_corefile_and_arguments_set_up_serve_and_tear_down_the_node() {
         .add_local_ips(&[LINK_LOCAL, CLUSTER_IP, KUBE_DNS, NAMESERVER, STUB])
         .unwrap();
     // kube-dns answers over TCP only: what it answers came over TCP.
-    let kube_dns = NamespaceUnbound::start(
-        &namespace,
-        at(KUBE_DNS, 53),
-        false,
-        "cluster.local.",
-        &["kubernetes.default.svc.cluster.local. 30 IN A 10.96.0.1"],
-    )
-    .unwrap();
+    let kube_dns = NamespaceUnbound::cluster_dns(&namespace, at(KUBE_DNS, 53), false).unwrap();
     let nameserver = NamespaceUnbound::start(
         &namespace,
         at(NAMESERVER, 53),
@@ -376,14 +365,7 @@ fn skipteardown_leaves_the_rules_in_place() {
     namespace
         .add_local_ips(&[LINK_LOCAL, CLUSTER_IP, KUBE_DNS])
         .unwrap();
-    let _kube_dns = NamespaceUnbound::start(
-        &namespace,
-        at(KUBE_DNS, 53),
-        true,
-        "cluster.local.",
-        &["kubernetes.default.svc.cluster.local. 30 IN A 10.96.0.1"],
-    )
-    .unwrap();
+    let _kube_dns = NamespaceUnbound::cluster_dns(&namespace, at(KUBE_DNS, 53), true).unwrap();
     let dir = TempDir::new("skip").unwrap();
     node_cache_inputs(&dir, Some(KUBE_DNS)).unwrap();
     let args: Vec<String> = [
