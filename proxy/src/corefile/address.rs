@@ -11,7 +11,7 @@ pub(super) const DNS_PORT: u16 = 53;
 
 /// A zone in the two forms the engine wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Zone {
+pub(crate) struct Zone {
     /// Lowercase uncompressed wire form (`b"\0"` for the root).
     pub wire: Vec<u8>,
     /// Presentation form with a trailing dot (`cluster.local.`, `.`).
@@ -40,7 +40,7 @@ impl Zone {
 }
 
 /// Parses a zone name (`cluster.local`, `cluster.local.`, `.`; case-insensitive).
-pub(super) fn parse_zone(text: &str) -> Result<Zone, String> {
+pub(crate) fn parse_zone(text: &str) -> Result<Zone, String> {
     let lower = text.to_ascii_lowercase();
     let trimmed = lower.strip_suffix('.').unwrap_or(&lower);
     if trimmed.is_empty() {

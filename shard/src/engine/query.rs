@@ -224,10 +224,11 @@ impl Engine {
         }
         let clock = nanos(&mut self.clock, self.group.epoch, now);
         let stats = &self.stats.servers[server];
+        let bit = combination(view.edns.is_some(), view.flags & Header::AD != 0);
         let publish = (view.protocol == Protocol::Udp
             && self.publisher.is_some()
             && self.config.servers[server].fastpath.is_some())
-        .then(|| combination(view.edns.is_some(), view.flags & Header::AD != 0));
+        .then_some(bit);
         let (len, rcode, refresh) = match cache.lookup(clock, key, hash, publish) {
             Lookup::Fresh {
                 response,
@@ -247,7 +248,7 @@ impl Engine {
                         (self.shard, server),
                         kind,
                         key.flags(),
-                        combination(view.edns.is_some(), view.flags & Header::AD != 0),
+                        bit,
                         response.clone(),
                         self.group.epoch,
                     );

@@ -222,11 +222,7 @@ impl State {
     fn keys(&self, hot: &HotEntry) -> Vec<AnswerKey> {
         let numbers = self.plan.numbers(&self.config, hot.server(), hot.qname());
         hot.combinations()
-            .flat_map(|bits| {
-                numbers.iter().filter_map(move |&number| {
-                    AnswerKey::new(number, hot.qname(), hot.qtype(), query_bits(bits)).ok()
-                })
-            })
+            .flat_map(|bits| keys_for(hot, bits, &numbers))
             .collect()
     }
 
@@ -249,11 +245,7 @@ impl State {
                     continue;
                 }
             };
-            for &number in &numbers {
-                let Ok(key) = AnswerKey::new(number, hot.qname(), hot.qtype(), query_bits(bits))
-                else {
-                    continue;
-                };
+            for key in keys_for(hot, bits, &numbers) {
                 match self.fastpath.insert(&key, &answer) {
                     Ok(()) => self.table.insert(
                         key,
@@ -399,6 +391,17 @@ fn count(fastpath: &Fastpath, counters: &FastpathCounters, key: &AnswerKey, held
         stats.hits[usize::from(!held.success)].add(total.saturating_sub(held.counted));
     }
     total
+}
+
+/// The keys of `hot` for combination `bits` under each of `numbers`.
+fn keys_for<'a>(
+    hot: &'a HotEntry,
+    bits: ReplyBits,
+    numbers: &'a [u8],
+) -> impl Iterator<Item = AnswerKey> + 'a {
+    numbers.iter().filter_map(move |&number| {
+        AnswerKey::new(number, hot.qname(), hot.qtype(), query_bits(bits)).ok()
+    })
 }
 
 /// The program's key bits for a shard's combination.

@@ -1,20 +1,11 @@
 use std::time::{Duration, Instant};
 
 use super::{Plan, Table};
+use crate::corefile::address::parse_zone;
 use crate::corefile::build;
 
 fn name(text: &str) -> Vec<u8> {
-    let mut wire = Vec::new();
-    for label in text
-        .trim_end_matches('.')
-        .split('.')
-        .filter(|l| !l.is_empty())
-    {
-        wire.push(label.len() as u8);
-        wire.extend_from_slice(label.as_bytes());
-    }
-    wire.push(0);
-    wire
+    parse_zone(text).unwrap().wire
 }
 
 /// node-local-dns's layout: the cluster zone and `.` on the same two addresses, the cluster
