@@ -224,12 +224,11 @@ impl Engine {
         }
         let clock = nanos(&mut self.clock, self.group.epoch, now);
         let stats = &self.stats.servers[server];
-        let bit = combination(view.edns.is_some(), view.flags & Header::AD != 0);
-        let publish = (view.protocol == Protocol::Udp
+        let publish_bit = (view.protocol == Protocol::Udp
             && self.publisher.is_some()
             && self.config.servers[server].fastpath.is_some())
-        .then_some(bit);
-        let (len, rcode, refresh) = match cache.lookup(clock, key, hash, publish) {
+        .then(|| combination(view.edns.is_some(), view.flags & Header::AD != 0));
+        let (len, rcode, refresh) = match cache.lookup(clock, key, hash, publish_bit) {
             Lookup::Fresh {
                 response,
                 kind,
@@ -242,7 +241,7 @@ impl Engine {
                 if prefetch {
                     stats.prefetch.inc();
                 }
-                if publish && let Some(publisher) = &self.publisher {
+                if publish && let (Some(publisher), Some(bit)) = (&self.publisher, publish_bit) {
                     // A clone shares the bytes: no allocation.
                     let hot = HotEntry::new(
                         (self.shard, server),
